@@ -1,0 +1,1 @@
+"""Central operations: verify kiosk telemetry, keep state, show turnout and device health."""

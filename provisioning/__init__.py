@@ -1,0 +1,1 @@
+"""Technician and CEC tooling: keys, roll packages, device registration, broker credentials."""
