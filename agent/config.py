@@ -82,6 +82,8 @@ class AgentConfig:
     control_socket: str = "/run/kesp/agent.sock"
     health_interval_s: float = 60.0
     peers: tuple[str, ...] = ()
+    #: ``host:port`` this kiosk accepts station peers on (agent.peers; see docs/PEERS.md).
+    peer_listen: str = "0.0.0.0:7341"
     language_order: tuple[str, ...] = ("ky", "ru")
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, get_args
 
 from nacl.exceptions import BadSignatureError
@@ -232,6 +233,11 @@ class MarkStore:
         ).fetchone()
         top = self._con.execute("SELECT MAX(hlc) FROM marks").fetchone()[0] or 0
         self.clock = HybridClock(max(row[0] if row else 0, top))
+
+    @property
+    def trusted(self) -> Mapping[str, VerifyKey]:
+        """The kiosks whose marks this store accepts (the station's roll package), read-only."""
+        return MappingProxyType(self._trusted)
 
     # -- reading -------------------------------------------------------------
 
