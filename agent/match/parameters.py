@@ -1,0 +1,81 @@
+"""Every tuned constant of the matcher and its decision thresholds, in one place.
+
+Site configuration (which FMR a station runs at) lives in ``agent.config``;
+this module holds what the algorithm needs and what calibration produced.
+Lengths are in pixels at ``STANDARD_DPI`` (500 dpi), angles in radians.
+
+The kernels receive these values as one float64 vector (:func:`kernel_vector`)
+rather than reading module globals, because Numba freezes globals into its
+on-disk cache and would silently keep stale values after an edit here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class MccParameters:
+    """Minutia Cylinder-Code (Cappelli, Ferrara, Maltoni, PAMI 2010) with LSS-R consolidation.
+
+    Defaults follow the paper except where noted: the cylinder is 8 x 8 cells
+    (one 64-bit word per direction layer, so the validity mask is one word),
+    and the pair-distance tolerance of the relaxation grows with the distance
+    (``rel_d_tol_rel``) so that skin stretch and the per-set anisotropic
+    resampling of register templates are tolerated.
+    """
+
+    radius: float = 70.0
+    ns: int = 8
+    nd: int = 6
+    sigma_s: float = 28.0 / 3.0
+    sigma_d: float = 2.0 * math.pi / 9.0
+    mu_psi: float = 0.01
+    omega: float = 50.0
+    min_vc: float = 0.75
+    min_m: int = 2
+    min_me: float = 0.60
+    delta_theta: float = math.pi / 2.0
+    mu_p: float = 20.0
+    tau_p: float = 2.0 / 5.0
+    min_np: int = 4
+    max_np: int = 12
+    w_r: float = 0.5
+    n_rel: int = 5
+    rel_mu1: float = 5.0
+    rel_tau1: float = -8.0 / 5.0
+    rel_mu2: float = math.pi / 12.0
+    rel_tau2: float = -30.0
+    rel_mu3: float = math.pi / 12.0
+    rel_tau3: float = -30.0
+    rel_d_tol_rel: float = 0.0
+    max_nr: int = 255
+
+    def __post_init__(self) -> None:
+        if self.ns != 8:
+            raise ValueError("the bit layout needs ns == 8 (one 64-bit word per layer)")
+        if not 1 <= self.nd <= 16:
+            raise ValueError(f"nd={self.nd} not in 1..16")
+        if self.min_np < 1 or self.max_np < self.min_np:
+            raise ValueError("need 1 <= min_np <= max_np")
+
+
+DEFAULT = MccParameters()
+
+
+def kernel_vector(p: MccParameters) -> NDArray[np.float64]:
+    """The parameters in field order, as the kernels index them."""
+    return np.asarray(astuple(p), dtype=np.float64)
+
+
+# Indexes into kernel_vector(); kept next to the dataclass so they cannot drift.
+FIELDS = tuple(MccParameters.__dataclass_fields__)
+(
+    P_RADIUS, P_NS, P_ND, P_SIGMA_S, P_SIGMA_D, P_MU_PSI, P_OMEGA, P_MIN_VC, P_MIN_M, P_MIN_ME,
+    P_DELTA_THETA, P_MU_P, P_TAU_P, P_MIN_NP, P_MAX_NP, P_W_R, P_N_REL, P_REL_MU1, P_REL_TAU1,
+    P_REL_MU2, P_REL_TAU2, P_REL_MU3, P_REL_TAU3, P_REL_D_TOL_REL, P_MAX_NR,
+) = range(len(FIELDS))
