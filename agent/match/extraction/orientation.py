@@ -1,0 +1,97 @@
+"""Orientation field with reliability (coherence), on the block grid.
+
+Structure tensor of the Sobel gradient summed over a window per block, then
+smoothed as doubled-angle vectors (so 0 and pi agree) with a Gaussian over
+neighbouring blocks. Angles are ridge directions in image coordinates
+(x right, y down), in [0, pi).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.match.extraction import parameters as P
+from agent.match.extraction.filters import block_window_sum
+
+
+@dataclass(frozen=True)
+class BlockTensors:
+    """Structure-tensor terms per block: a = Gxx - Gyy, b = 2 Gxy, e = Gxx + Gyy."""
+
+    a: NDArray[np.float32]
+    b: NDArray[np.float32]
+    e: NDArray[np.float32]
+
+    def coherence(self) -> NDArray[np.float32]:
+        """Unsmoothed coherence |(a, b)| / e in [0, 1]."""
+        return np.sqrt(self.a**2 + self.b**2) / np.maximum(self.e, 1e-6)
+
+
+@dataclass(frozen=True)
+class OrientationField:
+    """Ridge direction (radians, [0, pi), image coordinates) and coherence per block."""
+
+    angle: NDArray[np.float32]
+    coherence: NDArray[np.float32]
+    block: int
+
+    def vectors(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Doubled-angle unit vectors (cos 2t, sin 2t), for interpolation."""
+        return np.cos(2 * self.angle).astype(np.float32), np.sin(2 * self.angle).astype(
+            np.float32
+        )
+
+
+def gradients(norm: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Sobel gradients (gx, gy) with replicated edges."""
+    p = np.pad(norm, 1, mode="edge")
+    dx = p[:, 2:] - p[:, :-2]
+    dy = p[2:, :] - p[:-2, :]
+    gx = dx[:-2, :] + 2 * dx[1:-1, :] + dx[2:, :]
+    gy = dy[:, :-2] + 2 * dy[:, 1:-1] + dy[:, 2:]
+    return gx.astype(np.float32), gy.astype(np.float32)
+
+
+def block_tensors(norm: NDArray[np.float32]) -> BlockTensors:
+    """Structure tensor summed over ORIENT_WINDOW around every block centre."""
+    gx, gy = gradients(norm)
+    gxx = block_window_sum(gx * gx, P.BLOCK, P.ORIENT_WINDOW)
+    gyy = block_window_sum(gy * gy, P.BLOCK, P.ORIENT_WINDOW)
+    gxy = block_window_sum(gx * gy, P.BLOCK, P.ORIENT_WINDOW)
+    return BlockTensors(a=gxx - gyy, b=2 * gxy, e=gxx + gyy)
+
+
+def gaussian_blocks(values: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
+    """Separable Gaussian smoothing of a block map (edges replicated)."""
+    r = max(1, int(np.ceil(2.5 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    p = np.pad(values.astype(np.float64), r, mode="edge")
+    rows = sum(k[i] * p[:, i : i + values.shape[1]] for i in range(2 * r + 1))
+    out = sum(k[i] * rows[i : i + values.shape[0], :] for i in range(2 * r + 1))
+    return np.asarray(out, np.float32)
+
+
+def orientation_field(tensors: BlockTensors, mask: NDArray[np.bool_]) -> OrientationField:
+    """Smooth the tensors over the foreground blocks ``mask`` into a field.
+
+    Background blocks do not contribute, so noise outside the finger does not
+    bend the directions at its rim; background blocks still get the nearest
+    foreground direction (through the normalised smoothing) for drawing.
+    """
+    w = mask.astype(np.float32)
+    s = P.ORIENT_SMOOTH_SIGMA
+    # Normalise each block's vector by its energy before smoothing so one
+    # high-contrast block does not dominate its neighbours.
+    e = np.maximum(tensors.e, 1e-6)
+    ua = gaussian_blocks(tensors.a / e * w, s)
+    ub = gaussian_blocks(tensors.b / e * w, s)
+    ww = gaussian_blocks(w, s)
+    coherence = np.sqrt(ua**2 + ub**2) / np.maximum(ww, 1e-6)
+    coherence = np.where(mask, np.clip(coherence, 0.0, 1.0), 0.0).astype(np.float32)
+    # Gradient direction is 0.5*atan2(b, a); ridges run perpendicular to it.
+    angle = np.mod(0.5 * np.arctan2(ub, ua) + np.pi / 2, np.pi).astype(np.float32)
+    return OrientationField(angle=angle, coherence=coherence, block=P.BLOCK)
