@@ -64,6 +64,12 @@ class BrokerConfig:
     username: str = ""
     password_file: str = ""
     keepalive_s: int = 30
+    cert_file: str = ""
+    """Client certificate (PEM) when the broker identifies kiosks by certificate."""
+    key_file: str = ""
+    """Private key (PEM) of ``cert_file``."""
+    ops_verify_key: str = ""
+    """Hex Ed25519 public key of central ops; commands (rebirth, resend) must be signed by it."""
 
 
 @dataclass(frozen=True)
