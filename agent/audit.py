@@ -1,0 +1,896 @@
+"""The kiosk's tamper-evident audit log: append-only, hash-chained, signed checkpoints.
+
+Entry encoding (format version 1)
+---------------------------------
+Each entry is a JSON object ``body`` with exactly these keys::
+
+    {"v": 1, "seq": n, "ts": "2026-11-27T07:12:03.125Z", "device": "<device id>",
+     "event": "<catalogue id>", "type": "<catalogue type>", "fields": {...},
+     "prev": "<hash of entry n-1, or 64 zeros for n = 1>"}
+
+Its canonical bytes are ``json.dumps(body, sort_keys=True, separators=(",", ":"),
+ensure_ascii=True)`` (pure ASCII, no whitespace, keys sorted at every level, no
+floats anywhere), and its hash is ``sha256(b"kesp-audit-v1\\0" + canonical)``
+in lowercase hex. ``seq`` starts at 1 and has no gaps. Anyone holding the
+bodies can recompute every hash; the telemetry payload of an entry is the body
+plus its ``hash`` (:meth:`AuditEntry.to_payload`).
+
+Checkpoints
+-----------
+Every ``checkpoint_every`` entries, and on :meth:`AuditLog.close`, the log
+appends an ``audit-checkpoint`` entry whose ``signature`` is the device's
+Ed25519 signature over::
+
+    b"kesp-audit-checkpoint-v1\\0" + device_id (utf-8) + b"\\0"
+    + upto_seq (8 bytes, big-endian) + bytes.fromhex(upto_hash) + final (1 byte)
+
+where ``upto_seq`` / ``upto_hash`` are the seq and hash of the entry just
+before the checkpoint. A valid signature over the head hash vouches for every
+earlier entry through the chain: rewriting history and recomputing the hashes
+is detected at the next checkpoint unless the forger has the device key. The
+entries after the last checkpoint (the *unsigned tail*; empty after a clean
+close) are protected only by the chain and by their telemetry copies; cutting
+the log back to an earlier checkpoint is detected against an external anchor,
+such as the audit head hash printed on the closing report
+(``verify_chain(..., expected_head=...)``).
+
+Storage: SQLite, WAL, ``synchronous=FULL``
+-------------------------------------------
+Chosen over an fsynced append-only file because
+
+* a commit is atomic: SQLite's WAL frames carry checksums, so a write torn by a
+  power cut is discarded on the next open and the log ends at the last entry
+  whose :meth:`AuditLog.append` returned; no hand-written tail repair;
+* an entry and the checkpoint it triggers land in one transaction, so the
+  "checkpoint every N" invariant survives a crash;
+* ``count(event)`` for reports is an indexed query, and the marks store next to
+  it uses the same engine and the same durability settings
+  (:mod:`agent.sqlite_util`).
+
+Triggers refuse ``UPDATE`` and ``DELETE`` on the entry table. That stops our own
+code from rewriting history by mistake; it does not stop someone with the file
+(they can drop the triggers), which is what the chain and signatures are for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from agent.events import CATALOGUE, Catalogue, EventFieldError, EventId, FieldValue
+from agent.sqlite_util import connect_durable, immediate
+
+__all__ = [
+    "AUDIT_FILE",
+    "CHECKPOINT_EVERY",
+    "GENESIS_HASH",
+    "AuditCorruptError",
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "AuditProblem",
+    "AuditReport",
+    "audit_cli",
+    "canonical_bytes",
+    "checkpoint_message",
+    "entry_hash",
+    "verify_chain",
+    "verify_payloads",
+]
+
+FORMAT_VERSION = 1
+AUDIT_FILE = "audit.sqlite3"
+GENESIS_HASH = "0" * 64
+# Entries between signed checkpoints. A crash can leave at most this many
+# entries protected by the chain alone; a signature costs ~0.1 ms, an fsync
+# (paid per entry anyway) far more, so a small value is cheap.
+CHECKPOINT_EVERY = 32
+
+_HASH_DOMAIN = b"kesp-audit-v1\x00"
+_SIG_DOMAIN = b"kesp-audit-checkpoint-v1\x00"
+_BODY_KEYS = frozenset({"v", "seq", "ts", "device", "event", "type", "fields", "prev"})
+_CHECKPOINT = EventId.AUDIT_CHECKPOINT
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq   INTEGER PRIMARY KEY,
+    event TEXT NOT NULL,
+    body  TEXT NOT NULL,
+    hash  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_event ON audit(event);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+class AuditError(Exception):
+    """The audit log cannot be opened or written (wrong device, bad arguments, I/O)."""
+
+
+class AuditCorruptError(AuditError):
+    """The stored log's head entry does not check out, so nothing can be chained onto it."""
+
+
+def canonical_bytes(body: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of an entry body (see the module docstring)."""
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def entry_hash(canonical: bytes) -> str:
+    """Hash of an entry from its canonical bytes, lowercase hex."""
+    return hashlib.sha256(_HASH_DOMAIN + canonical).hexdigest()
+
+
+def checkpoint_message(device_id: str, upto_seq: int, upto_hash: str, final: bool) -> bytes:
+    """The exact bytes a checkpoint's Ed25519 signature covers."""
+    return (
+        _SIG_DOMAIN
+        + device_id.encode("utf-8")
+        + b"\x00"
+        + struct.pack(">Q", upto_seq)
+        + bytes.fromhex(upto_hash)
+        + (b"\x01" if final else b"\x00")
+    )
+
+
+def _utc_text(t: float) -> str:
+    stamp = _dt.datetime.fromtimestamp(t, _dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the log, as stored and as sent as a telemetry event."""
+
+    seq: int
+    ts: str
+    device: str
+    event: EventId
+    fields: Mapping[str, FieldValue]
+    prev: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The hashed body (everything but ``hash``)."""
+        spec = CATALOGUE.spec(self.event)
+        return {
+            "v": FORMAT_VERSION,
+            "seq": self.seq,
+            "ts": self.ts,
+            "device": self.device,
+            "event": self.event.value,
+            "type": spec.type.value,
+            "fields": dict(self.fields),
+            "prev": self.prev,
+        }
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-serialisable dict: the body plus ``hash`` (what telemetry carries)."""
+        payload = self.body()
+        payload["hash"] = self.hash
+        return payload
+
+
+class _ChainError(Exception):
+    def __init__(self, problem: AuditProblem, detail: str) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+
+
+def _decode_body(text: str, catalogue: Catalogue) -> tuple[dict[str, Any], EventId]:
+    """Parse a stored body and check its shape; raise ``_ChainError``."""
+    try:
+        body = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _ChainError(AuditProblem.MALFORMED, f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict) or set(body) != _BODY_KEYS:
+        raise _ChainError(AuditProblem.MALFORMED, "body does not have the version-1 keys")
+    if canonical_bytes(body).decode("ascii") != text:
+        raise _ChainError(AuditProblem.MALFORMED, "body is not in canonical form")
+    if body["v"] != FORMAT_VERSION:
+        raise _ChainError(AuditProblem.MALFORMED, f"unknown format version {body['v']!r}")
+    for key, kind in (("seq", int), ("ts", str), ("device", str), ("prev", str)):
+        if not isinstance(body[key], kind) or isinstance(body[key], bool):
+            raise _ChainError(AuditProblem.MALFORMED, f"'{key}' has the wrong type")
+    if not isinstance(body["fields"], dict):
+        raise _ChainError(AuditProblem.MALFORMED, "'fields' is not an object")
+    try:
+        event = EventId(body["event"])
+        spec = catalogue.spec(event)
+        catalogue.validate(event, body["fields"])
+    except (ValueError, EventFieldError) as exc:
+        raise _ChainError(AuditProblem.INVALID_EVENT, str(exc)) from None
+    if body["type"] != spec.type.value:
+        raise _ChainError(AuditProblem.INVALID_EVENT, f"type {body['type']!r} != catalogue's")
+    return body, event
+
+
+def _entry_from_body(body: Mapping[str, Any], event: EventId, hash_: str) -> AuditEntry:
+    return AuditEntry(
+        seq=body["seq"],
+        ts=body["ts"],
+        device=body["device"],
+        event=event,
+        fields=MappingProxyType(dict(body["fields"])),
+        prev=body["prev"],
+        hash=hash_,
+    )
+
+
+class AuditLog:
+    """The kiosk's audit log in a SQLite file (see the module docstring).
+
+    ``append`` is durable before it returns and thread-safe. The log refuses to
+    open a file written by another device id, and refuses to chain onto a head
+    entry that does not hash to its recorded value (:class:`AuditCorruptError`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        signing_key: SigningKey,
+        device_id: str,
+        *,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        clock: Callable[[], float] = time.time,
+        catalogue: Catalogue = CATALOGUE,
+    ) -> None:
+        if checkpoint_every < 1:
+            raise AuditError("checkpoint_every must be at least 1")
+        if not device_id or "\x00" in device_id:
+            raise AuditError("device_id must be a non-empty string without NUL")
+        self.path = Path(path)
+        self._key = signing_key
+        self.device_id = device_id
+        self._every = checkpoint_every
+        self._clock = clock
+        self._catalogue = catalogue
+        self._lock = threading.Lock()
+        self._closed = False
+        self._con = connect_durable(self.path, mode=0o640)
+        try:
+            self._con.executescript(_SCHEMA)
+            with immediate(self._con):
+                row = self._con.execute(
+                    "SELECT value FROM audit_meta WHERE key = 'device'"
+                ).fetchone()
+                if row is None:
+                    self._con.execute(
+                        "INSERT INTO audit_meta(key, value) VALUES ('device', ?), ('format', ?)",
+                        (device_id, str(FORMAT_VERSION)),
+                    )
+                elif row[0] != device_id:
+                    raise AuditError(f"{self.path} belongs to device {row[0]!r}, not {device_id!r}")
+            head = self._load_head()
+            self._counts: Counter[str] = Counter(
+                dict(self._con.execute("SELECT event, count(*) FROM audit GROUP BY event"))
+            )
+        except BaseException:
+            self._con.close()
+            raise
+        self._head_seq, self._head_hash, last = head
+        #: Whether the previous session ended with a final checkpoint (a clean close).
+        #: False after a crash or power cut, and for a new, empty log.
+        self.previous_close_clean = (
+            last is not None and last.event is _CHECKPOINT and last.fields.get("final") is True
+        )
+        self._since_checkpoint = self._entries_since_checkpoint()
+
+    # ------------------------------------------------------------------ reading
+
+    def _load_head(self) -> tuple[int, str, AuditEntry | None]:
+        row = self._con.execute(
+            "SELECT seq, body, hash FROM audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, GENESIS_HASH, None
+        seq, text, stored = row
+        try:
+            body, event = _decode_body(text, self._catalogue)
+        except _ChainError as exc:
+            raise AuditCorruptError(f"head entry {seq}: {exc.detail}") from None
+        if entry_hash(text.encode("ascii")) != stored or body["seq"] != seq:
+            raise AuditCorruptError(f"head entry {seq} does not match its recorded hash")
+        return seq, stored, _entry_from_body(body, event, stored)
+
+    def _entries_since_checkpoint(self) -> int:
+        row = self._con.execute(
+            "SELECT max(seq) FROM audit WHERE event = ?", (_CHECKPOINT.value,)
+        ).fetchone()
+        return self._head_seq - (row[0] or 0)
+
+    @property
+    def head_hash(self) -> str:
+        """Hash of the newest entry (64 zeros for an empty log)."""
+        return self._head_hash
+
+    @property
+    def head_seq(self) -> int:
+        """Sequence number of the newest entry (0 for an empty log)."""
+        return self._head_seq
+
+    def count(self, event: EventId) -> int:
+        """How many entries of ``event`` the log holds."""
+        return self._counts[event.value]
+
+    def entries(self, since: int = 0) -> Iterator[AuditEntry]:
+        """Entries with ``seq > since`` in order (read in batches; safe while appending)."""
+        last = since
+        while True:
+            with self._lock:
+                self._check_open()
+                rows = self._con.execute(
+                    "SELECT seq, body, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 500",
+                    (last,),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, text, stored in rows:
+                try:
+                    body, event = _decode_body(text, self._catalogue)
+                except _ChainError as exc:
+                    raise AuditCorruptError(f"entry {seq}: {exc.detail}") from None
+                yield _entry_from_body(body, event, stored)
+                last = seq
+
+    # ------------------------------------------------------------------ writing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AuditError("the audit log is closed")
+
+    def _insert(self, event: EventId, fields: Mapping[str, FieldValue]) -> AuditEntry:
+        """Insert one entry after the current head (inside an open transaction)."""
+        row = self._con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        head_seq, head_hash = (0, GENESIS_HASH) if row is None else (row[0], row[1])
+        if head_seq != self._head_seq:
+            raise AuditError(f"{self.path} was appended to by another writer")
+        entry = AuditEntry(
+            seq=head_seq + 1,
+            ts=_utc_text(self._clock()),
+            device=self.device_id,
+            event=event,
+            fields=MappingProxyType(dict(fields)),
+            prev=head_hash,
+            hash="",
+        )
+        text = canonical_bytes(entry.body())
+        digest = entry_hash(text)
+        self._con.execute(
+            "INSERT INTO audit(seq, event, body, hash) VALUES (?, ?, ?, ?)",
+            (entry.seq, event.value, text.decode("ascii"), digest),
+        )
+        self._head_seq, self._head_hash = entry.seq, digest
+        return AuditEntry(
+            entry.seq, entry.ts, entry.device, event, entry.fields, entry.prev, digest
+        )
+
+    def _checkpoint_fields(self, final: bool) -> dict[str, FieldValue]:
+        sig = self._key.sign(
+            checkpoint_message(self.device_id, self._head_seq, self._head_hash, final)
+        ).signature
+        return {
+            "upto_seq": self._head_seq,
+            "upto_hash": self._head_hash,
+            "signature": sig.hex(),
+            "final": final,
+        }
+
+    def _commit(self, writes: Callable[[], list[AuditEntry]]) -> list[AuditEntry]:
+        """Run ``writes`` in one durable transaction; roll back in-memory state on failure."""
+        saved = (self._head_seq, self._head_hash, self._since_checkpoint)
+        try:
+            with immediate(self._con):
+                written = writes()
+        except BaseException:
+            self._head_seq, self._head_hash, self._since_checkpoint = saved
+            raise
+        for e in written:
+            self._counts[e.event.value] += 1
+        return written
+
+    def append(self, event: EventId, **fields: FieldValue) -> AuditEntry:
+        """Append ``event`` with ``fields``; durable (fsynced) before it returns.
+
+        Fields are checked against the catalogue: an unknown event, a missing,
+        undeclared or ill-typed field raises :class:`agent.events.EventFieldError`
+        and nothing is written. ``audit-checkpoint`` entries are written by the
+        log itself and cannot be appended.
+        """
+        if not isinstance(event, EventId):
+            raise EventFieldError(str(event), "", "events are logged by EventId")
+        if event is _CHECKPOINT:
+            raise EventFieldError(event.value, "", "checkpoints are written by the log itself")
+        clean = self._catalogue.validate(event, fields)
+
+        def writes() -> list[AuditEntry]:
+            out = [self._insert(event, clean)]
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self._every:
+                out.append(self._insert(_CHECKPOINT, self._checkpoint_fields(final=False)))
+                self._since_checkpoint = 0
+            return out
+
+        with self._lock:
+            self._check_open()
+            return self._commit(writes)[0]
+
+    def checkpoint(self, *, final: bool = False) -> AuditEntry:
+        """Write a signed checkpoint now (e.g. when the station pauses or closes)."""
+
+        def writes() -> list[AuditEntry]:
+            entry = self._insert(_CHECKPOINT, self._checkpoint_fields(final=final))
+            self._since_checkpoint = 0
+            return [entry]
+
+        with self._lock:
+            self._check_open()
+            return self._commit(writes)[0]
+
+    def close(self) -> None:
+        """Write the final checkpoint (unless the log already ends with one) and close."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                last = self._con.execute(
+                    "SELECT event, body FROM audit ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                already_final = (
+                    last is not None
+                    and last[0] == _CHECKPOINT.value
+                    and json.loads(last[1])["fields"].get("final") is True
+                )
+                if not already_final:
+
+                    def writes() -> list[AuditEntry]:
+                        return [self._insert(_CHECKPOINT, self._checkpoint_fields(final=True))]
+
+                    self._commit(writes)
+            finally:
+                self._closed = True
+                self._con.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- verification
+
+
+class AuditProblem(Enum):
+    """What is wrong at the first bad entry."""
+
+    UNREADABLE = "unreadable"  # not a SQLite audit log at all
+    WRONG_DEVICE = "wrong-device"  # entries of another device (or a mixed log)
+    MALFORMED = "malformed"  # body not JSON / not canonical / wrong shape
+    INVALID_EVENT = "invalid-event"  # event or fields not in the catalogue
+    ALTERED = "altered"  # content does not match a hash that vouches for it
+    REMOVED = "removed"  # one or more entries missing (seq gap)
+    REORDERED = "reordered"  # an entry appears out of sequence
+    FORGED_CHECKPOINT = "forged-checkpoint"  # checkpoint signature invalid / misplaced
+    TRUNCATED = "truncated"  # the expected head is not in the log
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Outcome of :func:`verify_chain`; ``ok`` is False exactly when ``problem`` is set.
+
+    ``first_bad_seq`` is the first entry that cannot be trusted; when a rewrite
+    is only caught by a checkpoint, ``suspect_range`` gives the (inclusive)
+    range of entries the rewrite may have touched. ``unsigned_tail`` counts the
+    entries after the last valid checkpoint.
+    """
+
+    ok: bool
+    entries: int
+    device_id: str | None
+    head_seq: int
+    head_hash: str
+    checkpoints: int
+    signed_through: int
+    unsigned_tail: int
+    closed_cleanly: bool
+    problem: AuditProblem | None = None
+    first_bad_seq: int | None = None
+    suspect_range: tuple[int, int] | None = None
+    detail: str = ""
+
+    def summary(self) -> str:
+        """One human-readable paragraph for the CLI."""
+        if not self.ok:
+            where = f"entry {self.first_bad_seq}" if self.first_bad_seq else "log"
+            kind = self.problem.value if self.problem else "unknown"
+            text = f"FAILED at {where}: {kind}: {self.detail}"
+            if self.suspect_range:
+                text += f" (entries {self.suspect_range[0]}..{self.suspect_range[1]} suspect)"
+            return text + f"; entries 1..{self.head_seq} verified"
+        text = (
+            f"OK: {self.entries} entries, head {self.head_seq} {self.head_hash}, "
+            f"{self.checkpoints} checkpoints, signed through entry {self.signed_through}"
+        )
+        if not self.closed_cleanly:
+            text += f"; NOT closed cleanly, {self.unsigned_tail} entries after the last checkpoint"
+        return text
+
+
+class _Verifier:
+    """Streaming chain check over ``(row position, body text, stored hash)``."""
+
+    def __init__(
+        self,
+        verify_key: VerifyKey,
+        device_id: str | None,
+        expected_head: str | None,
+        catalogue: Catalogue,
+    ) -> None:
+        self.key = verify_key
+        self.device_id = device_id
+        self.expected_head = expected_head
+        self.catalogue = catalogue
+        self.count = 0
+        self.head_seq = 0
+        self.head_hash = GENESIS_HASH
+        self.checkpoints = 0
+        self.last_cp_seq = 0  # seq of the last valid checkpoint entry
+        self.signed_through = 0
+        self.last_final = False
+        self.seen_expected = expected_head is None
+
+    def report(self, problem: _ChainError | None = None, bad: int | None = None,
+               suspect: tuple[int, int] | None = None) -> AuditReport:  # fmt: skip
+        return AuditReport(
+            ok=problem is None,
+            entries=self.count,
+            device_id=self.device_id,
+            head_seq=self.head_seq,
+            head_hash=self.head_hash,
+            checkpoints=self.checkpoints,
+            signed_through=self.signed_through,
+            unsigned_tail=self.head_seq - self.last_cp_seq,
+            closed_cleanly=problem is None and self.last_final,
+            problem=None if problem is None else problem.problem,
+            first_bad_seq=bad,
+            suspect_range=suspect,
+            detail="" if problem is None else problem.detail,
+        )
+
+    def step(self, row_seq: int | None, text: str, stored_hash: str) -> AuditReport | None:
+        """Check the next entry; a report when it is bad, else None."""
+        expected = self.head_seq + 1
+        if row_seq is not None and row_seq != expected:
+            if row_seq > expected:
+                return self.report(
+                    _ChainError(AuditProblem.REMOVED, f"entries {expected}..{row_seq - 1} missing"),
+                    expected,
+                )
+            return self.report(_ChainError(AuditProblem.REORDERED, "row out of order"), row_seq)
+        try:
+            body, event = _decode_body(text, self.catalogue)
+        except _ChainError as exc:
+            return self.report(exc, expected)
+        if entry_hash(text.encode("ascii")) != stored_hash:
+            return self.report(
+                _ChainError(AuditProblem.ALTERED, "content does not match its recorded hash"),
+                expected,
+            )
+        if body["seq"] != expected:
+            kind = AuditProblem.REMOVED if body["seq"] > expected else AuditProblem.REORDERED
+            return self.report(
+                _ChainError(kind, f"entry carries seq {body['seq']}, expected {expected}"), expected
+            )
+        if self.device_id is None:
+            self.device_id = body["device"]
+        elif body["device"] != self.device_id:
+            return self.report(
+                _ChainError(AuditProblem.WRONG_DEVICE, f"entry of device {body['device']!r}"),
+                expected,
+            )
+        if body["prev"] != self.head_hash:
+            # Entry n-1 hashes to itself but not to what entry n recorded for it:
+            # n-1 was altered and re-hashed (or n was forged); n-1 is the first suspect.
+            suspect = max(expected - 1, 1)
+            return self.report(
+                _ChainError(
+                    AuditProblem.ALTERED,
+                    f"entry {expected} records a different hash for entry {expected - 1}",
+                ),
+                suspect,
+                (suspect, expected),
+            )
+        if event is _CHECKPOINT:
+            bad = self._check_checkpoint(body, expected)
+            if bad is not None:
+                return bad
+        self.count += 1
+        self.head_seq, self.head_hash = expected, stored_hash
+        self.last_final = event is _CHECKPOINT and body["fields"]["final"] is True
+        if stored_hash == self.expected_head:
+            self.seen_expected = True
+        return None
+
+    def _check_checkpoint(self, body: Mapping[str, Any], seq: int) -> AuditReport | None:
+        f = body["fields"]
+        if f["upto_seq"] != seq - 1:
+            return self.report(
+                _ChainError(AuditProblem.FORGED_CHECKPOINT, "checkpoint does not cover its prefix"),
+                seq,
+            )
+        try:
+            self.key.verify(
+                checkpoint_message(body["device"], f["upto_seq"], f["upto_hash"], f["final"]),
+                bytes.fromhex(f["signature"]),
+            )
+        except BadSignatureError:
+            return self.report(
+                _ChainError(AuditProblem.FORGED_CHECKPOINT, "checkpoint signature is not valid"),
+                seq,
+            )
+        if f["upto_hash"] != self.head_hash:
+            # Validly signed, but over a different history: entries since the last
+            # good checkpoint were rewritten with recomputed hashes.
+            first = self.last_cp_seq + 1
+            return self.report(
+                _ChainError(
+                    AuditProblem.ALTERED,
+                    "the signed head hash differs from the chain: entries were rewritten",
+                ),
+                first,
+                (first, seq - 1),
+            )
+        self.checkpoints += 1
+        self.last_cp_seq = seq
+        self.signed_through = seq - 1
+        return None
+
+    def finish(self) -> AuditReport:
+        if not self.seen_expected:
+            return self.report(
+                _ChainError(
+                    AuditProblem.TRUNCATED,
+                    f"expected head {self.expected_head} is not in the log "
+                    f"(log ends at entry {self.head_seq})",
+                ),
+                self.head_seq + 1,
+            )
+        return self.report()
+
+
+def _verify_rows(
+    rows: Iterable[tuple[int | None, str, str]],
+    verify_key: VerifyKey,
+    device_id: str | None,
+    expected_head: str | None,
+    catalogue: Catalogue,
+) -> AuditReport:
+    v = _Verifier(verify_key, device_id, expected_head, catalogue)
+    it = iter(rows)
+    for row_seq, text, stored in it:
+        bad = v.step(row_seq, text, stored)
+        if bad is None:
+            continue
+        if bad.problem is AuditProblem.REMOVED and bad.first_bad_seq is not None:
+            # A seq that is skipped here but turns up later was moved, not removed.
+            for _, later, _h in it:
+                try:
+                    moved = json.loads(later).get("seq") == bad.first_bad_seq
+                except (json.JSONDecodeError, AttributeError):
+                    moved = False
+                if moved:
+                    return replace(
+                        bad,
+                        problem=AuditProblem.REORDERED,
+                        detail=f"entry {bad.first_bad_seq} appears later in the log",
+                    )
+        return bad
+    return v.finish()
+
+
+def verify_chain(
+    path: str | os.PathLike[str],
+    verify_key: VerifyKey,
+    *,
+    expected_head: str | None = None,
+    device_id: str | None = None,
+    catalogue: Catalogue = CATALOGUE,
+) -> AuditReport:
+    """Check a whole audit log file; report the first bad entry (never raises for tampering).
+
+    ``expected_head`` is an external anchor (the head hash printed on the closing
+    report or last received by telemetry): if it is not found, the log was cut
+    back. ``device_id`` pins the device; otherwise the file's own is used.
+    Raises :class:`AuditError` only if the file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AuditError(f"no audit log at {p}")
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open {p}: {exc}") from exc
+    unreadable = _Verifier(verify_key, device_id, None, catalogue)
+    try:
+        try:
+            meta = con.execute("SELECT value FROM audit_meta WHERE key = 'device'").fetchone()
+            cur = con.execute("SELECT seq, body, hash FROM audit ORDER BY seq")
+        except sqlite3.DatabaseError as exc:
+            return unreadable.report(_ChainError(AuditProblem.UNREADABLE, str(exc)))
+        if meta is not None:
+            if device_id is not None and meta[0] != device_id:
+                return unreadable.report(
+                    _ChainError(AuditProblem.WRONG_DEVICE, f"log belongs to {meta[0]!r}")
+                )
+            device_id = meta[0]
+
+        def rows() -> Iterator[tuple[int | None, str, str]]:
+            for seq, body, stored in cur:
+                if not isinstance(body, str) or not isinstance(stored, str):
+                    yield seq, "", ""
+                else:
+                    yield seq, body, stored
+
+        try:
+            return _verify_rows(rows(), verify_key, device_id, expected_head, catalogue)
+        except sqlite3.DatabaseError as exc:
+            return unreadable.report(_ChainError(AuditProblem.UNREADABLE, str(exc)))
+    finally:
+        con.close()
+
+
+def verify_payloads(
+    payloads: Iterable[Mapping[str, Any]],
+    verify_key: VerifyKey,
+    *,
+    expected_head: str | None = None,
+    device_id: str | None = None,
+    catalogue: Catalogue = CATALOGUE,
+) -> AuditReport:
+    """Check a sequence of telemetry payloads (:meth:`AuditEntry.to_payload`) as a chain.
+
+    For the central side: the same rules as :func:`verify_chain`, over entries
+    received in order from seq 1.
+    """
+
+    def rows() -> Iterator[tuple[int | None, str, str]]:
+        for p in payloads:
+            body = {k: v for k, v in p.items() if k != "hash"}
+            stored = p.get("hash")
+            try:
+                text = canonical_bytes(body).decode("ascii")
+            except (TypeError, ValueError):
+                text = ""
+            yield None, text, stored if isinstance(stored, str) else ""
+
+    return _verify_rows(rows(), verify_key, device_id, expected_head, catalogue)
+
+
+# ------------------------------------------------------------------------- CLI
+
+_DEFAULT_STATE_DIR = "/var/lib/kesp"
+_DEFAULT_KEY_DIR = "/etc/kesp/keys"
+
+
+def _log_path(args: argparse.Namespace) -> Path:
+    return Path(args.file) if args.file else Path(args.state_dir) / AUDIT_FILE
+
+
+def _verify_key(args: argparse.Namespace) -> VerifyKey:
+    if args.verify_key:
+        try:
+            return VerifyKey(bytes.fromhex(args.verify_key))
+        except (ValueError, TypeError) as exc:
+            raise AuditError(f"--verify-key is not a 32-byte hex key: {exc}") from exc
+    from agent.keys import KeyError_, load_keys
+
+    try:
+        return load_keys(args.key_dir).signing.verify_key
+    except KeyError_ as exc:
+        raise AuditError(str(exc)) from exc
+
+
+def _show(path: Path, args: argparse.Namespace) -> int:
+    if not path.is_file():
+        raise AuditError(f"no audit log at {path}")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        sql, params = "SELECT seq, body FROM audit", []
+        if args.event:
+            sql += " WHERE event = ?"
+            params.append(args.event)
+        sql += " ORDER BY seq"
+        rows = con.execute(sql, params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"cannot read {path}: {exc}") from exc
+    finally:
+        con.close()
+    if args.last:
+        rows = rows[-args.last :]
+    for seq, text in rows:
+        if args.json:
+            print(text)
+            continue
+        try:
+            body = json.loads(text)
+            fields = " ".join(f"{k}={v}" for k, v in sorted(body["fields"].items()))
+            print(f"{seq:>7} {body['ts']} {body['event']:<28} {fields}")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            print(f"{seq:>7} <unreadable entry>")
+    return 0
+
+
+def audit_cli(argv: list[str]) -> int:
+    """``kesp-agent audit verify|show ...``; returns the process exit code.
+
+    Exit codes: 0 verified / shown, 1 the chain does not verify (or, with
+    ``--strict``, was not closed cleanly), 2 usage error or no readable log.
+    """
+    parser = argparse.ArgumentParser(prog="kesp-agent audit", description="The audit log.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("verify", "check the hash chain and checkpoint signatures"),
+                        ("show", "print entries")):  # fmt: skip
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--state-dir", default=_DEFAULT_STATE_DIR, help="agent state directory")
+        p.add_argument("--file", help=f"audit log file (default: STATE_DIR/{AUDIT_FILE})")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "verify":
+            p.add_argument("--key-dir", default=_DEFAULT_KEY_DIR, help="device key directory")
+            p.add_argument("--verify-key", help="device public key (hex) instead of --key-dir")
+            p.add_argument("--expect-head", help="head hash that must be in the log")
+            p.add_argument("--strict", action="store_true", help="fail if not closed cleanly")
+        else:
+            p.add_argument("--event", help="only entries of this event id")
+            p.add_argument("--last", type=int, default=0, help="only the last N entries")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    path = _log_path(args)
+    try:
+        if args.command == "show":
+            return _show(path, args)
+        report = verify_chain(path, _verify_key(args), expected_head=args.expect_head)
+    except AuditError as exc:
+        print(f"kesp-agent audit: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = {k: getattr(report, k) for k in report.__dataclass_fields__}
+        out["problem"] = report.problem.value if report.problem else None
+        print(json.dumps(out, sort_keys=True))
+    else:
+        print(report.summary())
+    if not report.ok:
+        return 1
+    return 1 if args.strict and not report.closed_cleanly else 0
