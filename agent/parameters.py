@@ -1,0 +1,35 @@
+"""Tuned constants of the station application (site configuration is agent.config).
+
+Matching thresholds live in ``agent.match.parameters``; extraction's quality
+gate in ``agent.match.extraction.parameters``. These are the human-facing
+timings and limits of a voter's turn at the sensor.
+"""
+
+from __future__ import annotations
+
+FINGER_POLL_S = 0.3
+"""How long one main-loop turn waits for a finger before serving commands again."""
+
+MAX_ATTEMPTS = 3
+"""Presses per voter before the "not identified" slip (2017: elderly voters need retries)."""
+
+LIFT_TIMEOUT_S = 8.0
+"""How long to wait for the voter to lift the finger after guidance."""
+
+PRESS_AGAIN_TIMEOUT_S = 15.0
+"""How long a voter asked to press again has before the turn ends as not identified."""
+
+DOCUMENT_HOLD_S = 120.0
+"""How long an ID document number read by the operator stays attached to the next press."""
+
+MIN_MINUTIAE = 6
+"""Fewer minutiae than this cannot be matched reliably: ask for another press."""
+
+MIN_CAPTURE_QUALITY = 20
+"""Capture quality (0-100) below which the kiosk asks for another press."""
+
+HIGH_BAND_FMR = 1e-6
+"""A score above the threshold of this false-match rate is logged as band "high"."""
+
+MEDIUM_BAND_FMR = 1e-4
+"""... above this one as "medium"; anything lower that still matched is "low"."""

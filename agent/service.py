@@ -1,0 +1,191 @@
+"""``kesp-agent run``: wire the kiosk together and serve voters until told to stop.
+
+Start-up order matters and is the same on every boot:
+
+1. configuration and keys (refuse to start on anything wrong, exit 78);
+2. matching kernels warmed (Numba cache) *before* the roll is decrypted, so
+   the first voter never waits for a compile;
+3. the roll re-verified and decrypted in memory (exit 78 if refused);
+4. stores (marks, ledger, lifecycle, audit) and telemetry opened, then
+   :meth:`Station.recover` finishes whatever a power cut interrupted;
+5. devices opened, the control socket served, ``READY=1`` sent to systemd.
+
+SIGTERM ends the loop cleanly: ``agent-stopped`` is logged, a final audit
+checkpoint is written, the telemetry session ends with its death message.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from nacl.signing import VerifyKey
+
+from agent import __version__, sdnotify
+from agent.audit import AuditLog
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.control import ControlServer
+from agent.drivers.printer import open_printer
+from agent.drivers.sensor import open_sensor
+from agent.event_ids import EventId
+from agent.journal import AuditJournal
+from agent.keys import KeyError_, load_keys
+from agent.ledger import Ledger
+from agent.lifecycle import Command, Lifecycle, Phase
+from agent.marks import MarkStore
+from agent.match import Matcher
+from agent.match.matcher import warm_up
+from agent.roll import RollError, load_cec_key, load_roll
+from agent.station import Station
+from agent.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken kiosk from looping
+
+
+@dataclass(frozen=True)
+class StartupTimes:
+    """Seconds spent in each start-up step (cold start is a tracked figure)."""
+
+    warm_up_s: float
+    roll_s: float
+    total_s: float
+
+
+def _kiosk_label(cfg: AgentConfig) -> str:
+    return cfg.device_id
+
+
+class Agent:
+    """A running kiosk agent (see module docstring)."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        t0 = time.monotonic()
+        self.cfg = cfg
+        state = cfg.state_path
+        state.mkdir(parents=True, exist_ok=True)
+        self.keys = load_keys(cfg.key_dir)
+        cec_key = load_cec_key(Path(cfg.key_dir))
+        self.matcher = Matcher()
+        warm_up()
+        t1 = time.monotonic()
+        self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher)
+        t2 = time.monotonic()
+        self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
+        clean = self._previous_stop_was_clean()
+        self.marks = MarkStore(
+            state / "marks.sqlite", cfg.device_id, self.keys.signing,
+            {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
+        )
+        self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, _kiosk_label(cfg))
+        self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
+        self.sensor = open_sensor(cfg.sensor)
+        self.printer = open_printer(cfg.printer)
+        self.telemetry = Telemetry(cfg, self.keys, health=self.health)
+        self.journal = AuditJournal(self.audit, self.telemetry)
+        self.station = Station(
+            device_id=cfg.device_id, station_id=cfg.station_id, district=cfg.district,
+            roll=self.roll, matcher=self.matcher, marks=self.marks, ledger=self.ledger,
+            lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
+            journal=self.journal,
+        )
+        self.journal.record(
+            "agent-started", software_version=__version__,
+            boot_count=self.audit.count(EventId.AGENT_STARTED) + 1,
+            clean_previous_stop=clean,
+        )
+        self.journal.record("roll-verified", roll_hash=self.roll.package_hash,
+                            voters=len(self.roll.roll.voters))
+        if self.lifecycle.phase is Phase.UNPROVISIONED:
+            self.lifecycle.apply(Command.INSTALL)
+        self.station.recover()
+        self.control = ControlServer(cfg.control_socket, self.station.command)
+        self.times = StartupTimes(t1 - t0, t2 - t1, time.monotonic() - t0)
+        self._stop = threading.Event()
+
+    def _previous_stop_was_clean(self) -> bool:
+        last = None
+        for entry in self.audit.entries():
+            if entry.event in (EventId.AGENT_STARTED, EventId.AGENT_STOPPED):
+                last = entry.event
+        return last in (None, EventId.AGENT_STOPPED)
+
+    def health(self) -> Mapping[str, object]:
+        """Device and roll facts for the periodic health message (nothing personal)."""
+        return {
+            "sensor": self.sensor.status().state.value,
+            "printer": self.printer.status().state.value,
+            "phase": self.lifecycle.phase.value,
+            "roll_version": self.roll.roll.roll_version,
+            "roll_hash": self.roll.package_hash,
+            "software_version": __version__,
+        }
+
+    def request_stop(self) -> None:
+        """Ask the main loop to end (signal handlers call this)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        self.telemetry.start()
+        self.control.start()
+        watchdog = sdnotify.Watchdog()
+        sdnotify.notify("READY=1", f"STATUS=serving station {self.cfg.station_id}")
+        log.info("agent ready in %.2fs (warm-up %.2fs, roll %.2fs)", self.times.total_s,
+                 self.times.warm_up_s, self.times.roll_s)
+        reason = "sigterm"
+        try:
+            while not self._stop.is_set():
+                self.station.serve_once()
+                watchdog.ping()
+        except Exception:
+            log.exception("fatal error in the main loop")
+            reason = "fatal-error"
+        sdnotify.notify("STOPPING=1")
+        code = EXIT_OK if reason == "sigterm" else EXIT_FAILURE
+        self.shutdown(reason, code)
+        return code
+
+    def shutdown(self, reason: str, code: int) -> None:
+        """Log the stop, close stores and devices, end the telemetry session."""
+        self.control.stop()
+        self.journal.record("agent-stopped", stop_reason=reason, exit_code=code)
+        self.audit.close()
+        self.telemetry.stop(graceful=True)
+        for closer in (self.sensor.close, self.marks.close, self.ledger.close,
+                       self.lifecycle.close):
+            try:
+                closer()
+            except Exception:  # closing must not mask the stop reason
+                log.exception("error while closing")
+
+
+def _verify_key(hex_key: str) -> VerifyKey:
+    return VerifyKey(bytes.fromhex(hex_key))
+
+
+def run(config_path: str) -> int:
+    """Start the agent from a configuration file; returns the exit code."""
+    try:
+        cfg = load_config(config_path)
+        agent = Agent(cfg)
+    except (ConfigError, KeyError_, RollError) as exc:
+        print(f"kesp-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return agent.run()
