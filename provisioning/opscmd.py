@@ -1,0 +1,129 @@
+"""Ops side: register and revoke kiosks, and the CEC's view of each station's kiosks.
+
+The device registry itself is :mod:`ops.registry` (one JSON file of device
+id, station, district and Ed25519 key). A kiosk's X25519 box key (needed by
+the CEC to encrypt the roll) and its broker password hash are not part of
+that file: ``ops register`` keeps the kiosk's whole signed registration
+request next to it, in ``<registry>.requests/<device_id>.json``. The request
+is signed by the device key the registry holds, so the box key is as
+trustworthy as the registry entry; every reader re-verifies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.config import atomic_write
+from agent.rollpackage import Kiosk
+from ops.registry import (
+    Registry,
+    RegistryError,
+    load_registry,
+    register_device,
+    revoke_device,
+)
+from provisioning.common import ProvisionError
+from provisioning.request import RegistrationRequest, RequestError, parse_request
+
+
+def requests_dir(registry: Path) -> Path:
+    """Where the signed registration requests are kept, next to the registry."""
+    return registry.with_name(registry.name + ".requests")
+
+
+def read_request_file(path: Path) -> RegistrationRequest:
+    """Read and verify a registration request file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProvisionError(f"cannot read request {path}: {exc.strerror}") from exc
+    try:
+        return parse_request(text)
+    except RequestError as exc:
+        raise ProvisionError(f"request {path}: {exc}") from exc
+
+
+def register(registry: Path, request: Path) -> str:
+    """Register the kiosk of ``request``; a repeat of the same request changes nothing."""
+    req = read_request_file(request)
+    stored = requests_dir(registry) / f"{req.device_id}.json"
+    if stored.exists():
+        old = read_request_file(stored)
+        if old.verify_key != req.verify_key:
+            raise ProvisionError(
+                f"{req.device_id} is already registered with another key; revoke it and "
+                "register the new kiosk under a new id"
+            )
+    before = _load(registry, missing_ok=True).get(req.device_id)
+    try:
+        rec = register_device(registry, req.device_id, req.station_id, req.district,
+                              req.verify_key)
+    except RegistryError as exc:
+        raise ProvisionError(f"registry refused: {exc}") from exc
+    # The registry entry exists now; the request file completes it (written
+    # after, so a crash leaves a registry entry the next identical call repairs).
+    atomic_write(stored, (req.to_json() + "\n").encode(), mode=0o644)
+    if before is not None:
+        return f"{rec.device_id} was already registered for station {rec.station_id}; unchanged"
+    return (f"registered {rec.device_id} for station {rec.station_id} ({rec.district}), "
+            f"key {rec.verify_key[:16]}…, serial {req.serial}")
+
+
+def revoke(registry: Path, device_id: str, reason: str) -> str:
+    """Revoke a kiosk: its telemetry is rejected and it gets no further roll packages."""
+    before = _load(registry).get(device_id)
+    try:
+        rec = revoke_device(registry, device_id, reason)
+    except RegistryError as exc:
+        raise ProvisionError(f"registry refused: {exc}") from exc
+    if before is not None and not before.active:
+        return f"{device_id} was already revoked at {rec.revoked_at}; unchanged"
+    return (f"revoked {device_id} (station {rec.station_id}) at {rec.revoked_at}; regenerate the "
+            "broker configuration and rebuild the station's roll")
+
+
+def _load(registry: Path, *, missing_ok: bool = False) -> Registry:
+    try:
+        return load_registry(registry, missing_ok=missing_ok)
+    except RegistryError as exc:
+        raise ProvisionError(str(exc)) from exc
+
+
+def active_requests(registry: Path) -> Iterator[RegistrationRequest]:
+    """The verified request of every active device, cross-checked against the registry."""
+    reg = _load(registry)
+    for device_id, rec in sorted(reg.devices.items()):
+        if not rec.active:
+            continue
+        req = read_request_file(requests_dir(registry) / f"{device_id}.json")
+        if (req.verify_key, req.station_id, req.district) != (
+            rec.verify_key, rec.station_id, rec.district
+        ):
+            raise ProvisionError(
+                f"{device_id}: stored request does not match the registry entry "
+                "(key, station or district differ); re-register the kiosk"
+            )
+        yield req
+
+
+def station_kiosks(registry: Path) -> dict[str, tuple[str, tuple[Kiosk, ...]]]:
+    """station_id -> (district, active kiosks with both public keys), for ``cec build``."""
+    out: dict[str, tuple[str, list[Kiosk]]] = {}
+    for req in active_requests(registry):
+        district, kiosks = out.setdefault(req.station_id, (req.district, []))
+        if district != req.district:
+            raise ProvisionError(
+                f"station {req.station_id} has kiosks in districts {district} and {req.district}"
+            )
+        kiosks.append(Kiosk(req.device_id, req.verify_key, req.box_key))
+    return {s: (d, tuple(k)) for s, (d, k) in out.items()}
+
+
+def broker_config(registry: Path, out_dir: Path, args: argparse.Namespace) -> list[str]:
+    """Write the broker's password file, ACL and TLS listener (via :mod:`ops.broker_config`)."""
+    raise ProvisionError(
+        f"cannot write the broker configuration for {registry} into {out_dir} "
+        f"(options {', '.join(sorted(vars(args)))}): ops.broker_config is not installed"
+    )
