@@ -184,7 +184,7 @@ class Day:
             device_id=self.device, station_id=self.station, district=self.district,
             state_dir=str(state), key_dir=str(keys_dir),
             sensor=SensorConfig(kind="grow-serial", port=str(self.out / "dev" / "ttySENSOR")),
-            printer=PrinterConfig(kind="escpos-serial", port=str(self.out / "dev" / "ttyPRINTER"),
+            printer=PrinterConfig(kind="escpos-serial", port=str(self.out / "slips" / "printer.tty"),
                                   profile="epson-tm-t20iii"),
             broker=BrokerConfig(url=broker_url),
             control_socket=str(self.out / "kiosk" / "run" / "agent.sock"),
@@ -294,8 +294,7 @@ def _run(day: Day, broker_url: str) -> int:
     if day.broker is not None:
         ops.start()
     sensor = GrowSensorSimulator(link=day.out / "dev" / "ttySENSOR", seed=7)
-    printer = EscposPrinterSimulator(day.out / "slips", link=day.out / "dev" / "ttyPRINTER",
-                                     profile="epson-tm-t20iii")
+    printer = EscposPrinterSimulator(day.out / "slips", profile="epson-tm-t20iii")
     with sensor, printer:
         day.start_agent(config)
         sock = day.out / "kiosk" / "run" / "agent.sock"
