@@ -9,7 +9,7 @@ derived from the mark store and the ledger, never counted separately.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agent.audit import AuditLog
 from agent.event_ids import EventId
@@ -18,7 +18,7 @@ from agent.event_ids import EventId
 class EventSink(Protocol):
     """The part of :class:`agent.telemetry.Telemetry` the journal uses."""
 
-    def emit(self, kind: str, payload: Mapping[str, object]) -> int:
+    def emit(self, kind: Literal["event", "turnout"], payload: Mapping[str, object]) -> int:
         """Queue a signed message durably; returns its sequence number."""
         ...
 

@@ -139,21 +139,23 @@ class Agent:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         self.telemetry.start()
         self.control.start()
-        watchdog = sdnotify.Watchdog()
-        sdnotify.notify("READY=1", f"STATUS=serving station {self.cfg.station_id}")
+        notifier = sdnotify.Notifier()
+        watchdog = sdnotify.Watchdog(notifier)
+        notifier.ready(f"serving station {self.cfg.station_id}")
         log.info("agent ready in %.2fs (warm-up %.2fs, roll %.2fs)", self.times.total_s,
                  self.times.warm_up_s, self.times.roll_s)
         reason = "sigterm"
         try:
             while not self._stop.is_set():
                 self.station.serve_once()
-                watchdog.ping()
+                watchdog.kick()
         except Exception:
             log.exception("fatal error in the main loop")
             reason = "fatal-error"
-        sdnotify.notify("STOPPING=1")
+        notifier.stopping(reason)
         code = EXIT_OK if reason == "sigterm" else EXIT_FAILURE
         self.shutdown(reason, code)
+        notifier.close()
         return code
 
     def shutdown(self, reason: str, code: int) -> None:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from agent.control import ControlError, request
 from agent.drivers.sensor import Guidance
 from agent.keys import generate_keys
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
-from hardware_sim.escpos_sim import EscposPrinterSimulator
+from hardware_sim.escpos_sim import EscposPrinterSimulator, SimulatedSlip
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
@@ -56,7 +57,6 @@ from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_por
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
 DBS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
-DPI = {"DB1_B": 500, "DB2_B": 569, "DB3_B": 500, "DB4_B": 500}
 
 SURNAMES = (  # (Kyrgyz, Russian) spellings
     ("Асанов", "Асанов"), ("Үсөнбаев", "Усенбаев"), ("Төлөгөнов", "Тологонов"),
@@ -173,7 +173,7 @@ class Day:
 
     def provision(self, broker_url: str) -> tuple[Path, Roll]:
         """CEC key, device keys and config, roll package installed, kiosk registered."""
-        from ops.registry import DeviceRecord, Registry
+        from ops.registry import register_device
 
         keys_dir = self.out / "kiosk" / "keys"
         state = self.out / "kiosk" / "state"
@@ -184,7 +184,8 @@ class Day:
             device_id=self.device, station_id=self.station, district=self.district,
             state_dir=str(state), key_dir=str(keys_dir),
             sensor=SensorConfig(kind="grow-serial", port=str(self.out / "dev" / "ttySENSOR")),
-            printer=PrinterConfig(kind="escpos-serial", port=str(self.out / "slips" / "printer.tty"),
+            printer=PrinterConfig(kind="escpos-serial",
+                                  port=str(self.out / "slips" / "printer.tty"),
                                   profile="epson-tm-t20iii"),
             broker=BrokerConfig(url=broker_url),
             control_socket=str(self.out / "kiosk" / "run" / "agent.sock"),
@@ -196,11 +197,8 @@ class Day:
         roll = make_roll(self.data, self.station, self.district, kiosk)
         package = build_package(roll, cec)
         atomic_write(state / "roll.pkg", package)
-        registry = Registry(self.out / "ops" / "registry.json")
-        registry.register(DeviceRecord(device_id=self.device, station_id=self.station,
-                                       district=self.district,
-                                       verify_key=keys.verify_key_hex))
-        registry.save()
+        register_device(self.out / "ops" / "registry.json", self.device, self.station,
+                        self.district, keys.verify_key_hex)
         self.say(f"provisioned station {self.station} ({self.district}): {len(roll.voters)} "
                  f"voters, package {len(package) // 1024} KiB signed by the CEC, "
                  f"encrypted to {self.device}")
@@ -321,7 +319,7 @@ def _visit(day: Day, sock: Path, sensor: GrowSensorSimulator,
     if visit.document:
         request(sock, "document", visit.document)
     impressions = [int(i) for i in rng.permutation(np.arange(2, 9))]
-    sensor.press(load_fvc(day.data / "fvc2002", db, finger, impressions[0]), DPI[db])
+    sensor.press(*load_fvc(day.data / "fvc2002", db, finger, impressions[0]))
     presses = 1
     deadline = time.monotonic() + 60
     while len(printer.documents) <= before:
@@ -330,8 +328,8 @@ def _visit(day: Day, sock: Path, sensor: GrowSensorSimulator,
         if sensor.guidance is Guidance.RETRY and sensor.finger_present:
             sensor.lift()
             time.sleep(0.3)
-            sensor.press(load_fvc(day.data / "fvc2002", db, finger,
-                                  impressions[presses % len(impressions)]), DPI[db])
+            sensor.press(*load_fvc(day.data / "fvc2002", db, finger,
+                                   impressions[presses % len(impressions)]))
             presses += 1
         time.sleep(0.02)
     sensor.lift()
@@ -348,7 +346,7 @@ def _visit(day: Day, sock: Path, sensor: GrowSensorSimulator,
     time.sleep(0.1)
 
 
-def _check(day: Day, ops: object, documents: list[object], agent_exit: int) -> int:
+def _check(day: Day, ops: object, documents: Sequence[SimulatedSlip], agent_exit: int) -> int:
     from ops.service import OpsService
 
     assert isinstance(ops, OpsService)
@@ -359,7 +357,7 @@ def _check(day: Day, ops: object, documents: list[object], agent_exit: int) -> i
     con = sqlite3.connect(f"file:{state / 'ledger.sqlite'}?mode=ro", uri=True)
     ledger = Counter(k for (k,) in con.execute("SELECT kind FROM slips WHERE state != 'void'"))
     con.close()
-    kinds = Counter(_slip_kind(d.text) for d in documents)  # type: ignore[attr-defined]
+    kinds = Counter(_slip_kind(d.text) for d in documents)
     marked = sum(methods.values())
     store = {"identified": marked, "refused": ledger["refused"],
              "not_identified": ledger["not-identified"]}
