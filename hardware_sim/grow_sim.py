@@ -187,6 +187,12 @@ class GrowSensorSimulator:
             return self._finger is not None
 
     @property
+    def finger_image(self) -> NDArray[np.uint8] | None:
+        """A copy of what the glass sees now (the 8-bit image before 4-bit transfer)."""
+        with self._lock:
+            return None if self._finger is None else self._finger.copy()
+
+    @property
     def led(self) -> AuraLed | None:
         """The last LED ring setting the host sent (None before any)."""
         with self._lock:

@@ -372,10 +372,22 @@ class GrowSensor:
     def wait_for_finger(self, timeout_s: float) -> Capture | NoFinger:
         """Poll GenImg until a finger is imaged, then UpImage it; NoFinger at the timeout."""
         deadline = time.monotonic() + timeout_s
+
+        def poll(d: GrowDevice) -> tuple[Confirmation, NDArray[np.uint8] | None]:
+            # GenImg and UpImage form one unit: after a reconnect the module
+            # has lost its image buffer, so both are repeated.
+            code = d.gen_img()
+            return code, d.up_image() if code is Confirmation.OK else None
+
         while True:
-            code = self._run(lambda d: d.gen_img(), deadline)
-            if code is Confirmation.OK:
-                image = self._run(lambda d: d.up_image(), deadline + self.timings.data_timeout_s)
+            try:
+                code, image = self._run(poll, deadline)
+            except DeviceRefusedError as exc:
+                if exc.code not in (Confirmation.IMAGE_UPLOAD_FAILED,
+                                    Confirmation.NO_VALID_IMAGE):
+                    raise
+                code, image = Confirmation(exc.code), None  # buffer lost (power blip)
+            if image is not None:
                 return Capture(image, IMAGE_DPI)
             if code not in (Confirmation.NO_FINGER, Confirmation.CAPTURE_FAILED):
                 log.info("GenImg answered %s; polling on", code.name)
