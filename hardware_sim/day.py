@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +49,12 @@ from agent.control import ControlError, request
 from agent.drivers.sensor import Guidance
 from agent.keys import generate_keys
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
-from hardware_sim.escpos_sim import EscposPrinterSimulator, SimulatedSlip
+from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
+from ops.registry import register_device
+from ops.service import OpsService
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -145,36 +147,107 @@ class DemoError(RuntimeError):
     """The day could not be run; the message says what to do."""
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.05)
     raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-class Day:
-    """The running simulated day (see module docstring)."""
+def slip_kind(text: str) -> str:
+    """What a printed document is, from its (Russian) title line."""
+    for marker, kind in (("НУЛЕВОЙ ОТЧЕТ", "zero-report"), ("ИТОГОВЫЙ ОТЧЕТ", "closing-report"),
+                         ("ИДЕНТИФИКАЦИЯ ПРОЙДЕНА", "identified"),
+                         ("УЖЕ ИДЕНТИФИЦИРОВАН", "refused"),
+                         ("НЕ ИДЕНТИФИЦИРОВАН", "not-identified")):
+        if marker in text:
+            return kind
+    return "unknown"
 
-    def __init__(self, data: Path, out: Path, *, verbose: bool) -> None:
+
+def slip_serial(text: str) -> str:
+    """The serial printed on a slip or report ("" if none)."""
+    for line in text.splitlines():
+        for label in ("Чек №:", "Отчет №:"):
+            if label in line:
+                return line.split(label, 1)[1].strip()
+    return ""
+
+
+def is_duplicate(text: str) -> bool:
+    """Whether the document carries the DUPLICATE banner."""
+    return "DUPLICATE" in text or "ДУБЛИКАТ" in text
+
+
+class Rig:
+    """Everything around one kiosk: broker, central ops, simulated devices, the agent process.
+
+    Provisioning happens in :meth:`__enter__`; the agent is started with
+    :meth:`start_agent` and may be stopped (SIGTERM) or killed (SIGKILL, a
+    power cut) and started again any number of times.
+    """
+
+    def __init__(self, data: Path, out: Path, *, quiet: bool = False) -> None:
         self.data = data
         self.out = out
-        self.verbose = verbose
+        self.quiet = quiet
         self.station, self.district, self.device = "s-0001", "osh-city", "kiosk-0001-a"
         self.broker: PrivateMosquitto | None = None
         self.agent: subprocess.Popen[bytes] | None = None
+        self.ops: OpsService | None = None
+        self.sock = out / "kiosk" / "run" / "agent.sock"
+        self.config = out / "kiosk" / "agent.json"
+        self.sensor = GrowSensorSimulator(link=out / "dev" / "ttySENSOR", seed=7)
+        self.printer = EscposPrinterSimulator(out / "slips", profile="epson-tm-t20iii")
+        self.roll: Roll | None = None
+        self.starts = 0
 
     def say(self, text: str) -> None:
-        """Narrate the day."""
-        print(text, flush=True)
+        """Narrate."""
+        if not self.quiet:
+            print(text, flush=True)
+
+    def __enter__(self) -> Rig:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        (self.out / "dev").mkdir(parents=True)
+        (self.out / "mosquitto").mkdir()
+        try:
+            self.broker = PrivateMosquitto(workdir=self.out / "mosquitto")
+            self.broker.start()
+            broker_url = self.broker.url
+            self.say(f"private mosquitto on {broker_url}")
+        except BrokerUnavailable as exc:
+            self.broker = None
+            broker_url = f"mqtt://127.0.0.1:{free_port()}"
+            self.say(f"no broker ({exc}): telemetry stays in the kiosk's outbox, "
+                     "ops sees nothing")
+        self.roll = self.provision(broker_url)
+        if self.broker is not None:
+            self.ops = OpsService(broker_url, self.out / "ops" / "registry.json",
+                                  str(self.out / "ops" / "ops.sqlite"))
+            self.ops.start()
+        self.sensor.start()
+        self.printer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.kill()
+            self.agent.wait(10)
+        self.sensor.stop()
+        self.printer.stop()
+        if self.ops is not None:
+            self.ops.stop()
+        if self.broker is not None:
+            self.broker.close()
 
     # ------------------------------------------------------------ provisioning
 
-    def provision(self, broker_url: str) -> tuple[Path, Roll]:
+    def provision(self, broker_url: str) -> Roll:
         """CEC key, device keys and config, roll package installed, kiosk registered."""
-        from ops.registry import register_device
-
         keys_dir = self.out / "kiosk" / "keys"
         state = self.out / "kiosk" / "state"
         cec = SigningKey.generate()
@@ -183,16 +256,14 @@ class Day:
         cfg = AgentConfig(
             device_id=self.device, station_id=self.station, district=self.district,
             state_dir=str(state), key_dir=str(keys_dir),
-            sensor=SensorConfig(kind="grow-serial", port=str(self.out / "dev" / "ttySENSOR")),
-            printer=PrinterConfig(kind="escpos-serial",
-                                  port=str(self.out / "slips" / "printer.tty"),
+            sensor=SensorConfig(kind="grow-serial", port=str(self.sensor.path)),
+            printer=PrinterConfig(kind="escpos-serial", port=str(self.printer.path),
                                   profile="epson-tm-t20iii"),
             broker=BrokerConfig(url=broker_url),
-            control_socket=str(self.out / "kiosk" / "run" / "agent.sock"),
+            control_socket=str(self.sock),
             health_interval_s=5.0,
         )
-        config = self.out / "kiosk" / "agent.json"
-        save_config(cfg, config)
+        save_config(cfg, self.config)
         kiosk = Kiosk(self.device, keys.verify_key_hex, keys.box_public_hex)
         roll = make_roll(self.data, self.station, self.district, kiosk)
         package = build_package(roll, cec)
@@ -202,33 +273,34 @@ class Day:
         self.say(f"provisioned station {self.station} ({self.district}): {len(roll.voters)} "
                  f"voters, package {len(package) // 1024} KiB signed by the CEC, "
                  f"encrypted to {self.device}")
-        return config, roll
+        return roll
 
     # ------------------------------------------------------------------- agent
 
-    def start_agent(self, config: Path) -> None:
-        """Run ``kesp-agent run`` as its own process, as systemd would."""
-        log = (self.out / "agent.log").open("wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start_agent(self, timeout: float = 180.0) -> float:
+        """Run ``kesp-agent run`` as its own process, as systemd would; seconds to ready."""
+        self.starts += 1
+        log = (self.out / "agent.log").open("ab")
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(config), "run"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        sock = self.out / "kiosk" / "run" / "agent.sock"
+        log.close()
         t0 = time.monotonic()
+        agent = self.agent
 
         def ready() -> bool:
-            if self.agent is not None and self.agent.poll() is not None:
-                raise DemoError(f"the agent exited with {self.agent.returncode}; see "
-                                  f"{self.out / 'agent.log'}")
+            if agent.poll() is not None:
+                raise DemoError(f"the agent exited with {agent.returncode}; see "
+                                f"{self.out / 'agent.log'}")
             try:
-                request(sock, "status", timeout_s=2)
+                request(self.sock, "status", timeout_s=2)
             except ControlError:
                 return False
             return True
 
-        _wait(ready, 180, "the agent to become ready")
-        self.say(f"agent ready in {time.monotonic() - t0:.1f}s (process start to control socket)")
+        _wait(ready, timeout, "the agent to become ready")
+        return time.monotonic() - t0
 
     def stop_agent(self) -> int:
         """SIGTERM, as systemd stops it; returns the exit code."""
@@ -241,153 +313,190 @@ class Day:
             self.agent.kill()
             return self.agent.wait(10)
 
+    def kill_agent(self) -> None:
+        """SIGKILL: the battery died."""
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.kill()
+            self.agent.wait(10)
 
-def _slip_kind(text: str) -> str:
-    for marker, kind in (("НУЛЕВОЙ ОТЧЕТ", "zero-report"), ("ИТОГОВЫЙ ОТЧЕТ", "closing-report"),
-                         ("ИДЕНТИФИКАЦИЯ ПРОЙДЕНА", "identified"),
-                         ("УЖЕ ИДЕНТИФИЦИРОВАН", "refused"),
-                         ("НЕ ИДЕНТИФИЦИРОВАН", "not-identified")):
-        if marker in text:
-            return kind
-    return "unknown"
+    def command(self, name: str, arg: str = "") -> dict[str, object]:
+        """An operator command to the running agent."""
+        return request(self.sock, name, arg)
+
+    # ------------------------------------------------------------------ voters
+
+    def press(self, finger: int, impression: int) -> None:
+        """Put real finger ``finger`` (0..39), impression ``impression`` on the sensor."""
+        db, fid = fvc_finger(finger)
+        self.sensor.press(*load_fvc(self.data / "fvc2002", db, fid, impression))
+
+    def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
+        """One visitor, reacting to the LED like a person; returns the slip kind printed."""
+        before = len(self.printer.documents)
+        if visit.document:
+            self.command("document", visit.document)
+        impressions = [int(i) for i in rng.permutation(np.arange(2, 9))]
+        self.press(visit.finger, impressions[0])
+        presses = 1
+        deadline = time.monotonic() + timeout
+        while len(self.printer.documents) <= before:
+            if time.monotonic() > deadline:
+                self.sensor.lift()
+                raise DemoError(f"no slip for {visit.label} after {timeout:.0f}s")
+            if self.sensor.guidance is Guidance.RETRY and self.sensor.finger_present:
+                self.sensor.lift()
+                time.sleep(0.3)
+                self.press(visit.finger, impressions[presses % len(impressions)])
+                presses += 1
+            time.sleep(0.02)
+        self.sensor.lift()
+        kind = slip_kind(self.printer.documents[before].text)
+        mark = "ok" if kind == visit.expect else f"EXPECTED {visit.expect}"
+        self.say(f"  {visit.label:<28} {presses} press(es) -> {kind:<15} {mark}")
+        if visit.manual:
+            before = len(self.printer.documents)
+            self.command("manual", str(visit.manual))
+            self.printer.wait_for_documents(before + 1, timeout=30)
+            self.say(f"  {'commission admits №' + str(visit.manual):<28} manual decision -> "
+                     f"{slip_kind(self.printer.documents[-1].text)}")
+        return kind
 
 
-def run_day(data: Path, out: Path, *, verbose: bool = False) -> int:
-    """Run the day; returns the process exit code."""
+@dataclass(frozen=True)
+class DayFacts:
+    """What the kiosk's stores, the paper and central ops say after the day."""
+
+    methods: Counter[str]
+    ledger: Counter[str]
+    paper: Counter[str]
+    audit: Counter[str]
+    mark_serials: frozenset[str]
+    originals: Counter[str]
+    copies: Counter[str]
+
+    @property
+    def store_counts(self) -> dict[str, int]:
+        """Outcome counts from the mark store and the ledger."""
+        return {"identified": sum(self.methods.values()), "refused": self.ledger["refused"],
+                "not_identified": self.ledger["not-identified"]}
+
+    @property
+    def turnout(self) -> dict[str, int]:
+        """The cumulative turnout the kiosk must have reported."""
+        return {"identified": sum(v for k, v in self.methods.items() if k != "manual"),
+                "manual": self.methods["manual"], "refused": self.ledger["refused"],
+                "not_identified": self.ledger["not-identified"]}
+
+
+def collect(rig: Rig) -> DayFacts:
+    """Read the kiosk's stores (read-only) and the printed paper."""
+    state = rig.out / "kiosk" / "state"
+
+    def rows(db: str, sql: str) -> list[tuple[str, ...]]:
+        con = sqlite3.connect(f"file:{state / db}?mode=ro", uri=True)
+        try:
+            return [tuple(r) for r in con.execute(sql)]
+        finally:
+            con.close()
+
+    marks = rows("marks.sqlite", "SELECT method, slip_serial FROM marks")
+    docs = rig.printer.documents
+    identified = [d for d in docs if slip_kind(d.text) == "identified"]
+    return DayFacts(
+        methods=Counter(m for m, _ in marks),
+        ledger=Counter(k for (k,) in rows("ledger.sqlite",
+                                          "SELECT kind FROM slips WHERE state != 'void'")),
+        paper=Counter(slip_kind(d.text) for d in docs if not is_duplicate(d.text)),
+        audit=Counter(e for (e,) in rows("audit.sqlite", "SELECT event FROM audit")),
+        mark_serials=frozenset(s for _, s in marks),
+        originals=Counter(slip_serial(d.text) for d in identified if not is_duplicate(d.text)),
+        copies=Counter(slip_serial(d.text) for d in identified),
+    )
+
+
+def ops_turnout(ops: OpsService, device: str) -> dict[str, int]:
+    """The cumulative turnout central ops verified for ``device``."""
+    counts = ops.turnout().by_device.get(device)
+    if counts is None:
+        return {}
+    return {"identified": counts.identified, "manual": counts.manual,
+            "refused": counts.refused, "not_identified": counts.not_identified}
+
+
+def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[str]:
+    """Every way the stores, the paper, the audit log and ops disagree (empty when all agree)."""
+    problems = []
+    store = facts.store_counts
+    paper = {"identified": facts.paper["identified"], "refused": facts.paper["refused"],
+             "not_identified": facts.paper["not-identified"]}
+    if store != paper:
+        problems.append(f"roll store {store} != original slips on paper {paper}")
+    audit = {"identified": facts.audit["voter-identified"] + facts.audit["manual-decision"],
+             "refused": facts.audit["voter-refused"],
+             "not_identified": facts.audit["voter-not-identified"]}
+    if store != audit:
+        problems.append(f"roll store {store} != audit log {audit}")
+    twice = [s for s, n in facts.originals.items() if n > 1]
+    if twice:
+        problems.append(f"slips printed twice as ORIGINAL: {twice}")
+    unmarked = sorted(set(facts.copies) - facts.mark_serials)
+    if unmarked:
+        problems.append(f"identified slips for unmarked voters: {unmarked}")
+    unprinted = sorted(facts.mark_serials - set(facts.copies))
+    if unprinted:
+        problems.append(f"marks whose slip never printed: {unprinted}")
+    if ops is not None:
+        try:
+            _wait(lambda: ops_turnout(ops, device) == facts.turnout, 30,
+                  "ops to see the final turnout")
+        except DemoError:
+            problems.append(f"ops turnout {ops_turnout(ops, device)} != kiosk {facts.turnout}")
+        rejected = ops.stats().rejected
+        if rejected:
+            problems.append(f"ops rejected messages: {dict(rejected)}")
+    return problems
+
+
+def run_day(data: Path, out: Path) -> int:
+    """Run the demo day; returns the process exit code."""
     if not (data / "fvc2002" / "DB1_B").is_dir():
         print(f"kesp-sim day: fingerprint data not found at {data}; set KESP_SHARED_DATA",
               file=sys.stderr)
         return 2
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "dev").mkdir(parents=True)
-    day = Day(data, out, verbose=verbose)
     try:
-        day.broker = PrivateMosquitto(workdir=out / "mosquitto")
-        (out / "mosquitto").mkdir()
-        day.broker.start()
-        broker_url = day.broker.url
-        day.say(f"private mosquitto on {broker_url}")
-    except BrokerUnavailable as exc:
-        day.broker = None
-        broker_url = f"mqtt://127.0.0.1:{free_port()}"
-        day.say(f"no broker ({exc}): telemetry stays in the kiosk's outbox, ops sees nothing")
-    try:
-        return _run(day, broker_url)
+        with Rig(data, out) as rig:
+            ready_s = rig.start_agent()
+            rig.say(f"agent ready in {ready_s:.1f}s (process start to control socket)")
+            rig.command("open")
+            rig.printer.wait_for_documents(1, timeout=30)
+            rig.say("station opened: zero report printed")
+            rng = np.random.default_rng(11)
+            assert rig.roll is not None
+            for visit in plan(rig.roll):
+                rig.visit(visit, rng)
+            before = len(rig.printer.documents)
+            result = rig.command("close")
+            rig.printer.wait_for_documents(before + 1, timeout=30)
+            rig.say(f"station closed: closing report {result.get('closing_report')}")
+            code = rig.stop_agent()
+            rig.say(f"agent stopped (exit {code})")
+            facts = collect(rig)
+            problems = disagreements(facts, rig.ops, rig.device)
+            if code != 0:
+                problems.append(f"agent exited with {code}")
+            if facts.paper["zero-report"] != 1 or facts.paper["closing-report"] != 1:
+                problems.append(f"reports on paper: {dict(facts.paper)}")
+            verified = 0
+            if rig.ops is not None:
+                verified = rig.ops.stats().accepted
+                rig.say(f"central ops verified turnout for {rig.device}: "
+                        f"{ops_turnout(rig.ops, rig.device)}")
     except DemoError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if day.agent is not None and day.agent.poll() is None:
-            day.agent.kill()
-        if day.broker is not None:
-            day.broker.close()
-
-
-def _run(day: Day, broker_url: str) -> int:
-    from ops.service import OpsService
-
-    config, roll = day.provision(broker_url)
-    ops = OpsService(broker_url, day.out / "ops" / "registry.json", day.out / "ops" / "ops.sqlite")
-    if day.broker is not None:
-        ops.start()
-    sensor = GrowSensorSimulator(link=day.out / "dev" / "ttySENSOR", seed=7)
-    printer = EscposPrinterSimulator(day.out / "slips", profile="epson-tm-t20iii")
-    with sensor, printer:
-        day.start_agent(config)
-        sock = day.out / "kiosk" / "run" / "agent.sock"
-        request(sock, "open")
-        printer.wait_for_documents(1, timeout=30)
-        day.say("station opened: zero report printed")
-        rng = np.random.default_rng(11)
-        for visit in plan(roll):
-            _visit(day, sock, sensor, printer, visit, rng)
-        result = request(sock, "close")
-        printer.wait_for_documents(len(printer.documents) + 1 if not result.get(
-            "closing_report_printed") else len(printer.documents), timeout=30)
-        day.say(f"station closed: closing report {result.get('closing_report')}")
-        code = day.stop_agent()
-        day.say(f"agent stopped (exit {code})")
-        documents = list(printer.documents)
-    return _check(day, ops, documents, code)
-
-
-def _visit(day: Day, sock: Path, sensor: GrowSensorSimulator,
-           printer: EscposPrinterSimulator, visit: Visit, rng: np.random.Generator) -> None:
-    db, finger = fvc_finger(visit.finger)
-    before = len(printer.documents)
-    if visit.document:
-        request(sock, "document", visit.document)
-    impressions = [int(i) for i in rng.permutation(np.arange(2, 9))]
-    sensor.press(*load_fvc(day.data / "fvc2002", db, finger, impressions[0]))
-    presses = 1
-    deadline = time.monotonic() + 60
-    while len(printer.documents) <= before:
-        if time.monotonic() > deadline:
-            raise DemoError(f"no slip for {visit.label} after 60s")
-        if sensor.guidance is Guidance.RETRY and sensor.finger_present:
-            sensor.lift()
-            time.sleep(0.3)
-            sensor.press(*load_fvc(day.data / "fvc2002", db, finger,
-                                   impressions[presses % len(impressions)]))
-            presses += 1
-        time.sleep(0.02)
-    sensor.lift()
-    doc = printer.documents[-1]
-    kind = _slip_kind(doc.text)
-    mark = "ok" if kind == visit.expect else f"EXPECTED {visit.expect}"
-    day.say(f"  {visit.label:<28} {presses} press(es) -> {kind:<15} {mark}")
-    if visit.manual:
-        before = len(printer.documents)
-        request(sock, "manual", str(visit.manual))
-        printer.wait_for_documents(before + 1, timeout=30)
-        day.say(f"  {'commission admits №' + str(visit.manual):<28} manual decision -> "
-                f"{_slip_kind(printer.documents[-1].text)}")
-    time.sleep(0.1)
-
-
-def _check(day: Day, ops: object, documents: Sequence[SimulatedSlip], agent_exit: int) -> int:
-    from ops.service import OpsService
-
-    assert isinstance(ops, OpsService)
-    state = day.out / "kiosk" / "state"
-    con = sqlite3.connect(f"file:{state / 'marks.sqlite'}?mode=ro", uri=True)
-    methods = Counter(m for (m,) in con.execute("SELECT method FROM marks"))
-    con.close()
-    con = sqlite3.connect(f"file:{state / 'ledger.sqlite'}?mode=ro", uri=True)
-    ledger = Counter(k for (k,) in con.execute("SELECT kind FROM slips WHERE state != 'void'"))
-    con.close()
-    kinds = Counter(_slip_kind(d.text) for d in documents)
-    marked = sum(methods.values())
-    store = {"identified": marked, "refused": ledger["refused"],
-             "not_identified": ledger["not-identified"]}
-    paper = {"identified": kinds["identified"], "refused": kinds["refused"],
-             "not_identified": kinds["not-identified"]}
-    problems = []
-    if agent_exit != 0:
-        problems.append(f"agent exited with {agent_exit}")
-    if store != paper:
-        problems.append(f"roll store {store} != slips on paper {paper}")
-    if kinds["zero-report"] != 1 or kinds["closing-report"] != 1:
-        problems.append(f"reports printed: {dict(kinds)}")
-    verified = 0
-    if day.broker is not None:
-        expected = {"identified": methods["verify"] + methods["identify"]
-                    + methods["identify-2f"], "manual": methods["manual"],
-                    "refused": store["refused"], "not_identified": store["not_identified"]}
-        try:
-            _wait(lambda: ops.device_turnout(day.device) == expected, 30,
-                  "ops to see the final turnout")
-        except DemoError:
-            problems.append(f"ops turnout {ops.device_turnout(day.device)} != kiosk {expected}")
-        stats = ops.stats()
-        verified = stats.verified
-        if stats.rejected:
-            problems.append(f"ops rejected messages: {stats.rejected}")
-        print(ops.render_watch())
-        ops.stop()
-    slips = paper["identified"] + paper["refused"] + paper["not_identified"]
-    day.say(f"methods: {dict(methods)}; slips and reports under {day.out / 'slips'}")
+    store = facts.store_counts
+    slips = facts.paper["identified"] + facts.paper["refused"] + facts.paper["not-identified"]
+    print(f"methods: {dict(facts.methods)}; slips and reports under {out / 'slips'}")
     if problems:
         for p in problems:
             print(f"DISAGREEMENT: {p}", file=sys.stderr)
@@ -405,6 +514,5 @@ def cli_main(argv: list[str]) -> int:
                    help="shared fingerprint data (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("out/demo"),
                    help="where the kiosk state, slips and logs go (default %(default)s)")
-    p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    return run_day(args.data, args.out, verbose=args.verbose)
+    return run_day(args.data, args.out)
