@@ -97,13 +97,13 @@ def load_cec_signing_key(path: Path) -> SigningKey:
         st = path.stat()
     except FileNotFoundError as exc:
         raise ProvisionError(f"CEC key {path} not found; create it with 'cec keygen'") from exc
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ProvisionError(f"CEC key {path} is readable by group/others; chmod 600 it")
     data = path.read_bytes()
     if len(data) != 32:
         if _looks_like_hex_key(data):
             raise ProvisionError(f"{path} is a public key (cec.pub); building needs cec.sign")
         raise ProvisionError(f"{path} is not a CEC signing key (expected 32 raw bytes)")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ProvisionError(f"CEC key {path} is readable by group/others; chmod 600 it")
     return SigningKey(data)
 
 
