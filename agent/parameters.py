@@ -33,3 +33,6 @@ HIGH_BAND_FMR = 1e-6
 
 MEDIUM_BAND_FMR = 1e-4
 """... above this one as "medium"; anything lower that still matched is "low"."""
+
+SHUTDOWN_FLUSH_S = 5.0
+"""On SIGTERM, how long to wait for the outbox to drain before ending the MQTT session."""

@@ -17,6 +17,7 @@ checkpoint is written, the telemetry session ends with its death message.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from types import FrameType
 
 from nacl.signing import VerifyKey
 
-from agent import __version__, sdnotify
+from agent import __version__, parameters, sdnotify
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlServer
@@ -42,12 +43,20 @@ from agent.lifecycle import Command, Lifecycle, Phase
 from agent.marks import MarkStore
 from agent.match import Matcher
 from agent.match.matcher import warm_up
+from agent.peers.sync import (
+    EVENT_CONFLICT,
+    EVENT_MARK_REJECTED,
+    EVENT_PEER_REJECTED,
+    EVENT_PEER_STATUS,
+    PeerSync,
+)
 from agent.roll import RollError, load_cec_key, load_roll
 from agent.station import Station
 from agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,63}$")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken kiosk from looping
@@ -93,11 +102,14 @@ class Agent:
         self.printer = open_printer(cfg.printer)
         self.telemetry = Telemetry(cfg, self.keys, health=self.health)
         self.journal = AuditJournal(self.audit, self.telemetry)
+        self.peers = (PeerSync(cfg, self.keys, self.marks, on_event=self._peer_event)
+                      if cfg.peers else None)
         self.station = Station(
             device_id=cfg.device_id, station_id=cfg.station_id, district=cfg.district,
             roll=self.roll, matcher=self.matcher, marks=self.marks, ledger=self.ledger,
             lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
-            journal=self.journal,
+            journal=self.journal, peers=self._peer_names,
+            on_mark=self.peers.notify_local if self.peers else lambda _m: None,
         )
         self.journal.record(
             "agent-started", software_version=__version__,
@@ -120,6 +132,31 @@ class Agent:
                 last = entry.event
         return last in (None, EventId.AGENT_STOPPED)
 
+    def _peer_names(self) -> list[str]:
+        return [p.kiosk for p in self.peers.status()] if self.peers else []
+
+    def _peer_event(self, name: str, fields: Mapping[str, object]) -> None:
+        """Peer-sync reports become audit events (and so telemetry alerts)."""
+        if name == EVENT_PEER_STATUS:
+            self.journal.record("peer-status-changed", peer=str(fields["peer"]),
+                                status=str(fields["state"]), previous=str(fields["previous"]))
+        elif name == EVENT_CONFLICT:
+            marks = fields.get("marks")
+            for m in marks if isinstance(marks, list) else []:
+                self.journal.record("mark-conflict", slip_serial=str(m["slip_serial"]),
+                                    mark_kiosk=str(m["kiosk"]), mark_seq=int(m["origin_seq"]),
+                                    peer=str(fields["via_peer"]))
+        elif name == EVENT_MARK_REJECTED:
+            self.journal.record("mark-rejected", peer=str(fields["via_peer"]),
+                                mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])),
+                                reason=str(fields["reason"]))
+        elif name == EVENT_PEER_REJECTED:
+            sender = str(fields.get("claimed_sender") or "unknown")
+            self.journal.record("mark-rejected", peer=sender if _TOKEN.match(sender)
+                                else "unknown", mark_kiosk="unknown", mark_seq=0,
+                                reason=str(fields["reason"]))
+
     def health(self) -> Mapping[str, object]:
         """Device and roll facts for the periodic health message (nothing personal)."""
         return {
@@ -138,6 +175,8 @@ class Agent:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         self.telemetry.start()
+        if self.peers is not None:
+            self.peers.start()
         self.control.start()
         notifier = sdnotify.Notifier()
         watchdog = sdnotify.Watchdog(notifier)
@@ -161,8 +200,11 @@ class Agent:
     def shutdown(self, reason: str, code: int) -> None:
         """Log the stop, close stores and devices, end the telemetry session."""
         self.control.stop()
+        if self.peers is not None:
+            self.peers.stop()
         self.journal.record("agent-stopped", stop_reason=reason, exit_code=code)
         self.audit.close()
+        self.telemetry.flush(parameters.SHUTDOWN_FLUSH_S)
         self.telemetry.stop(graceful=True)
         for closer in (self.sensor.close, self.marks.close, self.ledger.close,
                        self.lifecycle.close):

@@ -150,6 +150,7 @@ class Station:
         printer: PrinterPort,
         journal: Journal,
         peers: Callable[[], list[str]] = list,
+        on_mark: Callable[[Mark], None] = lambda _mark: None,
         clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self.device_id = device_id
@@ -164,6 +165,7 @@ class Station:
         self.printer = printer
         self.journal = journal
         self._peers = peers
+        self._on_mark = on_mark
         self._clock = clock
         self._lock = threading.RLock()
         self._document_voter: int | None = None
@@ -461,6 +463,7 @@ class Station:
             self._finish_refused(voter.list_number, mark, attempt_id)
             return
         self.ledger.make_pending(rec.serial)
+        self._on_mark(mark)
         self._record_outcome(self.ledger.get(rec.serial))
         self._emit_turnout()
         self._print(self.ledger.get(rec.serial))
