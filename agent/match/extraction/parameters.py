@@ -42,7 +42,7 @@ SEG_REL_STD = 0.30
 SEG_MIN_COHERENCE = 0.20
 """Blocks whose orientation coherence stays below this are background (smudge)."""
 
-SEG_BORDER_BLOCKS = 1
+SEG_BORDER_BLOCKS = 0
 """Blocks eroded from the mask so the extractor does not trust its rim."""
 
 # --- normalisation -----------------------------------------------------------
@@ -99,16 +99,16 @@ MIN_VALLEY_AREA = 30
 """Valley holes smaller than this (pixels) are pores, filled."""
 
 # --- minutiae detection and removal of false minutiae ------------------------
-BORDER_DISTANCE = 10.0
+BORDER_DISTANCE = 8.0
 """Minutiae closer than this to the mask's edge are artefacts of the cut-off."""
 
 TRACE_STEPS = 12
 """Skeleton pixels followed from a minutia to measure its direction."""
 
-SPUR_LENGTH = 12
+SPUR_LENGTH = 8
 """An ending that reaches a bifurcation within this many steps is a spur."""
 
-SHORT_RIDGE_LENGTH = 16
+SHORT_RIDGE_LENGTH = 10
 """A ridge with both ends within this many steps is a dot or short fragment."""
 
 BREAK_DISTANCE = 14.0
@@ -117,7 +117,7 @@ BREAK_DISTANCE = 14.0
 BREAK_ANGLE = 0.9
 """Largest deviation (radians) from anti-parallel for two endings to be a break."""
 
-BRIDGE_DISTANCE = 12.0
+BRIDGE_DISTANCE = 8.0
 """Two bifurcations this close across the ridge flow are a bridge between ridges."""
 
 CLUSTER_RADIUS = 16.0
