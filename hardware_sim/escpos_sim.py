@@ -484,6 +484,7 @@ class EscposPrinterSimulator:
         self._thread: threading.Thread | None = None
         self._running = False
         self._stalled = False
+        self._stall_after = self.engine.scenario.stall_after_bytes
         self._fd_lock = threading.Lock()
 
     # -- lifecycle
@@ -552,8 +553,13 @@ class EscposPrinterSimulator:
         self.engine.set_offline(offline)
 
     def stall(self, stalled: bool = True) -> None:
-        """Stop (or resume) reading input: the host's writes block, queries go unanswered."""
+        """Stop (or resume) reading input: the host's writes block, queries go unanswered.
+
+        Resuming also ends the "stall" scenario's automatic stall.
+        """
         self._stalled = stalled
+        if not stalled:
+            self._stall_after = None
 
     # -- results
     @property
@@ -573,9 +579,9 @@ class EscposPrinterSimulator:
             if master is None:
                 time.sleep(0.02)
                 continue
+            stall_after = self._stall_after
             if self._stalled or (
-                sc.stall_after_bytes is not None
-                and self.engine.bytes_received >= sc.stall_after_bytes
+                stall_after is not None and self.engine.bytes_received >= stall_after
             ):
                 time.sleep(0.02)
                 continue
@@ -586,8 +592,8 @@ class EscposPrinterSimulator:
                     limit = 4096
                     if sc.bytes_per_s is not None:
                         limit = max(1, int(sc.bytes_per_s * 0.02))
-                    if sc.stall_after_bytes is not None:
-                        limit = min(limit, sc.stall_after_bytes - self.engine.bytes_received)
+                    if stall_after is not None:
+                        limit = min(limit, stall_after - self.engine.bytes_received)
                     data = os.read(master, limit)
                 if data:
                     slips_before = len(self.engine.slips)
