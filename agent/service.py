@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import serial
 from nacl.signing import VerifyKey
 
 from agent import __version__, parameters, sdnotify
@@ -81,6 +82,10 @@ class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         t0 = time.monotonic()
         self.cfg = cfg
+        if cfg.sensor.kind == "grow-serial":
+            preflight_serial("sensor", cfg.sensor.port)
+        if cfg.printer.kind == "escpos-serial":
+            preflight_serial("printer", cfg.printer.port)
         state = cfg.state_path
         state.mkdir(parents=True, exist_ok=True)
         self.keys = load_keys(cfg.key_dir)
@@ -214,6 +219,32 @@ class Agent:
                 log.exception("error while closing")
 
 
+class DeviceUnavailable(RuntimeError):  # noqa: N818 - reads as the operator sees it
+    """A configured device path is missing or held by another process at start-up."""
+
+
+def preflight_serial(what: str, port: str) -> None:
+    """Refuse to start on a missing or busy serial device, naming it and the fix.
+
+    Later disappearances are the drivers' business (they reconnect); at
+    start-up a wrong path is a provisioning mistake the technician must see.
+    """
+    if not Path(port).exists():
+        raise DeviceUnavailable(
+            f"{what} {port} not found: check the cable and the udev rule "
+            f"(docs/DEVICES.md), or the {what} port in the configuration"
+        )
+    try:
+        handle = serial.Serial(port, exclusive=True, timeout=0)
+    except serial.SerialException as exc:
+        busy = "lock" in str(exc).lower() or "busy" in str(exc).lower()
+        raise DeviceUnavailable(
+            f"{what} {port} is busy: another process holds it (see 'fuser {port}')"
+            if busy else f"{what} {port} cannot be opened: {exc}"
+        ) from exc
+    handle.close()
+
+
 def _verify_key(hex_key: str) -> VerifyKey:
     return VerifyKey(bytes.fromhex(hex_key))
 
@@ -223,7 +254,7 @@ def run(config_path: str) -> int:
     try:
         cfg = load_config(config_path)
         agent = Agent(cfg)
-    except (ConfigError, KeyError_, RollError) as exc:
+    except (ConfigError, KeyError_, RollError, DeviceUnavailable) as exc:
         print(f"kesp-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

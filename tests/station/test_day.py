@@ -1,0 +1,35 @@
+"""The whole simulated polling-station day, end to end, against a private mosquitto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hardware_sim.day import run_day
+from hardware_sim.mosquitto import mosquitto_binary
+
+
+def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mosquitto_binary() is not None, "make test installs mosquitto; it is missing"
+    code = run_day(shared_data, tmp_path / "demo")
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    (line,) = [ln for ln in out.out.splitlines() if ln.startswith("DEMO OK:")]
+    words = line.split()
+    identified, refused, unknown, slips, verified = (int(words[i]) for i in (2, 4, 6, 9, 11))
+    # the plan: 29 voters (one by ID card) + 1 manual admission, 4 repeats, 5 not identified
+    assert identified >= 25 and refused >= 3 and unknown >= 5
+    assert slips == identified + refused + unknown
+    assert verified > identified + refused + unknown  # events, turnout, births, health
+    slip_files = sorted((tmp_path / "demo" / "slips").glob("*.png"))
+    assert len(slip_files) == slips + 2  # plus zero and closing reports
+
+
+def test_demo_without_fingerprint_data_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_day(tmp_path / "nothing", tmp_path / "demo") == 2
+    assert "KESP_SHARED_DATA" in capsys.readouterr().err

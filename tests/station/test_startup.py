@@ -1,0 +1,92 @@
+"""The agent refuses to start on a bad roll or a missing device, with one clear line.
+
+Each case provisions a real kiosk directory (keys, config, a real CEC-signed
+package) and runs the real ``kesp-agent run`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from agent.config import atomic_write
+from agent.keys import generate_keys
+from agent.rollpackage import Kiosk, build_package
+from hardware_sim.day import Rig, make_roll
+
+EX_CONFIG = 78
+
+
+@pytest.fixture
+def rig(shared_data: Path, tmp_path: Path) -> Rig:
+    rig = Rig(shared_data, tmp_path / "kiosk", quiet=True)
+    (rig.out / "slips").mkdir(parents=True)
+    rig.provision("mqtt://127.0.0.1:9")
+    return rig
+
+
+def _run_agent(rig: Rig, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "--config", str(rig.config), "run"],
+        capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
+    )
+
+
+def _roll_path(rig: Rig) -> Path:
+    return rig.out / "kiosk" / "state" / "roll.pkg"
+
+
+def _expect_refusal(rig: Rig, *needles: str) -> None:
+    result = _run_agent(rig)
+    assert result.returncode == EX_CONFIG, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    for needle in needles:
+        assert needle in last, last
+
+
+def test_altered_byte_in_the_roll_is_refused(rig: Rig) -> None:
+    data = bytearray(_roll_path(rig).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    _roll_path(rig).write_bytes(bytes(data))
+    _expect_refusal(rig, "refused", "signature")
+
+
+def test_roll_signed_by_another_key_is_refused(rig: Rig, shared_data: Path) -> None:
+    assert rig.roll is not None
+    _roll_path(rig).write_bytes(build_package(rig.roll, SigningKey.generate()))
+    _expect_refusal(rig, "refused", "signer")
+
+
+def test_roll_for_another_kiosk_is_refused(rig: Rig, shared_data: Path, tmp_path: Path) -> None:
+    other = generate_keys(tmp_path / "other-keys")
+    cec_hex = (rig.out / "kiosk" / "keys" / "cec.pub").read_text().strip()
+    cec = SigningKey.generate()
+    atomic_write(rig.out / "kiosk" / "keys" / "cec.pub",
+                 bytes(cec.verify_key).hex().encode(), 0o644)
+    assert cec_hex != bytes(cec.verify_key).hex()
+    roll = make_roll(shared_data, rig.station, rig.district,
+                     Kiosk("kiosk-0009-z", other.verify_key_hex, other.box_public_hex))
+    _roll_path(rig).write_bytes(build_package(roll, cec))
+    _expect_refusal(rig, "refused", "not")
+
+
+def test_missing_roll_says_how_to_install_one(rig: Rig) -> None:
+    _roll_path(rig).unlink()
+    _expect_refusal(rig, "no roll installed", "install-roll")
+
+
+def test_missing_sensor_device_is_named(rig: Rig) -> None:
+    # the simulators were never started: the configured ptys do not exist
+    _expect_refusal(rig, "sensor", "not found")
+
+
+def test_agent_leaves_no_state_behind_when_refusing_a_device(rig: Rig) -> None:
+    state = rig.out / "kiosk" / "state"
+    before = sorted(p.name for p in state.iterdir())
+    _run_agent(rig)
+    assert sorted(p.name for p in state.iterdir()) == before
