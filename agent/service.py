@@ -82,10 +82,6 @@ class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         t0 = time.monotonic()
         self.cfg = cfg
-        if cfg.sensor.kind == "grow-serial":
-            preflight_serial("sensor", cfg.sensor.port)
-        if cfg.printer.kind == "escpos-serial":
-            preflight_serial("printer", cfg.printer.port)
         state = cfg.state_path
         state.mkdir(parents=True, exist_ok=True)
         self.keys = load_keys(cfg.key_dir)
@@ -95,6 +91,10 @@ class Agent:
         t1 = time.monotonic()
         self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher)
         t2 = time.monotonic()
+        if cfg.sensor.kind == "grow-serial":
+            preflight_serial("sensor", cfg.sensor.port)
+        if cfg.printer.kind == "escpos-serial":
+            preflight_serial("printer", cfg.printer.port)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
         clean = self._previous_stop_was_clean()
         self.marks = MarkStore(
