@@ -95,8 +95,13 @@ def synthetic_iso(rng: np.random.Generator) -> bytes:
     return iso_template(2, minutiae)
 
 
-def make_roll(data: Path, station: str, district: str, kiosk: Kiosk) -> Roll:
-    """The demo station's roll: 40 voters, names in Kyrgyz and Russian."""
+def make_roll(data: Path, station: str, district: str, kiosk: Kiosk,
+              extra_voters: int = 0) -> Roll:
+    """The demo station's roll: 40 voters, names in Kyrgyz and Russian.
+
+    ``extra_voters`` synthetic voters with 10 synthetic fingers each follow
+    (list numbers from 41), to load the gallery like the largest stations.
+    """
     rng = np.random.default_rng(2026)
     voters = []
     for i in range(N_VOTERS):
@@ -113,6 +118,10 @@ def make_roll(data: Path, station: str, district: str, kiosk: Kiosk) -> Roll:
             document=f"ID{1_000_000 + 7919 * (i + 1):07d}",
             fingers=fingers,
         ))
+    if extra_voters:
+        from provisioning.synthetic import synthetic_voters
+
+        voters.extend(synthetic_voters(extra_voters, seed=41, first_number=N_VOTERS + 1))
     return Roll(election_id="kg-2026-demo", station_id=station, district=district,
                 roll_version=1, created="2026-11-27T06:00:00Z", kiosks=(kiosk,),
                 voters=tuple(voters))
@@ -189,10 +198,12 @@ class Rig:
     power cut) and started again any number of times.
     """
 
-    def __init__(self, data: Path, out: Path, *, quiet: bool = False) -> None:
+    def __init__(self, data: Path, out: Path, *, quiet: bool = False,
+                 extra_voters: int = 0) -> None:
         self.data = data
         self.out = out
         self.quiet = quiet
+        self.extra_voters = extra_voters
         self.station, self.district, self.device = "s-0001", "osh-city", "kiosk-0001-a"
         self.broker: PrivateMosquitto | None = None
         self.agent: subprocess.Popen[bytes] | None = None
@@ -265,7 +276,7 @@ class Rig:
         )
         save_config(cfg, self.config)
         kiosk = Kiosk(self.device, keys.verify_key_hex, keys.box_public_hex)
-        roll = make_roll(self.data, self.station, self.district, kiosk)
+        roll = make_roll(self.data, self.station, self.district, kiosk, self.extra_voters)
         package = build_package(roll, cec)
         atomic_write(state / "roll.pkg", package)
         register_device(self.out / "ops" / "registry.json", self.device, self.station,
