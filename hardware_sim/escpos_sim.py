@@ -9,10 +9,11 @@ encoder uses (code pages, status layout), answers ``DLE EOT`` at once and
 
 Transports: a real pty (:class:`EscposPrinterSimulator`; the agent opens
 ``.path`` with pyserial, a symlink that survives unplug/replug) and a pyusb
-backend (:mod:`hardware_sim.escpos_usb`). Faults: a finite paper roll (near
-end, then out, possibly mid-slip; the printer holds the rest of the slip
-until :meth:`~EscposPrinterSimulator.load_paper`, as real printers do), cover
-open, offline, slow or stalled reading, unplug, garbled status replies.
+backend (:class:`EscposUsbSimulator`; its ``backend`` goes to
+``usb.core.find``). Faults: a finite paper roll (near end, then out, possibly
+mid-slip; the printer holds the rest of the slip until
+:meth:`~EscposPrinterSimulator.load_paper`, as real printers do), cover open,
+offline, slow or stalled reading, unplug, garbled status replies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -27,12 +29,14 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import numpy.typing as npt
+import usb.backend
 from PIL import Image, ImageDraw
 
 from agent.drivers import escpos as e
@@ -242,11 +246,12 @@ class PrinterEngine:
                     self._queue.append(cmd)
             self._run()
 
-    def take_output(self) -> bytes:
-        """Reply bytes waiting for the host (and clear them)."""
+    def take_output(self, limit: int | None = None) -> bytes:
+        """Up to ``limit`` reply bytes waiting for the host (removed from the outbox)."""
         with self._lock:
-            out = bytes(self._outbox)
-            self._outbox.clear()
+            n = len(self._outbox) if limit is None else limit
+            out = bytes(self._outbox[:n])
+            del self._outbox[:n]
             return out
 
     def status_bytes(self) -> bytes:
@@ -454,10 +459,42 @@ class PrinterEngine:
         self._lock.notify_all()
 
 
-# --- the pty transport --------------------------------------------------------------
+# --- transports ---------------------------------------------------------------------
 
 
-class EscposPrinterSimulator:
+class _Controls:
+    """Fault controls and results shared by the pty and USB simulators."""
+
+    engine: PrinterEngine
+
+    def load_paper(self, mm: float | None = None) -> None:
+        """A new roll (``mm`` long; None: endless); a held slip resumes."""
+        self.engine.load_paper(mm)
+
+    def open_cover(self) -> None:
+        """Open the cover."""
+        self.engine.set_cover(True)
+
+    def close_cover(self) -> None:
+        """Close the cover; a held slip resumes."""
+        self.engine.set_cover(False)
+
+    def set_offline(self, offline: bool) -> None:
+        """Take the printer off / on line."""
+        self.engine.set_offline(offline)
+
+    @property
+    def documents(self) -> list[SimulatedSlip]:
+        """Slips printed so far."""
+        return list(self.engine.slips)
+
+    def wait_for_documents(self, n: int, timeout: float = 10.0) -> list[SimulatedSlip]:
+        """Block until ``n`` slips are printed (or ``timeout``); return them all."""
+        return self.engine.wait_for_slips(n, timeout)
+
+
+
+class EscposPrinterSimulator(_Controls):
     """The simulated printer on a real pty; open :attr:`path` with pyserial.
 
     ``paper_mm`` overrides the scenario's roll length (mm left; None keeps the
@@ -473,11 +510,8 @@ class EscposPrinterSimulator:
         paper_mm: float | None = None,
         scenario: str | Scenario = "normal",
     ) -> None:
-        sc = scenario if isinstance(scenario, Scenario) else _scenario(scenario)
-        if paper_mm is not None:
-            sc = replace(sc, paper_mm=paper_mm)
         self.out_dir = Path(out_dir)
-        self.engine = PrinterEngine(self.out_dir, get_profile(profile), sc)
+        self.engine = _engine(out_dir, profile, paper_mm, scenario)
         self.path = self.out_dir / "printer.tty"
         self._master: int | None = None
         self._slave: int | None = None
@@ -536,22 +570,6 @@ class EscposPrinterSimulator:
             tmp.replace(self.path)
             self._master, self._slave = master, slave
 
-    def load_paper(self, mm: float | None = None) -> None:
-        """A new roll (``mm`` long; None: endless); a held slip resumes."""
-        self.engine.load_paper(mm)
-
-    def open_cover(self) -> None:
-        """Open the cover."""
-        self.engine.set_cover(True)
-
-    def close_cover(self) -> None:
-        """Close the cover; a held slip resumes."""
-        self.engine.set_cover(False)
-
-    def set_offline(self, offline: bool) -> None:
-        """Take the printer off / on line."""
-        self.engine.set_offline(offline)
-
     def stall(self, stalled: bool = True) -> None:
         """Stop (or resume) reading input: the host's writes block, queries go unanswered.
 
@@ -560,16 +578,6 @@ class EscposPrinterSimulator:
         self._stalled = stalled
         if not stalled:
             self._stall_after = None
-
-    # -- results
-    @property
-    def documents(self) -> list[SimulatedSlip]:
-        """Slips printed so far."""
-        return list(self.engine.slips)
-
-    def wait_for_documents(self, n: int, timeout: float = 10.0) -> list[SimulatedSlip]:
-        """Block until ``n`` slips are printed (or ``timeout``); return them all."""
-        return self.engine.wait_for_slips(n, timeout)
 
     # -- serving
     def _serve(self) -> None:
@@ -614,6 +622,229 @@ class EscposPrinterSimulator:
                     continue
                 log.warning("printer simulator I/O error: %s", exc)
                 time.sleep(0.02)
+
+
+# --- the pyusb backend --------------------------------------------------------------
+
+#: pid.codes test ids: the simulator must never be mistaken for a real model.
+SIM_USB_ID = (0x1209, 0x0001)
+_EP_OUT, _EP_IN, _MAX_PACKET = 0x01, 0x82, 64
+_LIBUSB_TIMEOUT, _LIBUSB_NO_DEVICE, _LIBUSB_BUSY, _LIBUSB_PIPE = -7, -4, -6, -9
+
+
+def _usb_error(message: str, code: int, err: int) -> Exception:
+    import usb.core
+
+    cls = usb.core.USBTimeoutError if err == errno.ETIMEDOUT else usb.core.USBError
+    exc: Exception = cls(message, code, err)
+    return exc
+
+
+class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb ships no types
+    """A pyusb backend (``usb.core.find(backend=...)``) presenting one printer-class device.
+
+    One configuration, interface 0 of class 7 (printer), bulk OUT 0x01 and bulk
+    IN 0x82; the kernel's ``usblp`` is "attached" until the driver detaches it
+    (claiming before that fails with EBUSY, as on a real kiosk). Bytes written
+    go to the shared :class:`PrinterEngine`; replies come back on bulk IN.
+    Faults: unplugged (ENODEV), stalled (ETIMEDOUT on write and read).
+    Overrides what pyusb's core calls for a bulk device; the rest of
+    ``IBackend`` raises ``NotImplementedError`` as in pyusb.
+    """
+
+    def __init__(self, engine: PrinterEngine, usb_id: tuple[int, int] = SIM_USB_ID) -> None:
+        self.engine = engine
+        self.usb_id = usb_id
+        self.plugged = True
+        self.stalled_after: int | None = engine.scenario.stall_after_bytes
+        self.kernel_driver_active = True
+        self.configuration = 0
+        self.claimed = False
+        self.writes: list[int] = []  # sizes of bulk OUT transfers, to check chunking
+
+    # enumeration and descriptors
+    def enumerate_devices(self) -> Iterator[str]:
+        if self.plugged:
+            yield "escpos-sim"
+
+    def get_device_descriptor(self, dev: object) -> SimpleNamespace:
+        return SimpleNamespace(
+            bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0,
+            bDeviceProtocol=0, bMaxPacketSize0=64, idVendor=self.usb_id[0],
+            idProduct=self.usb_id[1], bcdDevice=0x0100, iManufacturer=0, iProduct=0,
+            iSerialNumber=0, bNumConfigurations=1, address=2, bus=1, port_number=1,
+            port_numbers=(1,), speed=2,
+        )
+
+    def get_configuration_descriptor(self, dev: object, config: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            bLength=9, bDescriptorType=2, wTotalLength=32, bNumInterfaces=1,
+            bConfigurationValue=1, iConfiguration=0, bmAttributes=0xC0, bMaxPower=50,
+            extra_descriptors=[],
+        )
+
+    def get_interface_descriptor(self, dev: object, intf: int, alt: int,
+                                 config: int) -> SimpleNamespace:
+        if intf != 0 or alt != 0:
+            raise IndexError(intf)
+        return SimpleNamespace(
+            bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0,
+            bNumEndpoints=2, bInterfaceClass=7, bInterfaceSubClass=1, bInterfaceProtocol=2,
+            iInterface=0, extra_descriptors=[],
+        )
+
+    def get_endpoint_descriptor(self, dev: object, ep: int, intf: int, alt: int,
+                                config: int) -> SimpleNamespace:
+        if ep > 1:
+            raise IndexError(ep)
+        return SimpleNamespace(
+            bLength=7, bDescriptorType=5, bEndpointAddress=(_EP_OUT, _EP_IN)[ep],
+            bmAttributes=2, wMaxPacketSize=_MAX_PACKET, bInterval=0, bRefresh=0,
+            bSynchAddress=0, extra_descriptors=[],
+        )
+
+    # device handle
+    def _check(self) -> None:
+        if not self.plugged:
+            raise _usb_error("No such device (it may have been disconnected)",
+                             _LIBUSB_NO_DEVICE, errno.ENODEV)
+
+    def open_device(self, dev: object) -> str:
+        self._check()
+        return "handle"
+
+    def close_device(self, handle: object) -> None:
+        self.claimed = False
+
+    def get_parent(self, dev: object) -> None:
+        return None
+
+    def set_configuration(self, handle: object, value: int) -> None:
+        self._check()
+        self.configuration = value
+
+    def get_configuration(self, handle: object) -> int:
+        self._check()
+        return self.configuration
+
+    def set_interface_altsetting(self, handle: object, intf: int, alt: int) -> None:
+        self._check()
+
+    def is_kernel_driver_active(self, handle: object, intf: int) -> bool:
+        self._check()
+        return self.kernel_driver_active
+
+    def detach_kernel_driver(self, handle: object, intf: int) -> None:
+        self._check()
+        self.kernel_driver_active = False
+
+    def attach_kernel_driver(self, handle: object, intf: int) -> None:
+        self.kernel_driver_active = True
+
+    def claim_interface(self, handle: object, intf: int) -> None:
+        self._check()
+        if self.kernel_driver_active:
+            raise _usb_error("Resource busy (usblp holds the interface)", _LIBUSB_BUSY,
+                             errno.EBUSY)
+        self.claimed = True
+
+    def release_interface(self, handle: object, intf: int) -> None:
+        self.claimed = False
+
+    def clear_halt(self, handle: object, ep: int) -> None:
+        self._check()
+
+    def reset_device(self, handle: object) -> None:
+        self._check()
+
+    # transfers
+    def _stalled(self) -> bool:
+        limit = self.stalled_after
+        return limit is not None and self.engine.bytes_received >= limit
+
+    def bulk_write(self, handle: object, ep: int, intf: int, data: Sequence[int],
+                   timeout: int) -> int:
+        self._check()
+        if ep != _EP_OUT or not self.claimed:
+            raise _usb_error("Pipe error", _LIBUSB_PIPE, errno.EPIPE)
+        payload = bytes(data)
+        limit = self.stalled_after
+        if limit is not None:
+            room = max(0, limit - self.engine.bytes_received)
+            if room < len(payload):
+                self.engine.receive(payload[:room])
+                time.sleep(timeout / 1000)
+                raise _usb_error("Operation timed out", _LIBUSB_TIMEOUT, errno.ETIMEDOUT)
+        rate = self.engine.scenario.bytes_per_s
+        if rate is not None:
+            time.sleep(min(len(payload) / rate, timeout / 1000))
+        self.writes.append(len(payload))
+        self.engine.receive(payload)
+        return len(payload)
+
+    def bulk_read(self, handle: object, ep: int, intf: int, buff: MutableSequence[int],
+                  timeout: int) -> int:
+        self._check()
+        if ep != _EP_IN or not self.claimed:
+            raise _usb_error("Pipe error", _LIBUSB_PIPE, errno.EPIPE)
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            out = b"" if self._stalled() else self.engine.take_output(len(buff))
+            if out:
+                for i, byte in enumerate(out):
+                    buff[i] = byte
+                return len(out)
+            if time.monotonic() >= deadline:
+                raise _usb_error("Operation timed out", _LIBUSB_TIMEOUT, errno.ETIMEDOUT)
+            time.sleep(0.005)
+
+    def ctrl_transfer(self, handle: object, bm_request_type: int, b_request: int,
+                      w_value: int, w_index: int, data: object, timeout: int) -> int:
+        # GET_DEVICE_ID and friends are not used by the driver; refuse like a stall.
+        raise _usb_error("Pipe error", _LIBUSB_PIPE, errno.EPIPE)
+
+
+class EscposUsbSimulator(_Controls):
+    """The simulated printer as a pyusb device: pass :attr:`backend` to the driver.
+
+    Same engine, scenarios and controls as :class:`EscposPrinterSimulator`;
+    :attr:`port` is the ``usb:VVVV:PPPP`` string for ``PrinterConfig.port``.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        profile: str = SIMULATOR_DEFAULT_PROFILE,
+        paper_mm: float | None = None,
+        scenario: str | Scenario = "normal",
+    ) -> None:
+        self.engine = _engine(out_dir, profile, paper_mm, scenario)
+        self.backend = EscposUsbBackend(self.engine)
+        vid, pid = self.backend.usb_id
+        self.port = f"usb:{vid:04x}:{pid:04x}"
+
+    def unplug(self) -> None:
+        """Pull the cable: every transfer fails with ENODEV; the device disappears."""
+        self.backend.plugged = False
+
+    def plug(self) -> None:
+        """Plug back in: re-enumerates with ``usblp`` attached again."""
+        self.backend.plugged = True
+        self.backend.kernel_driver_active = True
+        self.backend.configuration = 0
+        self.backend.claimed = False
+
+    def stall(self, stalled: bool = True) -> None:
+        """Stop (or resume) accepting data: bulk transfers time out (ETIMEDOUT)."""
+        self.backend.stalled_after = self.engine.bytes_received if stalled else None
+
+
+def _engine(out_dir: str | os.PathLike[str], profile: str, paper_mm: float | None,
+            scenario: str | Scenario) -> PrinterEngine:
+    sc = scenario if isinstance(scenario, Scenario) else _scenario(scenario)
+    if paper_mm is not None:
+        sc = replace(sc, paper_mm=paper_mm)
+    return PrinterEngine(Path(out_dir), get_profile(profile), sc)
 
 
 def _scenario(name: str) -> Scenario:
