@@ -58,6 +58,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import struct
@@ -96,8 +97,10 @@ __all__ = [
     "verify_payloads",
 ]
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
-AUDIT_FILE = "audit.sqlite3"
+AUDIT_FILE = "audit.sqlite"
 GENESIS_HASH = "0" * 64
 # Entries between signed checkpoints. A crash can leave at most this many
 # entries protected by the chain alone; a signature costs ~0.1 ms, an fsync
@@ -272,6 +275,7 @@ class AuditLog:
         self._catalogue = catalogue
         self._lock = threading.Lock()
         self._closed = False
+        self._listeners: list[Callable[[AuditEntry], None]] = []
         self._con = connect_durable(self.path, mode=0o640)
         try:
             self._con.executescript(_SCHEMA)
@@ -412,9 +416,29 @@ class AuditLog:
             raise
         for e in written:
             self._counts[e.event.value] += 1
+            for listener in self._listeners:
+                try:
+                    listener(e)
+                except Exception:
+                    # The entry is durable; a failing consumer (telemetry queue) must
+                    # not turn a recorded event into an error for the station. It can
+                    # catch up from entries(since=...).
+                    log.exception("audit listener failed on entry %d", e.seq)
         return written
 
-    def append(self, event: EventId, **fields: FieldValue) -> AuditEntry:
+    def subscribe(self, listener: Callable[[AuditEntry], None]) -> None:
+        """Call ``listener`` with every entry once it is durable, checkpoints included.
+
+        Listeners run in seq order under the log's lock (so must not append);
+        this is how telemetry gets the complete chain, including the
+        checkpoints the log writes by itself, so the central side can run
+        :func:`verify_payloads`. An exception from a listener is logged, never
+        raised to the caller of ``append``: the entry is already committed.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def append(self, event: EventId, **fields: object) -> AuditEntry:
         """Append ``event`` with ``fields``; durable (fsynced) before it returns.
 
         Fields are checked against the catalogue: an unknown event, a missing,

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from agent.audit import AUDIT_FILE
+
 
 @pytest.fixture
 def key() -> SigningKey:
@@ -17,5 +19,4 @@ def key() -> SigningKey:
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
     """Where the log under test lives."""
-    return tmp_path / "state" / "audit.sqlite3"
-
+    return tmp_path / "state" / AUDIT_FILE

@@ -15,6 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from agent.audit import (
+    AUDIT_FILE,
     GENESIS_HASH,
     AuditCorruptError,
     AuditError,
@@ -125,6 +126,24 @@ def test_payload_is_json_and_verifies_as_a_stream(log_path: Path, key: SigningKe
     payloads[3]["fields"]["attempt_id"] = 99
     bad = verify_payloads(payloads, key.verify_key)
     assert bad.problem is AuditProblem.ALTERED and bad.first_bad_seq == 4
+
+
+def test_subscribers_see_the_whole_chain(log_path: Path, key: SigningKey) -> None:
+    """Telemetry gets checkpoints too, so the central side can verify the stream."""
+    sent: list[dict[str, object]] = []
+    log = AuditLog(log_path, key, DEVICE, checkpoint_every=3)
+    log.subscribe(lambda e: sent.append(json.loads(json.dumps(e.to_payload()))))
+
+    def broken(_e: object) -> None:
+        raise RuntimeError("telemetry queue full")
+
+    log.subscribe(broken)  # a failing consumer does not fail the append
+    fill(log, 6)
+    log.close()
+    assert [p["seq"] for p in sent] == list(range(1, log.head_seq + 1))
+    assert sum(p["event"] == "audit-checkpoint" for p in sent) == 8 // 3 + 1
+    report = verify_payloads(sent, key.verify_key)
+    assert report.ok and report.closed_cleanly
 
 
 def test_checkpoint_every_n_and_on_close(log_path: Path, key: SigningKey) -> None:
@@ -407,7 +426,7 @@ def test_cli_verify_and_show(
 
     keys = generate_keys(tmp_path / "keys")
     state = tmp_path / "state"
-    make_log(state / "audit.sqlite3", keys.signing, n=5)
+    make_log(state / AUDIT_FILE, keys.signing, n=5)
     base = ["--state-dir", str(state)]
     assert audit_cli(["verify", *base, "--key-dir", str(tmp_path / "keys")]) == 0
     assert capsys.readouterr().out.startswith("OK: ")
