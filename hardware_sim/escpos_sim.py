@@ -402,7 +402,8 @@ class PrinterEngine:
         st = self._style
         line = self._line
         height = max([CELL_H * h for _, _, _, h in line], default=CELL_H)
-        pitch = max(st.line_dots, height + (st.line_dots - CELL_H)) if feed else height
+        # Line spacing below the font height still prints whole glyphs (no overlap here).
+        pitch = max(height, height + st.line_dots - CELL_H) if feed else height
         width = sum(CELL_W * w for _, _, w, _ in line)
         img = np.zeros((pitch, max(width, 1)), dtype=np.bool_)
         x = 0
@@ -433,7 +434,13 @@ class PrinterEngine:
                 return True
             import segno
 
-            qr = segno.make_qr(self._qr_data, error=self._qr_ecc.lower(), boost_error=False)
+            try:
+                qr = segno.make_qr(self._qr_data, error=self._qr_ecc.lower(),
+                                   boost_error=False)
+            except segno.DataOverflowError:
+                # A real printer prints nothing for a symbol that does not fit.
+                self._page.unknown.append(f"QR of {len(self._qr_data)} bytes does not fit")
+                return True
             matrix = np.array([list(row) for row in qr.matrix], dtype=np.bool_)
             big = np.kron(matrix, np.ones((self._qr_module, self._qr_module), dtype=np.bool_))
             if not self._feed_rows(self._place(big, self._style.align)):

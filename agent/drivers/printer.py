@@ -61,6 +61,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _BARRIER = TransmitStatus(1).to_bytes()
+#: Bits that are always 0 in a ``GS r 1`` reply (4 and 7 fixed, 5-6 reserved).
+_GS_R_FIXED_MASK = 0xF0
 #: Poll period of the status while waiting for a slip to finish.
 _BARRIER_POLL_S = 0.25
 
@@ -486,31 +488,41 @@ class ReceiptPrinter:
 
         ``GS r`` is answered only once everything before it (the slip and its
         cut) has been processed; ``DLE EOT`` is answered at once. The replies
-        are told apart by bit 4 (always 1 in DLE EOT replies, 0 in GS r
-        replies). Returns None when confirmed, else why not.
+        are told apart by bit 4 (always 1 in DLE EOT replies; a ``GS r 1``
+        reply has bits 4-7 clear). Returns None when confirmed, else why not.
         """
         deadline = time.monotonic() + budget_s
         try:
             if link.write(_BARRIER, self.timings.write_timeout_s) != len(_BARRIER):
                 return "could not send the end-of-slip query"
             status_bytes = b""
+            outstanding = 0  # DLE EOT reply bytes asked for and not yet received
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return "printer did not confirm the slip in time"
                 got = link.read(1, min(_BARRIER_POLL_S, remaining))
-                if got and not got[0] & 0x10:
+                if got and got[0] & _GS_R_FIXED_MASK == 0:
+                    # Confirmed. Collect replies to polls still in flight so they
+                    # cannot be mistaken for the answer to the next status query.
+                    if outstanding:
+                        _read_exact(link, outstanding, self.timings.status_timeout_s)
                     return None
-                if got:
+                if got and got[0] & 0x10:
                     status_bytes += got
+                    outstanding -= 1
                     if len(status_bytes) == 4:
                         st = decode_status(status_bytes, self.profile.status)
                         status_bytes = b""
                         if not st.printable:
                             return f"printer stopped mid-slip: {st.state.value}"
                     continue
-                if not status_bytes:
+                if got:
+                    log.debug("ignoring stray byte %02x while waiting for the slip", got[0])
+                    continue
+                if outstanding == 0:
                     link.write(STATUS_QUERY, self.timings.write_timeout_s)
+                    outstanding = 4
         except (LinkError, StatusReplyError) as exc:
             return f"link failed while printing: {exc}"
 
