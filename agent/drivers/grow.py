@@ -47,6 +47,7 @@ from agent.drivers.sensor import (
     Guidance,
     NoFinger,
     ProtocolError,
+    Reconnecting,
     SensorDisconnected,
     SensorError,
     SensorStatus,
@@ -277,6 +278,11 @@ class GrowDevice:
         return self._code(Instruction.GET_ECHO) is Confirmation.HANDSHAKE_OK
 
 
+def _close_port(port: SerialPort) -> None:
+    with contextlib.suppress(OSError):  # the port may already be gone
+        port.close()
+
+
 class GrowSensor:
     """:class:`~agent.drivers.sensor.FingerprintSensor` on a Grow module at a serial path.
 
@@ -293,10 +299,10 @@ class GrowSensor:
         self.password = password
         self.address = address
         self.timings = timings or SensorTimings()
-        self.device: GrowDevice | None = None
+        self._link: Reconnecting[GrowDevice] = Reconnecting(
+            self._connect, lambda d: _close_port(d.port), self.timings)
         self.has_led: bool | None = None  # unknown until the first LED command
         self.params: SystemParameters | None = None
-        self.reconnects = 0
 
     @classmethod
     def open(cls, path: str, baud: int = 57600, password: int = 0,
@@ -311,7 +317,6 @@ class GrowSensor:
 
     def _connect(self) -> GrowDevice:
         """Open the port, find the module's baud rate, verify the password."""
-        self._drop()
         try:
             port = self._opener(self.baud)
         except TransportUnavailableError as exc:
@@ -324,9 +329,8 @@ class GrowSensor:
                 dev.set_baud(self.baud)
             self.params = dev.read_sys_para()
         except BaseException:
-            port.close()
+            _close_port(port)
             raise
-        self.device = dev
         return dev
 
     def _negotiate(self, dev: GrowDevice) -> int:
@@ -345,27 +349,18 @@ class GrowSensor:
                 continue
         raise SensorTimeoutError("module does not answer at any baud rate")
 
-    def _drop(self) -> None:
-        if self.device is not None:
-            with contextlib.suppress(OSError):  # the port may already be gone
-                self.device.port.close()
-            self.device = None
+    @property
+    def device(self) -> GrowDevice | None:
+        """The open device API (None while disconnected)."""
+        return self._link.handle
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the port was reopened after a fault."""
+        return self._link.reconnects
 
     def _run(self, op: Callable[[GrowDevice], T], deadline: float) -> T:
-        """Run ``op``, reopening the port after a disconnect until ``deadline``."""
-        while True:
-            try:
-                dev = self.device if self.device is not None else self._connect()
-                return op(dev)
-            except (SensorDisconnected, SensorTimeoutError) as exc:
-                # A timeout after retries usually means a replug reset the module
-                # to another speed or it lost power: reconnecting re-negotiates.
-                self._drop()
-                if time.monotonic() + self.timings.reconnect_interval_s >= deadline:
-                    raise SensorDisconnected(f"sensor unavailable: {exc}") from exc
-                log.warning("sensor lost (%s); reopening", exc)
-                time.sleep(self.timings.reconnect_interval_s)
-                self.reconnects += 1
+        return self._link.run(op, deadline)
 
     # --- FingerprintSensor ---------------------------------------------------------
 
@@ -423,24 +418,22 @@ class GrowSensor:
     def status(self) -> SensorStatus:
         """ReadSysPara mapped by :func:`~agent.drivers.sensor.map_status`; never raises."""
         try:
-            dev = self.device if self.device is not None else self._connect()
-            ack = dev.transact(Instruction.READ_SYS_PARA)
+            ack = self._link.get().transact(Instruction.READ_SYS_PARA)
             code = confirmation_of(ack)
             if code is not Confirmation.OK:
                 return map_status(int(code))
             params = SystemParameters.from_bytes(ack.payload[1:])
             self.params = params
             return map_status(0, params.status_register)
+        except (SensorDisconnected, SensorTimeoutError) as exc:
+            self._link.drop()
+            return map_status(None, fault=exc if isinstance(exc, SensorDisconnected) else None)
         except SensorError as exc:
-            if isinstance(exc, SensorDisconnected | SensorTimeoutError):
-                self._drop()
-                if isinstance(exc, SensorTimeoutError):
-                    return map_status(None)
             return map_status(None, fault=exc)
 
     def close(self) -> None:
         """Release the port."""
-        self._drop()
+        self._link.drop()
 
     def __enter__(self) -> GrowSensor:
         return self

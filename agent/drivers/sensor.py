@@ -12,15 +12,20 @@ the :class:`SensorError` hierarchy. Device status is the closed
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from agent.config import SensorConfig
+
+log = logging.getLogger(__name__)
 
 
 class Guidance(Enum):
@@ -197,6 +202,66 @@ class SensorTimings:
             raise ValueError("poll_interval_s >= 0, command_retries >= 1, usb_timeout_ms > 0")
 
 
+# --- reconnecting ----------------------------------------------------------------
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+class Reconnecting(Generic[D]):
+    """Holds the current device handle and reopens it after a disconnect.
+
+    ``connect`` opens a fresh handle (raising :class:`SensorDisconnected` while
+    the device is absent), ``drop`` releases one. :meth:`run` retries an
+    operation across reconnects until a deadline; the drivers of both sensor
+    families share this so that they recover from a pulled cable the same way.
+    """
+
+    def __init__(self, connect: Callable[[], D], drop: Callable[[D], None],
+                 timings: SensorTimings,
+                 transient: tuple[type[SensorError], ...] = ()) -> None:
+        self._connect = connect
+        self._drop = drop
+        self.timings = timings
+        self.transient: tuple[type[SensorError], ...] = (
+            SensorDisconnected, SensorTimeoutError, *transient)
+        self.handle: D | None = None
+        self.reconnects = 0
+        self.last_fault: SensorError | None = None
+
+    def get(self) -> D:
+        """The open handle, connecting first if there is none."""
+        if self.handle is None:
+            self.handle = self._connect()
+        return self.handle
+
+    def drop(self) -> None:
+        """Release the handle (it will be reopened on next use)."""
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            self._drop(handle)
+
+    def run(self, op: Callable[[D], T], deadline: float) -> T:
+        """Run ``op`` on the handle, reopening after transient faults until ``deadline``."""
+        while True:
+            try:
+                result = op(self.get())
+                self.last_fault = None
+                return result
+            except self.transient as exc:
+                # A timeout after retries usually means a replug reset the
+                # device (another speed, lost state): reopening starts afresh.
+                self.last_fault = exc
+                self.drop()
+                if time.monotonic() + self.timings.reconnect_interval_s >= deadline:
+                    if isinstance(exc, SensorDisconnected):
+                        raise
+                    raise SensorDisconnected(f"sensor unavailable: {exc}") from exc
+                log.warning("sensor lost (%s); reopening", exc)
+                time.sleep(self.timings.reconnect_interval_s)
+                self.reconnects += 1
+
+
 # --- the service ---------------------------------------------------------------
 
 
@@ -236,6 +301,12 @@ def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None) -> Fing
 
         return GrowSensor.open(cfg.port, baud=cfg.baud, password=cfg.password,
                                address=cfg.address, timings=t)
-    if cfg.kind in ("nb1010-usb", "aes3500-usb"):
-        raise SensorDisconnected(f"{cfg.kind}: USB sensor drivers are not available yet")
+    if cfg.kind == "nb1010-usb":
+        from agent.drivers.usb_sensors import Nb1010Driver, UsbSensor
+
+        return UsbSensor.open(Nb1010Driver, timings=t)
+    if cfg.kind == "aes3500-usb":
+        from agent.drivers.usb_sensors import Aes3500Driver, UsbSensor
+
+        return UsbSensor.open(Aes3500Driver, timings=t)
     raise ValueError(f"unknown sensor kind {cfg.kind!r}")

@@ -79,6 +79,10 @@ class UsbDevice(Protocol):
         """Bulk IN transfer of at most ``size_or_buffer`` bytes (an ``array('B')``)."""
         ...
 
+    def clear_halt(self, ep: int) -> None:
+        """Clear a stall (EPIPE) on endpoint ``ep``."""
+        ...
+
 
 def open_serial(port: str, baudrate: int, timeout_s: float) -> SerialPort:
     """Open ``port`` (``/dev/ttyUSB0``, a pty path, ...) 8N1 without flow control.
