@@ -567,7 +567,9 @@ class AuditReport:
             f"{self.checkpoints} checkpoints, signed through entry {self.signed_through}"
         )
         if not self.closed_cleanly:
-            text += f"; NOT closed cleanly, {self.unsigned_tail} entry(ies) after the last checkpoint"
+            text += (
+                f"; NOT closed cleanly, {self.unsigned_tail} entry(ies) after the last checkpoint"
+            )
         return text
 
 
