@@ -310,7 +310,7 @@ class GrowSensor:
         """Open and handshake the module at ``path``; raise SensorDisconnected if absent."""
         sensor = cls(lambda b: open_serial(path, b, READ_SLICE_S), baud, password, address,
                      timings)
-        sensor._connect()
+        sensor._link.get()
         return sensor
 
     # --- connection -------------------------------------------------------------
