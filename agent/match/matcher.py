@@ -125,12 +125,32 @@ def _near_hull(
     return inside or best <= omega * omega
 
 
+DIR_TABLE_SIZE = 4096
+"""Entries of the directional-contribution table over [-pi, pi)."""
+
+
+def direction_table(params: prm.MccParameters) -> NDArray[np.float64]:
+    """Share of a Gaussian (sigma_d) of direction differences falling in one layer's bin.
+
+    Indexed by the difference between a layer's centre and a neighbour's
+    relative direction; tabulated because ``erf`` per neighbour and layer was
+    the dominant cost of building cylinders.
+    """
+    delta_d = 2.0 * math.pi / params.nd
+    k = 1.0 / (params.sigma_d * math.sqrt(2.0))
+    diff = -math.pi + (np.arange(DIR_TABLE_SIZE) + 0.5) * (2.0 * math.pi / DIR_TABLE_SIZE)
+    erf = np.vectorize(math.erf)
+    return np.asarray(0.5 * (erf((diff + delta_d / 2) * k) - erf((diff - delta_d / 2) * k)),
+                      np.float64)
+
+
 @njit
 def _cylinders_one(
     x: NDArray[np.float64],
     y: NDArray[np.float64],
     t: NDArray[np.float64],
     p: NDArray[np.float64],
+    dir_table: NDArray[np.float64],
     bits: NDArray[np.uint64],
     mask: NDArray[np.uint64],
     valid: NDArray[np.bool_],
@@ -141,7 +161,6 @@ def _cylinders_one(
     ns = int(p[prm.P_NS])
     nd = int(p[prm.P_ND])
     sig_s = p[prm.P_SIGMA_S]
-    sig_d = p[prm.P_SIGMA_D]
     mu_psi = p[prm.P_MU_PSI]
     omega = p[prm.P_OMEGA]
     delta_s = 2.0 * radius / ns
@@ -150,7 +169,7 @@ def _cylinders_one(
     neigh2 = (radius + 3.0 * sig_s) ** 2
     gs_norm = 1.0 / (sig_s * math.sqrt(2.0 * math.pi))
     inv2s2 = 1.0 / (2.0 * sig_s * sig_s)
-    erf_k = 1.0 / (sig_d * math.sqrt(2.0))
+    dir_step = DIR_TABLE_SIZE / (2.0 * math.pi)
     for i in range(n):
         valid[i] = False
         mask[i] = np.uint64(0)
@@ -162,25 +181,28 @@ def _cylinders_one(
     hx = x[hull]
     hy = y[hull]
     cd = np.zeros((n, nd))
+    acc = np.zeros(nd)
+    near = np.empty(n, np.int64)
     disk_cells = _disk_cells(p)
     for i in range(n):
         ci = math.cos(t[i])
         si = math.sin(t[i])
+        # Only minutiae within radius + 3 sigma can touch any cell of this cylinder.
         neighbours = 0
         for j in range(n):
             if j == i:
                 continue
             dx = x[j] - x[i]
             dy = y[j] - y[i]
-            if dx * dx + dy * dy <= neigh2:
-                neighbours += 1
+            if dx * dx + dy * dy > neigh2:
+                continue
+            near[neighbours] = j
+            neighbours += 1
             dth = _dphi(t[i], t[j])
             for k in range(nd):
-                centre = -math.pi + (k + 0.5) * delta_d
-                diff = _dphi(centre, dth)
-                lo = diff - delta_d / 2.0
-                hi = diff + delta_d / 2.0
-                cd[j, k] = 0.5 * (math.erf(hi * erf_k) - math.erf(lo * erf_k))
+                diff = _dphi(-math.pi + (k + 0.5) * delta_d, dth)
+                q = min(DIR_TABLE_SIZE - 1, int((diff + math.pi) * dir_step))
+                cd[j, k] = dir_table[q]
         m_word = np.uint64(0)
         valid_cells = 0
         for a in range(ns):
@@ -196,17 +218,18 @@ def _cylinders_one(
                 cell = a * ns + b
                 m_word |= np.uint64(1) << np.uint64(cell)
                 valid_cells += 1
+                acc[:] = 0.0
+                for jj in range(neighbours):
+                    j = near[jj]
+                    dx = px - x[j]
+                    dy = py - y[j]
+                    d2 = dx * dx + dy * dy
+                    if d2 <= reach2:
+                        g = gs_norm * math.exp(-d2 * inv2s2)
+                        for k in range(nd):
+                            acc[k] += g * cd[j, k]
                 for k in range(nd):
-                    acc = 0.0
-                    for j in range(n):
-                        if j == i:
-                            continue
-                        dx = px - x[j]
-                        dy = py - y[j]
-                        d2 = dx * dx + dy * dy
-                        if d2 <= reach2:
-                            acc += gs_norm * math.exp(-d2 * inv2s2) * cd[j, k]
-                    if acc > mu_psi:
+                    if acc[k] > mu_psi:
                         bits[i, k] |= np.uint64(1) << np.uint64(cell)
         mask[i] = m_word
         valid[i] = (
@@ -221,6 +244,7 @@ def _cylinders_batch(
     t: NDArray[np.float64],
     offsets: NDArray[np.int64],
     p: NDArray[np.float64],
+    dir_table: NDArray[np.float64],
     bits: NDArray[np.uint64],
     mask: NDArray[np.uint64],
     valid: NDArray[np.bool_],
@@ -229,7 +253,9 @@ def _cylinders_batch(
     for g in numba.prange(len(offsets) - 1):
         s = offsets[g]
         e = offsets[g + 1]
-        _cylinders_one(x[s:e], y[s:e], t[s:e], p, bits[s:e], mask[s:e], valid[s:e])
+        _cylinders_one(
+            x[s:e], y[s:e], t[s:e], p, dir_table, bits[s:e], mask[s:e], valid[s:e]
+        )
 
 
 @njit
@@ -253,128 +279,187 @@ def _sigmoid(v: float, mu: float, tau: float) -> float:
     return 1.0 / (1.0 + math.exp(-tau * (v - mu)))
 
 
+LUT_SIZE = 1024
+"""Entries per compatibility lookup table (distance and the two angle terms)."""
+LUT_D_MAX = 64.0
+"""Distance differences (px) covered by the distance table; beyond it the term is ~0."""
+
+
+def compatibility_tables(params: prm.MccParameters) -> NDArray[np.float64]:
+    """Sigmoid tables of the relaxation's three compatibility terms, (3, LUT_SIZE).
+
+    Row 0 is indexed by distance difference in steps of ``LUT_D_MAX / LUT_SIZE``
+    px, rows 1 and 2 by angle difference in steps of ``pi / LUT_SIZE``; the
+    kernels look up instead of calling ``exp`` three times per pair.
+    """
+    d = (np.arange(LUT_SIZE) + 0.5) * (LUT_D_MAX / LUT_SIZE)
+    a = (np.arange(LUT_SIZE) + 0.5) * (math.pi / LUT_SIZE)
+
+    def sig(v: NDArray[np.float64], mu: float, tau: float) -> NDArray[np.float64]:
+        return np.asarray(1.0 / (1.0 + np.exp(-tau * (v - mu))), np.float64)
+
+    return np.stack([
+        sig(d, params.rel_mu1, params.rel_tau1),
+        sig(a, params.rel_mu2, params.rel_tau2),
+        sig(a, params.rel_mu3, params.rel_tau3),
+    ])
+
+
+G_X, G_Y, G_T, G_COS, G_SIN = range(5)
+"""Columns of the per-cylinder geometry array (x, y up, angle, cos, sin)."""
+
+_SORT_BINS = 256
+
+
+@njit
+def _bucket(v: np.float32) -> int:
+    """Counting-sort bucket of a similarity in (0, 1], 0 = best."""
+    return _SORT_BINS - 1 - min(_SORT_BINS - 1, int(v * np.float32(_SORT_BINS)))
+
+
 @njit
 def _score(
-    a_bits: NDArray[np.uint64],
-    a_mask: NDArray[np.uint64],
-    a_x: NDArray[np.float32],
-    a_y: NDArray[np.float32],
-    a_t: NDArray[np.float32],
-    b_bits: NDArray[np.uint64],
-    b_mask: NDArray[np.uint64],
-    b_x: NDArray[np.float32],
-    b_y: NDArray[np.float32],
-    b_t: NDArray[np.float32],
+    a_w: NDArray[np.uint64],
+    a_g: NDArray[np.float32],
+    b_w: NDArray[np.uint64],
+    b_g: NDArray[np.float32],
     p: NDArray[np.float64],
+    lut: NDArray[np.float64],
 ) -> float:
-    """MCC similarity of two prepared templates in [0, 1] (LSS-R)."""
-    na = len(a_x)
-    nb = len(b_x)
+    """MCC similarity of two prepared templates in [0, 1] (LSS-R).
+
+    ``*_w`` rows are ``[validity mask, layer 0 .. layer nd-1]``, ``*_g`` rows
+    the geometry columns ``G_*``.
+    """
+    na = a_w.shape[0]
+    nb = b_w.shape[0]
     if na == 0 or nb == 0:
         return 0.0
-    nd = a_bits.shape[1]
-    delta_theta = p[prm.P_DELTA_THETA]
-    disk = _disk_cells(p)
-    min_me = p[prm.P_MIN_ME] * disk
-    # Stage 2: local similarities, kept only where positive.
+    nw = a_w.shape[1]
+    cos_dt = math.cos(p[prm.P_DELTA_THETA])
+    min_me = p[prm.P_MIN_ME] * _disk_cells(p)
+    # Stage 2: local similarities of direction-compatible pairs, bucketed by value.
     cap = na * nb
     vals = np.empty(cap, np.float32)
-    ia = np.empty(cap, np.int32)
-    ib = np.empty(cap, np.int32)
+    pair = np.empty(cap, np.int32)
+    hist = np.zeros(_SORT_BINS + 1, np.int32)
     m = 0
     for i in range(na):
-        ti = a_t[i]
-        mi = a_mask[i]
+        ci = a_g[i, G_COS]
+        si = a_g[i, G_SIN]
+        mi = a_w[i, 0]
         for j in range(nb):
-            if abs(_dphi(ti, b_t[j])) > delta_theta:
+            if ci * b_g[j, G_COS] + si * b_g[j, G_SIN] < cos_dt:
                 continue
-            mm = mi & b_mask[j]
+            mm = mi & b_w[j, 0]
             if float(_popcount(mm)) < min_me:
                 continue
             ca = np.uint64(0)
             cb = np.uint64(0)
             cx = np.uint64(0)
-            for k in range(nd):
-                wa = a_bits[i, k] & mm
-                wb = b_bits[j, k] & mm
+            for k in range(1, nw):
+                wa = a_w[i, k] & mm
+                wb = b_w[j, k] & mm
                 ca += _popcount(wa)
                 cb += _popcount(wb)
                 cx += _popcount(wa ^ wb)
             if ca + cb == np.uint64(0):
                 continue
-            s = 1.0 - math.sqrt(float(cx)) / (math.sqrt(float(ca)) + math.sqrt(float(cb)))
-            if s > 0.0:
-                vals[m] = s
-                ia[m] = i
-                ib[m] = j
+            sv = 1.0 - math.sqrt(float(cx)) / (math.sqrt(float(ca)) + math.sqrt(float(cb)))
+            if sv > 0.0:
+                vals[m] = sv
+                pair[m] = i * nb + j
+                # Bucket from the stored float32 so the scatter below agrees exactly.
+                hist[_bucket(vals[m])] += 1
                 m += 1
     if m == 0:
         return 0.0
-    # Stage 3a: best one-to-one pairs (greedy on descending similarity).
+    # Stage 3a: best one-to-one pairs, greedy in descending similarity. A
+    # counting sort on 256 buckets replaces a full sort (ties within a bucket
+    # keep scan order); the pair's exact similarity is what is kept.
+    start = 0
+    for q in range(_SORT_BINS + 1):
+        c = hist[q]
+        hist[q] = start
+        start += c
+    order = np.empty(m, np.int32)
+    for q in range(m):
+        bucket = _bucket(vals[q])
+        order[hist[bucket]] = q
+        hist[bucket] += 1
     nmin = min(na, nb)
     n_r = min(nmin, int(p[prm.P_MAX_NR]))
-    order = np.argsort(-vals[:m])
     used_a = np.zeros(na, np.bool_)
     used_b = np.zeros(nb, np.bool_)
     sel_a = np.empty(n_r, np.int32)
     sel_b = np.empty(n_r, np.int32)
-    lam = np.empty(n_r)
+    lam0 = np.empty(n_r)
     r = 0
     for q in range(m):
         if r >= n_r:
             break
         o = order[q]
-        if used_a[ia[o]] or used_b[ib[o]]:
+        i = pair[o] // nb
+        j = pair[o] - i * nb
+        if used_a[i] or used_b[j]:
             continue
-        used_a[ia[o]] = True
-        used_b[ib[o]] = True
-        sel_a[r] = ia[o]
-        sel_b[r] = ib[o]
-        lam[r] = vals[o]
+        used_a[i] = True
+        used_b[j] = True
+        sel_a[r] = i
+        sel_b[r] = j
+        lam0[r] = vals[o]
         r += 1
     n_p = int(
         p[prm.P_MIN_NP]
         + round(_sigmoid(nmin, p[prm.P_MU_P], p[prm.P_TAU_P]) * (p[prm.P_MAX_NP] - p[prm.P_MIN_NP]))
     )
     if r < 2:
-        return float(lam[0]) * r / n_p if r > 0 else 0.0
-    # Stage 3b: relaxation by pairwise geometric compatibility.
-    rho = np.empty((r, r))
-    mu1 = p[prm.P_REL_MU1]
-    tau1 = p[prm.P_REL_TAU1]
-    mu2 = p[prm.P_REL_MU2]
-    tau2 = p[prm.P_REL_TAU2]
-    mu3 = p[prm.P_REL_MU3]
-    tau3 = p[prm.P_REL_TAU3]
+        return lam0[0] / n_p
+    # Stage 3b: relaxation by pairwise geometric compatibility (table lookups).
+    rho = np.zeros((r, r))
+    d_step = LUT_SIZE / LUT_D_MAX
+    a_step = LUT_SIZE / math.pi
     rel = p[prm.P_REL_D_TOL_REL]
     for k in range(r):
-        rho[k, k] = 0.0
         ak = sel_a[k]
         bk = sel_b[k]
+        xak = a_g[ak, G_X]
+        yak = a_g[ak, G_Y]
+        cak = a_g[ak, G_COS]
+        sak = a_g[ak, G_SIN]
+        xbk = b_g[bk, G_X]
+        ybk = b_g[bk, G_Y]
+        cbk = b_g[bk, G_COS]
+        sbk = b_g[bk, G_SIN]
         for h in range(k + 1, r):
             ah = sel_a[h]
             bh = sel_b[h]
-            dxa = a_x[ah] - a_x[ak]
-            dya = a_y[ah] - a_y[ak]
-            dxb = b_x[bh] - b_x[bk]
-            dyb = b_y[bh] - b_y[bk]
+            dxa = a_g[ah, G_X] - xak
+            dya = a_g[ah, G_Y] - yak
+            dxb = b_g[bh, G_X] - xbk
+            dyb = b_g[bh, G_Y] - ybk
             da = math.sqrt(dxa * dxa + dya * dya)
             db = math.sqrt(dxb * dxb + dyb * dyb)
-            d1 = abs(da - db)
-            d2 = abs(_dphi(_dphi(a_t[ak], a_t[ah]), _dphi(b_t[bk], b_t[bh])))
-            ra = _dphi(a_t[ak], math.atan2(dya, dxa))
-            rb = _dphi(b_t[bk], math.atan2(dyb, dxb))
-            d3 = abs(_dphi(ra, rb))
-            c = (
-                _sigmoid(d1, mu1 + rel * 0.5 * (da + db), tau1)
-                * _sigmoid(d2, mu2, tau2)
-                * _sigmoid(d3, mu3, tau3)
+            d1 = abs(da - db) - rel * 0.5 * (da + db)
+            i1 = 0 if d1 <= 0.0 else int(d1 * d_step)
+            if i1 >= LUT_SIZE:
+                continue
+            d2 = abs(
+                _dphi(_dphi(a_g[ak, G_T], a_g[ah, G_T]), _dphi(b_g[bk, G_T], b_g[bh, G_T]))
             )
+            # Radial angles compared in each pair's local frame: one atan2, no angle wrapping.
+            lax = dxa * cak + dya * sak
+            lay = dya * cak - dxa * sak
+            lbx = dxb * cbk + dyb * sbk
+            lby = dyb * cbk - dxb * sbk
+            d3 = abs(math.atan2(lax * lby - lay * lbx, lax * lbx + lay * lby))
+            i2 = min(LUT_SIZE - 1, int(d2 * a_step))
+            i3 = min(LUT_SIZE - 1, int(d3 * a_step))
+            c = lut[0, i1] * lut[1, i2] * lut[2, i3]
             rho[k, h] = c
             rho[h, k] = c
     w_r = p[prm.P_W_R]
-    lam0 = lam[:r].copy()
-    cur = lam[:r].copy()
+    cur = lam0[:r].copy()
     nxt = np.empty(r)
     for _ in range(int(p[prm.P_N_REL])):
         for k in range(r):
@@ -383,7 +468,7 @@ def _score(
                 acc += rho[k, h] * cur[h]
             nxt[k] = w_r * cur[k] + (1.0 - w_r) * acc / (r - 1)
         cur[:] = nxt
-    eff = cur / lam0
+    eff = cur / lam0[:r]
     top = np.argsort(-eff)
     take = min(n_p, r)
     total = 0.0
@@ -394,47 +479,40 @@ def _score(
 
 @njit_parallel
 def _search(
-    q_bits: NDArray[np.uint64],
-    q_mask: NDArray[np.uint64],
-    q_x: NDArray[np.float32],
-    q_y: NDArray[np.float32],
-    q_t: NDArray[np.float32],
-    g_bits: NDArray[np.uint64],
-    g_mask: NDArray[np.uint64],
-    g_x: NDArray[np.float32],
-    g_y: NDArray[np.float32],
-    g_t: NDArray[np.float32],
+    q_w: NDArray[np.uint64],
+    q_g: NDArray[np.float32],
+    g_w: NDArray[np.uint64],
+    g_g: NDArray[np.float32],
     offsets: NDArray[np.int64],
     p: NDArray[np.float64],
+    lut: NDArray[np.float64],
     out: NDArray[np.float32],
 ) -> None:
     """Score the probe against every gallery template (``prange`` over templates)."""
     for g in numba.prange(len(offsets) - 1):
         s = offsets[g]
         e = offsets[g + 1]
-        out[g] = _score(
-            q_bits, q_mask, q_x, q_y, q_t,
-            g_bits[s:e], g_mask[s:e], g_x[s:e], g_y[s:e], g_t[s:e], p,
-        )
+        out[g] = _score(q_w, q_g, g_w[s:e], g_g[s:e], p, lut)
 
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """Cylinders of one template: only minutiae whose cylinder is valid."""
+    """Cylinders of one template: only minutiae whose cylinder is valid.
 
-    bits: NDArray[np.uint64]
-    mask: NDArray[np.uint64]
-    x: NDArray[np.float32]
-    y: NDArray[np.float32]
-    angle: NDArray[np.float32]
+    ``words`` rows are ``[validity mask, direction layers...]``; ``geometry``
+    rows are (x, y up, angle, cos, sin) of the cylinder's minutia.
+    """
+
+    words: NDArray[np.uint64]
+    geometry: NDArray[np.float32]
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.words)
 
     @property
     def nbytes(self) -> int:
         """Memory held by this prepared template."""
-        return sum(a.nbytes for a in (self.bits, self.mask, self.x, self.y, self.angle))
+        return self.words.nbytes + self.geometry.nbytes
 
 
 def _flatten(templates: Sequence[Template]) -> tuple[NDArray[np.float64], NDArray[np.float64],
@@ -463,11 +541,12 @@ class Matcher:
         self.params = params
         self.threads = threads
         self._p = prm.kernel_vector(params)
+        self._lut = compatibility_tables(params)
+        self._dir = direction_table(params)
 
-    def _cylinders(self, templates: Sequence[Template]) -> tuple[
-        NDArray[np.uint64], NDArray[np.uint64], NDArray[np.float32], NDArray[np.float32],
-        NDArray[np.float32], NDArray[np.int64]
-    ]:
+    def _cylinders(
+        self, templates: Sequence[Template]
+    ) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.int64]]:
         x, y, a, offsets = _flatten(templates)
         n = len(x)
         nd = self.params.nd
@@ -475,34 +554,34 @@ class Matcher:
         mask = np.zeros(n, np.uint64)
         valid = np.zeros(n, np.bool_)
         if n:
-            _cylinders_batch(x, y, a, offsets, self._p, bits, mask, valid)
+            _cylinders_batch(x, y, a, offsets, self._p, self._dir, bits, mask, valid)
         keep = np.nonzero(valid)[0]
-        per = np.add.reduceat(valid.astype(np.int64), offsets[:-1]) if n else np.zeros(
-            len(templates), np.int64
-        )
-        # reduceat misreports empty segments (it returns the next element), fix them.
-        per = np.where(np.diff(offsets) == 0, 0, per)
+        per = np.zeros(len(templates), np.int64)
+        if n:
+            per = np.add.reduceat(valid.astype(np.int64), offsets[:-1])
+            # reduceat reports the next element for an empty segment.
+            per = np.where(np.diff(offsets) == 0, 0, per)
         new_off = np.zeros(len(templates) + 1, np.int64)
         np.cumsum(per, out=new_off[1:])
-        return (
-            np.ascontiguousarray(bits[keep]),
-            np.ascontiguousarray(mask[keep]),
-            x[keep].astype(np.float32),
-            y[keep].astype(np.float32),
-            a[keep].astype(np.float32),
-            new_off,
-        )
+        words = np.empty((len(keep), nd + 1), np.uint64)
+        words[:, 0] = mask[keep]
+        words[:, 1:] = bits[keep]
+        geometry = np.empty((len(keep), 5), np.float32)
+        geometry[:, G_X] = x[keep]
+        geometry[:, G_Y] = y[keep]
+        geometry[:, G_T] = a[keep]
+        geometry[:, G_COS] = np.cos(a[keep])
+        geometry[:, G_SIN] = np.sin(a[keep])
+        return words, geometry, new_off
 
     def prepare(self, template: Template) -> Prepared:
         """Build the cylinders of one template (reuse the result for many comparisons)."""
-        bits, mask, x, y, a, _ = self._cylinders([template])
-        return Prepared(bits, mask, x, y, a)
+        words, geometry, _ = self._cylinders([template])
+        return Prepared(words, geometry)
 
     def compare_prepared(self, a: Prepared, b: Prepared) -> float:
         """Similarity of two prepared templates, in [0, 1]."""
-        return float(
-            _score(a.bits, a.mask, a.x, a.y, a.angle, b.bits, b.mask, b.x, b.y, b.angle, self._p)
-        )
+        return float(_score(a.words, a.geometry, b.words, b.geometry, self._p, self._lut))
 
     def compare(self, a: Template, b: Template) -> float:
         """Similarity of two templates in [0, 1]; higher = more similar; symmetric."""
@@ -518,9 +597,7 @@ class Gallery:
 
     def __init__(self, matcher: Matcher, templates: Sequence[Template]) -> None:
         self.matcher = matcher
-        (self.bits, self.mask, self.x, self.y, self.angle, self.offsets) = matcher._cylinders(
-            templates
-        )
+        self.words, self.geometry, self.offsets = matcher._cylinders(templates)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -528,13 +605,11 @@ class Gallery:
     @property
     def nbytes(self) -> int:
         """Memory held by the packed gallery (all arrays)."""
-        return sum(
-            a.nbytes for a in (self.bits, self.mask, self.x, self.y, self.angle, self.offsets)
-        )
+        return self.words.nbytes + self.geometry.nbytes + self.offsets.nbytes
 
-    def scores(self, probe: Template | Prepared, *, threads: int | None = None) -> NDArray[
-        np.float32
-    ]:
+    def scores(
+        self, probe: Template | Prepared, *, threads: int | None = None
+    ) -> NDArray[np.float32]:
         """Score of ``probe`` against every template, in gallery order."""
         q = probe if isinstance(probe, Prepared) else self.matcher.prepare(probe)
         out = np.zeros(len(self), np.float32)
@@ -546,16 +621,16 @@ class Gallery:
             set_threads(n_threads)
         try:
             _search(
-                q.bits, q.mask, q.x, q.y, q.angle,
-                self.bits, self.mask, self.x, self.y, self.angle, self.offsets,
-                self.matcher._p, out,
+                q.words, q.geometry, self.words, self.geometry, self.offsets,
+                self.matcher._p, self.matcher._lut, out,
             )
         finally:
             set_threads(previous)
         return out
 
-    def search(self, probe: Template | Prepared, top: int = 10, *,
-               threads: int | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, probe: Template | Prepared, top: int = 10, *, threads: int | None = None
+    ) -> list[tuple[int, float]]:
         """The ``top`` best (index, score) pairs, best first (ties by lower index)."""
         if top <= 0:
             return []

@@ -53,7 +53,7 @@ class MccParameters:
     rel_mu3: float = math.pi / 12.0
     rel_tau3: float = -30.0
     rel_d_tol_rel: float = 0.0
-    max_nr: int = 255
+    max_nr: int = 20
 
     def __post_init__(self) -> None:
         if self.ns != 8:
