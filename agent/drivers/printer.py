@@ -167,14 +167,28 @@ class SerialLink:
         return sent
 
     def read(self, size: int, timeout_s: float) -> bytes:
-        import serial
-
-        try:
-            self._ser.timeout = timeout_s
-            data: bytes = self._ser.read(size)
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(errno.EIO, f"read from {self.port} failed: {exc}") from exc
-        return data
+        # select + os.read rather than pyserial's read: setting ``Serial.timeout``
+        # re-applies the termios settings on every call.
+        deadline = time.monotonic() + timeout_s
+        out = b""
+        while len(out) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                ready, _, _ = select.select([self._fd], [], [], remaining)
+                if not ready:
+                    break
+                got = os.read(self._fd, size - len(out))
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError) as exc:
+                code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
+                raise LinkError(code, f"read from {self.port} failed: {exc}") from exc
+            if not got:  # readable but empty: the device went away
+                raise LinkError(errno.ENODEV, f"{self.port} disconnected")
+            out += got
+        return out
 
     def discard_input(self) -> None:
         import serial
@@ -417,6 +431,8 @@ class ReceiptPrinter:
         if link.write(STATUS_QUERY, timeout) != len(STATUS_QUERY):
             raise _NoReplyError("status query not accepted")
         raw = _read_exact(link, 4, timeout)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("DLE EOT 1-4 -> %s", raw.hex(" "))
         if len(raw) < 4:
             raise _NoReplyError(f"no reply to DLE EOT (got {len(raw)} of 4 bytes)")
         return raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,11 @@ SLIP = Document(
 )
 
 
-def _open(sim: EscposPrinterSimulator, profile: str = "epson-tm-t20iii") -> ReceiptPrinter:
+def _open(sim: EscposPrinterSimulator, profile: str = "epson-tm-t20iii",
+          timings: PrinterTimings = FAST) -> ReceiptPrinter:
     return open_printer(
         PrinterConfig(kind="escpos-serial", port=str(sim.path), baud=115200, profile=profile),
-        timings=FAST,
+        timings=timings,
     )
 
 
@@ -151,7 +153,7 @@ def test_unplug_right_after_the_cut_is_uncertain(sim: EscposPrinterSimulator) ->
 def test_stalled_printer_is_uncertain_and_reported_disconnected(
     sim: EscposPrinterSimulator,
 ) -> None:
-    with _open(sim) as printer:
+    with _open(sim, timings=replace(FAST, print_timeout_s=1.0)) as printer:
         outcome = printer.print_document(SLIP)
         assert isinstance(outcome, Uncertain)
         assert outcome.status.state is PrinterState.DISCONNECTED
