@@ -55,7 +55,7 @@ FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 _EVENT_ID_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 _PATTERNS: dict[str, re.Pattern[str]] = {
-    "token": re.compile(r"^[a-z0-9][a-z0-9._:-]{0,63}$"),
+    "token": re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$"),
     "serial": re.compile(r"^[A-Za-z0-9][A-Za-z0-9/._-]{0,63}$"),
     "sha256": re.compile(r"^[0-9a-f]{64}$"),
     "signature": re.compile(r"^[0-9a-f]{128}$"),
@@ -392,7 +392,7 @@ def render_docs(cat: Catalogue) -> str:
         "",
         "| type | values |",
         "|---|---|",
-        "| token | lowercase `[a-z0-9][a-z0-9._:-]{0,63}` |",
+        "| token | lowercase `[a-z0-9][a-z0-9_.:-]{0,63}` |",
         "| serial | `[A-Za-z0-9][A-Za-z0-9/._-]{0,63}` |",
         "| sha256 | 64 lowercase hex digits |",
         "| signature | 128 lowercase hex digits (Ed25519) |",

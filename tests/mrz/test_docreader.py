@@ -233,3 +233,21 @@ def test_evdev_reader_over_a_pipe() -> None:
         while (o := reader.read()) is not None:
             got.append(o)
     assert numbers(got) == ["AC0000003", "ID0000002"]
+
+
+def test_outcomes_fit_the_audit_catalogue() -> None:
+    """What the station logs about a read (format, failing field) passes the catalogue."""
+    from agent.events import CATALOGUE, EventId
+
+    ok = MrzAssembler().feed("\r".join(PASSPORT) + "\r")[0]
+    assert isinstance(ok, MrzRead)
+    CATALOGUE.validate(EventId.DOCUMENT_READ, {"mrz_format": ok.format})
+    misread = MrzAssembler().feed("\r".join(corrupt(DOC1, random.Random(1))) + "\r")
+    partial = MrzAssembler()
+    rejected = misread + partial.feed(DOC1[0] + "\r") + partial.flush()
+    assert len(rejected) == 2
+    for r in rejected:
+        assert isinstance(r, MrzRejected)
+        CATALOGUE.validate(
+            EventId.DOCUMENT_READ_FAILED, {"mrz_format": r.format, "mrz_problem": r.problem}
+        )
