@@ -233,6 +233,7 @@ class Reconnecting(Generic[D]):
         """The open handle, connecting first if there is none."""
         if self.handle is None:
             self.handle = self._connect()
+            self.last_fault = None  # a fresh handle: earlier faults are history
         return self.handle
 
     def drop(self) -> None:
@@ -289,8 +290,12 @@ class FingerprintSensor(Protocol):
         ...
 
 
-def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None) -> FingerprintSensor:
+def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None,
+                usb_backend: object = None) -> FingerprintSensor:
     """Open the sensor ``cfg`` describes ("grow-serial", "nb1010-usb", "aes3500-usb").
+
+    ``usb_backend`` is a pyusb backend for the USB kinds (None: libusb); the
+    demo passes ``hardware_sim.usb_replay.ReplayBackend`` to run on recordings.
 
     Raises :class:`SensorDisconnected` when the device is absent and
     :class:`SensorError` subclasses for other faults found while opening.
@@ -304,9 +309,9 @@ def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None) -> Fing
     if cfg.kind == "nb1010-usb":
         from agent.drivers.usb_sensors import Nb1010Driver, UsbSensor
 
-        return UsbSensor.open(Nb1010Driver, timings=t)
+        return UsbSensor.open(Nb1010Driver, timings=t, backend=usb_backend)
     if cfg.kind == "aes3500-usb":
         from agent.drivers.usb_sensors import Aes3500Driver, UsbSensor
 
-        return UsbSensor.open(Aes3500Driver, timings=t)
+        return UsbSensor.open(Aes3500Driver, timings=t, backend=usb_backend)
     raise ValueError(f"unknown sensor kind {cfg.kind!r}")

@@ -107,7 +107,10 @@ def find_usb(vendor: int, product: int, backend: Any = None) -> UsbDevice:
     """
     import usb.core
 
-    dev = usb.core.find(idVendor=vendor, idProduct=product, backend=backend)
+    try:
+        dev = usb.core.find(idVendor=vendor, idProduct=product, backend=backend)
+    except usb.core.NoBackendError as exc:
+        raise TransportUnavailableError(errno.ENODEV, "libusb is not installed") from exc
     if dev is None:
         raise TransportUnavailableError(errno.ENODEV, f"no USB device {vendor:04x}:{product:04x}")
     found: UsbDevice = dev
