@@ -251,6 +251,8 @@ class AuditLog:
     ``append`` is durable before it returns and thread-safe. The log refuses to
     open a file written by another device id, and refuses to chain onto a head
     entry that does not hash to its recorded value (:class:`AuditCorruptError`).
+    SQLite failures (disk full, I/O error, lock timeout) become :class:`AuditError`
+    and leave the log as it was.
     """
 
     def __init__(
@@ -262,6 +264,7 @@ class AuditLog:
         checkpoint_every: int = CHECKPOINT_EVERY,
         clock: Callable[[], float] = time.time,
         catalogue: Catalogue = CATALOGUE,
+        lock_timeout_s: float = 30.0,
     ) -> None:
         if checkpoint_every < 1:
             raise AuditError("checkpoint_every must be at least 1")
@@ -276,7 +279,12 @@ class AuditLog:
         self._lock = threading.Lock()
         self._closed = False
         self._listeners: list[Callable[[AuditEntry], None]] = []
-        self._con = connect_durable(self.path, mode=0o640)
+        try:
+            self._con = connect_durable(self.path, mode=0o640)
+            # How long a write waits for another connection's lock before failing.
+            self._con.execute(f"PRAGMA busy_timeout = {int(lock_timeout_s * 1000)}")
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc}") from exc
         try:
             self._con.executescript(_SCHEMA)
             with immediate(self._con):
@@ -294,6 +302,9 @@ class AuditLog:
             self._counts: Counter[str] = Counter(
                 dict(self._con.execute("SELECT event, count(*) FROM audit GROUP BY event"))
             )
+        except sqlite3.Error as exc:
+            self._con.close()
+            raise AuditError(f"cannot open audit log {self.path}: {exc}") from exc
         except BaseException:
             self._con.close()
             raise
@@ -411,6 +422,10 @@ class AuditLog:
         try:
             with immediate(self._con):
                 written = writes()
+        except sqlite3.Error as exc:
+            # Disk full, I/O error, file replaced: nothing was committed.
+            self._head_seq, self._head_hash, self._since_checkpoint = saved
+            raise AuditError(f"audit entry not written: {exc}") from exc
         except BaseException:
             self._head_seq, self._head_hash, self._since_checkpoint = saved
             raise

@@ -202,6 +202,31 @@ def test_wrong_device_refused(log_path: Path, key: SigningKey) -> None:
         AuditLog(log_path, key, "kiosk-02")
 
 
+def test_not_a_database_is_a_typed_error(tmp_path: Path, key: SigningKey) -> None:
+    junk = tmp_path / "audit.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 300)
+    with pytest.raises(AuditError, match="cannot open audit log"):
+        AuditLog(junk, key, DEVICE)
+
+
+def test_failed_write_leaves_the_log_consistent(log_path: Path, key: SigningKey) -> None:
+    """A commit that fails (here: the write lock is held elsewhere) writes nothing."""
+    log = AuditLog(log_path, key, DEVICE, lock_timeout_s=0.05)
+    log.append(EventId.STATION_RESUMED)
+    head = log.head_hash
+    blocker = sqlite3.connect(log_path, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(AuditError, match="not written"):
+        log.append(EventId.STATION_PAUSED, reason="power")
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert log.head_hash == head and log.count(EventId.STATION_PAUSED) == 0
+    entry = log.append(EventId.STATION_PAUSED, reason="power")
+    assert entry.seq == 2 and entry.prev == head
+    log.close()
+    assert verify_chain(log_path, key.verify_key).ok
+
+
 def test_triggers_refuse_rewrites_through_sqlite(log_path: Path, key: SigningKey) -> None:
     make_log(log_path, key, n=3)
     con = sqlite3.connect(log_path)
