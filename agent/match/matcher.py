@@ -292,8 +292,8 @@ def compatibility_tables(params: prm.MccParameters) -> NDArray[np.float64]:
     px, rows 1 and 2 by angle difference in steps of ``pi / LUT_SIZE``; the
     kernels look up instead of calling ``exp`` three times per pair.
     """
-    d = (np.arange(LUT_SIZE) + 0.5) * (LUT_D_MAX / LUT_SIZE)
-    a = (np.arange(LUT_SIZE) + 0.5) * (math.pi / LUT_SIZE)
+    d = (np.arange(LUT_SIZE, dtype=np.float64) + 0.5) * (LUT_D_MAX / LUT_SIZE)
+    a = (np.arange(LUT_SIZE, dtype=np.float64) + 0.5) * (math.pi / LUT_SIZE)
 
     def sig(v: NDArray[np.float64], mu: float, tau: float) -> NDArray[np.float64]:
         return np.asarray(1.0 / (1.0 + np.exp(-tau * (v - mu))), np.float64)
@@ -414,7 +414,7 @@ def _score(
         + round(_sigmoid(nmin, p[prm.P_MU_P], p[prm.P_TAU_P]) * (p[prm.P_MAX_NP] - p[prm.P_MIN_NP]))
     )
     if r < 2:
-        return lam0[0] / n_p
+        return float(lam0[0]) / n_p
     # Stage 3b: relaxation by pairwise geometric compatibility (table lookups).
     rho = np.zeros((r, r))
     d_step = LUT_SIZE / LUT_D_MAX

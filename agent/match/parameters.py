@@ -11,6 +11,7 @@ on-disk cache and would silently keep stale values after an edit here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import astuple, dataclass
 
@@ -79,3 +80,68 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
     P_DELTA_THETA, P_MU_P, P_TAU_P, P_MIN_NP, P_MAX_NP, P_W_R, P_N_REL, P_REL_MU1, P_REL_TAU1,
     P_REL_MU2, P_REL_TAU2, P_REL_MU3, P_REL_TAU3, P_REL_D_TOL_REL, P_MAX_NR,
 ) = range(len(FIELDS))
+
+
+# --------------------------------------------------------------------------- calibration
+# Produced by `python -m agent.match calibrate ../shared/data/fvc2002/DB*_B` (see
+# docs/MATCHING.md): impostor scores of every non-mated pair among the 320 FVC2002
+# DB1-4_B templates (49,920 pairs, cross-set pairs included), with the default
+# MccParameters. Re-run and paste its output here whenever the matcher changes.
+CALIBRATION_IMPOSTORS = 49920
+CALIBRATION_POINTS: tuple[tuple[float, float], ...] = (
+    (1e-1, 0.01605),
+    (1e-2, 0.02054),
+    (1e-3, 0.02725),
+    (1e-4, 0.03541),
+)
+"""Empirical (FMR, threshold) pairs: the share of impostor scores >= threshold."""
+TAIL_T0 = 0.02725
+TAIL_FMR0 = 1e-3
+TAIL_BETA = 0.00356
+"""Exponential tail fitted to impostor scores above TAIL_T0 (maximum likelihood:
+beta = mean excess); FMR(t) = TAIL_FMR0 * exp(-(t - TAIL_T0) / TAIL_BETA) for
+t >= TAIL_T0. Used below the resolution of the data (FMR < ~1e-4), e.g. for
+1:N thresholds at station scale."""
+
+
+def _interpolate(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    return y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+
+
+def threshold(fmr: float) -> float:
+    """Score threshold giving false-match rate ``fmr`` per comparison.
+
+    Log-linear interpolation between the empirical calibration points; below
+    the smallest calibrated FMR, the fitted exponential tail (never looser
+    than the last empirical point).
+    """
+    if not 0.0 < fmr < 1.0:
+        raise ValueError(f"fmr={fmr} must be in (0, 1)")
+    pts = CALIBRATION_POINTS
+    if fmr >= pts[0][0]:
+        return pts[0][1]
+    lf = math.log(fmr)
+    for (f0, t0), (f1, t1) in itertools.pairwise(pts):
+        if f1 <= fmr <= f0:
+            return _interpolate(lf, math.log(f0), math.log(f1), t0, t1)
+    tail = TAIL_T0 + TAIL_BETA * math.log(TAIL_FMR0 / fmr)
+    return max(tail, pts[-1][1])
+
+
+def false_match_rate(score: float) -> float:
+    """Inverse of :func:`threshold`: the per-comparison FMR at which ``score`` just passes."""
+    pts = CALIBRATION_POINTS
+    if score <= pts[0][1]:
+        return pts[0][0]
+    for (f0, t0), (f1, t1) in itertools.pairwise(pts):
+        if t0 <= score <= t1:
+            return math.exp(_interpolate(score, t0, t1, math.log(f0), math.log(f1)))
+    tail = TAIL_FMR0 * math.exp(-(score - TAIL_T0) / TAIL_BETA)
+    return min(tail, pts[-1][0])
+
+
+# --------------------------------------------------------------------------- decisions
+VERIFY_FMR = 1e-4
+"""Default per-claim false-match rate of 1:1 verification against the named voter."""
+IDENTIFY_FPIR = 1e-3
+"""Default false-positive identification rate of one 1:N search over a whole station."""
