@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,7 +92,9 @@ class Scenario:
     reply_delay_s: float = 0.0
     unplug_after: int = 0  # commands answered before the cable is pulled (0 = never)
     replug_after_s: float = 0.5
-    has_led: bool = True  # R503 ring; False models an R307 / AS608
+    # "ring": an R503; "refuse": an R307/AS608 answering AuraLedConfig with an
+    # error; "silent": a clone that does not answer unknown instructions at all.
+    led: Literal["ring", "refuse", "silent"] = "ring"
     baud: int = 57600  # power-on speed of the module
     password: int = 0
 
@@ -107,7 +110,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("unplug", "the cable is pulled after 8 commands and plugged back 1 s later",
              unplug_after=8, replug_after_s=1.0),
     Scenario("no-led", "an R307/AS608 without LED ring (AuraLedConfig refused)",
-             has_led=False),
+             led="refuse"),
     Scenario("baud-115200", "a module left at 115200 baud by an earlier integrator",
              baud=115200),
     Scenario("password", "a module protected by password 0x0000CAFE", password=0xCAFE),
@@ -262,6 +265,17 @@ class GrowSensorSimulator:
         self._requests.put((action, done))
         if not done.wait(5.0):
             raise RuntimeError("simulator thread did not answer")
+
+    def power_blip(self) -> None:
+        """The module resets but the USB bridge stays: state lost, port unchanged."""
+        def blip() -> None:
+            m = self._module
+            with self._lock:
+                m.verified, m.image, m.led = False, None, None
+                m.char_buffers.clear()
+            self._write(bytes([READY_BYTE]))
+
+        self._on_serving_thread(blip)
 
     def _plug(self) -> None:
         with self._lock:
@@ -419,7 +433,9 @@ class GrowSensorSimulator:
                 size = DATA_PACKET_SIZES[m.packet_size_code]
                 replies = [self._ack(Confirmation.OK), *split_data(buf, size, self.address)]
         elif instr == Instruction.AURA_LED_CONFIG and len(params) == 4:
-            if not self.scenario.has_led:
+            if self.scenario.led == "silent":
+                return
+            if self.scenario.led == "refuse":
                 replies = [self._ack(Confirmation.RECEIVE_ERROR)]
             else:
                 try:

@@ -372,6 +372,11 @@ class GrowSensor:
             # GenImg and UpImage form one unit: after a reconnect the module
             # has lost its image buffer, so both are repeated.
             code = d.gen_img()
+            if code is Confirmation.MUST_VERIFY_PASSWORD:
+                # A power blip behind a bridge that stayed up: the module
+                # forgot the handshake but the port never went away.
+                d.verify_password(self.password)
+                code = d.gen_img()
             return code, d.up_image() if code is Confirmation.OK else None
 
         while True:
@@ -405,15 +410,18 @@ class GrowSensor:
         if self.has_led is False:
             return
         led = AURA_FOR_GUIDANCE[guidance]
+
+        def set_ring(d: GrowDevice) -> Confirmation | None:
+            try:
+                return d.aura_led(led, retries=1)
+            except (SensorTimeoutError, ProtocolError):
+                # Modules without the ring stay silent or answer nonsense;
+                # only a vanished port is worth a reconnect here.
+                d.resync()
+                return None
+
         deadline = time.monotonic() + self.timings.reply_timeout_s
-        try:
-            code = self._run(lambda d: d.aura_led(led, retries=1), deadline)
-        except SensorDisconnected:
-            raise
-        except ProtocolError:
-            self.has_led = False  # a module without the ring may answer nonsense
-            return
-        self.has_led = code is Confirmation.OK
+        self.has_led = self._run(set_ring, deadline) is Confirmation.OK
 
     def status(self) -> SensorStatus:
         """ReadSysPara mapped by :func:`~agent.drivers.sensor.map_status`; never raises."""

@@ -224,6 +224,28 @@ def test_password() -> None:
             assert sensor.status().state is SensorState.READY
 
 
+def test_power_blip_on_a_protected_module(finger: tuple[NDArray[np.uint8], int]) -> None:
+    with (GrowSensorSimulator("password") as sim,
+          GrowSensor.open(sim.path, password=0xCAFE, timings=FAST) as sensor):
+        sim.power_blip()  # module forgets the handshake, port stays
+        sim.press(*finger)
+        assert np.array_equal(capture(sensor).image, expected_capture(sim))
+        assert sensor.reconnects == 0
+
+
+def test_silent_ring_less_module_costs_one_timeout() -> None:
+    silent = Scenario("silent-led", "test", led="silent")
+    with GrowSensorSimulator(silent) as sim, GrowSensor.open(sim.path, timings=FAST) as sensor:
+        t0 = time.monotonic()
+        sensor.guide(Guidance.READY)
+        assert sensor.has_led is False and sensor.reconnects == 0
+        assert time.monotonic() - t0 < 2 * FAST.reply_timeout_s + 0.5
+        before = sim.commands
+        sensor.guide(Guidance.ACCEPTED)
+        assert sim.commands == before
+        assert sensor.status().state is SensorState.READY  # the line is clean again
+
+
 def test_device_api_extras(sim: GrowSensorSimulator,
                            finger: tuple[NDArray[np.uint8], int]) -> None:
     port = open_serial(sim.path, 57600, 0.02)
