@@ -886,15 +886,10 @@ def cli_main(argv: list[str]) -> int:
     with EscposPrinterSimulator(args.out, args.profile, args.paper_mm, args.scenario) as sim:
         print(f"printer on {sim.path} (profile {args.profile}, scenario {args.scenario})")
         print(_CONSOLE_HELP, flush=True)
-        for line in _lines(sys.stdin):
+        for line in sys.stdin:
             if not _console(sim, line.split()):
                 break
     return 0
-
-
-def _lines(stream: object) -> Iterator[str]:
-    for line in stream:  # type: ignore[attr-defined]
-        yield str(line)
 
 
 def _console(sim: EscposPrinterSimulator, words: list[str]) -> bool:

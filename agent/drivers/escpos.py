@@ -307,6 +307,20 @@ class TransmitStatus:
 
 
 @dataclass(frozen=True)
+class OtherCommand:
+    """A known fixed-length command that does not affect the slip's content.
+
+    For example ``ESC p`` (drawer kick), ``ESC c 5`` (panel keys), ``GS L`` /
+    ``GS W`` (margins, print width), ``ESC $`` (absolute position).
+    """
+
+    data: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
 class Unknown:
     """Bytes the parser does not understand (kept so the simulator can report them)."""
 
@@ -334,13 +348,17 @@ Command = (
     | Cut
     | RealtimeStatus
     | TransmitStatus
+    | OtherCommand
     | Unknown
 )
 
 #: ESC x commands with one parameter byte that only change modes.
-_ESC_SIMPLE = frozenset(b"-MG{V3 SU")
+_ESC_SIMPLE = frozenset(b"-MG{V3 URr")
 #: GS x commands with one parameter byte that only change modes.
-_GS_SIMPLE = frozenset(b"Bbfhw")
+_GS_SIMPLE = frozenset(b"BbfhwHI")
+#: Other known commands: parameter bytes after the two command bytes.
+_ESC_OTHER = {0x70: 3, 0x63: 2, 0x24: 2, 0x5C: 2, 0x3D: 1}
+_GS_OTHER = {0x4C: 2, 0x57: 2, 0x50: 2}
 
 
 class EscposParser:
@@ -412,6 +430,8 @@ def _parse_one(buf: bytearray, pos: int) -> tuple[Command, int] | None:
             return Initialize(), pos + 2
         if c == 0x32:
             return DefaultLineSpacing(), pos + 2
+        if c == 0x53:  # ESC S: standard mode (no parameter)
+            return OtherCommand(b"\x1bS"), pos + 2
         if avail < 3:
             return None
         n = buf[pos + 2]
@@ -427,6 +447,9 @@ def _parse_one(buf: bytearray, pos: int) -> tuple[Command, int] | None:
             return single[c], pos + 3
         if c in _ESC_SIMPLE:
             return SimpleMode(bytes((ESC, c)), n), pos + 3
+        if c in _ESC_OTHER:
+            end = pos + 2 + _ESC_OTHER[c]
+            return (OtherCommand(bytes(buf[pos:end])), end) if len(buf) >= end else None
         return Unknown(bytes(buf[pos : pos + 2])), pos + 2
     if b == GS:
         if avail < 3:
@@ -438,6 +461,9 @@ def _parse_one(buf: bytearray, pos: int) -> tuple[Command, int] | None:
             return TransmitStatus(buf[pos + 2]), pos + 3
         if c in _GS_SIMPLE:
             return SimpleMode(bytes((GS, c)), buf[pos + 2]), pos + 3
+        if c in _GS_OTHER:
+            end = pos + 2 + _GS_OTHER[c]
+            return (OtherCommand(bytes(buf[pos:end])), end) if len(buf) >= end else None
         if c == 0x56:
             m = buf[pos + 2]
             if m in (65, 66, 97, 98, 103, 104):

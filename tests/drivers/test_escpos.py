@@ -102,6 +102,14 @@ def test_parser_unknown_bytes_are_reported_not_dropped() -> None:
                     e.Unknown(b"\x10\x05"), e.Unknown(b"\x01")]
 
 
+def test_parser_knows_commands_it_ignores() -> None:
+    # Drawer kick, margins, standard mode: parsed whole, so their parameters are
+    # never mistaken for text.
+    cmds = e.parse_all(b"\x1bp\x00\x19\xfa\x1dL\x10\x00\x1bSA")
+    assert cmds == [e.OtherCommand(b"\x1bp\x00\x19\xfa"), e.OtherCommand(b"\x1dL\x10\x00"),
+                    e.OtherCommand(b"\x1bS"), e.TextBytes(b"A")]
+
+
 def test_parse_all_reports_truncated_tail() -> None:
     assert e.parse_all(b"ok\x1d\x28\x6b\x05\x00\x31") == [
         e.TextBytes(b"ok"), e.Unknown(b"\x1d\x28\x6b\x05\x00\x31")
