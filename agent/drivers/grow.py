@@ -291,6 +291,8 @@ class GrowSensor:
     symlink such as ``/dev/kesp-sensor``) until the operation's deadline.
     """
 
+    device_type: type[GrowDevice] = GrowDevice  # the device API class (benchmarks vary it)
+
     def __init__(self, opener: Callable[[int], SerialPort], baud: int = 57600,
                  password: int = 0, address: int = DEFAULT_ADDRESS,
                  timings: SensorTimings | None = None) -> None:
@@ -321,7 +323,7 @@ class GrowSensor:
             port = self._opener(self.baud)
         except TransportUnavailableError as exc:
             raise SensorDisconnected(str(exc)) from exc
-        dev = GrowDevice(port, self.address, self.timings)
+        dev = self.device_type(port, self.address, self.timings)
         try:
             found = self._negotiate(dev)
             if found != self.baud:
