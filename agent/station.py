@@ -432,14 +432,17 @@ class Station:
         if session.document_voter is not None:
             v = verify(self.matcher, probe, self.roll.templates_of(session.document_voter))
             return (session.document_voter, "verify", v.score) if v.accepted else None
-        if session.probes:
-            result = identify_fused(self.roll.gallery, session.probes[-1], probe, self.roll.owners)
-            method = "identify-2f"
-        else:
-            result = identify(self.roll.gallery, probe, self.roll.owners)
-            method = "identify"
+        result = identify(self.roll.gallery, probe, self.roll.owners)
+        method = "identify"
+        if result.outcome is not Outcome.MATCH and session.probes:
+            # A second press: alone it may now suffice; otherwise fuse it with the
+            # previous one (a different finger, ideally), as the voter was asked.
+            fused = identify_fused(self.roll.gallery, session.probes[-1], probe,
+                                   self.roll.owners)
+            if fused.outcome is Outcome.MATCH:
+                result, method = fused, "identify-2f"
         session.probes.append(probe)
-        if result.outcome is Outcome.MATCH and result.voter is not None:
+        if result.outcome is Outcome.MATCH:
             return result.voter, method, float(result.score)
         return None
 
