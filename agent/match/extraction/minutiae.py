@@ -1,8 +1,8 @@
 """Minutiae detection on the skeleton, with direction from tracing the ridge.
 
-A skeleton pixel's branch count is the number of separate skeleton runs
-around it (diagonal gaps between two set 4-neighbours do not split a run):
-1 is a ridge ending, 3 a bifurcation. From each candidate the skeleton is
+A skeleton pixel's branch count is its crossing number, the number of runs
+of set pixels around its 8-ring: 1 is a ridge ending, 3 a bifurcation (the
+staircase pass of thinning makes this exact on our skeletons). From each candidate the skeleton is
 followed for a few pixels; what the trace meets (nothing, another ending, a
 junction) feeds false-minutia removal, and where it goes gives the direction.
 
@@ -79,10 +79,6 @@ def _ring(skel: NDArray[np.bool_], y: int, x: int, ring: NDArray[np.bool_]) -> N
 @njit
 def _branches(skel: NDArray[np.bool_], y: int, x: int, ring: NDArray[np.bool_]) -> int:
     _ring(skel, y, x, ring)
-    # A diagonal gap between two set 4-neighbours is no gap in 8-connectivity.
-    for k in range(1, 8, 2):
-        if ring[k - 1] and ring[(k + 1) % 8]:
-            ring[k] = True
     n = 0
     for k in range(8):
         if ring[k] and not ring[(k + 7) % 8]:
@@ -226,9 +222,6 @@ def _detect(
                 if dup:
                     continue
                 _ring(skel, y, x, ring)
-                for k in range(1, 8, 2):
-                    if ring[k - 1] and ring[(k + 1) % 8]:
-                        ring[k] = True
                 # First pixel of each run (a 4-neighbour when the run has one).
                 nbr = 0
                 for k in range(8):
