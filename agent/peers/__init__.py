@@ -1,0 +1,34 @@
+"""Station peers: the kiosks of one polling station share one set of marks, offline.
+
+Direct TCP between kiosks (full mesh, no hub), every frame signed by the
+sending kiosk and bound to the station and to a fresh session; marks merged
+as a grow-only set (:mod:`agent.marks`). See docs/PEERS.md.
+
+Public API: :class:`PeerSync` (run by the agent), :class:`PeerStatus` /
+:class:`PeerState` (what it reports), :class:`PeerTiming` (timers).
+"""
+
+from agent.peers.parameters import PeerTiming
+from agent.peers.status import PeerState, PeerStatus
+from agent.peers.sync import (
+    EVENT_CONFLICT,
+    EVENT_MARK_REJECTED,
+    EVENT_PEER_REJECTED,
+    EVENT_PEER_STATUS,
+    PeerSync,
+    PeerSyncError,
+    SyncStats,
+)
+
+__all__ = [
+    "EVENT_CONFLICT",
+    "EVENT_MARK_REJECTED",
+    "EVENT_PEER_REJECTED",
+    "EVENT_PEER_STATUS",
+    "PeerState",
+    "PeerStatus",
+    "PeerSync",
+    "PeerSyncError",
+    "PeerTiming",
+    "SyncStats",
+]
