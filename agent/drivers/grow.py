@@ -426,20 +426,30 @@ class GrowSensor:
         self.has_led = self._run(set_ring, deadline) is Confirmation.OK
 
     def status(self) -> SensorStatus:
-        """ReadSysPara mapped by :func:`~agent.drivers.sensor.map_status`; never raises."""
-        try:
-            ack = self._link.get().transact(Instruction.READ_SYS_PARA)
-            code = confirmation_of(ack)
-            if code is not Confirmation.OK:
-                return map_status(int(code))
-            params = SystemParameters.from_bytes(ack.payload[1:])
-            self.params = params
-            return map_status(0, params.status_register)
-        except (SensorDisconnected, SensorTimeoutError) as exc:
-            self._link.drop()
-            return map_status(None, fault=exc if isinstance(exc, SensorDisconnected) else None)
-        except SensorError as exc:
-            return map_status(None, fault=exc)
+        """ReadSysPara mapped by :func:`~agent.drivers.sensor.map_status`; never raises.
+
+        While another thread is capturing, the outcome of its last operation is
+        reported instead of waiting up to an UpImage (7 s at 57600 baud).
+        """
+
+        def query() -> SensorStatus:
+            try:
+                ack = self._link.get().transact(Instruction.READ_SYS_PARA)
+                code = confirmation_of(ack)
+                if code is not Confirmation.OK:
+                    return map_status(int(code))
+                params = SystemParameters.from_bytes(ack.payload[1:])
+                self.params = params
+                return map_status(0, params.status_register)
+            except (SensorDisconnected, SensorTimeoutError) as exc:
+                self._link.drop()
+                self._link.last_fault = exc
+                return map_status(None, fault=exc if isinstance(exc, SensorDisconnected) else None)
+            except SensorError as exc:
+                self._link.last_fault = exc
+                return map_status(None, fault=exc)
+
+        return self._link.status_of(query, self.timings.status_wait_s)
 
     def close(self) -> None:
         """Release the port."""

@@ -13,6 +13,7 @@ the :class:`SensorError` hierarchy. Device status is the closed
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class SensorTimings:
     poll_interval_s: float = 0.05  # pause between two GenImg polls
     command_retries: int = 3  # resend after a corrupt or missing reply
     reconnect_interval_s: float = 0.25  # pause between two reopen attempts
+    status_wait_s: float = 0.2  # a status query waits this long for a capture in progress
     usb_timeout_ms: int = 2000  # one bulk transfer
 
     def __post_init__(self) -> None:
@@ -228,22 +230,47 @@ class Reconnecting(Generic[D]):
         self.handle: D | None = None
         self.reconnects = 0
         self.last_fault: SensorError | None = None
+        # The station loop captures while the telemetry thread asks for the
+        # status: one conversation with the device at a time.
+        self.lock = threading.RLock()
 
     def get(self) -> D:
         """The open handle, connecting first if there is none."""
-        if self.handle is None:
-            self.handle = self._connect()
-            self.last_fault = None  # a fresh handle: earlier faults are history
-        return self.handle
+        with self.lock:
+            if self.handle is None:
+                self.handle = self._connect()
+                self.last_fault = None  # a fresh handle: earlier faults are history
+            return self.handle
 
     def drop(self) -> None:
         """Release the handle (it will be reopened on next use)."""
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            self._drop(handle)
+        with self.lock:
+            if self.handle is not None:
+                handle, self.handle = self.handle, None
+                self._drop(handle)
+
+    def last_status(self) -> SensorStatus:
+        """The status the last operation left behind (no device traffic)."""
+        if self.last_fault is not None:
+            return map_status(None, fault=self.last_fault)
+        return map_status(0) if self.handle is not None else map_status(None)
+
+    def status_of(self, query: Callable[[], SensorStatus], wait_s: float) -> SensorStatus:
+        """Run ``query`` unless another thread holds the device for longer than ``wait_s``;
+        then report :meth:`last_status` instead of queueing behind a capture."""
+        if not self.lock.acquire(timeout=wait_s):
+            return self.last_status()
+        try:
+            return query()
+        finally:
+            self.lock.release()
 
     def run(self, op: Callable[[D], T], deadline: float) -> T:
         """Run ``op`` on the handle, reopening after transient faults until ``deadline``."""
+        with self.lock:
+            return self._run_locked(op, deadline)
+
+    def _run_locked(self, op: Callable[[D], T], deadline: float) -> T:
         while True:
             try:
                 result = op(self.get())

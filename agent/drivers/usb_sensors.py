@@ -385,12 +385,16 @@ class UsbSensor:
         No traffic is generated for a status query: on these sensors every
         command is part of a capture sequence.
         """
-        if self._link.handle is None:
-            try:
-                self._link.get()
-            except SensorError as exc:
-                return map_status(None, fault=exc)
-        return map_status(0, fault=self._link.last_fault)
+
+        def query() -> SensorStatus:
+            if self._link.handle is None:
+                try:
+                    self._link.get()
+                except SensorError as exc:
+                    return map_status(None, fault=exc)
+            return self._link.last_status()
+
+        return self._link.status_of(query, self.timings.status_wait_s)
 
     def close(self) -> None:
         """Release the device."""

@@ -224,6 +224,31 @@ def test_password() -> None:
             assert sensor.status().state is SensorState.READY
 
 
+def test_status_from_another_thread_during_captures(
+        sim: GrowSensorSimulator, finger: tuple[NDArray[np.uint8], int]) -> None:
+    # The telemetry thread asks for the status while the station captures.
+    states: list[SensorState] = []
+    stop = threading.Event()
+    with GrowSensor.open(sim.path, timings=FAST) as sensor:
+        def health() -> None:
+            while not stop.is_set():
+                states.append(sensor.status().state)
+
+        t = threading.Thread(target=health)
+        t.start()
+        try:
+            for _ in range(5):
+                sim.press(*finger)
+                assert np.array_equal(capture(sensor).image, expected_capture(sim))
+                sim.lift()
+                assert sensor.wait_for_lift(3.0)
+        finally:
+            stop.set()
+            t.join()
+    assert len(states) > 5 and set(states) == {SensorState.READY}
+    assert sensor.reconnects == 0 and sim.protocol_errors == 0
+
+
 def test_power_blip_on_a_protected_module(finger: tuple[NDArray[np.uint8], int]) -> None:
     with (GrowSensorSimulator("password") as sim,
           GrowSensor.open(sim.path, password=0xCAFE, timings=FAST) as sensor):
