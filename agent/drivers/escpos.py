@@ -414,6 +414,11 @@ def _parse_one(buf: bytearray, pos: int) -> tuple[Command, int] | None:
         return TextBytes(bytes(buf[pos:end])), end
     if b == LF:
         return LineFeed(), pos + 1
+    if b == 0x00:  # NUL: ignored by printers; runs of it are resync padding
+        end = pos
+        while end < len(buf) and buf[end] == 0:
+            end += 1
+        return OtherCommand(bytes(buf[pos:end])), end
     if b == 0x0D:  # CR: ignored by printers with auto line feed off; keep as Unknown
         return Unknown(b"\r"), pos + 1
     if b == DLE:
@@ -766,6 +771,18 @@ def encode_commands(cmds: Iterable[Command]) -> bytes:
 def encode_document(doc: Document, profile: PrinterProfile) -> bytes:
     """The ESC/POS bytes that print ``doc`` (see :func:`document_commands`)."""
     return encode_commands(document_commands(doc, profile))
+
+
+def resync_padding(profile: PrinterProfile) -> bytes:
+    """NUL bytes that complete the longest command this encoder can leave half-sent.
+
+    After a write fails midway the printer may be inside a ``GS v 0`` band or a
+    ``GS ( k`` store and would swallow the next slip as image data. Sending this
+    first completes such a command with blank data; outside a command printers
+    ignore NUL.
+    """
+    band = (profile.raster_band_rows + 1) * ((profile.dots_per_line + 7) // 8) + 8
+    return b"\x00" * max(band, QR_MAX_BYTES + 8)
 
 
 STATUS_QUERY = b"".join(RealtimeStatus(n).to_bytes() for n in (1, 2, 3, 4))

@@ -28,7 +28,12 @@ from typing import Any, Protocol
 
 from agent.config import ConfigError, PrinterConfig
 from agent.drivers.document import Document
-from agent.drivers.escpos import STATUS_QUERY, TransmitStatus, encode_document
+from agent.drivers.escpos import (
+    STATUS_QUERY,
+    TransmitStatus,
+    encode_document,
+    resync_padding,
+)
 from agent.drivers.printer_profiles import (
     DEFAULT_TIMINGS,
     PrinterProfile,
@@ -380,6 +385,8 @@ class ReceiptPrinter:
         self._link: PrinterLink | None = None
         self._lock = threading.Lock()
         self._last_state: PrinterState | None = None
+        #: A write failed midway: the printer may be inside a command.
+        self._resync = False
 
     # -- link management
     def _ensure_link(self) -> PrinterLink:
@@ -428,6 +435,12 @@ class ReceiptPrinter:
 
     def _query(self, link: PrinterLink) -> bytes:
         timeout = self.timings.status_timeout_s
+        if self._resync:
+            # Complete a half-sent command first, or the query is read as its data.
+            _, failure = self._send(link, resync_padding(self.profile))
+            if failure is not None:
+                raise _NoReplyError(f"resync padding not accepted: {failure}")
+            self._resync = False
         if link.write(STATUS_QUERY, timeout) != len(STATUS_QUERY):
             raise _NoReplyError("status query not accepted")
         raw = _read_exact(link, 4, timeout)
@@ -461,10 +474,10 @@ class ReceiptPrinter:
             sent, failure = self._send(link, data)
             if failure is not None:
                 self._drop_link()
-                after = self._status()
                 if sent == 0:
-                    return NotPrinted(after)
-                return Uncertain(after, failure)
+                    return NotPrinted(self._status())
+                self._resync = True
+                return Uncertain(self._status(), failure)
             return self._confirm(link, len(data))
 
     def _send(self, link: PrinterLink, data: bytes) -> tuple[int | None, str | None]:

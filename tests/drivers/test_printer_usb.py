@@ -19,7 +19,7 @@ from agent.drivers.printer import (
 )
 from agent.drivers.printer_profiles import PrinterTimings, get_profile
 from agent.drivers.transport import TransportUnavailableError
-from hardware_sim.escpos_sim import EscposUsbSimulator
+from hardware_sim.escpos_sim import EscposUsbSimulator, Scenario
 
 FAST = PrinterTimings(status_timeout_s=0.3, write_timeout_s=0.3, print_timeout_s=2.0,
                       print_timeout_per_kib_s=0.2, reopen_delay_s=0.01)
@@ -80,6 +80,21 @@ def test_usb_timeout_mid_slip_is_uncertain(tmp_path: Path) -> None:
         assert outcome.status.state is PrinterState.DISCONNECTED
         sim.stall(False)
         assert printer.status().state is PrinterState.READY
+
+
+def test_next_slip_after_a_write_cut_mid_image_is_clean(tmp_path: Path) -> None:
+    # The transfer dies inside the first raster band; the printer is left
+    # waiting for image data. The next slip must not be swallowed by it.
+    sim = EscposUsbSimulator(tmp_path, scenario=Scenario("t", "mid-raster", stall_after_bytes=700))
+    with _open(sim, "generic-58") as printer:
+        assert isinstance(printer.print_document(SLIP), Uncertain)
+        sim.stall(False)
+        again = printer.print_document(Document("slip", "0010", (Text("Экинчи чек"),)))
+        assert isinstance(again, Printed)
+    [slip] = sim.wait_for_documents(1, 5)
+    # The half-sent band of the failed slip comes out (blank-padded) above it.
+    assert slip.text.splitlines()[-1] == "Экинчи чек"
+    assert slip.text.startswith("[raster 384x") and slip.unknown == ()
 
 
 def test_usb_zero_status_bytes_are_an_error_state(tmp_path: Path) -> None:
