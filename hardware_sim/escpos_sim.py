@@ -668,6 +668,10 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
         self.configuration = 0
         self.claimed = False
         self.writes: list[int] = []  # sizes of bulk OUT transfers, to check chunking
+        self.halts_cleared: list[int] = []
+        #: ``(after_bytes, errno)``: the first bulk OUT transfer that would pass
+        #: ``after_bytes`` fails with ``errno`` (ENODEV also unplugs the device).
+        self.write_error: tuple[int, int] | None = None
 
     # enumeration and descriptors
     def enumerate_devices(self) -> Iterator[str]:
@@ -760,6 +764,7 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
 
     def clear_halt(self, handle: object, ep: int) -> None:
         self._check()
+        self.halts_cleared.append(ep)
 
     def reset_device(self, handle: object) -> None:
         self._check()
@@ -775,6 +780,17 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
         if ep != _EP_OUT or not self.claimed:
             raise _usb_error("Pipe error", _LIBUSB_PIPE, errno.EPIPE)
         payload = bytes(data)
+        injected = self.write_error
+        if injected is not None and self.engine.bytes_received + len(payload) > injected[0]:
+            self.write_error = None
+            after, err = injected
+            if err == errno.ENODEV:
+                # Pulled mid-transfer: the part before the cut reached the printer.
+                self.engine.receive(payload[: max(0, after - self.engine.bytes_received)])
+                self.plugged = False
+                raise _usb_error("No such device (it may have been disconnected)",
+                                 _LIBUSB_NO_DEVICE, err)
+            raise _usb_error(os.strerror(err), _LIBUSB_PIPE, err)
         limit = self.stalled_after
         if limit is not None:
             room = max(0, limit - self.engine.bytes_received)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,32 @@ def test_next_slip_after_a_write_cut_mid_image_is_clean(tmp_path: Path) -> None:
     # The half-sent band of the failed slip comes out (blank-padded) above it.
     assert slip.text.splitlines()[-1] == "Экинчи чек"
     assert slip.text.startswith("[raster 384x") and slip.unknown == ()
+
+
+def test_usb_epipe_clears_the_halt_and_nothing_was_printed(tmp_path: Path) -> None:
+    sim = EscposUsbSimulator(tmp_path)
+    sim.backend.write_error = (12, errno.EPIPE)  # after the status query: the slip is refused
+    with _open(sim) as printer:
+        outcome = printer.print_document(SLIP)
+        assert isinstance(outcome, NotPrinted) and outcome.status.state is PrinterState.READY
+        assert sim.backend.halts_cleared == [0x01]
+        assert isinstance(printer.print_document(SLIP), Printed)  # the original, again
+    assert len(sim.wait_for_documents(1, 5)) == 1
+
+
+def test_usb_unplugged_mid_transfer_is_uncertain_then_recovers(tmp_path: Path) -> None:
+    sim = EscposUsbSimulator(tmp_path)
+    sim.backend.write_error = (2000, errno.ENODEV)
+    with _open(sim, "generic-58") as printer:
+        outcome = printer.print_document(SLIP)
+        assert isinstance(outcome, Uncertain)
+        assert outcome.status.state is PrinterState.DISCONNECTED
+        sim.plug()
+        assert printer.status().state is PrinterState.READY
+        reprint = Document(SLIP.kind, SLIP.serial, SLIP.blocks, duplicate=True)
+        assert isinstance(printer.print_document(reprint), Printed)
+    [slip] = sim.wait_for_documents(1, 5)
+    assert "[raster " in slip.text and slip.unknown == ()
 
 
 def test_usb_zero_status_bytes_are_an_error_state(tmp_path: Path) -> None:
