@@ -68,10 +68,16 @@ def _gabor_filter(
             ai = int(t / np.pi * na + 0.5) % na
             pi = int((period[y, x] - p0) / pstep + 0.5)
             pi = min(max(pi, 0), npd - 1)
-            acc = 0.0
-            for dy in range(k):
+            # Gabor kernels are point-symmetric (g(-v) = g(v)): pair opposite
+            # taps and halve the multiplications.
+            r = k // 2
+            kern = bank[ai, pi]
+            acc = kern[r, r] * padded[y + r, x + r]
+            for dy in range(r):
                 for dx in range(k):
-                    acc += bank[ai, pi, dy, dx] * padded[y + dy, x + dx]
+                    acc += kern[dy, dx] * (padded[y + dy, x + dx] + padded[y + k - 1 - dy, x + k - 1 - dx])
+            for dx in range(r):
+                acc += kern[r, dx] * (padded[y + r, x + dx] + padded[y + r, x + k - 1 - dx])
             out[y, x] = acc
 
 

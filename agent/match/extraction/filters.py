@@ -8,14 +8,56 @@ from numpy.typing import NDArray
 from agent.jit import njit
 
 
-def box_mean(img: NDArray[np.float32], radius: int) -> NDArray[np.float32]:
-    """Mean over a (2r+1)^2 window around every pixel (edges replicated)."""
-    k = 2 * radius + 1
-    pad = np.pad(img.astype(np.float64), radius, mode="edge")
-    c = np.zeros((pad.shape[0] + 1, pad.shape[1] + 1), np.float64)
-    np.cumsum(np.cumsum(pad, axis=0), axis=1, out=c[1:, 1:])
-    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return (s / (k * k)).astype(np.float32)
+@njit
+def _box_sum_rows(src: NDArray[np.float32], radius: int, out: NDArray[np.float64]) -> None:
+    # Running sum along each row, edges replicated.
+    h, w = src.shape
+    for y in range(h):
+        acc = 0.0
+        for k in range(-radius, radius + 1):
+            acc += src[y, min(max(k, 0), w - 1)]
+        out[y, 0] = acc
+        for x in range(1, w):
+            acc += src[y, min(x + radius, w - 1)] - src[y, max(x - radius - 1, 0)]
+            out[y, x] = acc
+
+
+@njit
+def _box_mean_2d(
+    img: NDArray[np.float32], radius: int, mean: NDArray[np.float32], sq: NDArray[np.float32]
+) -> None:
+    h, w = img.shape
+    rows = np.empty((h, w), np.float64)
+    rows2 = np.empty((h, w), np.float64)
+    img2 = img * img
+    _box_sum_rows(img, radius, rows)
+    _box_sum_rows(img2, radius, rows2)
+    norm = 1.0 / ((2 * radius + 1) * (2 * radius + 1))
+    for x in range(w):
+        acc = 0.0
+        acc2 = 0.0
+        for k in range(-radius, radius + 1):
+            yy = min(max(k, 0), h - 1)
+            acc += rows[yy, x]
+            acc2 += rows2[yy, x]
+        mean[0, x] = acc * norm
+        sq[0, x] = acc2 * norm
+        for y in range(1, h):
+            a = min(y + radius, h - 1)
+            b = max(y - radius - 1, 0)
+            acc += rows[a, x] - rows[b, x]
+            acc2 += rows2[a, x] - rows2[b, x]
+            mean[y, x] = acc * norm
+            sq[y, x] = acc2 * norm
+
+
+def box_moments(img: NDArray[np.float32], radius: int) -> tuple[NDArray[np.float32],
+                                                                NDArray[np.float32]]:
+    """Local mean of ``img`` and of ``img**2`` over (2r+1)^2 windows (edges replicated)."""
+    mean = np.empty(img.shape, np.float32)
+    sq = np.empty(img.shape, np.float32)
+    _box_mean_2d(np.ascontiguousarray(img, dtype=np.float32), radius, mean, sq)
+    return mean, sq
 
 
 def block_grid(h: int, w: int, block: int) -> tuple[int, int]:
@@ -23,22 +65,34 @@ def block_grid(h: int, w: int, block: int) -> tuple[int, int]:
     return (h + block - 1) // block, (w + block - 1) // block
 
 
-def block_window_sum(img: NDArray[np.float32], block: int, window: int) -> NDArray[np.float32]:
-    """Sum of ``img`` over a ``window`` square centred on every block's centre."""
+@njit
+def _block_window_sum(
+    img: NDArray[np.float32], block: int, window: int, out: NDArray[np.float32]
+) -> None:
     h, w = img.shape
-    bh, bw = block_grid(h, w, block)
-    half = window // 2
-    pad = np.pad(img.astype(np.float64), ((half, half + block), (half, half + block)))
-    c = np.zeros((pad.shape[0] + 1, pad.shape[1] + 1), np.float64)
-    np.cumsum(np.cumsum(pad, axis=0), axis=1, out=c[1:, 1:])
-    # Block (i, j) covers rows i*B .. i*B+B-1; its centre window starts at
-    # i*B + B/2 - half in image coordinates, i.e. i*B + B/2 in padded ones.
-    ys = np.arange(bh) * block + block // 2
-    xs = np.arange(bw) * block + block // 2
-    y0 = ys[:, None] - window // 2 + half
-    x0 = xs[None, :] - window // 2 + half
-    s = c[y0 + window, x0 + window] - c[y0, x0 + window] - c[y0 + window, x0] + c[y0, x0]
-    return s.astype(np.float32)
+    bh, bw = out.shape
+    for by in range(bh):
+        y0 = max(by * block + block // 2 - window // 2, 0)
+        y1 = min(by * block + block // 2 - window // 2 + window, h)
+        for bx in range(bw):
+            x0 = max(bx * block + block // 2 - window // 2, 0)
+            x1 = min(bx * block + block // 2 - window // 2 + window, w)
+            acc = 0.0
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    acc += img[y, x]
+            out[by, bx] = acc
+
+
+def block_window_sum(img: NDArray[np.float32], block: int, window: int) -> NDArray[np.float32]:
+    """Sum of ``img`` over a ``window`` square centred on every block's centre.
+
+    Pixels outside the image count as 0.
+    """
+    h, w = img.shape
+    out = np.empty(block_grid(h, w, block), np.float32)
+    _block_window_sum(np.ascontiguousarray(img, dtype=np.float32), block, window, out)
+    return out
 
 
 @njit

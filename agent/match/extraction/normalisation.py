@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match.extraction import parameters as P
-from agent.match.extraction.filters import box_mean
+from agent.match.extraction.filters import box_moments
 
 _MIN_LOCAL_STD = 2.0
 """Spread floor; keeps flat background from being blown up to full contrast."""
@@ -20,8 +20,7 @@ _MIN_LOCAL_STD = 2.0
 
 def normalise(image: NDArray[np.float32]) -> NDArray[np.float32]:
     """Return the locally normalised image: (mean - x) / std, clipped."""
-    mean = box_mean(image, P.NORM_RADIUS)
-    sq = box_mean(image * image, P.NORM_RADIUS)
+    mean, sq = box_moments(image, P.NORM_RADIUS)
     std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
     out = (mean - image) / np.maximum(std, _MIN_LOCAL_STD)
     np.clip(out, -P.NORM_CLIP, P.NORM_CLIP, out=out)

@@ -66,22 +66,21 @@ def break_rule(c: Candidates) -> NDArray[np.bool_]:
     """Remove pairs of endings that face each other across a small gap (a broken ridge)."""
     keep = np.ones(len(c), np.bool_)
     idx = np.flatnonzero(c.kind == MinutiaType.RIDGE_ENDING)
+    if len(idx) < 2:
+        return keep
+    x = c.x[idx].astype(np.float64)
+    y = c.y[idx].astype(np.float64)
+    a = c.angle[idx]
+    dx = x[None, :] - x[:, None]
+    dy = y[None, :] - y[:, None]
+    d = np.hypot(dx, dy)
     cos_tol = np.cos(P.BREAK_ANGLE)
-    for a_i, i in enumerate(idx):
-        for j in idx[a_i + 1 :]:
-            dx = float(c.x[j] - c.x[i])
-            dy = float(c.y[j] - c.y[i])
-            d = np.hypot(dx, dy)
-            if d > P.BREAK_DISTANCE or d == 0:
-                continue
-            ai, aj = float(c.angle[i]), float(c.angle[j])
-            # Anti-parallel directions, each pointing at the other ending.
-            if np.cos(ai - aj) > -cos_tol:
-                continue
-            if (np.cos(ai) * dx + np.sin(ai) * dy) / d < cos_tol * 0.7:
-                continue
-            keep[i] = False
-            keep[j] = False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Anti-parallel directions, and ending i pointing at ending j.
+        facing = (np.cos(a[:, None]) * dx + np.sin(a[:, None]) * dy) / d >= cos_tol * 0.7
+    anti = np.cos(a[:, None] - a[None, :]) <= -cos_tol
+    pair = (d > 0) & (d <= P.BREAK_DISTANCE) & anti & facing & facing.T
+    keep[idx[pair.any(axis=1)]] = False
     return keep
 
 
