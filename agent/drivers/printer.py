@@ -68,8 +68,6 @@ log = logging.getLogger(__name__)
 _BARRIER = TransmitStatus(1).to_bytes()
 #: Bits that are always 0 in a ``GS r 1`` reply (4 and 7 fixed, 5-6 reserved).
 _GS_R_FIXED_MASK = 0xF0
-#: Poll period of the status while waiting for a slip to finish.
-_BARRIER_POLL_S = 0.25
 
 
 # --- outcomes -----------------------------------------------------------------------
@@ -530,7 +528,7 @@ class ReceiptPrinter:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return "printer did not confirm the slip in time"
-                got = link.read(1, min(_BARRIER_POLL_S, remaining))
+                got = link.read(1, min(self.timings.barrier_poll_s, remaining))
                 if got and got[0] & _GS_R_FIXED_MASK == 0:
                     # Confirmed. Collect replies to polls still in flight so they
                     # cannot be mistaken for the answer to the next status query.

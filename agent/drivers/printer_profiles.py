@@ -57,6 +57,8 @@ class PrinterTimings:
     #: Time allowed for the printer to finish a slip (``GS r 1`` barrier), plus per-KiB.
     print_timeout_s: float = 10.0
     print_timeout_per_kib_s: float = 0.5
+    #: Period of the DLE EOT polls while waiting for a slip to finish.
+    barrier_poll_s: float = 0.25
     #: Pause before reopening a device whose status read failed.
     reopen_delay_s: float = 0.2
 
