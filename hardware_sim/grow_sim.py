@@ -48,6 +48,7 @@ from agent.drivers.grow_codec import (
     AuraLed,
     Confirmation,
     Decoded,
+    ImageBits,
     Instruction,
     Packet,
     PacketId,
@@ -96,6 +97,7 @@ class Scenario:
     # error; "silent": a clone that does not answer unknown instructions at all.
     led: Literal["ring", "refuse", "silent"] = "ring"
     baud: int = 57600  # power-on speed of the module
+    image_bits: ImageBits = 4  # 8 models a module read over its USB interface
     password: int = 0
 
 
@@ -413,7 +415,8 @@ class GrowSensorSimulator:
             else:
                 size = DATA_PACKET_SIZES[m.packet_size_code]
                 replies = [self._ack(Confirmation.OK),
-                           *split_data(pack_image(m.image), size, self.address)]
+                           *split_data(pack_image(m.image, self.scenario.image_bits), size,
+                                      self.address)]
         elif instr == Instruction.IMG2TZ and len(params) == 1 and params[0] in (1, 2):
             if m.image is None:
                 replies = [self._ack(Confirmation.NO_VALID_IMAGE)]

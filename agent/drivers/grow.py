@@ -30,6 +30,7 @@ from agent.drivers.grow_codec import (
     READY_BYTE,
     AuraLed,
     Confirmation,
+    ImageBits,
     Instruction,
     LedColour,
     LedControl,
@@ -56,17 +57,13 @@ from agent.drivers.sensor import (
     UnexpectedPacketError,
     map_status,
 )
+from agent.drivers.sensor_parameters import BAUD_CANDIDATES, READ_SLICE_S
 from agent.drivers.transport import SerialPort, TransportUnavailableError, open_serial
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Baud rates tried, in order, when the module does not answer at the configured
-# one: the factory default first, then the speeds integrators set most often.
-BAUD_CANDIDATES = (57600, 115200, 9600, 19200, 38400, 76800, 96000, 28800, 48800, 67200,
-                   86400, 105600)
-READ_SLICE_S = 0.02  # pyserial read timeout; deadlines are enforced above it
 
 # How each guidance looks on the R503 ring. Colours follow the usual kiosk
 # convention (blue = waiting, green = good, red = no); RETRY flashes three times.
@@ -84,9 +81,10 @@ class GrowDevice:
     """The instruction set of one module behind ``port`` (no retries across reconnects)."""
 
     def __init__(self, port: SerialPort, address: int = DEFAULT_ADDRESS,
-                 timings: SensorTimings | None = None) -> None:
+                 timings: SensorTimings | None = None, image_bits: ImageBits = 4) -> None:
         self.port = port
         self.address = address
+        self.image_bits: ImageBits = image_bits  # 4 over a UART, 8 over the USB interface
         self.timings = timings or SensorTimings()
         self.packet_size = 128  # updated by read_sys_para
         self._reader = PacketReader()
@@ -218,7 +216,7 @@ class GrowDevice:
         for _ in range(self.timings.command_retries):
             self._require_ok(Instruction.UP_IMAGE)
             try:
-                return unpack_image(self.receive_data())
+                return unpack_image(self.receive_data(), self.image_bits)
             except (ProtocolError, SensorTimeoutError) as exc:
                 # The module keeps its image buffer, so asking again is safe.
                 log.warning("UpImage transfer failed: %s; asking again", exc)

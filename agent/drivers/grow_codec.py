@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -373,19 +374,28 @@ def split_data(data: bytes, packet_size: int, address: int = DEFAULT_ADDRESS) ->
     return pkts
 
 
-def pack_image(image: NDArray[np.uint8]) -> bytes:
-    """Pack a 288 x 256 grey image to the 4-bit UART form (high nibble = left pixel)."""
+ImageBits = Literal[4, 8]
+IMAGE_BYTES: dict[int, int] = {4: UART_IMAGE_BYTES, 8: IMAGE_WIDTH * IMAGE_HEIGHT}
+
+
+def pack_image(image: NDArray[np.uint8], bits: ImageBits = 4) -> bytes:
+    """Pack a 288 x 256 grey image for UpImage: 4 bits (UART; high nibble = left pixel)
+    or 8 bits per pixel (the modules' USB interface)."""
     if image.shape != (IMAGE_HEIGHT, IMAGE_WIDTH) or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 {IMAGE_HEIGHT}x{IMAGE_WIDTH}, got {image.shape}")
+    if bits == 8:
+        return image.tobytes()
     nib = image >> 4
     return ((nib[:, 0::2] << 4) | nib[:, 1::2]).astype(np.uint8).tobytes()
 
 
-def unpack_image(data: bytes) -> NDArray[np.uint8]:
-    """Expand the 4-bit UART image to 0..255 (nibble x 17, so 0xF -> 255)."""
-    if len(data) != UART_IMAGE_BYTES:
-        raise FrameLengthError(f"image of {len(data)} bytes, expected {UART_IMAGE_BYTES}",
-                               data[:64])
+def unpack_image(data: bytes, bits: ImageBits = 4) -> NDArray[np.uint8]:
+    """The UpImage data as 288 x 256 grey levels (4-bit samples x 17, so 0xF -> 255)."""
+    expected = IMAGE_BYTES[bits]
+    if len(data) != expected:
+        raise FrameLengthError(f"image of {len(data)} bytes, expected {expected}", data[:64])
+    if bits == 8:
+        return np.frombuffer(data, dtype=np.uint8).reshape(IMAGE_HEIGHT, IMAGE_WIDTH).copy()
     packed = np.frombuffer(data, dtype=np.uint8).reshape(IMAGE_HEIGHT, IMAGE_WIDTH // 2)
     out = np.empty((IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
     out[:, 0::2] = (packed >> 4) * 17

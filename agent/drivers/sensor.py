@@ -23,10 +23,20 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.drivers.sensor_parameters import SensorTimings
+
 if TYPE_CHECKING:
     from agent.config import SensorConfig
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Capture", "ChecksumError", "DeviceRefusedError", "FingerprintSensor", "FrameLengthError",
+    "Guidance", "NoFinger", "ProtocolError", "Reconnecting", "SensorBusyError",
+    "SensorDisconnected", "SensorError", "SensorState", "SensorStatus", "SensorTimeoutError",
+    "SensorTimings", "UnexpectedPacketError", "UnknownConfirmationError", "UsbTransferError",
+    "map_status", "open_sensor",
+]
 
 
 class Guidance(Enum):
@@ -175,33 +185,6 @@ def map_status(
     if status_register & STATUS_BUSY_BIT:
         return SensorStatus(SensorState.BUSY, confirmation, "module busy")
     return SensorStatus(SensorState.READY, confirmation)
-
-
-# --- timings ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SensorTimings:
-    """Timeouts and retry counts of the sensor drivers (tests shorten them).
-
-    The defaults suit a real R30x/R503 at 57600 baud: GenImg answers in about
-    0.3-0.5 s, an UpImage of 36,864 bytes needs about 7 s on the wire.
-    """
-
-    reply_timeout_s: float = 2.0  # one command -> its acknowledge
-    data_timeout_s: float = 2.0  # gap allowed between two data packets
-    poll_interval_s: float = 0.05  # pause between two GenImg polls
-    command_retries: int = 3  # resend after a corrupt or missing reply
-    reconnect_interval_s: float = 0.25  # pause between two reopen attempts
-    status_wait_s: float = 0.2  # a status query waits this long for a capture in progress
-    usb_timeout_ms: int = 2000  # one bulk transfer
-
-    def __post_init__(self) -> None:
-        for name in ("reply_timeout_s", "data_timeout_s", "reconnect_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.poll_interval_s < 0 or self.command_retries < 1 or self.usb_timeout_ms <= 0:
-            raise ValueError("poll_interval_s >= 0, command_retries >= 1, usb_timeout_ms > 0")
 
 
 # --- reconnecting ----------------------------------------------------------------

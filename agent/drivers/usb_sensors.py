@@ -47,6 +47,11 @@ from agent.drivers.sensor import (
     UsbTransferError,
     map_status,
 )
+from agent.drivers.sensor_parameters import (
+    AES3500_FINGER_STD,
+    NB1010_DETECT_THRESHOLD,
+    NB1010_SETTLE_S,
+)
 from agent.drivers.transport import TransportUnavailableError, UsbDevice, find_usb, usb_errno
 
 log = logging.getLogger(__name__)
@@ -195,14 +200,12 @@ class Nb1010Driver(_BulkDevice):
     LINES_PER_PARTIAL = 2
     PARTIAL_MAGIC = bytes.fromhex("8021")
     DETECT_LEVEL_BYTE = 12
-    DETECT_THRESHOLD = 0x60  # level above which a finger is on the sensor
-    SETTLE_S = 0.05  # the sensor needs a moment between command and answer
 
     def finger_present(self) -> bool:
         """Ask for the detection level."""
         self.send(self.CHECK_FINGER)
         reply = self.recv(self.REPLY_LEN)
-        return reply[self.DETECT_LEVEL_BYTE] > self.DETECT_THRESHOLD
+        return reply[self.DETECT_LEVEL_BYTE] > NB1010_DETECT_THRESHOLD
 
     def read_frame(self) -> NDArray[np.uint8]:
         """Run pre-capture and capture, then assemble the 90 partials."""
@@ -211,7 +214,7 @@ class Nb1010Driver(_BulkDevice):
         self.recv(self.REPLY_LEN)
         self.send(self.CAPTURE)
         self.recv(self.REPLY_LEN)
-        time.sleep(self.SETTLE_S)
+        time.sleep(NB1010_SETTLE_S)
         frame = np.empty((m.height, m.width), dtype=np.uint8)
         n_partials = m.height // self.LINES_PER_PARTIAL
         payload = self.LINES_PER_PARTIAL * m.width
@@ -258,7 +261,6 @@ class Aes3500Driver(_BulkDevice):
         "9000911C9208930094079500961F9704982899009A0B9B009C009D099E539F6B",
         "80008100", "8104",
     ))
-    FINGER_STD = 12.0  # grey-level spread above which the frame holds ridges
 
     def __init__(self, dev: UsbDevice, timings: SensorTimings | None = None) -> None:
         super().__init__(dev, timings)
@@ -295,7 +297,7 @@ class Aes3500Driver(_BulkDevice):
     def finger_present(self) -> bool:
         """Scan and look for ridges (the AES3500 has no separate detection command)."""
         frame = self.read_frame()
-        present = float(frame.std()) > self.FINGER_STD
+        present = float(frame.std()) > AES3500_FINGER_STD
         self._pending = frame if present else None
         return present
 

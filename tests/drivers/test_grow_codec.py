@@ -247,6 +247,15 @@ def test_image_quantisation_round_trip() -> None:
         pack_image(img[:, :200])
 
 
+def test_eight_bit_images_are_sent_as_is() -> None:
+    img = np.arange(288 * 256, dtype=np.uint32).reshape(288, 256).astype(np.uint8)
+    data = pack_image(img, 8)
+    assert len(data) == 73728 and data[:3] == b"\x00\x01\x02"
+    assert np.array_equal(unpack_image(data, 8), img)
+    with pytest.raises(FrameLengthError):
+        unpack_image(data, 4)
+
+
 def test_system_parameters_vector() -> None:
     raw = bytes.fromhex("0004 0009 00C8 0003 FFFFFFFF 0002 0006".replace(" ", ""))
     sp = SystemParameters.from_bytes(raw)

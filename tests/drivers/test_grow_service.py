@@ -52,7 +52,7 @@ def sim() -> Iterator[GrowSensorSimulator]:
 def expected_capture(sim: GrowSensorSimulator) -> NDArray[np.uint8]:
     seen = sim.finger_image
     assert seen is not None
-    return (seen >> 4) * 17  # what 4-bit UART transfer leaves of it
+    return ((seen >> 4) * 17).astype(np.uint8)  # what 4-bit UART transfer leaves of it
 
 
 def capture(sensor: GrowSensor, timeout_s: float = 5.0) -> Capture:
@@ -269,6 +269,19 @@ def test_silent_ring_less_module_costs_one_timeout() -> None:
         sensor.guide(Guidance.ACCEPTED)
         assert sim.commands == before
         assert sensor.status().state is SensorState.READY  # the line is clean again
+
+
+def test_eight_bit_upimage(finger: tuple[NDArray[np.uint8], int]) -> None:
+    with GrowSensorSimulator(Scenario("usb-8bit", "test", image_bits=8)) as sim:
+        port = open_serial(sim.path, 57600, 0.02)
+        try:
+            dev = GrowDevice(port, timings=FAST, image_bits=8)
+            dev.read_sys_para()
+            sim.press(*finger)
+            assert dev.gen_img() is Confirmation.OK
+            assert np.array_equal(dev.up_image(), sim.finger_image)  # no quantisation
+        finally:
+            port.close()
 
 
 def test_device_api_extras(sim: GrowSensorSimulator,
