@@ -1,0 +1,54 @@
+#!/bin/sh
+# Assemble a bootable Raspberry Pi SD card image from a root filesystem made
+# by build-rootfs.sh (a directory). Rootless and reproducible: the partition
+# table, the FAT boot partition (mtools) and the ext4 root (mke2fs -d) are
+# written into a plain file with fixed UUIDs and SOURCE_DATE_EPOCH times.
+#
+#   images/build-sdcard.sh ROOTFS_DIR OUTPUT.img
+#
+# Layout: p1 KESP-BOOT (FAT32, 256 MiB, /boot/firmware: Pi firmware, kernel,
+# config.txt, cmdline.txt), p2 kesp-root (ext4, mounted read-only). The state
+# partition p3 (kesp-state) is appended on the card by the first boot
+# (systemd-repart, images/files/repart.d), so the image stays small and the
+# partition fills whatever card is used.
+#
+# Needs: sfdisk (fdisk), mkfs.vfat (dosfstools), mcopy (mtools), mke2fs >= 1.43.
+set -eu
+rootfs=${1:?usage: build-sdcard.sh ROOTFS_DIR OUTPUT.img}
+out=${2:?usage: build-sdcard.sh ROOTFS_DIR OUTPUT.img}
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
+export SOURCE_DATE_EPOCH E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
+boot_mib=256
+root_mib=$(( $(du -sm --exclude=./boot/firmware "$rootfs" | cut -f1) * 13 / 10 + 64 ))
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Boot partition: what raspi-firmware installed, and the kernel command line
+# pointing at the read-only root by label.
+mkdir -p "$work/boot"
+if [ -d "$rootfs/boot/firmware" ]; then cp -a "$rootfs/boot/firmware/." "$work/boot/"; fi
+printf 'console=tty1 root=LABEL=kesp-root rootfstype=ext4 ro fsck.repair=yes rootwait quiet\n' \
+    > "$work/boot/cmdline.txt"
+[ -e "$work/boot/config.txt" ] || printf 'arm_64bit=1\nenable_uart=1\n' > "$work/boot/config.txt"
+truncate -s "${boot_mib}M" "$work/boot.img"
+mkfs.vfat -F 32 -n KESP-BOOT -i 4b455350 "$work/boot.img" >/dev/null
+( cd "$work/boot" && find . -mindepth 1 -maxdepth 1 -exec mcopy -s -p -i "$work/boot.img" {} ::/ \; )
+
+# Root partition, populated from the directory without mounting anything.
+truncate -s "${root_mib}M" "$work/root.img"
+mke2fs -q -t ext4 -L kesp-root -U 4b455350-0000-4000-8000-726f6f746673 \
+    -E hash_seed=4b455350-0000-4000-8000-000000000000 -d "$rootfs" "$work/root.img"
+
+# The card: MBR (the Pi boot ROM reads it), boot then root.
+total=$(( 4 + boot_mib + root_mib ))
+truncate -s 0 "$out"
+truncate -s "${total}M" "$out"
+sfdisk --quiet "$out" <<TABLE
+label: dos
+label-id: 0x4b455350
+start=4MiB, size=${boot_mib}MiB, type=c, bootable
+start=$(( 4 + boot_mib ))MiB, size=${root_mib}MiB, type=83
+TABLE
+dd if="$work/boot.img" of="$out" bs=1M seek=4 conv=notrunc status=none
+dd if="$work/root.img" of="$out" bs=1M seek=$(( 4 + boot_mib )) conv=notrunc status=none
+echo "wrote $out: boot ${boot_mib} MiB, root ${root_mib} MiB; sha256 $(sha256sum "$out" | cut -d' ' -f1)"

@@ -1,0 +1,55 @@
+#!/bin/sh
+# mmdebstrap customize hook: install the agent and its system integration
+# into the root filesystem "$1". Called by build-rootfs.sh with KESP_SRC,
+# KESP_WHEELHOUSE and KESP_TARGET_CPU set.
+set -eu
+root=${1:?root}
+src=${KESP_SRC:?}
+wheels=${KESP_WHEELHOUSE:?}
+cpu=${KESP_TARGET_CPU:?}
+files=$src/images/files
+
+# --- the agent, offline from the pinned wheelhouse
+mkdir -p "$root/opt/kesp" "$root/tmp/wheelhouse"
+cp "$wheels"/* "$root/tmp/wheelhouse/"
+chroot "$root" python3 -m venv /opt/kesp/venv
+chroot "$root" /opt/kesp/venv/bin/pip install --quiet --no-index --no-cache-dir \
+    --find-links /tmp/wheelhouse -r /tmp/wheelhouse/requirements.lock kesp-kiosk-agent
+rm -rf "$root/tmp/wheelhouse"
+mkdir -p "$root/opt/kesp/docs"
+cp "$src"/docs/*.md "$root/opt/kesp/docs/" 2>/dev/null || true
+
+# --- users, directories, units, rules
+install -D -m 0644 "$src/systemd/kesp.sysusers.conf" "$root/usr/lib/sysusers.d/kesp.conf"
+install -D -m 0644 "$src/systemd/kesp.tmpfiles.conf" "$root/usr/lib/tmpfiles.d/kesp.conf"
+install -D -m 0644 "$src/systemd/kesp-agent.service" "$root/etc/systemd/system/kesp-agent.service"
+install -D -m 0644 "$src/systemd/99-kesp.rules" "$root/etc/udev/rules.d/99-kesp.rules"
+sed "s/@KESP_TARGET_CPU@/$cpu/" "$files/systemd/kesp-agent.service.d/image.conf" \
+    > "$root/etc/systemd/system/kesp-agent.service.d.tmp"
+install -D -m 0644 "$root/etc/systemd/system/kesp-agent.service.d.tmp" \
+    "$root/etc/systemd/system/kesp-agent.service.d/image.conf"
+rm "$root/etc/systemd/system/kesp-agent.service.d.tmp"
+install -D -m 0644 "$files/systemd/kesp-firstboot.service" \
+    "$root/etc/systemd/system/kesp-firstboot.service"
+install -D -m 0755 "$files/firstboot" "$root/usr/lib/kesp/firstboot"
+install -D -m 0644 "$files/repart.d/50-kesp-state.conf" "$root/usr/lib/repart.d/50-kesp-state.conf"
+install -D -m 0644 "$files/journald.conf" "$root/etc/systemd/journald.conf.d/kesp.conf"
+install -D -m 0644 "$files/20-wired.network" "$root/etc/systemd/network/20-wired.network"
+install -m 0644 "$files/fstab" "$root/etc/fstab"
+install -m 0644 "$files/issue" "$root/etc/issue"
+chroot "$root" systemd-sysusers
+chroot "$root" systemd-tmpfiles --create /usr/lib/tmpfiles.d/kesp.conf
+mkdir -p "$root/data" "$root/var/lib/systemd/timesync"
+systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
+    systemd-networkd.service systemd-timesyncd.service
+
+# --- Numba cache, compiled for the target CPU (LLVM cpu name), kept
+# read-only in the image; first boot copies it onto the state partition.
+chroot "$root" env NUMBA_CACHE_DIR=/usr/lib/kesp/numba-cache NUMBA_CPU_NAME="$cpu" \
+    /opt/kesp/venv/bin/python -c "from agent.match.matcher import warm_up; warm_up()"
+chmod -R a+rX "$root/usr/lib/kesp/numba-cache"
+
+# --- reproducibility and first boot: no machine identity baked in
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+rm -rf "$root/var/lib/apt/lists"/* "$root/var/cache/apt"/*.bin
