@@ -279,6 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProvisionError, ConfigError) as exc:
         sys.stderr.write(f"kesp-provision: refused: {exc}\n")
         return EXIT_REFUSED
+    except OSError as exc:
+        # e.g. the service user running a root step: say which file, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"kesp-provision: refused: {exc.strerror}{where}\n")
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         sys.stderr.write("kesp-provision: interrupted; nothing was half-written\n")
         return EXIT_REFUSED

@@ -183,6 +183,16 @@ def test_wrong_user_is_refused(tmp_path: Path, cec: Path) -> None:
     assert proc.returncode == 1, proc
     assert "running as 'nobody': run this step as root (sudo) or as 'root'" in proc.stderr
     assert not (tmp_path / "etc").exists()
+    # the service user itself may run steps, but not write where only root can
+    proc = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-c", code, *argv[:-1], "nobody"],
+        check=False, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "HOME": "/"}, timeout=60,
+    )
+    assert proc.returncode == 1, proc
+    assert "refused: Permission denied: " in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "etc").exists()
     r = kp(*argv[:-1], "no-such-user-kesp")
     assert r.code == 1 and "service user 'no-such-user-kesp' does not exist" in r.err
 
