@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -70,13 +71,19 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _libc_name() -> str | None:
+    # find_library may run ldconfig: resolve once, not on every health sample.
+    return ctypes.util.find_library("c")
+
+
 def clock_sync_state() -> ClockSync:
     """Kernel NTP state via ``adjtimex`` (read-only): synchronised or not.
 
     chrony, ntpd and systemd-timesyncd all clear STA_UNSYNC once the clock is
     disciplined, so this works whichever daemon the image uses.
     """
-    name = ctypes.util.find_library("c")
+    name = _libc_name()
     if name is None:
         return "unknown"
     try:

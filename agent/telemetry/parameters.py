@@ -54,5 +54,8 @@ class TelemetryTuning:
     """How long ``stop(graceful=True)`` waits for the death message's PUBACK."""
     command_window_s: float = 300.0
     """A signed ops command older or newer than this (by its own clock) is refused."""
+    unheard_retry_s: float = 5.0
+    """After a PUBACK saying "no matching subscribers" (ops not subscribed),
+    wait this long before publishing the kept records again."""
     idle_tick_s: float = 0.5
     """Longest sleep of the publisher loop when nothing happens (keepalive, health)."""

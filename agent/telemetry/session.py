@@ -68,6 +68,8 @@ from agent.telemetry.parameters import MAX_MESSAGE_BYTES, TelemetryTuning
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
+_BIRTH = -1
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 _ENVELOPE_OVERHEAD = 512  # signature + header fields, generous
 
 
@@ -169,7 +171,7 @@ class Telemetry:
         # Filled by paho callbacks (run on our own thread inside loop_read).
         self._connack: ReasonCode | None = None
         self._link_up = False
-        self._puback: list[tuple[int, bool]] = []
+        self._puback: list[tuple[int, int]] = []
         self._commands: list[bytes] = []
 
     # ---------------------------------------------------------------- public API
@@ -391,7 +393,7 @@ class Telemetry:
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode,
                     _p: Properties | None) -> None:
-        self._puback.append((mid, not rc.is_failure))
+        self._puback.append((mid, int(rc.value)))
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._commands.append(bytes(msg.payload))
@@ -465,9 +467,11 @@ class Telemetry:
 
     def _connected_loop(self, client: mqtt.Client, death: bytes) -> None:
         client.subscribe(self._topic("cmd"), qos=1)
-        inflight: dict[int, int] = {}  # mid -> n (0 for birth/resend)
-        inflight[self._publish_birth(client)] = 0
+        inflight: dict[int, int] = {}  # mid -> n (0: resend, _BIRTH: birth)
+        inflight[self._publish_birth(client)] = _BIRTH
         seq = 1
+        hold_until = 0.0  # no subscriber: wait before publishing more
+        birth_again = False
         self._pointer = 0
         self._live_boot = self._boot
         self._uplink = Uplink.CONNECTED
@@ -478,13 +482,24 @@ class Telemetry:
             if self._puback:
                 done, self._puback = self._puback, []
                 ok_ns = []
-                for mid, ok in done:
+                unheard: list[int] = []
+                for mid, code in done:
                     n = inflight.pop(mid, 0)
-                    if not ok:
-                        log.error("broker refused publish n=%d; reconnecting", n)
+                    if code >= 0x80:
+                        log.error("broker refused publish n=%d (reason %#x); reconnecting", n, code)
                         return
-                    if n:
+                    if code == _NO_MATCHING_SUBSCRIBERS:
+                        # Accepted by the broker but nobody (no ops) subscribed: it
+                        # would be dropped, so keep it queued and try again.
+                        if n == _BIRTH:
+                            birth_again = True
+                        elif n > 0:
+                            unheard.append(n)
+                    elif n > 0:
                         ok_ns.append(n)
+                if unheard or birth_again:
+                    self._pointer = min([self._pointer, *(u - 1 for u in unheard)])
+                    hold_until = time.monotonic() + self.tuning.unheard_retry_s
                 if ok_ns:
                     self.outbox.ack(ok_ns)
                     self._last_ack_ms = _now_ms()
@@ -498,7 +513,7 @@ class Telemetry:
                     if action is None:
                         continue
                     if action[0] == "rebirth":
-                        inflight[self._publish_birth(client)] = 0
+                        inflight[self._publish_birth(client)] = _BIRTH
                         seq = 1
                     else:
                         resend.extend(
@@ -506,6 +521,12 @@ class Telemetry:
                         )
             # fill the window: resend requests first, then new rows
             room = self.tuning.inflight_window - len(inflight)
+            if time.monotonic() < hold_until:
+                room = 0
+            elif birth_again:
+                birth_again = False
+                inflight[self._publish_birth(client)] = _BIRTH
+                seq = 1
             while room > 0 and resend:
                 rows = self.outbox.resend_rows(resend[0], resend[0], 1)
                 resend.popleft()
@@ -515,7 +536,11 @@ class Telemetry:
                     seq = (seq + 1) % 256
                     room -= 1
             if room > 0:
+                flying = set(inflight.values())
                 for row in self.outbox.pending(self._pointer, room):
+                    if row.n in flying:
+                        self._pointer = row.n
+                        continue
                     topic, data = self._row_message(row, seq)
                     info = client.publish(topic, data, qos=1)
                     if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -525,6 +550,8 @@ class Telemetry:
                     self._published += 1
                     seq = (seq + 1) % 256
             wait = min(self.tuning.idle_tick_s, self._maybe_health())
+            if hold_until > time.monotonic():
+                wait = min(wait, hold_until - time.monotonic())
             if not self._io(client, wait) or not self._link_up:
                 log.info("telemetry link lost (boot %d)", self._boot)
                 return
@@ -571,7 +598,7 @@ class Telemetry:
         elif ok and cmd == "resend":
             lo, hi = env.payload.get("from"), env.payload.get("to")
             valid = isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi
-            action = ("resend", int(lo), min(int(hi), self._pointer)) if valid else None  # type: ignore[arg-type]
+            action = ("resend", int(lo), min(int(hi), self.outbox.last_n())) if valid else None  # type: ignore[arg-type]
         else:
             action = None
         if action is None:

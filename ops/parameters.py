@@ -1,0 +1,37 @@
+"""Tuned constants of the ops console in one place (tests pass shorter values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OpsTuning:
+    """Windows, batch sizes and alert thresholds of :class:`ops.service.OpsService`."""
+
+    max_age_s: float = 36 * 3600.0
+    """Oldest acceptable ``sent`` time. Kiosks re-sign buffered records when they
+    publish them, so only a message that sat in the broker (ops offline) or a
+    replay is this old; replays are caught by the dedup store anyway, so the
+    window only bounds how long dedup state must be kept (one election day)."""
+    max_future_s: float = 300.0
+    """A kiosk clock this far ahead of ops is refused (and shown as clock skew)."""
+    skew_alert_s: float = 30.0
+    """|sent - received| above this on a live message raises a clock-skew alert."""
+    offline_alert_s: float = 300.0
+    """A kiosk not heard from for this long is listed as offline in ``watch``."""
+    batch_max: int = 500
+    """Messages verified and committed in one store transaction."""
+    batch_wait_s: float = 0.02
+    """How long the ingest thread waits to fill a batch before committing."""
+    reorder_timeout_s: float = 10.0
+    """A gap in a kiosk's counter older than this triggers a signed resend request
+    (Sparkplug's reorder timeout)."""
+    command_interval_s: float = 10.0
+    """At most one rebirth/resend command per kiosk per this interval."""
+    session_expiry_s: int = 7 * 24 * 3600
+    """Broker keeps ops' subscription and queued messages this long while ops is down."""
+    keepalive_s: int = 30
+    reconnect_min_s: int = 1
+    reconnect_max_s: int = 30
+    """paho's reconnect backoff towards the broker (whole seconds)."""

@@ -1,0 +1,98 @@
+"""End to end against a real mosquitto: outages, wiped broker, flapping link, kill -9."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import World, turnout, until
+
+from agent.telemetry import Telemetry, Uplink
+from ops.service import OpsService
+
+
+def _vote(tel: Telemetry, i: int, ledger: dict[str, list[int]]) -> None:
+    ledger["event"].append(tel.emit("event", {"event": "slip.printed", "kiosk_no": i}))
+    ledger["turnout"].append(tel.emit("turnout", turnout(i)))
+
+
+def _assert_exact(ops: OpsService, device: str, ledger: dict[str, list[int]], total: int) -> None:
+    assert until(lambda: ops.turnout().by_device.get(device) is not None
+                 and ops.turnout().by_device[device].identified == total
+                 and len(ops.store.events(device)) == len(ledger["event"]), 30), (
+        ops.turnout().by_device.get(device), len(ops.store.events(device)), ops.stats())
+    events = ops.store.events(device)
+    assert [n for n, _, _ in events] == ledger["event"]  # every event once, in order
+    assert [p["kiosk_no"] for _, _, p in events] == list(range(1, total + 1))
+    log = ops.store.turnout_log(device)
+    assert [n for n, _ in log] == ledger["turnout"]
+    assert [i for _, i in log] == list(range(1, total + 1))
+
+
+def test_broker_outage_mid_day_exact_counts(world: World) -> None:
+    ops = world.ops()
+    k1, k2 = world.kiosk("k-1"), world.kiosk("k-2")
+    k3 = world.kiosk("k-3", station="st-2", district="d-2")
+    ledgers = {k: {"event": [], "turnout": []} for k in ("k-1", "k-2", "k-3")}
+    for i in range(1, 31):
+        for tel, name in ((k1, "k-1"), (k2, "k-2"), (k3, "k-3")):
+            _vote(tel, i, ledgers[name])
+        if i == 10:
+            world.broker.stop()  # the uplink goes away; voting goes on
+            assert until(lambda: k1.uplink is Uplink.DISCONNECTED, 5)
+        if i == 20:
+            assert k1.outbox_depth() >= 20
+            world.broker.start()
+    for tel in (k1, k2, k3):
+        assert tel.flush(20)
+    for name in ("k-1", "k-2", "k-3"):
+        _assert_exact(ops, name, ledgers[name], 30)
+    summary = ops.turnout()
+    assert summary.by_station["st-1"].identified == 60
+    assert summary.by_district["d-2"].identified == 30
+    assert summary.by_district["d-1"].by_hour == {"08": 60}
+    stats = ops.stats()
+    assert set(stats.rejected) <= {"duplicate"}  # redeliveries only, all counted once
+    assert all(d.online for d in ops.devices())
+
+
+def test_broker_wiped_while_ops_away_is_recovered_by_resend(world: World) -> None:
+    ops = world.ops()
+    tel = world.kiosk("k-1")
+    ledger: dict[str, list[int]] = {"event": [], "turnout": []}
+    for i in range(1, 6):
+        _vote(tel, i, ledger)
+    assert tel.flush(10)
+    assert until(lambda: len(ops.store.events("k-1")) == 5, 10)
+    ops.stop()
+    world.services.clear()
+    # The broker acknowledges these and queues them for the absent ops session ...
+    for i in range(6, 16):
+        _vote(tel, i, ledger)
+    assert tel.flush(10) and tel.outbox_depth() == 0
+    # ... then loses them: its persistence is wiped.
+    world.broker.restart(wipe=True)
+    ops = world.ops()
+    # The kiosk's new birth announces last_n; ops sees the gap and asks for a resend.
+    _assert_exact(ops, "k-1", ledger, 15)
+    assert ops.commands_sent >= 1
+    assert tel.status().commands_accepted >= 1
+
+
+def test_flapping_uplink(world: World) -> None:
+    ops = world.ops()
+    tel = world.kiosk("k-1")
+    ledger: dict[str, list[int]] = {"event": [], "turnout": []}
+    i = 0
+    for cycle in range(4):
+        for _ in range(8):
+            i += 1
+            _vote(tel, i, ledger)
+            time.sleep(0.01)
+        if cycle % 2:
+            world.broker.kill()  # abrupt: no persistence flush
+        else:
+            world.broker.stop()
+        time.sleep(0.3)
+        world.broker.start()
+    assert tel.flush(20)
+    _assert_exact(ops, "k-1", ledger, i)
