@@ -26,6 +26,7 @@ from agent.drivers.grow_codec import (
     CHAR_FILE_BYTES,
     DATA_PACKET_SIZES,
     DEFAULT_ADDRESS,
+    IMAGE_BYTES,
     IMAGE_DPI,
     READY_BYTE,
     AuraLed,
@@ -132,10 +133,27 @@ class GrowDevice:
             if chunk:
                 self._reader.feed(chunk)
 
-    def resync(self) -> None:
+    def drain_limit(self, instruction: Instruction) -> float:
+        """Longest a resync may wait for the line to fall quiet after ``instruction``.
+
+        After a corrupt UpImage acknowledge the module may still be streaming
+        the whole image (about 7 s at 57600 baud); resending before it is done
+        would mix two transfers.
+        """
+        if instruction not in (Instruction.UP_IMAGE, Instruction.UP_CHAR):
+            return self.timings.data_timeout_s
+        if instruction is Instruction.UP_IMAGE:
+            size = IMAGE_BYTES[self.image_bits]
+        else:
+            size = CHAR_FILE_BYTES
+        wire_s = size * 1.1 * 10 / max(1, self.port.baudrate)  # 10 bits a byte, 10 % framing
+        return self.timings.data_timeout_s + wire_s
+
+    def resync(self, limit_s: float | None = None) -> None:
         """Drop whatever is on the line until it has been quiet for a moment."""
         quiet_until = time.monotonic() + 3 * READ_SLICE_S
-        hard_stop = time.monotonic() + self.timings.data_timeout_s
+        hard_stop = time.monotonic() + (self.timings.data_timeout_s if limit_s is None
+                                        else limit_s)
         while time.monotonic() < hard_stop:
             if self._read(4096):
                 quiet_until = time.monotonic() + 3 * READ_SLICE_S
@@ -161,7 +179,7 @@ class GrowDevice:
             except (ProtocolError, SensorTimeoutError) as exc:
                 log.warning("%s: %s; resynchronising", instruction.name, exc)
                 last = exc
-                self.resync()
+                self.resync(self.drain_limit(instruction))
         if last is None:  # attempts < 1 is refused by SensorTimings
             raise ValueError("retries must be >= 1")
         raise last
@@ -221,7 +239,7 @@ class GrowDevice:
                 # The module keeps its image buffer, so asking again is safe.
                 log.warning("UpImage transfer failed: %s; asking again", exc)
                 last = exc
-                self.resync()
+                self.resync(self.drain_limit(Instruction.UP_IMAGE))
         if last is None:
             raise ValueError("command_retries must be >= 1")
         raise last
