@@ -331,6 +331,24 @@ def _score(
     ``*_w`` rows are ``[validity mask, layer 0 .. layer nd-1]``, ``*_g`` rows
     the geometry columns ``G_*``.
     """
+    return _lssr(a_w, a_g, b_w, b_g, p, lut, np.empty((0, 2), np.int32))
+
+
+@njit
+def _lssr(
+    a_w: NDArray[np.uint64],
+    a_g: NDArray[np.float32],
+    b_w: NDArray[np.uint64],
+    b_g: NDArray[np.float32],
+    p: NDArray[np.float64],
+    lut: NDArray[np.float64],
+    pairs_out: NDArray[np.int32],
+) -> float:
+    """``_score``, also writing the consolidated cylinder pairs into ``pairs_out`` rows.
+
+    ``pairs_out`` has ``max_np`` rows (or none, to skip); unused rows stay -1.
+    """
+    pairs_out[:] = -1
     na = a_w.shape[0]
     nb = b_w.shape[0]
     if na == 0 or nb == 0:
@@ -414,6 +432,9 @@ def _score(
         + round(_sigmoid(nmin, p[prm.P_MU_P], p[prm.P_TAU_P]) * (p[prm.P_MAX_NP] - p[prm.P_MIN_NP]))
     )
     if r < 2:
+        if len(pairs_out):
+            pairs_out[0, 0] = sel_a[0]
+            pairs_out[0, 1] = sel_b[0]
         return float(lam0[0]) / n_p
     # Stage 3b: relaxation by pairwise geometric compatibility (table lookups).
     rho = np.zeros((r, r))
@@ -474,6 +495,9 @@ def _score(
     total = 0.0
     for q in range(take):
         total += cur[top[q]]
+        if q < len(pairs_out):
+            pairs_out[q, 0] = sel_a[top[q]]
+            pairs_out[q, 1] = sel_b[top[q]]
     return total / n_p
 
 
@@ -582,6 +606,12 @@ class Matcher:
     def compare_prepared(self, a: Prepared, b: Prepared) -> float:
         """Similarity of two prepared templates, in [0, 1]."""
         return float(_score(a.words, a.geometry, b.words, b.geometry, self._p, self._lut))
+
+    def pairs(self, a: Prepared, b: Prepared) -> tuple[float, list[tuple[int, int]]]:
+        """Score and the consolidated (row in ``a``, row in ``b``) cylinder pairs behind it."""
+        out = np.full((self.params.max_np, 2), -1, np.int32)
+        score = float(_lssr(a.words, a.geometry, b.words, b.geometry, self._p, self._lut, out))
+        return score, [(int(i), int(j)) for i, j in out if i >= 0]
 
     def compare(self, a: Template, b: Template) -> float:
         """Similarity of two templates in [0, 1]; higher = more similar; symmetric."""
