@@ -212,6 +212,10 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
         self.recording = recording
         self.faults = faults
         self.loop = loop
+        # Device-side presence for the demo and tests: when False, the transfer
+        # that reveals the finger (NB-1010 detection level, AES3500 image) is
+        # answered as an empty sensor would. Not recorded traffic: simulated.
+        self.finger_on = True
         self._dev_desc, self._configs = _parse_descriptors(recording.descriptors)
         bus, addr = recording.dev_path.rsplit("/", 2)[-2:]
         self._dev_desc.bus, self._dev_desc.address = int(bus), int(addr)
@@ -365,6 +369,14 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
             session = dev_handle.session
             i = self._next(session, False, ep)
             u = self.recording.urbs[i]
+            first = next(x for x in self.recording.urbs if not x.is_in)
+            if self.loop and (u.endpoint, u.data) != (ep, sent) and (first.endpoint,
+                                                                   first.data) == (ep, sent):
+                # In a loop the driver may start its sequence over at any point
+                # (e.g. polling "finger?" again while the finger stays).
+                session.consumed = [False] * len(session.consumed)
+                i = self._next(session, False, ep)
+                u = self.recording.urbs[i]
             if u.endpoint != ep or u.data != sent:
                 raise ReplayMismatchError(
                     f"driver wrote {sent[:16].hex()} ({len(sent)} bytes) to {ep:#04x}; "
@@ -387,11 +399,37 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
                     f"driver reads {len(buff)} bytes from {ep:#04x}; line {u.line} "
                     f"recorded a {u.buffer_length}-byte transfer")
             session.consumed[i] = True
+            data = u.data[: u.actual_length]
+            if not self.finger_on:
+                blank = self._no_finger(i)
+                if blank is not None:
+                    # The sensor saw nothing: the driver will poll again from
+                    # the top of its sequence, so the replay starts over too.
+                    data = blank
+                    session.consumed = [False] * len(session.consumed)
         if u.status:
             raise usb.core.USBError("recorded failure", errno=-u.status)
-        data = u.data[: u.actual_length]
         buff[: len(data)] = array.array("B", data)
         return len(data)
+
+    def _no_finger(self, i: int) -> bytes | None:
+        """The answer an empty sensor gives instead of recorded IN ``i``, if ``i`` is the
+        transfer that reveals the finger (None otherwise)."""
+        urbs = self.recording.urbs
+        u = urbs[i]
+        key = (self.recording.vendor, self.recording.product)
+        if key == (Nb1010Driver.MODEL.vendor, Nb1010Driver.MODEL.product):
+            if i > 0 and urbs[i - 1].data == Nb1010Driver.CHECK_FINGER:
+                level = Nb1010Driver.DETECT_LEVEL_BYTE
+                return u.data[:level] + b"\x00" + u.data[level + 1 : u.actual_length]
+        elif (key == (Aes3500Driver.MODEL.vendor, Aes3500Driver.MODEL.product)
+              and u.buffer_length == Aes3500Driver.READ_LEN):
+            out = bytearray(u.data[: u.actual_length])
+            step = Aes3500Driver.MODEL.width * Aes3500Driver.FRAME_ROWS // 2 + 1
+            for f in range(Aes3500Driver.FRAMES):
+                out[f * step + 1 : (f + 1) * step] = bytes(step - 1)  # a flat field
+            return bytes(out)
+        return None
 
     def intr_read(self, dev_handle: Any, ep: int, intf: int, buff: Any, timeout: int) -> int:
         raise ReplayMismatchError(f"interrupt read on {ep:#04x} is not in the recording")

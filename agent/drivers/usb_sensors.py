@@ -295,7 +295,12 @@ class Aes3500Driver(_BulkDevice):
         return out
 
     def finger_present(self) -> bool:
-        """Scan and look for ridges (the AES3500 has no separate detection command)."""
+        """Scan and look for ridges (the AES3500 has no separate detection command).
+
+        A frame with a finger is kept for the :meth:`read_frame` that follows,
+        so a capture costs one scan, not two.
+        """
+        self._pending = None  # always a fresh scan: a kept frame may be seconds old
         frame = self.read_frame()
         present = float(frame.std()) > AES3500_FINGER_STD
         self._pending = frame if present else None

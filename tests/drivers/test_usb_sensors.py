@@ -14,6 +14,7 @@ from agent.config import SensorConfig
 from agent.drivers.sensor import (
     Capture,
     Guidance,
+    NoFinger,
     SensorBusyError,
     SensorDisconnected,
     SensorState,
@@ -78,6 +79,22 @@ def test_open_sensor_factory_with_replay(rec_dir: Path, expected: NDArray[np.uin
         assert isinstance(got, Capture) and np.array_equal(got.image, expected)
     finally:
         sensor.close()
+
+
+@pytest.mark.parametrize("folder", ["nb1010", "aes3500"])
+def test_looping_replay_with_a_lifted_finger(shared_data: Path, folder: str) -> None:
+    d = shared_data / "usb-recordings" / folder
+    driver, raw, _ = replay_frame(d)
+    b = ReplayBackend(load_recording(d), loop=True)
+    with UsbSensor.open(driver, FAST, b) as sensor:
+        first = capture(sensor)
+        assert np.array_equal(first.image, driver.to_capture(raw).image)
+        assert sensor.wait_for_lift(0.05) is False  # the recorded finger is still there
+        b.finger_on = False
+        assert sensor.wait_for_lift(1.0) is True
+        assert sensor.wait_for_finger(0.05) == NoFinger()
+        b.finger_on = True
+        assert np.array_equal(capture(sensor).image, first.image)
 
 
 @pytest.mark.parametrize(("kind", "at"), [("ETIMEDOUT", 5), ("EPIPE", 3), ("ETIMEDOUT", 50)])
