@@ -380,6 +380,15 @@ class GrowSensor:
     def _run(self, op: Callable[[GrowDevice], T], deadline: float) -> T:
         return self._link.run(op, deadline)
 
+    def _gen_img(self, d: GrowDevice) -> Confirmation:
+        code = d.gen_img()
+        if code is Confirmation.MUST_VERIFY_PASSWORD:
+            # A power blip behind a bridge that stayed up: the module forgot
+            # the handshake but the port never went away.
+            d.verify_password(self.password)
+            code = d.gen_img()
+        return code
+
     # --- FingerprintSensor ---------------------------------------------------------
 
     def wait_for_finger(self, timeout_s: float) -> Capture | NoFinger:
@@ -389,13 +398,10 @@ class GrowSensor:
         def poll(d: GrowDevice) -> tuple[Confirmation, NDArray[np.uint8] | None]:
             # GenImg and UpImage form one unit: after a reconnect the module
             # has lost its image buffer, so both are repeated.
-            code = d.gen_img()
-            if code is Confirmation.MUST_VERIFY_PASSWORD:
-                # A power blip behind a bridge that stayed up: the module
-                # forgot the handshake but the port never went away.
-                d.verify_password(self.password)
-                code = d.gen_img()
+            code = self._gen_img(d)
             return code, d.up_image() if code is Confirmation.OK else None
+
+        last_logged: Confirmation | None = None
 
         while True:
             try:
@@ -407,8 +413,10 @@ class GrowSensor:
                 code, image = Confirmation(exc.code), None  # buffer lost (power blip)
             if image is not None:
                 return Capture(image, IMAGE_DPI)
-            if code not in (Confirmation.NO_FINGER, Confirmation.CAPTURE_FAILED):
-                log.info("GenImg answered %s; polling on", code.name)
+            if code not in (Confirmation.NO_FINGER, Confirmation.CAPTURE_FAILED) \
+                    and code is not last_logged:
+                log.info("GenImg answered %s; polling on", code.name)  # once per change
+            last_logged = code
             if time.monotonic() >= deadline:
                 return NoFinger()
             time.sleep(self.timings.poll_interval_s)
@@ -417,7 +425,7 @@ class GrowSensor:
         """Poll GenImg until it reports no finger."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if self._run(lambda d: d.gen_img(), deadline) is Confirmation.NO_FINGER:
+            if self._run(self._gen_img, deadline) is Confirmation.NO_FINGER:
                 return True
             if time.monotonic() >= deadline:
                 return False
