@@ -2,7 +2,8 @@
 
 Capture quality multiplies four factors in [0, 1]:
 
-* coverage - foreground area against QUALITY_AREA_FULL_MM2;
+* coverage - foreground area against QUALITY_AREA_FULL_MM2 (or 80 % of a
+  smaller sensor's area);
 * orientation certainty - mean coherence over the foreground;
 * ridge clarity - share of foreground blocks whose ridge period could be measured;
 * contrast - median grey-level spread of the foreground blocks.
@@ -54,7 +55,12 @@ def capture_quality(
         return NO_FINGER
     mm_per_px = 25.4 / STANDARD_DPI
     area = mask.area_px * mm_per_px * mm_per_px
-    coverage = min(area / P.QUALITY_AREA_FULL_MM2, 1.0)
+    # A small sensor (AES3500: 6.5 mm square) can never show 90 mm^2; asking
+    # the voter to press again would not help, so coverage is judged against
+    # what the sensor can show.
+    h, w = mask.pixels.shape
+    full = min(P.QUALITY_AREA_FULL_MM2, 0.8 * h * w * mm_per_px * mm_per_px)
+    coverage = min(area / full, 1.0)
     certainty = min(float(field.coherence[blocks].mean()) / P.QUALITY_COHERENCE_FULL, 1.0)
     clarity = float(period.measured[blocks].mean())
     contrast = min(float(np.median(mask.spread[blocks])) / P.QUALITY_CONTRAST_FULL, 1.0)
