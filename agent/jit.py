@@ -32,4 +32,5 @@ def njit_parallel(fn: F) -> F:
 
 def set_threads(n: int) -> None:
     """Limit the threads ``prange`` kernels may use (1 = single core)."""
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    ceiling = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(n, ceiling)))

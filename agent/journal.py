@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
-from agent.audit import AuditLog
+from agent.audit import AuditEntry, AuditLog
 from agent.event_ids import EventId
 
 
@@ -30,6 +30,13 @@ class AuditJournal:
         self._audit = audit
         self._telemetry = telemetry
         self._seen: set[tuple[str, str]] | None = None
+        if telemetry is not None:
+            # Every durable entry, including the checkpoints the log writes by
+            # itself, so ops can verify the whole chain from telemetry alone.
+            def forward(entry: AuditEntry) -> None:
+                telemetry.emit("event", entry.to_payload())
+
+            audit.subscribe(forward)
 
     def _index(self) -> set[tuple[str, str]]:
         if self._seen is None:
@@ -44,11 +51,9 @@ class AuditJournal:
 
     def record(self, event: str, **fields: object) -> None:
         """Append ``event`` to the audit log (durable), then queue it as telemetry."""
-        entry = self._audit.append(EventId(event), **fields)
+        self._audit.append(EventId(event), **fields)
         if "slip_serial" in fields:
             self._index().add((event, str(fields["slip_serial"])))
-        if self._telemetry is not None:
-            self._telemetry.emit("event", entry.to_payload())
 
     def turnout(self, counts: Mapping[str, object]) -> None:
         """Queue a cumulative turnout message."""

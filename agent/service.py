@@ -96,7 +96,7 @@ class Agent:
         if cfg.printer.kind == "escpos-serial":
             preflight_serial("printer", cfg.printer.port)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
-        clean = self._previous_stop_was_clean()
+        clean = self.audit.previous_close_clean or self.audit.head_seq == 0
         self.marks = MarkStore(
             state / "marks.sqlite", cfg.device_id, self.keys.signing,
             {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
@@ -129,13 +129,6 @@ class Agent:
         self.control = ControlServer(cfg.control_socket, self.station.command)
         self.times = StartupTimes(t1 - t0, t2 - t1, time.monotonic() - t0)
         self._stop = threading.Event()
-
-    def _previous_stop_was_clean(self) -> bool:
-        last = None
-        for entry in self.audit.entries():
-            if entry.event in (EventId.AGENT_STARTED, EventId.AGENT_STOPPED):
-                last = entry.event
-        return last in (None, EventId.AGENT_STOPPED)
 
     def _peer_names(self) -> list[str]:
         return [p.kiosk for p in self.peers.status()] if self.peers else []

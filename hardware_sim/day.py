@@ -225,6 +225,7 @@ class Rig:
             shutil.rmtree(self.out)
         (self.out / "dev").mkdir(parents=True)
         (self.out / "mosquitto").mkdir()
+        (self.out / "slips").mkdir()
         try:
             self.broker = PrivateMosquitto(workdir=self.out / "mosquitto")
             self.broker.start()
