@@ -139,6 +139,8 @@ class _Session:
     #: Set once the peer's first vector arrived: before that we do not know
     #: what it lacks and would send it everything.
     synced: bool = False
+    #: True once this is *the* session with the peer (see PeerSync._register).
+    registered: bool = False
     #: Kiosks the peer has its own live session with (from its last vector).
     links: frozenset[str] = frozenset()
 
@@ -472,9 +474,13 @@ class PeerSync:
                 writer=writer,
                 address=remote,
             )
-            if not self._register(session):
+            # A dialled session is fresh (the responder echoed our nonce); an
+            # accepted one only once its initiator signs a frame in it, so a
+            # replayed HELLO cannot displace a live session.
+            if dialed is not None and not self._register(session):
                 self._bye_nowait(session, "duplicate-session")
                 return peer
+            session.registered = dialed is not None
             sender_task = asyncio.create_task(self._sender(session))
             links = tuple(sorted(self._sessions))
             await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links))
@@ -606,6 +612,11 @@ class PeerSync:
                     "out-of-sequence", f"seq {env.seq} after {session.recv_seq}", env.sender
                 )
             session.recv_seq = env.seq
+            if not session.registered:
+                if not self._register(session):
+                    self._bye_nowait(session, "duplicate-session")
+                    return
+                session.registered = True
             with self._lock:
                 self._peers[session.peer].last_heard = time.monotonic()
             await self._dispatch(session, frame)
