@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import termios
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -159,10 +160,15 @@ class GrowDevice:
                 quiet_until = time.monotonic() + 3 * READ_SLICE_S
             elif time.monotonic() >= quiet_until:
                 break
+        self.flush_input()
+
+    def flush_input(self) -> None:
+        """Forget received bytes nobody asked for (a late reply to an abandoned command
+        must not be taken for the answer to the next one)."""
         self._reader.clear()
         try:
             self.port.reset_input_buffer()
-        except OSError as exc:
+        except (OSError, termios.error) as exc:  # tcflush on a vanished tty: termios.error
             raise SensorDisconnected(f"flush failed: {exc}") from exc
 
     def transact(self, instruction: Instruction, params: bytes = b"",
@@ -171,6 +177,7 @@ class GrowDevice:
         attempts = self.timings.command_retries if retries is None else retries
         last: SensorError | None = None
         for _ in range(attempts):
+            self.flush_input()
             self.send(Packet.command(instruction, params, self.address))
             try:
                 ack = self.receive(self.timings.reply_timeout_s)
@@ -266,7 +273,14 @@ class GrowDevice:
             raise ValueError(f"baud {baud} is not 9600 x 1..12")
         self.set_sys_para(Register.BAUD, baud // BAUD_UNIT)
         time.sleep(READ_SLICE_S)  # let the ack leave before the line speed changes
-        self.port.baudrate = baud
+        self.set_line_speed(baud)
+
+    def set_line_speed(self, baud: int) -> None:
+        """Change the host side of the line only (the module keeps its speed)."""
+        try:
+            self.port.baudrate = baud
+        except (OSError, termios.error) as exc:
+            raise SensorDisconnected(f"cannot set {baud} baud: {exc}") from exc
 
     def set_packet_size(self, size: int) -> None:
         """Set the data packet size (32/64/128/256)."""
@@ -355,7 +369,7 @@ class GrowSensor:
         """The baud rate at which the module answers VfyPwd (configured one first)."""
         candidates = [self.baud, *(b for b in BAUD_CANDIDATES if b != self.baud)]
         for i, baud in enumerate(candidates):
-            dev.port.baudrate = baud
+            dev.set_line_speed(baud)
             try:
                 # Full retries at the configured speed; one try for the others.
                 dev.verify_password(self.password, retries=None if i == 0 else 1)
