@@ -1,0 +1,96 @@
+"""kesp-ops watch / report and the Prometheus exposition, on a store filled by real envelopes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from PIL import Image
+
+from agent.telemetry.envelope import Envelope, seal
+from ops.cli import main
+from ops.parameters import OpsTuning
+from ops.registry import register_device
+from ops.service import OpsService
+from ops.view import render_prometheus
+
+KEYS = {d: SigningKey.generate() for d in ("a-1", "a-2", "b-1")}
+PLACE = {"a-1": ("osh", "osh-1"), "a-2": ("osh", "osh-1"), "b-1": ("bishkek", "bsk-7")}
+
+
+def _env(device: str, n: int, kind: str, payload: dict[str, object]) -> tuple[str, bytes, int]:
+    now = time.time_ns() // 1_000_000
+    district, station = PLACE[device]
+    env = Envelope(device=device, station=station, district=district, boot=1, seq=n, n=n,
+                   wall_ms=now, mono_ms=1, sent_ms=now, type=kind,  # type: ignore[arg-type]
+                   historical=False, payload=payload)
+    return env.topic, seal(env, KEYS[device]), now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    reg = tmp_path / "devices.json"
+    for d, k in KEYS.items():
+        register_device(reg, d, PLACE[d][1], PLACE[d][0], bytes(k.verify_key).hex())
+    path = str(tmp_path / "ops.sqlite")
+    svc = OpsService("mqtt://127.0.0.1:1", reg, path)
+    msgs = []
+    for d, (h8, h9) in {"a-1": (10, 5), "a-2": (3, 4), "b-1": (20, 0)}.items():
+        msgs.append(_env(d, 1, "turnout", {"identified": h8 + h9, "refused": 1,
+                                           "not_identified": 0, "manual": 0,
+                                           "by_hour": {"08": h8, "09": h9}}))
+    msgs.append(_env("a-1", 2, "health", {"app": {"printer": {"status": "paper_near_end"},
+                                                  "sensor": "error"}}))
+    assert svc.process_messages(msgs) == ["accepted"] * 4
+    svc.process_messages([("kesp/v1/osh/osh-1/a-1/event", b"junk", 0)])
+    svc.store.close()
+    return path
+
+
+def test_watch_once(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--store", store, "watch", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "osh-1" in out and "bsk-7" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("osh "))
+    assert row.split()[1:] == ["22", "2", "0", "0"]
+    assert "paper    a-1" in out and "sensor   a-1" in out
+    assert "malformed 1" in out
+
+
+def test_report_csv_and_png(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["--store", store, "report", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO((out / "turnout.csv").read_text())))
+    osh = [r for r in rows if r["station"] == "osh-1"]
+    assert [(r["hour"], r["identified_in_hour"], r["cumulative_identified"]) for r in osh] == [
+        ("08", "13", "13"), ("09", "9", "22"), ("total", "", "22")]
+    with Image.open(out / "turnout.png") as img:
+        assert img.format == "PNG" and img.size == (900, 500)
+        assert len(img.getcolors(1 << 16) or []) > 3  # axes, text and district lines drawn
+
+
+def test_prometheus_exposition(store: str) -> None:
+    from ops.store import open_store
+
+    s = open_store(store)
+    text = render_prometheus(s.turnout(), s.devices(), s.stats(), OpsTuning())
+    s.close()
+    lines = text.splitlines()
+    assert 'kesp_turnout{district="osh",station="osh-1",outcome="identified"} 22' in lines
+    assert 'kesp_messages_rejected_total{reason="malformed"} 1' in lines
+    assert "kesp_messages_accepted_total 4" in lines
+    assert 'kesp_alerts{kind="paper"} 1' in lines
+    for line in lines:  # every sample line is "name{labels} value"
+        if not line.startswith("#"):
+            float(line.rsplit(" ", 1)[1])
+
+
+def test_bad_store_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.sqlite"
+    bad.write_bytes(b"not a database" * 200)
+    assert main(["--store", str(bad), "report", "--out", str(tmp_path)]) == 2
+    assert "kesp-ops:" in capsys.readouterr().err
