@@ -202,6 +202,22 @@ def test_baud_negotiation_finds_and_resets_the_module() -> None:
         assert sensor.status().state is SensorState.READY
 
 
+def test_late_reply_is_not_taken_for_the_next_answer() -> None:
+    from agent.drivers.sensor import SensorTimeoutError
+
+    with GrowSensorSimulator(Scenario("late", "test", reply_delay_s=0.4)) as sim:
+        port = open_serial(sim.path, 57600, 0.02)
+        try:
+            dev = GrowDevice(port, timings=FAST)
+            with pytest.raises(SensorTimeoutError):
+                dev.transact(Instruction.GEN_IMG, retries=1)
+            time.sleep(0.3)  # the GenImg answer (NO_FINGER) arrives now, unasked for
+            dev.timings = SensorTimings(reply_timeout_s=1.0, data_timeout_s=1.0)
+            assert dev.read_sys_para().packet_size == 128
+        finally:
+            port.close()
+
+
 def test_port_at_wrong_speed_hears_nothing() -> None:
     with GrowSensorSimulator("normal") as sim:
         port = open_serial(sim.path, 9600, 0.02)
