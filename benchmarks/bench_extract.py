@@ -42,7 +42,9 @@ from agent.match.matcher import Matcher, Prepared
 from agent.match.template import STANDARD_DPI, Template
 from benchmarks.results import write_section
 
-DATA = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 FVC = DATA / "fvc2002"
 
 SETS: dict[str, tuple[int, int, int]] = {

@@ -16,7 +16,7 @@ from agent.match.extraction import (
     RecordingSink,
     show_extraction,
 )
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 
 
 def phase_minutia(n: int = 160, period: float = 9.0, sign: int = 1) -> np.ndarray:
@@ -29,15 +29,16 @@ def phase_minutia(n: int = 160, period: float = 9.0, sign: int = 1) -> np.ndarra
     y, x = np.mgrid[0:n, 0:n].astype(np.float64)
     c = n / 2 + 0.5
     f = np.cos(2 * np.pi * y / period + sign * np.arctan2(y - c, x - c))
-    return np.clip(128 - 100 * f, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(128 - 100 * f, 0, 255).astype(np.uint8)
+    return out
 
 
 def straight(n: int = 160, period: float = 9.0, angle_deg: float = 25.0) -> np.ndarray:
     y, x = np.mgrid[0:n, 0:n].astype(np.float64)
     t = np.radians(angle_deg)
-    return np.clip(
-        128 - 100 * np.cos(2 * np.pi * (-x * np.sin(t) + y * np.cos(t)) / period), 0, 255
-    ).astype(np.uint8)
+    f = np.cos(2 * np.pi * (-x * np.sin(t) + y * np.cos(t)) / period)
+    out: np.ndarray = np.clip(128 - 100 * f, 0, 255).astype(np.uint8)
+    return out
 
 
 def iso_dir_error(angle: float, expected: float) -> float:
@@ -239,6 +240,6 @@ def test_show_extraction_writes_a_png(shared_data: Path, tmp_path: Path) -> None
 
 def test_template_limits() -> None:
     t = extract(phase_minutia())
-    assert len(t) <= P.MAX_MINUTIAE
+    assert len(t) <= prm.MAX_MINUTIAE
     assert 0 <= t.quality <= 100
     assert t.source_format == "extracted"

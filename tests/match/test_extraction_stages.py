@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.binarisation import binarise
 from agent.match.extraction.enhancement import enhance, gabor_bank
 from agent.match.extraction.frequency import ridge_period
 from agent.match.extraction.minutiae import STOP_BRANCH, STOP_ENDING, Candidates, detect
 from agent.match.extraction.normalisation import normalise
-from agent.match.extraction.orientation import block_tensors, orientation_field
+from agent.match.extraction.orientation import (
+    OrientationField,
+    block_tensors,
+    orientation_field,
+)
 from agent.match.extraction.pruning import border_rule, break_rule, cluster_rule, topology_rules
 from agent.match.extraction.resampling import to_standard_resolution
-from agent.match.extraction.segmentation import segment
+from agent.match.extraction.segmentation import SegmentationMask, segment
 from agent.match.extraction.thinning import thin
 from agent.match.template import MinutiaType
 
@@ -24,10 +30,13 @@ def ridges(n: int = 128, period: float = 9.0, angle_deg: float = 0.0) -> np.ndar
     y, x = np.mgrid[0:n, 0:n].astype(np.float64)
     t = np.radians(angle_deg)
     across = -x * np.sin(t) + y * np.cos(t)
-    return np.clip(128 - 100 * np.cos(2 * np.pi * across / period), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(128 - 100 * np.cos(2 * np.pi * across / period), 0, 255)
+    return out.astype(np.uint8)
 
 
-def field_of(img: np.ndarray):  # type: ignore[no-untyped-def]
+def field_of(
+    img: np.ndarray,
+) -> tuple[np.ndarray, SegmentationMask, OrientationField]:
     f = img.astype(np.float32)
     norm = normalise(f)
     tensors = block_tensors(norm)
@@ -73,7 +82,7 @@ def test_resampling_brings_1000_dpi_ridges_to_the_500_dpi_period() -> None:
 
 def test_gabor_bank_is_zero_mean_and_point_symmetric() -> None:
     bank, periods = gabor_bank()
-    assert bank.shape[:2] == (P.GABOR_ANGLES, len(periods))
+    assert bank.shape[:2] == (prm.GABOR_ANGLES, len(periods))
     assert np.abs(bank.sum(axis=(2, 3))).max() < 1e-5
     np.testing.assert_allclose(bank, bank[:, :, ::-1, ::-1], atol=1e-7)
 
@@ -115,7 +124,7 @@ def test_thinning_gives_one_pixel_lines_that_keep_their_ends() -> None:
     ys, xs = np.nonzero(skel)
     assert len(set(ys.tolist())) <= 2
     assert xs.min() <= 14 and xs.max() >= 65
-    degrees = [neighbours(skel, y, x) for y, x in zip(ys, xs, strict=True)]
+    degrees = [neighbours(skel, int(y), int(x)) for y, x in zip(ys, xs, strict=True)]
     assert degrees.count(1) == 2
     assert set(degrees) <= {1, 2}
 
@@ -127,14 +136,14 @@ def test_thinning_keeps_a_two_pixel_diagonal() -> None:
     skel = thin(b)
     assert skel.sum() >= 25
     ys, xs = np.nonzero(skel)
-    degrees = [neighbours(skel, y, x) for y, x in zip(ys, xs, strict=True)]
+    degrees = [neighbours(skel, int(y), int(x)) for y, x in zip(ys, xs, strict=True)]
     assert degrees.count(1) == 2
 
 
 def draw(shape: tuple[int, int], *paths: list[tuple[int, int]]) -> np.ndarray:
     s = np.zeros(shape, np.bool_)
     for path in paths:
-        for (y0, x0), (y1, x1) in zip(path, path[1:], strict=False):
+        for (y0, x0), (y1, x1) in itertools.pairwise(path):
             n = max(abs(y1 - y0), abs(x1 - x0))
             for k in range(n + 1):
                 s[round(y0 + (y1 - y0) * k / n), round(x0 + (x1 - x0) * k / n)] = True

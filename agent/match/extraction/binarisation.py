@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.filters import remove_small
 
 
@@ -17,7 +17,7 @@ def binarise(enhanced: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[
     (pores, which would thin into loops and fake bifurcation pairs) filled.
     """
     ridges = (enhanced > 0) & mask
-    ridges = remove_small(ridges, P.MIN_RIDGE_AREA, eight=True)
+    ridges = remove_small(ridges, prm.MIN_RIDGE_AREA, eight=True)
     valleys = ~ridges & mask
-    small_holes = valleys & ~remove_small(valleys, P.MIN_VALLEY_AREA, eight=False)
+    small_holes = valleys & ~remove_small(valleys, prm.MIN_VALLEY_AREA, eight=False)
     return np.ascontiguousarray(ridges | small_holes)

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.jit import njit
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.frequency import RidgePeriod
 from agent.match.extraction.orientation import OrientationField
 from agent.match.extraction.resampling import _bilinear
@@ -24,17 +24,17 @@ def gabor_bank() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
 
     Each kernel is zero-mean (flat regions give 0) and has unit L1 norm.
     """
-    r = P.GABOR_RADIUS
-    periods = np.arange(P.MIN_PERIOD, P.MAX_PERIOD + 1e-6, P.GABOR_PERIOD_STEP)
+    r = prm.GABOR_RADIUS
+    periods = np.arange(prm.MIN_PERIOD, prm.MAX_PERIOD + 1e-6, prm.GABOR_PERIOD_STEP)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
-    bank = np.empty((P.GABOR_ANGLES, len(periods), 2 * r + 1, 2 * r + 1), np.float32)
-    for ai in range(P.GABOR_ANGLES):
-        t = np.pi * ai / P.GABOR_ANGLES
+    bank = np.empty((prm.GABOR_ANGLES, len(periods), 2 * r + 1, 2 * r + 1), np.float32)
+    for ai in range(prm.GABOR_ANGLES):
+        t = np.pi * ai / prm.GABOR_ANGLES
         along = xx * np.cos(t) + yy * np.sin(t)
         across = -xx * np.sin(t) + yy * np.cos(t)
         for pi, period in enumerate(periods):
-            sa = P.GABOR_SIGMA_ACROSS * period
-            env = np.exp(-0.5 * ((across / sa) ** 2 + (along / P.GABOR_SIGMA_ALONG) ** 2))
+            sa = prm.GABOR_SIGMA_ACROSS * period
+            env = np.exp(-0.5 * ((across / sa) ** 2 + (along / prm.GABOR_SIGMA_ALONG) ** 2))
             g = env * np.cos(2 * np.pi * across / period)
             g -= env * (g.sum() / env.sum())
             bank[ai, pi] = g / np.abs(g).sum()
@@ -75,7 +75,8 @@ def _gabor_filter(
             acc = kern[r, r] * padded[y + r, x + r]
             for dy in range(r):
                 for dx in range(k):
-                    acc += kern[dy, dx] * (padded[y + dy, x + dx] + padded[y + k - 1 - dy, x + k - 1 - dx])
+                    opposite = padded[y + k - 1 - dy, x + k - 1 - dx]
+                    acc += kern[dy, dx] * (padded[y + dy, x + dx] + opposite)
             for dx in range(r):
                 acc += kern[r, dx] * (padded[y + r, x + dx] + padded[y + r, x + k - 1 - dx])
             out[y, x] = acc
@@ -104,10 +105,10 @@ def enhance(
     sin2 = upsample_blocks(s2 * field.coherence, h, w, field.block)
     per = upsample_blocks(period.period, h, w, field.block)
     bank, periods = gabor_bank()
-    r = P.GABOR_RADIUS
+    r = prm.GABOR_RADIUS
     padded = np.pad(norm, r, mode="constant").astype(np.float32)
     out = np.empty((h, w), np.float32)
     _gabor_filter(
-        padded, cos2, sin2, per, mask, bank, float(periods[0]), P.GABOR_PERIOD_STEP, out
+        padded, cos2, sin2, per, mask, bank, float(periods[0]), prm.GABOR_PERIOD_STEP, out
     )
     return out

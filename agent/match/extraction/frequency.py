@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.jit import njit
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.orientation import OrientationField, gaussian_blocks
 
 
@@ -114,19 +114,19 @@ def ridge_period(
         norm,
         field.angle,
         blocks,
-        P.BLOCK,
-        P.FREQ_WINDOW_ACROSS,
-        P.FREQ_WINDOW_ALONG,
-        P.MIN_PERIOD,
-        P.MAX_PERIOD,
+        prm.BLOCK,
+        prm.FREQ_WINDOW_ACROSS,
+        prm.FREQ_WINDOW_ALONG,
+        prm.MIN_PERIOD,
+        prm.MAX_PERIOD,
         raw,
     )
     measured = raw > 0
-    median = float(np.median(raw[measured])) if measured.any() else P.DEFAULT_PERIOD
+    median = float(np.median(raw[measured])) if measured.any() else prm.DEFAULT_PERIOD
     # Normalised convolution: the smooth average of measured neighbours fills
     # the gaps and damps single wrong measurements.
     wsum = gaussian_blocks(measured.astype(np.float32), 2.0)
     vsum = gaussian_blocks(raw, 2.0)
     period = np.where(wsum > 0.05, vsum / np.maximum(wsum, 1e-6), median)
-    period = np.clip(period, max(P.MIN_PERIOD, 0.7 * median), min(P.MAX_PERIOD, 1.4 * median))
+    period = np.clip(period, max(prm.MIN_PERIOD, 0.7 * median), min(prm.MAX_PERIOD, 1.4 * median))
     return RidgePeriod(period=period.astype(np.float32), measured=measured, median=median)

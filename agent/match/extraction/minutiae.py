@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.jit import njit
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.template import MinutiaType
 
 STOP_LENGTH = 0
@@ -216,9 +216,9 @@ def _detect(
                 for k in range(8):
                     ny = y + _RING_DY[k]
                     nx = x + _RING_DX[k]
-                    if (ny < y or (ny == y and nx < x)) and skel[ny, nx]:
-                        if _branches(skel, ny, nx, ring) >= 3:
-                            dup = True
+                    earlier = ny < y or (ny == y and nx < x)
+                    if earlier and skel[ny, nx] and _branches(skel, ny, nx, ring) >= 3:
+                        dup = True
                 if dup:
                     continue
                 _ring(skel, y, x, ring)
@@ -295,8 +295,8 @@ def detect(skeleton: NDArray[np.bool_], mask: NDArray[np.bool_]) -> Candidates:
     cap = 4096
     out = np.zeros((cap, 7), np.int64)
     angles = np.zeros(cap, np.float64)
-    max_steps = max(P.TRACE_STEPS, P.SPUR_LENGTH, P.SHORT_RIDGE_LENGTH)
-    n = _detect(skeleton, mask, P.TRACE_STEPS, max_steps, out, angles)
+    max_steps = max(prm.TRACE_STEPS, prm.SPUR_LENGTH, prm.SHORT_RIDGE_LENGTH)
+    n = _detect(skeleton, mask, prm.TRACE_STEPS, max_steps, out, angles)
     kind = np.where(out[:n, 2] == 1, MinutiaType.RIDGE_ENDING, MinutiaType.BIFURCATION)
     return Candidates(
         x=out[:n, 1].copy(),

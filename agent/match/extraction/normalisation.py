@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.filters import box_moments
 
 _MIN_LOCAL_STD = 2.0
@@ -20,8 +20,8 @@ _MIN_LOCAL_STD = 2.0
 
 def normalise(image: NDArray[np.float32]) -> NDArray[np.float32]:
     """Return the locally normalised image: (mean - x) / std, clipped."""
-    mean, sq = box_moments(image, P.NORM_RADIUS)
+    mean, sq = box_moments(image, prm.NORM_RADIUS)
     std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
     out = (mean - image) / np.maximum(std, _MIN_LOCAL_STD)
-    np.clip(out, -P.NORM_CLIP, P.NORM_CLIP, out=out)
+    np.clip(out, -prm.NORM_CLIP, prm.NORM_CLIP, out=out)
     return out.astype(np.float32)

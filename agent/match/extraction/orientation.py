@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.filters import block_window_sum
 
 
@@ -27,7 +27,10 @@ class BlockTensors:
 
     def coherence(self) -> NDArray[np.float32]:
         """Unsmoothed coherence |(a, b)| / e in [0, 1]."""
-        return np.sqrt(self.a**2 + self.b**2) / np.maximum(self.e, 1e-6)
+        out: NDArray[np.float32] = (
+            np.sqrt(self.a**2 + self.b**2) / np.maximum(self.e, 1e-6)
+        ).astype(np.float32)
+        return out
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,13 @@ def gradients(norm: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[n
 def block_tensors(norm: NDArray[np.float32]) -> BlockTensors:
     """Structure tensor summed over ORIENT_WINDOW around every block centre."""
     gx, gy = gradients(norm)
-    gxx = block_window_sum(gx * gx, P.BLOCK, P.ORIENT_WINDOW)
-    gyy = block_window_sum(gy * gy, P.BLOCK, P.ORIENT_WINDOW)
-    gxy = block_window_sum(gx * gy, P.BLOCK, P.ORIENT_WINDOW)
+    gxx = block_window_sum(gx * gx, prm.BLOCK, prm.ORIENT_WINDOW)
+    gyy = block_window_sum(gy * gy, prm.BLOCK, prm.ORIENT_WINDOW)
+    gxy = block_window_sum(gx * gy, prm.BLOCK, prm.ORIENT_WINDOW)
     return BlockTensors(a=gxx - gyy, b=2 * gxy, e=gxx + gyy)
 
 
-def gaussian_blocks(values: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
+def gaussian_blocks(values: NDArray[np.floating], sigma: float) -> NDArray[np.float32]:
     """Separable Gaussian smoothing of a block map (edges replicated)."""
     r = max(1, int(np.ceil(2.5 * sigma)))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
@@ -83,7 +86,7 @@ def orientation_field(tensors: BlockTensors, mask: NDArray[np.bool_]) -> Orienta
     foreground direction (through the normalised smoothing) for drawing.
     """
     w = mask.astype(np.float32)
-    s = P.ORIENT_SMOOTH_SIGMA
+    s = prm.ORIENT_SMOOTH_SIGMA
     # Normalise each block's vector by its energy before smoothing so one
     # high-contrast block does not dominate its neighbours.
     e = np.maximum(tensors.e, 1e-6)
@@ -94,4 +97,4 @@ def orientation_field(tensors: BlockTensors, mask: NDArray[np.bool_]) -> Orienta
     coherence = np.where(mask, np.clip(coherence, 0.0, 1.0), 0.0).astype(np.float32)
     # Gradient direction is 0.5*atan2(b, a); ridges run perpendicular to it.
     angle = np.mod(0.5 * np.arctan2(ub, ua) + np.pi / 2, np.pi).astype(np.float32)
-    return OrientationField(angle=angle, coherence=coherence, block=P.BLOCK)
+    return OrientationField(angle=angle, coherence=coherence, block=prm.BLOCK)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.binarisation import binarise
 from agent.match.extraction.enhancement import enhance
 from agent.match.extraction.frequency import ridge_period
@@ -42,14 +42,16 @@ def to_iso_angle(image_angle: NDArray[np.float64]) -> NDArray[np.float64]:
     (towards the free end) is opposite to the register's convention, checked
     against the SecuGen templates of FVC2002 (docs/EXTRACTION.md), hence + pi.
     """
-    return np.mod(-image_angle + P.ISO_ANGLE_OFFSET, 2 * np.pi)
+    return np.mod(-image_angle + prm.ISO_ANGLE_OFFSET, 2 * np.pi)
 
 
 def _empty(width: int, height: int) -> Template:
     return Template.from_arrays([], [], [], width=width, height=height, quality=0)
 
 
-def extract(image: NDArray[np.uint8], dpi: int = 500, sink: ExtractionSink | None = None) -> Template:
+def extract(
+    image: NDArray[np.uint8], dpi: int = 500, sink: ExtractionSink | None = None
+) -> Template:
     """Extract a minutiae template from a grayscale fingerprint image.
 
     ``image`` is uint8 H x W with dark ridges, ``dpi`` its resolution
@@ -94,13 +96,13 @@ def extract(image: NDArray[np.uint8], dpi: int = 500, sink: ExtractionSink | Non
     s.record("after_border", cands)
     cands = cands.select(cluster_rule(cands))
     s.record("after_clusters", cands)
-    border = border_distance(cands, mask.pixels, int(2 * P.BORDER_DISTANCE))
+    border = border_distance(cands, mask.pixels, int(2 * prm.BORDER_DISTANCE))
     mq = minutia_quality(cands.x, cands.y, border, field, mask)
-    order = np.argsort(-mq.astype(np.int64), kind="stable")[: P.MAX_MINUTIAE]
+    order = np.argsort(-mq.astype(np.int64), kind="stable")[: prm.MAX_MINUTIAE]
     order.sort()
     score = quality.score
-    if len(order) < P.MIN_MINUTIAE_FOR_QUALITY:
-        score = min(score, P.QUALITY_THRESHOLD - 1)
+    if len(order) < prm.MIN_MINUTIAE_FOR_QUALITY:
+        score = min(score, prm.QUALITY_THRESHOLD - 1)
     template = Template.from_arrays(
         cands.x[order].astype(np.float32),
         cands.y[order].astype(np.float32),

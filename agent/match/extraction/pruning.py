@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.jit import njit
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.minutiae import STOP_BRANCH, STOP_ENDING, Candidates
 from agent.match.template import MinutiaType
 
@@ -41,24 +41,23 @@ def topology_rules(c: Candidates) -> NDArray[np.bool_]:
         steps = int(c.stop_steps[i])
         sx, sy = int(c.stop_x[i]), int(c.stop_y[i])
         if c.kind[i] == MinutiaType.RIDGE_ENDING:
-            if reason == STOP_BRANCH and steps <= P.SPUR_LENGTH:
+            if reason == STOP_BRANCH and steps <= prm.SPUR_LENGTH:
                 keep[i] = False
                 j = _nearest(c, sx, sy, MinutiaType.BIFURCATION, 3.0)
                 if j >= 0:
                     keep[j] = False
-            elif reason == STOP_ENDING and steps <= P.SHORT_RIDGE_LENGTH:
+            elif reason == STOP_ENDING and steps <= prm.SHORT_RIDGE_LENGTH:
                 keep[i] = False
                 j = _nearest(c, sx, sy, MinutiaType.RIDGE_ENDING, 2.0)
                 if j >= 0:
                     keep[j] = False
-        else:
-            if reason == STOP_BRANCH and steps <= P.BRIDGE_DISTANCE:
-                keep[i] = False
-                j = _nearest(c, sx, sy, MinutiaType.BIFURCATION, 3.0)
-                if j >= 0:
-                    keep[j] = False
-            elif reason == STOP_ENDING and steps <= P.SPUR_LENGTH:
-                keep[i] = False
+        elif reason == STOP_BRANCH and steps <= prm.BRIDGE_DISTANCE:
+            keep[i] = False
+            j = _nearest(c, sx, sy, MinutiaType.BIFURCATION, 3.0)
+            if j >= 0:
+                keep[j] = False
+        elif reason == STOP_ENDING and steps <= prm.SPUR_LENGTH:
+            keep[i] = False
     return keep
 
 
@@ -74,12 +73,12 @@ def break_rule(c: Candidates) -> NDArray[np.bool_]:
     dx = x[None, :] - x[:, None]
     dy = y[None, :] - y[:, None]
     d = np.hypot(dx, dy)
-    cos_tol = np.cos(P.BREAK_ANGLE)
+    cos_tol = np.cos(prm.BREAK_ANGLE)
     with np.errstate(invalid="ignore", divide="ignore"):
         # Anti-parallel directions, and ending i pointing at ending j.
         facing = (np.cos(a[:, None]) * dx + np.sin(a[:, None]) * dy) / d >= cos_tol * 0.7
     anti = np.cos(a[:, None] - a[None, :]) <= -cos_tol
-    pair = (d > 0) & (d <= P.BREAK_DISTANCE) & anti & facing & facing.T
+    pair = (d > 0) & (d <= prm.BREAK_DISTANCE) & anti & facing & facing.T
     keep[idx[pair.any(axis=1)]] = False
     return keep
 
@@ -113,7 +112,7 @@ def border_distance(c: Candidates, mask: NDArray[np.bool_], limit: int) -> NDArr
 
 def border_rule(c: Candidates, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Remove minutiae next to the foreground edge, where ridges are cut off."""
-    return border_distance(c, mask, int(P.BORDER_DISTANCE) + 1) >= P.BORDER_DISTANCE
+    return border_distance(c, mask, int(prm.BORDER_DISTANCE) + 1) >= prm.BORDER_DISTANCE
 
 
 def cluster_rule(c: Candidates) -> NDArray[np.bool_]:
@@ -121,5 +120,5 @@ def cluster_rule(c: Candidates) -> NDArray[np.bool_]:
     if len(c) == 0:
         return np.ones(0, np.bool_)
     d2 = (c.x[:, None] - c.x[None, :]) ** 2 + (c.y[:, None] - c.y[None, :]) ** 2
-    crowd = (d2 <= P.CLUSTER_RADIUS**2).sum(axis=1) - 1
-    return np.asarray(crowd <= P.CLUSTER_MAX, np.bool_)
+    crowd = (d2 <= prm.CLUSTER_RADIUS**2).sum(axis=1) - 1
+    return np.asarray(crowd <= prm.CLUSTER_MAX, np.bool_)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.frequency import RidgePeriod
 from agent.match.extraction.orientation import OrientationField
 from agent.match.extraction.segmentation import SegmentationMask
@@ -39,7 +39,7 @@ class CaptureQuality:
     @property
     def acceptable(self) -> bool:
         """True when the capture is good enough to match (score >= threshold)."""
-        return self.score >= P.QUALITY_THRESHOLD
+        return self.score >= prm.QUALITY_THRESHOLD
 
 
 NO_FINGER = CaptureQuality(score=0, coverage=0.0, certainty=0.0, clarity=0.0, contrast=0.0)
@@ -59,11 +59,11 @@ def capture_quality(
     # the voter to press again would not help, so coverage is judged against
     # what the sensor can show.
     h, w = mask.pixels.shape
-    full = min(P.QUALITY_AREA_FULL_MM2, 0.8 * h * w * mm_per_px * mm_per_px)
+    full = min(prm.QUALITY_AREA_FULL_MM2, 0.8 * h * w * mm_per_px * mm_per_px)
     coverage = min(area / full, 1.0)
-    certainty = min(float(field.coherence[blocks].mean()) / P.QUALITY_COHERENCE_FULL, 1.0)
+    certainty = min(float(field.coherence[blocks].mean()) / prm.QUALITY_COHERENCE_FULL, 1.0)
     clarity = float(period.measured[blocks].mean())
-    contrast = min(float(np.median(mask.spread[blocks])) / P.QUALITY_CONTRAST_FULL, 1.0)
+    contrast = min(float(np.median(mask.spread[blocks])) / prm.QUALITY_CONTRAST_FULL, 1.0)
     score = 100.0 * coverage**0.7 * certainty**1.0 * clarity**0.5 * contrast**0.3
     return CaptureQuality(
         score=round(min(max(score, 0.0), 100.0)),
@@ -89,8 +89,9 @@ def minutia_quality(
         return np.zeros(0, np.uint8)
     by = np.clip(ys // field.block, 0, field.coherence.shape[0] - 1)
     bx = np.clip(xs // field.block, 0, field.coherence.shape[1] - 1)
-    coh = np.clip(field.coherence[by, bx] / P.QUALITY_COHERENCE_FULL, 0.0, 1.0)
-    con = np.clip(mask.spread[by, bx] / P.QUALITY_CONTRAST_FULL, 0.0, 1.0)
-    edge = np.clip(border / (2.0 * P.BORDER_DISTANCE), 0.0, 1.0)
+    coh = np.clip(field.coherence[by, bx] / prm.QUALITY_COHERENCE_FULL, 0.0, 1.0)
+    con = np.clip(mask.spread[by, bx] / prm.QUALITY_CONTRAST_FULL, 0.0, 1.0)
+    edge = np.clip(border / (2.0 * prm.BORDER_DISTANCE), 0.0, 1.0)
     q = 100.0 * coh * np.sqrt(con) * (0.5 + 0.5 * edge)
-    return np.clip(np.round(q), 1, 100).astype(np.uint8)
+    out: NDArray[np.uint8] = np.clip(np.round(q), 1, 100).astype(np.uint8)
+    return out

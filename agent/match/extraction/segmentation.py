@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 from agent.match.extraction.filters import block_window_sum, label_components
 from agent.match.extraction.orientation import BlockTensors, gaussian_blocks
 
@@ -35,10 +35,11 @@ class SegmentationMask:
 
 def block_spread(image: NDArray[np.float32]) -> NDArray[np.float32]:
     """Grey-level standard deviation over SEG_WINDOW around every block centre."""
-    n = float(P.SEG_WINDOW * P.SEG_WINDOW)
-    s1 = block_window_sum(image, P.BLOCK, P.SEG_WINDOW) / n
-    s2 = block_window_sum(image * image, P.BLOCK, P.SEG_WINDOW) / n
-    return np.sqrt(np.maximum(s2 - s1 * s1, 0.0)).astype(np.float32)
+    n = float(prm.SEG_WINDOW * prm.SEG_WINDOW)
+    s1 = block_window_sum(image, prm.BLOCK, prm.SEG_WINDOW) / n
+    s2 = block_window_sum(image * image, prm.BLOCK, prm.SEG_WINDOW) / n
+    out: NDArray[np.float32] = np.sqrt(np.maximum(s2 - s1 * s1, 0.0)).astype(np.float32)
+    return out
 
 
 def _shift_or(m: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -73,7 +74,8 @@ def _largest_component_filled(m: NDArray[np.bool_]) -> NDArray[np.bool_]:
     hole = np.ones(len(sizes_bg), np.bool_)
     hole[border] = False
     hole[0] = False
-    return keep | hole[labels]
+    filled: NDArray[np.bool_] = keep | hole[labels]
+    return filled
 
 
 def segment(image: NDArray[np.float32], tensors: BlockTensors) -> SegmentationMask:
@@ -81,21 +83,21 @@ def segment(image: NDArray[np.float32], tensors: BlockTensors) -> SegmentationMa
     h, w = image.shape
     spread = block_spread(image)
     ref = float(np.percentile(spread, 90))
-    threshold = max(P.SEG_MIN_STD, P.SEG_REL_STD * ref)
+    threshold = max(prm.SEG_MIN_STD, prm.SEG_REL_STD * ref)
     # Coherence is smoothed a little: single ridge-less blocks inside a finger
     # (a crease, a core) should not punch holes the fill cannot repair.
     a = gaussian_blocks(tensors.a, 1.0)
     b = gaussian_blocks(tensors.b, 1.0)
     e = gaussian_blocks(tensors.e, 1.0)
     coherence = np.sqrt(a * a + b * b) / np.maximum(e, 1e-6)
-    blocks = (spread >= threshold) & (coherence >= P.SEG_MIN_COHERENCE)
+    blocks = (spread >= threshold) & (coherence >= prm.SEG_MIN_COHERENCE)
     # Opening removes isolated noisy blocks; closing bridges gaps in the print.
     blocks = _dilate(_erode(blocks))
     blocks = _erode(_dilate(blocks))
     blocks = _largest_component_filled(blocks)
-    for _ in range(P.SEG_BORDER_BLOCKS):
+    for _ in range(prm.SEG_BORDER_BLOCKS):
         blocks = _erode(blocks)
-    pixels = np.repeat(np.repeat(blocks, P.BLOCK, axis=0), P.BLOCK, axis=1)[:h, :w]
+    pixels = np.repeat(np.repeat(blocks, prm.BLOCK, axis=0), prm.BLOCK, axis=1)[:h, :w]
     return SegmentationMask(
-        blocks=blocks, pixels=np.ascontiguousarray(pixels), spread=spread, block=P.BLOCK
+        blocks=blocks, pixels=np.ascontiguousarray(pixels), spread=spread, block=prm.BLOCK
     )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.match.extraction import parameters as P
+from agent.match.extraction import parameters as prm
 
 
 class ImageError(ValueError):
@@ -51,28 +51,28 @@ def validate(image: Any, dpi: Any) -> NDArray[np.uint8]:
         )
     if isinstance(dpi, bool) or not isinstance(dpi, int | np.integer):
         raise ImageError(f"dpi must be an integer, not {dpi!r}", reason="dpi", value=dpi)
-    if not P.MIN_DPI <= int(dpi) <= P.MAX_DPI:
+    if not prm.MIN_DPI <= int(dpi) <= prm.MAX_DPI:
         raise ImageError(
-            f"dpi {dpi} outside {P.MIN_DPI}..{P.MAX_DPI}", reason="dpi", value=int(dpi)
+            f"dpi {dpi} outside {prm.MIN_DPI}..{prm.MAX_DPI}", reason="dpi", value=int(dpi)
         )
     h, w = image.shape
-    if min(h, w) < P.MIN_SIDE_PX:
+    if min(h, w) < prm.MIN_SIDE_PX:
         raise ImageError(
-            f"image {w}x{h} is smaller than {P.MIN_SIDE_PX} px on a side",
+            f"image {w}x{h} is smaller than {prm.MIN_SIDE_PX} px on a side",
             reason="size",
             value=(w, h),
         )
-    if max(h, w) > P.MAX_SIDE_PX or h * w > P.MAX_PIXELS:
+    if max(h, w) > prm.MAX_SIDE_PX or h * w > prm.MAX_PIXELS:
         raise ImageError(
-            f"image {w}x{h} exceeds the limit of {P.MAX_SIDE_PX} px per side "
-            f"and {P.MAX_PIXELS} pixels",
+            f"image {w}x{h} exceeds the limit of {prm.MAX_SIDE_PX} px per side "
+            f"and {prm.MAX_PIXELS} pixels",
             reason="size",
             value=(w, h),
         )
     standard = min(h, w) * 500 / int(dpi)
-    if standard < P.MIN_STANDARD_SIDE_PX:
+    if standard < prm.MIN_STANDARD_SIDE_PX:
         raise ImageError(
-            f"image {w}x{h} at {dpi} dpi is under {P.MIN_STANDARD_SIDE_PX} px at 500 dpi",
+            f"image {w}x{h} at {dpi} dpi is under {prm.MIN_STANDARD_SIDE_PX} px at 500 dpi",
             reason="size",
             value=(w, h),
         )
