@@ -182,7 +182,7 @@ def _parse_descriptors(raw: bytes) -> tuple[SimpleNamespace, list[SimpleNamespac
 
 # --- faults ----------------------------------------------------------------------
 
-FaultKind = Literal["EBUSY", "ETIMEDOUT", "EPIPE", "ENODEV", "unplug"]
+FaultKind = Literal["EBUSY", "ETIMEDOUT", "EPIPE", "ENODEV", "unplug", "short-read"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ class Fault:
     ``EBUSY`` fails the interface claim instead (``at`` counts claims). ``ENODEV``
     and ``unplug`` make the device vanish for ``gone_s`` seconds; ``unplug``
     models a cable pulled mid-transfer (the transfer fails, later ones too).
+    ``short-read`` delivers half of an IN transfer's recorded bytes.
     """
 
     kind: FaultKind
@@ -327,18 +328,22 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     # --- IBackend: bulk -----------------------------------------------------------------
 
-    def _inject(self) -> None:
+    def _inject(self) -> bool:
+        """Raise the fault planned for this transfer; True when it is a short read."""
         n = self.transfers
         self.transfers += 1
         for f in self.faults:
             if f.at != n or f.kind == "EBUSY":
                 continue
+            if f.kind == "short-read":
+                return True
             if f.kind == "ETIMEDOUT":
                 raise usb.core.USBTimeoutError("Operation timed out", errno=errno.ETIMEDOUT)
             if f.kind == "EPIPE":
                 raise usb.core.USBError("Pipe error", errno=errno.EPIPE)
             self.unplug(f.gone_s)
             self._check_present()
+        return False
 
     def _next(self, session: _Session, want_in: bool, ep: int) -> int:
         urbs = self.recording.urbs
@@ -389,7 +394,7 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     def bulk_read(self, dev_handle: Any, ep: int, intf: int, buff: Any, timeout: int) -> int:
         self._check_present()
-        self._inject()
+        short = self._inject()
         with self._lock:
             session = dev_handle.session
             i = self._next(session, True, ep)
@@ -409,6 +414,8 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
                     session.consumed = [False] * len(session.consumed)
         if u.status:
             raise usb.core.USBError("recorded failure", errno=-u.status)
+        if short:
+            data = data[: len(data) // 2]  # the bus delivered only part of the transfer
         buff[: len(data)] = array.array("B", data)
         return len(data)
 

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -168,7 +168,7 @@ class _BulkDevice:
             raise FrameLengthError(f"short read: {len(got)} of {size} bytes", got[:64])
         return got
 
-    def _raise(self, exc: Exception, what: str, ep: int) -> Any:
+    def _raise(self, exc: Exception, what: str, ep: int) -> NoReturn:
         code = usb_errno(exc)
         if code is None:
             raise exc
@@ -330,7 +330,9 @@ class UsbSensor:
         self.backend = backend
         self._link: Reconnecting[UsbSensorDriver] = Reconnecting(
             self._connect, lambda d: d.close(), self.timings,
-            transient=(UsbTransferError, SensorBusyError))
+            # A short or garbled transfer means data was lost on the bus: the
+            # capture sequence is started again on a freshly opened device.
+            transient=(UsbTransferError, SensorBusyError, ProtocolError))
 
     @classmethod
     def open(cls, driver: type[Nb1010Driver] | type[Aes3500Driver],

@@ -97,7 +97,8 @@ def test_looping_replay_with_a_lifted_finger(shared_data: Path, folder: str) -> 
         assert np.array_equal(capture(sensor).image, first.image)
 
 
-@pytest.mark.parametrize(("kind", "at"), [("ETIMEDOUT", 5), ("EPIPE", 3), ("ETIMEDOUT", 50)])
+@pytest.mark.parametrize(("kind", "at"), [("ETIMEDOUT", 5), ("EPIPE", 3), ("ETIMEDOUT", 50),
+                                         ("short-read", 30)])
 def test_transfer_fault_recovers_by_reopening(rec_dir: Path, expected: NDArray[np.uint8],
                                               kind: str, at: int) -> None:
     b = backend(rec_dir, Fault(kind, at))  # type: ignore[arg-type]
