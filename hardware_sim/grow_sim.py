@@ -535,28 +535,78 @@ def _voter_loop(sim: GrowSensorSimulator, fingers: Path, db: str, hold_s: float,
         stop.wait(2.0)
 
 
+COMMANDS_HELP = ("press [DB FINGER IMPRESSION] | lift | unplug | plug | blip | status | "
+                 "help | quit")
+
+
+def handle_command(sim: GrowSensorSimulator, line: str, fingers: Path | None,
+                   db: str = "DB1_B") -> str | None:
+    """One technician command typed while the simulator runs; None means quit."""
+    words = line.split()
+    if not words:
+        return ""
+    cmd, rest = words[0].lower(), words[1:]
+    if cmd == "quit":
+        return None
+    if cmd == "press":
+        if fingers is None:
+            return "press needs --fingers FVC_DIR"
+        try:
+            if len(rest) == 3:
+                set_, finger, imp = rest[0], int(rest[1]), int(rest[2])
+            elif not rest:
+                impressions = list_impressions(fingers, db)
+                set_ = db
+                finger, imp = impressions[int(sim.rng.integers(len(impressions)))]
+            else:
+                return "usage: press [DB FINGER IMPRESSION]"
+            image, dpi = load_fvc(fingers, set_, finger, imp)
+        except (ValueError, OSError) as exc:
+            return f"cannot press: {exc}"
+        var = sim.press(image, dpi)
+        return (f"pressed {set_}/{finger}_{imp}: shift {var.dx:+.0f},{var.dy:+.0f} px, "
+                f"{var.angle_deg:+.0f} deg, pressure {var.pressure:.2f}, "
+                f"contact {var.contact:.2f}")
+    actions = {"lift": sim.lift, "unplug": sim.unplug, "plug": sim.replug,
+               "blip": sim.power_blip}
+    if cmd in actions:
+        actions[cmd]()
+        return f"{cmd}: done"
+    if cmd == "status":
+        return (f"plugged={sim.plugged} finger={sim.finger_present} baud={sim.baud} "
+                f"guidance={sim.guidance.value if sim.guidance else '-'} "
+                f"commands={sim.commands} captures={sim.captures}")
+    return f"commands: {COMMANDS_HELP}"
+
+
 def cli_main(argv: list[str]) -> int:
-    """``kesp-sim sensor``: serve a simulated module until interrupted."""
-    ap = argparse.ArgumentParser(prog="kesp-sim sensor", description=__doc__.split("\n")[0])
+    """``kesp-sim sensor``: serve a simulated module, taking technician commands on stdin."""
+    ap = argparse.ArgumentParser(prog="kesp-sim sensor", description=__doc__.split("\n")[0],
+                                 epilog=f"stdin commands: {COMMANDS_HELP}")
     ap.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS))
     ap.add_argument("--link", help="stable symlink to create (default: a temporary path)")
-    ap.add_argument("--fingers", type=Path, help="FVC 2002 folder: run a scripted voter")
-    ap.add_argument("--db", default="DB1_B", help="FVC set used by the scripted voter")
+    ap.add_argument("--fingers", type=Path, help="FVC 2002 folder (press command, --voter)")
+    ap.add_argument("--voter", action="store_true",
+                    help="run a scripted voter that presses fingers and reacts to the ring")
+    ap.add_argument("--db", default="DB1_B", help="FVC set used by press and the voter")
     ap.add_argument("--hold", type=float, default=4.0, help="seconds a voter keeps pressing")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=0.0, help="stop after N s (0 = never)")
+    ap.add_argument("--duration", type=float, default=0.0,
+                    help="stop after N s, ignoring stdin (0 = run until quit/EOF+Ctrl-C)")
     ap.add_argument("--list-scenarios", action="store_true")
     args = ap.parse_args(argv)
     if args.list_scenarios:
         for s in SCENARIOS.values():
             print(f"{s.name:<14} {s.description}")
         return 0
+    if args.voter and args.fingers is None:
+        ap.error("--voter needs --fingers")
     stop = threading.Event()
     with GrowSensorSimulator(args.scenario, link=args.link, seed=args.seed) as sim:
         print(f"sensor simulator ({sim.scenario.name}) at {sim.path} -> "
               f"{os.path.realpath(sim.path)}", flush=True)
         voter = None
-        if args.fingers is not None:
+        if args.voter:
             voter = threading.Thread(target=_voter_loop,
                                      args=(sim, args.fingers, args.db, args.hold, stop),
                                      daemon=True)
@@ -565,8 +615,16 @@ def cli_main(argv: list[str]) -> int:
             if args.duration > 0:
                 stop.wait(args.duration)
             else:
-                while not stop.wait(3600):
-                    pass
+                for line in sys.stdin:
+                    reply = handle_command(sim, line, args.fingers, args.db)
+                    if reply is None:
+                        break
+                    if reply:
+                        print(reply, flush=True)
+                else:
+                    # stdin closed (a service, a pipe): keep serving until killed.
+                    while not stop.wait(3600):
+                        pass
         except KeyboardInterrupt:
             pass
         finally:

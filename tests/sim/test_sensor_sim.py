@@ -150,6 +150,26 @@ def test_stop_is_prompt_even_if_the_host_never_reads(shared_data: Path) -> None:
     port.close()
 
 
+def test_technician_commands(shared_data: Path) -> None:
+    from hardware_sim.grow_sim import handle_command
+
+    fvc = shared_data / "fvc2002"
+    with GrowSensorSimulator(seed=2) as sim:
+        assert handle_command(sim, "press", None) == "press needs --fingers FVC_DIR"
+        assert (handle_command(sim, "press DB3_B 104 2", fvc) or "").startswith(
+            "pressed DB3_B/104_2")
+        assert sim.finger_present
+        assert handle_command(sim, "lift", fvc) == "lift: done" and not sim.finger_present
+        assert (handle_command(sim, "press", fvc) or "").startswith("pressed DB1_B/")
+        assert (handle_command(sim, "press DB9_B 1 1", fvc) or "").startswith("cannot press")
+        assert handle_command(sim, "unplug", fvc) == "unplug: done" and not sim.plugged
+        assert "plugged=False" in (handle_command(sim, "status", fvc) or "")
+        assert handle_command(sim, "plug", fvc) == "plug: done" and sim.plugged
+        assert handle_command(sim, "blip", fvc) == "blip: done"
+        assert "commands:" in (handle_command(sim, "dance", fvc) or "")
+        assert handle_command(sim, "quit", fvc) is None
+
+
 def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--list-scenarios"]) == 0
     out = capsys.readouterr().out
