@@ -97,6 +97,7 @@ class Scenario:
     # error; "silent": a clone that does not answer unknown instructions at all.
     led: Literal["ring", "refuse", "silent"] = "ring"
     baud: int = 57600  # power-on speed of the module
+    fragment_max: int = 0  # > 0: replies written in random bursts of 1..N bytes
     image_bits: ImageBits = 4  # 8 models a module read over its USB interface
     password: int = 0
 
@@ -109,6 +110,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("garbage", "every 2nd reply is preceded by line noise", garbage_every=2),
     Scenario("dropped-bytes", "every 4th reply loses a byte from one packet", drop_every=4),
     Scenario("slow", "every reply comes 0.3 s late", reply_delay_s=0.3),
+    Scenario("fragmented", "replies arrive in bursts of 1-64 bytes, as from a USB bridge",
+             fragment_max=64),
     Scenario("unplug", "the cable is pulled after 8 commands and plugged back 1 s later",
              unplug_after=8, replug_after_s=1.0),
     Scenario("no-led", "an R307/AS608 without LED ring (AuraLedConfig refused)",
@@ -486,7 +489,17 @@ class GrowSensorSimulator:
             frames.insert(0, _GARBAGE[: int(self.rng.integers(1, len(_GARBAGE)))])
         if sc.reply_delay_s and self._stop.wait(sc.reply_delay_s):
             return
-        self._write(b"".join(frames))
+        data = b"".join(frames)
+        if sc.fragment_max:
+            # A USB-serial bridge hands bytes over in small bursts with gaps.
+            i = 0
+            while i < len(data) and not self._stop.is_set():
+                n = int(self.rng.integers(1, sc.fragment_max + 1))
+                self._write(data[i : i + n])
+                i += n
+                time.sleep(0.0005 if n > 8 else 0.0)
+        else:
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
         """Write to the master without blocking forever on a host that stopped reading."""

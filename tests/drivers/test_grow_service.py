@@ -121,7 +121,8 @@ def test_status_ready_and_busy_bits(sim: GrowSensorSimulator) -> None:
         assert st.state is SensorState.READY and st.last_code == 0
 
 
-@pytest.mark.parametrize("name", ["bad-checksum", "garbage", "dropped-bytes", "slow"])
+@pytest.mark.parametrize("name", ["bad-checksum", "garbage", "dropped-bytes", "slow",
+                                  "fragmented"])
 def test_faulty_line_still_gives_exact_images(name: str,
                                               finger: tuple[NDArray[np.uint8], int]) -> None:
     with GrowSensorSimulator(name, seed=11) as sim:
