@@ -296,7 +296,9 @@ def test_eight_bit_upimage(finger: tuple[NDArray[np.uint8], int]) -> None:
             dev.read_sys_para()
             sim.press(*finger)
             assert dev.gen_img() is Confirmation.OK
-            assert np.array_equal(dev.up_image(), sim.finger_image)  # no quantisation
+            seen = sim.finger_image
+            assert seen is not None
+            assert np.array_equal(dev.up_image(), seen)  # no quantisation
         finally:
             port.close()
 
