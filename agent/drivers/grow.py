@@ -335,6 +335,7 @@ class GrowSensor:
             self._connect, lambda d: _close_port(d.port), self.timings)
         self.has_led: bool | None = None  # unknown until the first LED command
         self.params: SystemParameters | None = None
+        self._negotiated = False
 
     @classmethod
     def open(cls, path: str, baud: int = 57600, password: int = 0,
@@ -367,12 +368,18 @@ class GrowSensor:
 
     def _negotiate(self, dev: GrowDevice) -> int:
         """The baud rate at which the module answers VfyPwd (configured one first)."""
-        candidates = [self.baud, *(b for b in BAUD_CANDIDATES if b != self.baud)]
+        candidates = [self.baud]
+        if not self._negotiated:
+            # Only the first open scans: once the module has been set to the
+            # configured rate (stored in its flash) a reconnect must not spend
+            # 20 s on other speeds while a voter waits.
+            candidates += [b for b in BAUD_CANDIDATES if b != self.baud]
         for i, baud in enumerate(candidates):
             dev.set_line_speed(baud)
             try:
                 # Full retries at the configured speed; one try for the others.
                 dev.verify_password(self.password, retries=None if i == 0 else 1)
+                self._negotiated = True
                 return baud
             except SensorTimeoutError:
                 continue
