@@ -12,7 +12,7 @@ only lossless fixes (polarity, orientation). Interpolation to another
 resolution is the extractor's business, not the driver's.
 
 USB faults map to the sensor error hierarchy: ENODEV/ENOENT/ESHUTDOWN ->
-:class:`SensorDisconnected`, EBUSY/EACCES -> :class:`SensorBusyError`,
+:class:`SensorDisconnected`, EBUSY -> :class:`SensorBusyError`,
 ETIMEDOUT -> :class:`SensorTimeoutError`, EPIPE (stall, the halt is cleared)
 and others -> :class:`UsbTransferError`; :class:`UsbSensor` reopens the device
 after any of them.
@@ -57,7 +57,7 @@ from agent.drivers.transport import TransportUnavailableError, UsbDevice, find_u
 log = logging.getLogger(__name__)
 
 _GONE = {errno.ENODEV, errno.ENOENT, errno.ESHUTDOWN}
-_BUSY = {errno.EBUSY, errno.EACCES}
+_BUSY = {errno.EBUSY}
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ def usb_fault(exc: BaseException, what: str) -> SensorError:
         return SensorBusyError(msg)
     if code == errno.ETIMEDOUT:
         return SensorTimeoutError(msg)
+    if code == errno.EACCES:
+        msg += " (no permission on the USB device node: see the udev rule for group kesp)"
     return UsbTransferError(msg, code)
 
 

@@ -158,5 +158,7 @@ def test_usb_errno_mapping() -> None:
     assert isinstance(usb_fault(err(errno.EBUSY), "r"), SensorBusyError)
     assert isinstance(usb_fault(usb.core.USBTimeoutError("t", errno=errno.ETIMEDOUT), "r"),
                       SensorTimeoutError)
+    denied = usb_fault(err(errno.EACCES), "open")
+    assert isinstance(denied, UsbTransferError) and "udev" in str(denied)
     pipe = usb_fault(err(errno.EPIPE), "r")
     assert isinstance(pipe, UsbTransferError) and pipe.errno == errno.EPIPE
