@@ -1,89 +1,15 @@
-"""A small world for end-to-end tests: private broker, registry, ops key, kiosks, ops."""
+"""Fixture ``world``: private broker, registry, ops key; kiosks and ops made on demand."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nacl.signing import SigningKey
+from ops_helpers import World
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import DeviceKeys, generate_keys
-from agent.telemetry import Telemetry
-from agent.telemetry.parameters import TelemetryTuning
 from hardware_sim.mosquitto import PrivateMosquitto
-from ops.parameters import OpsTuning
-from ops.registry import create_ops_key, register_device
-from ops.service import OpsService
-
-FAST = TelemetryTuning(
-    connect_timeout_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.4, stable_session_s=1.0,
-    graceful_death_timeout_s=1.0, idle_tick_s=0.1, command_window_s=60.0, unheard_retry_s=0.3,
-)
-OPS_FAST = OpsTuning(reorder_timeout_s=0.8, command_interval_s=0.8, batch_wait_s=0.01,
-                     reconnect_min_s=1, reconnect_max_s=1)
-
-
-def until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:
-    """Poll ``pred`` until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-def turnout(i: int, refused: int = 0) -> dict[str, object]:
-    """A cumulative turnout payload after ``i`` identifications."""
-    return {"identified": i, "refused": refused, "not_identified": 0, "manual": 0,
-            "by_hour": {"08": i}}
-
-
-@dataclass
-class World:
-    tmp: Path
-    broker: PrivateMosquitto
-    ops_key: SigningKey
-    registry: Path
-    kiosks: list[Telemetry] = field(default_factory=list)
-    services: list[OpsService] = field(default_factory=list)
-    keys: dict[str, DeviceKeys] = field(default_factory=dict)
-
-    def config(self, device: str, station: str = "st-1", district: str = "d-1",
-               url: str | None = None) -> AgentConfig:
-        if device not in self.keys:
-            self.keys[device] = generate_keys(self.tmp / "keys" / device)
-            register_device(self.registry, device, station, district,
-                            self.keys[device].verify_key_hex)
-        return AgentConfig(
-            device_id=device, station_id=station, district=district,
-            state_dir=str(self.tmp / "state" / device),
-            broker=BrokerConfig(url=url or self.broker.url,
-                                ops_verify_key=bytes(self.ops_key.verify_key).hex()),
-            health_interval_s=30.0,
-        )
-
-    def kiosk(self, device: str, station: str = "st-1", district: str = "d-1",
-              tuning: TelemetryTuning = FAST, url: str | None = None) -> Telemetry:
-        tel = Telemetry(self.config(device, station, district, url), self.keys[device],
-                        lambda: {"printer": {"status": "ok"}, "sensor": {"status": "ready"}},
-                        tuning=tuning)
-        tel.start()
-        self.kiosks.append(tel)
-        return tel
-
-    def ops(self, store: str | None = None, client_id: str = "kesp-ops-1",
-            tuning: OpsTuning = OPS_FAST) -> OpsService:
-        svc = OpsService(self.broker.url, self.registry, store or str(self.tmp / "ops.sqlite"),
-                         ops_key=self.ops_key, tuning=tuning, client_id=client_id)
-        svc.start()
-        assert svc.wait_connected(10)
-        self.services.append(svc)
-        return svc
+from ops.registry import create_ops_key
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import FAST, OPS_FAST, until
 from nacl.signing import SigningKey
+from ops_helpers import FAST, OPS_FAST, until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config import AgentConfig, BrokerConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import World, turnout, until
+from ops_helpers import World, turnout, until
 
 from agent.telemetry import Telemetry, Uplink
 from ops.service import OpsService
