@@ -28,6 +28,13 @@ class MccParameters:
     and the pair-distance tolerance of the relaxation grows with the distance
     (``rel_d_tol_rel``) so that skin stretch and the per-set anisotropic
     resampling of register templates are tolerated.
+
+    1:N search over galleries of at least ``filter_min_gallery`` templates
+    first ranks every template by a cheap filter score (the best local
+    similarity of each of the probe's ``filter_cylinders`` most complete
+    cylinders, no consolidation), then scores the best
+    ``max(shortlist_min, shortlist_fraction * N)`` fully. The benchmark checks
+    that this returns the same top candidates as the exhaustive search.
     """
 
     radius: float = 70.0
@@ -55,6 +62,10 @@ class MccParameters:
     rel_tau3: float = -30.0
     rel_d_tol_rel: float = 0.0
     max_nr: int = 20
+    filter_cylinders: int = 12
+    shortlist_fraction: float = 0.01
+    shortlist_min: int = 256
+    filter_min_gallery: int = 4096
 
     def __post_init__(self) -> None:
         if self.ns != 8:
@@ -79,6 +90,7 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
     P_RADIUS, P_NS, P_ND, P_SIGMA_S, P_SIGMA_D, P_MU_PSI, P_OMEGA, P_MIN_VC, P_MIN_M, P_MIN_ME,
     P_DELTA_THETA, P_MU_P, P_TAU_P, P_MIN_NP, P_MAX_NP, P_W_R, P_N_REL, P_REL_MU1, P_REL_TAU1,
     P_REL_MU2, P_REL_TAU2, P_REL_MU3, P_REL_TAU3, P_REL_D_TOL_REL, P_MAX_NR,
+    P_FILTER_CYLINDERS, P_SHORTLIST_FRACTION, P_SHORTLIST_MIN, P_FILTER_MIN_GALLERY,
 ) = range(len(FIELDS))
 
 
