@@ -151,7 +151,7 @@ class OpsService:
         if self._client.is_connected():
             self._client.publish(f"{STATE_TOPIC}/{self.client_id}",
                                  canonical_json({"online": False}), qos=1, retain=True)
-        self._client.disconnect()
+            self._client.disconnect()
         self._client.loop_stop()
         self.store.close()
 

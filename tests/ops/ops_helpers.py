@@ -17,6 +17,7 @@ from hardware_sim.mosquitto import PrivateMosquitto
 from ops.parameters import OpsTuning
 from ops.registry import register_device
 from ops.service import OpsService
+from ops.store import StateStore
 
 FAST = TelemetryTuning(
     connect_timeout_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.4, stable_session_s=1.0,
@@ -75,7 +76,7 @@ class World:
         self.kiosks.append(tel)
         return tel
 
-    def ops(self, store: str | None = None, client_id: str = "kesp-ops-1",
+    def ops(self, store: str | StateStore | None = None, client_id: str = "kesp-ops-1",
             tuning: OpsTuning = OPS_FAST) -> OpsService:
         svc = OpsService(self.broker.url, self.registry, store or str(self.tmp / "ops.sqlite"),
                          ops_key=self.ops_key, tuning=tuning, client_id=client_id)

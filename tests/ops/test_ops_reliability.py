@@ -139,3 +139,45 @@ def test_kiosk_killed_mid_publish(world: World) -> None:
     assert until(lambda: ops.turnout().by_device["k-1"].identified >= last_vote, 10)
     assert ops.turnout().by_device["k-1"].identified in (len(events) - 1, len(events))
     assert set(ops.stats().rejected) <= {"duplicate"}
+
+
+def test_two_ops_instances_share_load_through_postgres(world: World) -> None:
+    import uuid
+
+    import psycopg
+    import pytest
+
+    from ops.store import PostgresStore
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    stores = [PostgresStore(url, prefix=prefix, instance=f"ops-{i}") for i in (1, 2)]
+    try:
+        ops_a = world.ops(store=stores[0], client_id="kesp-ops-a")
+        ops_b = world.ops(store=stores[1], client_id="kesp-ops-b")
+        tel = world.kiosk("k-1")
+        ledger: dict[str, list[int]] = {"event": [], "turnout": []}
+        for i in range(1, 41):
+            _vote(tel, i, ledger)
+        assert tel.flush(20)
+        _assert_exact(ops_a, "k-1", ledger, 40)
+        # both instances took part, and both see the same (shared) totals
+        per_instance = {}
+        for s in stores:
+            with s._tx() as cur:
+                cur.execute(f"SELECT instance, value FROM {prefix}counters WHERE name='accepted'")
+                per_instance.update(dict(cur.fetchall()))
+        assert set(per_instance) == {"ops-1", "ops-2"} and all(per_instance.values())
+        assert ops_b.turnout().by_device["k-1"].identified == 40
+        assert ops_a.stats() == ops_b.stats()
+    finally:
+        for svc in list(world.services):
+            svc.stop()
+        world.services.clear()
+        cleanup = PostgresStore(url, prefix=prefix)
+        cleanup.drop()
+        cleanup.close()
