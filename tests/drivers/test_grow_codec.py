@@ -134,6 +134,31 @@ def test_garbage_before_and_between_packets_is_skipped_and_counted() -> None:
     assert reader.discarded == len(noise) + 2
 
 
+@given(noise=st.binary(max_size=64).filter(lambda b: 0xEF not in b),
+       payload=st.binary(min_size=1, max_size=32))
+def test_any_noise_before_a_packet_is_skipped(noise: bytes, payload: bytes) -> None:
+    pkt = Packet(PacketId.ACK, payload)
+    reader = PacketReader()
+    reader.feed(noise + pkt.to_bytes())
+    assert drain(reader) == [pkt]
+    assert reader.discarded == len(noise)
+
+
+@given(stream=st.binary(max_size=600))
+def test_arbitrary_bytes_only_ever_raise_protocol_errors(stream: bytes) -> None:
+    reader = PacketReader()
+    reader.feed(stream)
+    for _ in range(len(stream) + 1):  # every step consumes bytes, so this bound suffices
+        try:
+            if reader.next_packet() is Decoded.NEED_MORE:
+                break
+        except ProtocolError:
+            continue
+    else:
+        raise AssertionError("reader made no progress")
+    assert reader.pending <= 9 + MAX_LENGTH  # never more than one partial frame held
+
+
 def test_trailing_header_half_is_kept() -> None:
     reader = PacketReader()
     reader.feed(b"\x00\x00\xef")
