@@ -181,3 +181,29 @@ def test_two_ops_instances_share_load_through_postgres(world: World) -> None:
         cleanup = PostgresStore(url, prefix=prefix)
         cleanup.drop()
         cleanup.close()
+
+
+def test_flapping_network_in_front_of_a_running_broker(world: World) -> None:
+    from ops_helpers import FlakyLink
+
+    ops = world.ops()
+    link = FlakyLink(world.broker.port)
+    try:
+        tel = world.kiosk("k-1", url=link.url)
+        ledger: dict[str, list[int]] = {"event": [], "turnout": []}
+        i = 0
+        for cycle in range(6):  # the link drops every ~0.4 s, sometimes stays down a while
+            for _ in range(6):
+                i += 1
+                _vote(tel, i, ledger)
+                time.sleep(0.03)
+            link.cut()
+            if cycle % 2:
+                link.down = True
+                time.sleep(0.3)
+                link.down = False
+        assert tel.flush(20)
+        _assert_exact(ops, "k-1", ledger, i)
+        assert tel.status().boot >= 4  # it really reconnected several times
+    finally:
+        link.close()
