@@ -88,6 +88,7 @@ class Recording:
     dev_path: str
     descriptors: bytes
     urbs: tuple[Urb, ...]
+    configuration: int = 0  # bConfigurationValue when recorded (0 = unconfigured)
 
     @property
     def vendor(self) -> int:
@@ -133,7 +134,12 @@ def load_recording(folder: str | Path) -> Recording:
     desc = next((ln[len(key):] for ln in device if ln.startswith(key)), None)
     if desc is None:
         raise RecordingError(f"{d}/device: no descriptors for {dev_path}")
-    return Recording(d.name, dev_path, bytes.fromhex(desc.strip()), tuple(urbs))
+    # The device's own attribute block is the first one (parents follow).
+    first_block = device[: next((i for i, ln in enumerate(device) if i and ln.startswith("P:")),
+                                len(device))]
+    config = next((int(ln.split("=", 1)[1] or 0) for ln in first_block
+                   if ln.startswith("A: bConfigurationValue=")), 0)
+    return Recording(d.name, dev_path, bytes.fromhex(desc.strip()), tuple(urbs), config)
 
 
 # --- descriptors ----------------------------------------------------------------
@@ -223,12 +229,13 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._session = self._new_session()
         self._gone_until = 0.0
-        self._config_value = 0
+        self._config_value = recording.configuration  # as the kernel left it
         self.transfers = 0
         self.claims = 0
         self.opens = 0
         self.passes = 0
         self.halts_cleared: list[int] = []
+        self.configurations_set: list[int] = []  # SET_CONFIGURATION requests seen
 
     def _new_session(self) -> _Session:
         return _Session([False] * len(self.recording.urbs))
@@ -286,6 +293,7 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
     def set_configuration(self, dev_handle: Any, config_value: int) -> None:
         self._check_present()
         self._config_value = config_value
+        self.configurations_set.append(config_value)
 
     def get_configuration(self, dev_handle: Any) -> int:
         self._check_present()

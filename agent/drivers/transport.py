@@ -63,6 +63,10 @@ class UsbDevice(Protocol):
         """Select a configuration (default: the first)."""
         ...
 
+    def get_active_configuration(self) -> object:
+        """The active configuration (raises ``usb.core.USBError`` when unconfigured)."""
+        ...
+
     def is_kernel_driver_active(self, interface: int) -> bool:
         """Whether a kernel driver (usblp, ...) holds ``interface``."""
         ...

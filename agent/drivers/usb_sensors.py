@@ -126,6 +126,7 @@ class _BulkDevice:
 
     def open(self) -> None:
         """Select the configuration, take the interface from any kernel driver, claim it."""
+        import usb.core
         import usb.util
 
         try:
@@ -134,7 +135,13 @@ class _BulkDevice:
                     self.dev.detach_kernel_driver(self.INTERFACE)
             except NotImplementedError:
                 pass  # backends without kernel drivers (replay, Windows)
-            self.dev.set_configuration()
+            try:
+                self.dev.get_active_configuration()
+            except usb.core.USBError:
+                # Only an unconfigured device gets SET_CONFIGURATION: on a
+                # configured one it is a needless reset of the device state
+                # (and libfprint, whose traffic we follow, never sends it).
+                self.dev.set_configuration()
             usb.util.claim_interface(self.dev, self.INTERFACE)
         except Exception as exc:
             if usb_errno(exc) is None:

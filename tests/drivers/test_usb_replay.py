@@ -99,6 +99,19 @@ def test_descriptors_reach_pyusb(nb1010: Path) -> None:
                    0x83: usb.util.ENDPOINT_TYPE_BULK}
 
 
+def test_configuration_is_set_only_when_the_device_has_none(nb1010: Path) -> None:
+    import dataclasses
+
+    rec = load_recording(nb1010)
+    assert rec.configuration == 1  # the kernel had configured it, as usual
+    configured = ReplayBackend(rec)
+    open_driver(configured).close()
+    assert configured.configurations_set == []  # as in libfprint's traffic
+    fresh = ReplayBackend(dataclasses.replace(rec, configuration=0))
+    open_driver(fresh).close()
+    assert fresh.configurations_set == [1]
+
+
 def test_recording_errors(tmp_path: Path, nb1010: Path) -> None:
     with pytest.raises(RecordingError):
         load_recording(tmp_path)
