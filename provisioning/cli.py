@@ -97,7 +97,7 @@ def cmd_device_init(args: argparse.Namespace) -> int:
         broker_url=args.broker, cec_key=Path(args.cec_key),
         ca_file=Path(args.ca) if args.ca else None, config_dir=Path(args.config_dir),
         state_dir=Path(args.state_dir), settings=Path(args.settings) if args.settings else None,
-        user=args.user,
+        user=args.user, ops_key=Path(args.ops_key) if args.ops_key else None,
     )
     cfg = dev.init_device(opts)
     _out(f"initialised kiosk {cfg.device_id} for station {cfg.station_id} ({cfg.district})")
@@ -177,9 +177,21 @@ def cmd_ops_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_ops_broker_config(args: argparse.Namespace) -> int:
+    from ops.broker_config import TlsFiles
     from provisioning import opscmd
 
-    for line in opscmd.broker_config(Path(args.registry), Path(args.out_dir), args):
+    tls = TlsFiles(cafile=args.ca, certfile=args.cert, keyfile=args.cert_key)
+    for line in opscmd.broker_config(Path(args.registry), Path(args.out_dir), tls=tls,
+                                     ops_users=args.ops_user or ["ops"], port=args.port,
+                                     bind=args.bind):
+        _out(line)
+    return EXIT_OK
+
+
+def cmd_ops_keygen(args: argparse.Namespace) -> int:
+    from provisioning import opscmd
+
+    for line in opscmd.ops_keygen(Path(args.out_dir)):
         _out(line)
     return EXIT_OK
 
@@ -234,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--broker", required=True, help="mqtts://host:port")
     q.add_argument("--ca", help="PEM CA of the broker (required for mqtts)")
     q.add_argument("--cec-key", required=True, help="the CEC's cec.pub")
+    q.add_argument("--ops-key", help="ops.pub: the key ops signs kiosk commands with")
     q.add_argument("--state-dir", default=str(dev.DEFAULT_STATE_DIR))
     q.add_argument("--settings", help="JSON with further configuration (sensor, printer, peers)")
     common(q)
@@ -267,7 +280,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--cert-key", required=True, help="broker private key (PEM)")
     q.add_argument("--ca", required=True, help="CA certificate (PEM)")
     q.add_argument("--port", type=int, default=8883)
-    q.add_argument("--ops-user", default="ops")
+    q.add_argument("--bind", default="0.0.0.0")
+    q.add_argument("--ops-user", action="append", help="ops broker user (repeatable; default ops)")
+    q = add(o, "keygen", cmd_ops_keygen, "create the ops command-signing key (ops.sign, ops.pub)")
+    q.add_argument("--out-dir", required=True)
     return p
 
 

@@ -73,6 +73,8 @@ class InitOptions:
     settings: Path | None = None
     """Optional JSON with more configuration fields (sensor, printer...), validated."""
     user: str = "kesp"
+    ops_key: Path | None = None
+    """ops.pub (64 hex digits): commands from ops must be signed by it."""
 
 
 def config_path(config_dir: Path) -> Path:
@@ -109,6 +111,8 @@ def _compose_config(opts: InitOptions) -> AgentConfig:
     broker = dict(data.get("broker", {})) if isinstance(data.get("broker"), dict) else {}
     if "broker" in data and not isinstance(data["broker"], dict):
         raise ProvisionError("settings: broker must be an object")
+    if opts.ops_key is not None:
+        broker["ops_verify_key"] = _read_ops_key(opts.ops_key)
     broker.update(
         url=opts.broker_url,
         ca_file=str(opts.config_dir / CA_FILE) if opts.ca_file else "",
@@ -131,6 +135,16 @@ def _compose_config(opts: InitOptions) -> AgentConfig:
     if cfg.broker_tls and opts.ca_file is None:
         raise ProvisionError(f"{opts.broker_url} uses TLS: give the broker's CA with --ca")
     return cfg
+
+
+def _read_ops_key(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvisionError(f"cannot read ops key {path}: {exc}") from exc
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ProvisionError(f"{path} is not an ops public key (expected 64 hex digits)")
+    return text
 
 
 def _check_ca(path: Path) -> bytes:

@@ -11,15 +11,23 @@ trustworthy as the registry entry; every reader re-verifies it.
 
 from __future__ import annotations
 
-import argparse
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 from agent.config import atomic_write
 from agent.rollpackage import Kiosk
+from ops.broker_config import (
+    BrokerConfigError,
+    TlsFiles,
+    acl_text,
+    hash_password,
+    listener_text,
+)
 from ops.registry import (
     Registry,
     RegistryError,
+    create_ops_key,
     load_registry,
     register_device,
     revoke_device,
@@ -121,9 +129,72 @@ def station_kiosks(registry: Path) -> dict[str, tuple[str, tuple[Kiosk, ...]]]:
     return {s: (d, tuple(k)) for s, (d, k) in out.items()}
 
 
-def broker_config(registry: Path, out_dir: Path, args: argparse.Namespace) -> list[str]:
-    """Write the broker's password file, ACL and TLS listener (via :mod:`ops.broker_config`)."""
-    raise ProvisionError(
-        f"cannot write the broker configuration for {registry} into {out_dir} "
-        f"(options {', '.join(sorted(vars(args)))}): ops.broker_config is not installed"
-    )
+def broker_config(
+    registry: Path, out_dir: Path, *, tls: TlsFiles, ops_users: list[str], port: int,
+    bind: str = "0.0.0.0",
+) -> list[str]:
+    """Write mosquitto's listener block, password file and ACL for the active kiosks.
+
+    The listener and ACL come from :mod:`ops.broker_config` (each kiosk may
+    write only its own topics). Kiosk password lines are the hashes from the
+    kiosks' signed requests: the passwords themselves never left the kiosks.
+    Each ops user's password is kept in ``<out_dir>/<user>.pass`` (0600,
+    created on first run, reused after) for ``kesp-ops --password-file``.
+    Re-running after a registration or revocation rewrites the three files.
+    """
+    reg = _load(registry)
+    requests = list(active_requests(registry))
+    for path in (tls.cafile, tls.certfile, tls.keyfile):
+        if not Path(path).is_file():
+            raise ProvisionError(f"TLS file {path} not found")
+    passwd, acl, listener = out_dir / "passwd", out_dir / "acl", out_dir / "listener.conf"
+    try:  # validates every name before anything is written
+        acl_body = acl_text(reg, ops_users)
+        listener_body = listener_text(port, bind, passwd, acl, tls)
+    except BrokerConfigError as exc:
+        raise ProvisionError(str(exc)) from exc
+    clash = [u for u in ops_users if reg.get(u) is not None]
+    if clash:
+        raise ProvisionError(f"ops user {clash[0]!r} has the same name as a kiosk")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    entries: dict[str, str] = {}
+    for user in ops_users:
+        pw_file = out_dir / f"{user}.pass"
+        if pw_file.exists():
+            password = pw_file.read_text().strip()
+        else:
+            password = secrets.token_urlsafe(32)
+            atomic_write(pw_file, password.encode(), mode=0o600)
+            lines.append(f"created the password of ops user {user} in {pw_file}")
+        try:
+            entries[user] = hash_password(password)
+        except BrokerConfigError as exc:
+            raise ProvisionError(f"{pw_file}: {exc}") from exc
+    for req in requests:
+        entries[req.broker_username] = req.broker_password_hash
+    atomic_write(passwd, "".join(f"{u}:{h}\n" for u, h in sorted(entries.items())).encode(),
+                 mode=0o600)
+    atomic_write(acl, acl_body.encode(), mode=0o644)
+    atomic_write(listener, listener_body.encode(), mode=0o644)
+    revoked = sorted(d for d, r in reg.devices.items() if not r.active)
+    lines.append(f"wrote {listener}, {passwd} and {acl}: {len(requests)} active kiosk(s), "
+                 f"ops user(s) {', '.join(ops_users)}"
+                 + (f"; revoked and locked out: {', '.join(revoked)}" if revoked else ""))
+    lines.append("deploy them to the broker (include listener.conf from mosquitto.conf, "
+                 "with per_listener_settings false) and reload it")
+    return lines
+
+
+def ops_keygen(out_dir: Path) -> list[str]:
+    """Create the ops command-signing key (``ops.sign``) and its public half (``ops.pub``)."""
+    sign, pub = out_dir / "ops.sign", out_dir / "ops.pub"
+    if pub.exists():
+        raise ProvisionError(f"{pub} already exists; refusing to replace the ops key")
+    try:
+        key = create_ops_key(sign)
+    except RegistryError as exc:
+        raise ProvisionError(str(exc)) from exc
+    atomic_write(pub, (bytes(key.verify_key).hex() + "\n").encode(), mode=0o644)
+    return [f"created {sign} (secret, 0600) and {pub}: give ops.pub to the kiosks "
+            "('device init --ops-key') so they accept ops' signed commands"]
