@@ -24,7 +24,6 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
 
@@ -319,9 +318,6 @@ class Aes3500Driver(_BulkDevice):
     def to_capture(cls, frame: NDArray[np.uint8]) -> Capture:
         """Invert and rotate by 180 degrees: both lossless."""
         return Capture(np.ascontiguousarray(255 - frame[::-1, ::-1]), cls.MODEL.dpi)
-
-
-DriverFactory = Callable[[UsbDevice, SensorTimings], UsbSensorDriver]
 
 
 class UsbSensor:
