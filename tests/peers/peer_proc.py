@@ -74,26 +74,27 @@ class Kiosk:
             self.sync.stop()
             self.sync = None
 
-    def identify(self, voter: int) -> dict[str, object]:
+    def identify(self, voter: int, *, notify: bool = True) -> dict[str, object]:
         got = self.store.mark_if_unmarked(voter, "identify", f"{self.cfg.device_id}-{voter}")
         t_ns = time.monotonic_ns()
         if isinstance(got, Mark):
-            if self.sync is not None:
+            if self.sync is not None and notify:
                 self.sync.notify_local(got)
             return {"issued": True, "kiosk": got.kiosk, "seq": got.origin_seq, "t_ns": t_ns}
         return {"issued": False, "by": [[m.kiosk, m.origin_seq] for m in got]}
 
     def handle(self, req: dict[str, object]) -> object:
         op = req["op"]
+        notify = bool(req.get("notify", True))
         if op == "identify":
-            return self.identify(int(str(req["voter"])))
+            return self.identify(int(str(req["voter"])), notify=notify)
         if op == "identify_many":
             voters = req["voters"]
             spacing = float(str(req.get("spacing_s", 0.0)))
             out = []
             assert isinstance(voters, list)
             for v in voters:
-                out.append(self.identify(int(v)))
+                out.append(self.identify(int(v), notify=notify))
                 if spacing:
                     time.sleep(spacing)
             return out
@@ -110,6 +111,8 @@ class Kiosk:
             }
         if op == "status":
             return [] if self.sync is None else [s.as_dict() for s in self.sync.status()]
+        if op == "connected":
+            return [] if self.sync is None else self.sync.connected_peers()
         if op == "stats":
             return None if self.sync is None else asdict(self.sync.stats())
         if op == "arrivals":

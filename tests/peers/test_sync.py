@@ -1,0 +1,160 @@
+"""PeerSync in one process, two kiosks on distinct loopback addresses (fast checks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from agent.config import AgentConfig
+from agent.keys import DeviceKeys
+from agent.marks import MarkStore
+from agent.peers import PeerState, PeerSync, PeerSyncError, PeerTiming
+
+TIMING = PeerTiming(
+    vector_interval_s=0.2, dead_after_s=1.0, connect_timeout_s=0.5, backoff_initial_s=0.05,
+    backoff_max_s=0.2, stale_after_s=0.6, unreachable_after_s=2.0, stable_interval_s=0.3,
+    status_tick_s=0.05,
+)
+IDS = ("kiosk-a", "kiosk-b")
+
+
+def _port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Pair:
+    """Two kiosks' keys, stores and configs; PeerSyncs made on demand."""
+
+    def __init__(self, root: Path) -> None:
+        self.keys = {k: DeviceKeys(SigningKey.generate(), PrivateKey.generate()) for k in IDS}
+        trusted = {k: v.signing.verify_key for k, v in self.keys.items()}
+        hosts = {"kiosk-a": "127.0.0.31", "kiosk-b": "127.0.0.32"}
+        addrs = {k: f"{h}:{_port(h)}" for k, h in hosts.items()}
+        self.cfg = {
+            k: AgentConfig(
+                device_id=k, station_id="st-7", district="d", peers=tuple(addrs.values()),
+                peer_listen=addrs[k],
+            )
+            for k in IDS
+        }
+        self.store = {
+            k: MarkStore(root / f"{k}.db", k, self.keys[k].signing, trusted) for k in IDS
+        }
+        self.events: dict[str, list[tuple[str, dict[str, object]]]] = {k: [] for k in IDS}
+        self.lock = threading.Lock()
+        self.syncs: list[PeerSync] = []
+
+    def sink(self, kiosk: str) -> Callable[[str, Mapping[str, object]], None]:
+        def on_event(name: str, fields: Mapping[str, object]) -> None:
+            with self.lock:
+                self.events[kiosk].append((name, dict(fields)))
+
+        return on_event
+
+    def sync(self, kiosk: str) -> PeerSync:
+        s = PeerSync(
+            self.cfg[kiosk], self.keys[kiosk], self.store[kiosk], self.sink(kiosk), timing=TIMING
+        )
+        s.start()
+        self.syncs.append(s)
+        return s
+
+    def named(self, kiosk: str, name: str) -> list[dict[str, object]]:
+        with self.lock:
+            return [f for n, f in self.events[kiosk] if n == name]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        for s in p.syncs:
+            s.stop()
+
+
+def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def test_marks_flow_both_ways_one_session_status_and_counters(pair: Pair) -> None:
+    a, b = pair.sync("kiosk-a"), pair.sync("kiosk-b")
+    _until(lambda: all(s.state is PeerState.CONNECTED for s in a.status() + b.status()))
+    for v in range(1, 21):
+        kiosk, sync = (("kiosk-a", a), ("kiosk-b", b))[v % 2]
+        sync.notify_local(pair.store[kiosk].mark_local(v, "verify", f"S{v}"))
+    _until(lambda: pair.store["kiosk-a"].count() == pair.store["kiosk-b"].count() == 20)
+    assert a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"]
+    _until(lambda: a.status()[0].peer_lacks == 0 == a.status()[0].we_lack)
+    st = a.status()[0]
+    assert st.kiosk == "kiosk-b" and st.last_heard_s_ago is not None
+    assert st.last_heard_s_ago < TIMING.stale_after_s
+    stats = a.stats()
+    assert stats.marks_added == 10 and stats.frames_rejected == 0
+    assert stats.marks_sent == 10  # each of its marks crossed the link once
+    assert stats.bytes_sent > 10 * 100
+    assert pair.named("kiosk-a", "mark_conflict") == []
+    # A clean stop says BYE: the peer sees the session end at once, and after
+    # the stable interval reports the peer stale (never flapping in between).
+    b.stop()
+    _until(lambda: a.connected_peers() == [])
+    _until(lambda: a.status()[0].state is PeerState.STALE)
+    states = [f["state"] for f in pair.named("kiosk-a", "peer_status")]
+    assert states == ["connected", "stale"]
+
+
+def test_partitioned_double_identification_is_a_reported_conflict(pair: Pair) -> None:
+    pair.sync("kiosk-a")
+    pair.store["kiosk-a"].mark_local(7, "identify", "A-7")
+    pair.store["kiosk-b"].mark_local(7, "identify", "B-7")  # b is offline
+    b = pair.sync("kiosk-b")
+    _until(lambda: pair.store["kiosk-a"].count() == pair.store["kiosk-b"].count() == 2)
+    for k in IDS:
+        _until(lambda k=k: len(pair.named(k, "mark_conflict")) == 1)  # type: ignore[misc]
+        event = pair.named(k, "mark_conflict")[0]
+        assert event["voter"] == 7
+        serials = sorted(str(m["slip_serial"]) for m in event["marks"])  # type: ignore[attr-defined]
+        assert serials == ["A-7", "B-7"]
+    assert [c.voter for c in pair.store["kiosk-b"].conflicts()] == [7]
+    assert b.status()[0].kiosk == "kiosk-a"
+
+
+def test_a_failing_event_sink_does_not_stop_sync(pair: Pair) -> None:
+    def broken(name: str, fields: Mapping[str, object]) -> None:
+        raise RuntimeError("audit disk full")
+
+    a = PeerSync(
+        pair.cfg["kiosk-a"], pair.keys["kiosk-a"], pair.store["kiosk-a"], broken, timing=TIMING
+    )
+    a.start()
+    pair.syncs.append(a)
+    pair.sync("kiosk-b")
+    pair.store["kiosk-b"].mark_local(1, "verify", "B-1")
+    _until(lambda: pair.store["kiosk-a"].count() == 1)
+    _until(lambda: a.status()[0].state is PeerState.CONNECTED)
+
+
+def test_start_and_construction_errors(pair: Pair) -> None:
+    pair.sync("kiosk-a")
+    with pytest.raises(PeerSyncError, match="cannot listen"):
+        PeerSync(
+            pair.cfg["kiosk-a"], pair.keys["kiosk-a"], pair.store["kiosk-a"], pair.sink("kiosk-a")
+        ).start()
+    with pytest.raises(PeerSyncError, match="key"):
+        PeerSync(pair.cfg["kiosk-a"], pair.keys["kiosk-b"], pair.store["kiosk-a"], print)
+    with pytest.raises(PeerSyncError, match="belongs to"):
+        PeerSync(pair.cfg["kiosk-b"], pair.keys["kiosk-b"], pair.store["kiosk-a"], print)
