@@ -171,6 +171,7 @@ class Station:
         self._document_voter: int | None = None
         self._document_deadline = 0.0
         self._last_printer_state: str = "unknown"
+        self._guidance: Guidance | None = None
         self._attempt_ids = 0
 
     # ------------------------------------------------------------------ counts
@@ -383,14 +384,21 @@ class Station:
             if self.phase is not Phase.OPEN:
                 return
             if not self.print_pending():
-                self.sensor.guide(Guidance.FAULT)
+                self._guide(Guidance.FAULT)
                 return
+            self._guide(Guidance.READY)
         capture = self.sensor.wait_for_finger(wait_s)
         if isinstance(capture, NoFinger):
             return
         with self._lock:
             if self.phase is Phase.OPEN:
                 self._session(capture)
+
+    def _guide(self, guidance: Guidance) -> None:
+        """Show ``guidance`` on the LED ring (only on change: LED commands cost a round trip)."""
+        if guidance is not self._guidance:
+            self.sensor.guide(guidance)
+            self._guidance = guidance
 
     def _take_document_voter(self) -> int | None:
         index, self._document_voter = self._document_voter, None
@@ -405,7 +413,7 @@ class Station:
                             lookup="typed" if session.document_voter is not None else "none")
         while True:
             session.attempts += 1
-            self.sensor.guide(Guidance.CAPTURING)
+            self._guide(Guidance.CAPTURING)
             probe = extract(capture.image, dpi=capture.dpi)
             decided = self._decide(session, probe)
             if decided is not None:
@@ -415,9 +423,9 @@ class Station:
             if session.attempts >= parameters.MAX_ATTEMPTS:
                 self._finish_not_identified(session.attempts, session.attempt_id)
                 return
-            self.sensor.guide(Guidance.RETRY)
+            self._guide(Guidance.RETRY)
             self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
-            self.sensor.guide(Guidance.READY)
+            self._guide(Guidance.READY)
             again = self.sensor.wait_for_finger(parameters.PRESS_AGAIN_TIMEOUT_S)
             if isinstance(again, NoFinger):
                 self._finish_not_identified(session.attempts, session.attempt_id)
@@ -470,7 +478,7 @@ class Station:
         self._record_outcome(self.ledger.get(rec.serial))
         self._emit_turnout()
         self._print(self.ledger.get(rec.serial))
-        self.sensor.guide(Guidance.ACCEPTED)
+        self._guide(Guidance.ACCEPTED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
     def _finish_refused(self, list_number: int, existing: tuple[Mark, ...],
@@ -486,7 +494,7 @@ class Station:
         self._record_outcome(rec)
         self._emit_turnout()
         self._print(rec)
-        self.sensor.guide(Guidance.REFUSED)
+        self._guide(Guidance.REFUSED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
     def _finish_not_identified(self, attempts: int, attempt_id: int) -> None:
@@ -496,7 +504,7 @@ class Station:
         self._record_outcome(rec)
         self._emit_turnout()
         self._print(rec)
-        self.sensor.guide(Guidance.REFUSED)
+        self._guide(Guidance.REFUSED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
     def _record_outcome(self, rec: SlipRecord) -> None:

@@ -44,6 +44,9 @@ def _measure(extra: int, out: Path) -> dict[str, float]:
         to_start: list[float] = []
         to_done: list[float] = []
         for i in range(VISITS):
+            deadline = time.monotonic() + 30
+            while rig.sensor.guidance is not Guidance.READY and time.monotonic() < deadline:
+                time.sleep(0.01)
             before_docs = len(rig.printer.documents)
             before_bytes = rig.printer.engine.bytes_received
             t0 = time.monotonic()
@@ -52,9 +55,10 @@ def _measure(extra: int, out: Path) -> dict[str, float]:
             while len(rig.printer.documents) <= before_docs:
                 if started is None and rig.printer.engine.bytes_received - before_bytes > 64:
                     started = time.monotonic() - t0
-                if rig.sensor.guidance is Guidance.RETRY and rig.sensor.finger_present:
+                guidance = rig.sensor.guidance
+                if guidance is Guidance.RETRY and rig.sensor.finger_present:
                     rig.sensor.lift()  # asked to press again, like a person would
-                    time.sleep(0.3)
+                elif guidance is Guidance.READY and not rig.sensor.finger_present:
                     rig.press(i % 28, int(rng.integers(2, 9)))
                 if time.monotonic() - t0 > 60:
                     break

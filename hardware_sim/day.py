@@ -344,6 +344,8 @@ class Rig:
 
     def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
         """One visitor, reacting to the LED like a person; returns the slip kind printed."""
+        _wait(lambda: self.sensor.guidance is Guidance.READY, timeout,
+              "the sensor to invite the next voter")
         before = len(self.printer.documents)
         if visit.document:
             self.command("document", visit.document)
@@ -355,9 +357,10 @@ class Rig:
             if time.monotonic() > deadline:
                 self.sensor.lift()
                 raise DemoError(f"no slip for {visit.label} after {timeout:.0f}s")
-            if self.sensor.guidance is Guidance.RETRY and self.sensor.finger_present:
-                self.sensor.lift()
-                time.sleep(0.3)
+            guidance = self.sensor.guidance
+            if guidance is Guidance.RETRY and self.sensor.finger_present:
+                self.sensor.lift()  # asked to press again: lift, wait for the blue light
+            elif guidance is Guidance.READY and not self.sensor.finger_present:
                 self.press(visit.finger, impressions[presses % len(impressions)])
                 presses += 1
             time.sleep(0.02)
