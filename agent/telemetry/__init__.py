@@ -11,7 +11,13 @@ from agent.telemetry.envelope import (
     TelemetryError,
 )
 from agent.telemetry.outbox import OutboxError
-from agent.telemetry.session import Telemetry, TelemetryConfigError, TelemetryStatus, Uplink
+from agent.telemetry.session import (
+    Telemetry,
+    TelemetryConfigError,
+    TelemetryStatus,
+    TelemetryStoppedError,
+    Uplink,
+)
 
 __all__ = [
     "EnvelopeError",
@@ -22,5 +28,6 @@ __all__ = [
     "TelemetryConfigError",
     "TelemetryError",
     "TelemetryStatus",
+    "TelemetryStoppedError",
     "Uplink",
 ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import random
@@ -84,6 +83,10 @@ class Uplink(enum.Enum):
     DISCONNECTED = "disconnected"
     """Waiting (backoff with jitter) before the next attempt; records queue up."""
     STOPPED = "stopped"
+
+
+class TelemetryStoppedError(TelemetryError):
+    """``emit`` was called after :meth:`Telemetry.stop`."""
 
 
 class TelemetryConfigError(TelemetryError):
@@ -168,6 +171,7 @@ class Telemetry:
         self._cmd_refused = 0
         self._seen_cmds: deque[bytes] = deque(maxlen=256)
         self._next_health = time.monotonic()
+        self._final_depth: int | None = None  # set by stop(), when the outbox closes
         # Filled by paho callbacks (run on our own thread inside loop_read).
         self._connack: ReasonCode | None = None
         self._link_up = False
@@ -186,7 +190,7 @@ class Telemetry:
         return TelemetryStatus(
             uplink=self._uplink,
             boot=self._boot,
-            outbox_depth=self.outbox.depth(),
+            outbox_depth=self.outbox_depth(),
             last_ack_wall_ms=self._last_ack_ms,
             published=self._published,
             commands_accepted=self._cmd_ok,
@@ -209,10 +213,14 @@ class Telemetry:
         """
         if kind not in ("event", "turnout"):
             raise PayloadError(f"kind {kind!r} is not 'event' or 'turnout'", "kind")
+        if self._final_depth is not None:
+            raise TelemetryStoppedError("telemetry was stopped; the outbox is closed")
         return self._append(kind, payload)
 
     def outbox_depth(self) -> int:
-        """Records recorded but not yet acknowledged by the broker."""
+        """Records recorded but not yet acknowledged by the broker (as of stop, once stopped)."""
+        if self._final_depth is not None:
+            return self._final_depth
         return self.outbox.depth()
 
     def flush(self, timeout_s: float) -> bool:
@@ -240,7 +248,9 @@ class Telemetry:
             self._thread.join(t.graceful_death_timeout_s + t.connect_timeout_s + 5)
             self._thread = None
         self._uplink = Uplink.STOPPED
-        self.outbox.close()
+        if self._final_depth is None:
+            self._final_depth = self.outbox.depth()
+            self.outbox.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -622,7 +632,3 @@ def _splice_payload(head: Envelope, payload_json: bytes) -> bytes:
     i = body.index(marker)
     return body[:i] + b',"p":' + payload_json + body[i + len(marker) - 1:]
 
-
-def health_json(sample: Mapping[str, object]) -> str:
-    """Human-readable JSON of a health sample (for the kiosk's service screen)."""
-    return json.dumps(sample, indent=2, sort_keys=True, ensure_ascii=False)

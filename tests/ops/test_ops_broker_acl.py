@@ -6,6 +6,7 @@ TLS material is made with the ``openssl`` CLI (test CA, server certificate for
 
 from __future__ import annotations
 
+import functools
 import shutil
 import ssl
 import subprocess
@@ -128,7 +129,7 @@ def test_wrong_or_missing_credentials_cannot_connect(secure: Secure) -> None:
         c, _, connack = secure.client(user, pw, tls=tls)
         c.connect("127.0.0.1", secure.broker.port)
         c.loop_start()
-        assert until(lambda connack=connack: bool(connack), 5)
+        assert until(functools.partial(bool, connack), 5)
         c.loop_stop()
         assert connack[0] >= 0x80, (user, connack)  # not authorised / bad user name or password
         c.disconnect()

@@ -32,7 +32,8 @@ def test_broker_outage_mid_day_exact_counts(world: World) -> None:
     ops = world.ops()
     k1, k2 = world.kiosk("k-1"), world.kiosk("k-2")
     k3 = world.kiosk("k-3", station="st-2", district="d-2")
-    ledgers = {k: {"event": [], "turnout": []} for k in ("k-1", "k-2", "k-3")}
+    ledgers: dict[str, dict[str, list[int]]] = {
+        k: {"event": [], "turnout": []} for k in ("k-1", "k-2", "k-3")}
     for i in range(1, 31):
         for tel, name in ((k1, "k-1"), (k2, "k-2"), (k3, "k-3")):
             _vote(tel, i, ledgers[name])

@@ -71,9 +71,10 @@ def test_spliced_payload_equals_full_encoding() -> None:
     assert _splice_payload(head, canonical_json(env.payload)) == encode_body(env)
 
 
-@given(st.dictionaries(st.text(st.characters(categories=("Ll",)), min_size=1, max_size=8)
-                       .filter(lambda k: k not in {"pin", "inn", "tin", "dob", "mrz", "face"}),
-                       st.integers(0, 10**6) | st.booleans() | st.none(), max_size=6))
+_KEYS = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8)
+
+
+@given(st.dictionaries(_KEYS, st.integers(0, 10**6) | st.booleans() | st.none(), max_size=6))
 def test_any_clean_payload_round_trips(payload: dict[str, object]) -> None:
     try:
         check_payload(payload)
@@ -138,8 +139,10 @@ def test_personal_data_is_refused(payload: dict[str, object]) -> None:
 
 
 def test_unencodable_payloads_are_refused() -> None:
-    for bad in ({"x": float("nan")}, {"x": b"bytes"}, {1: 2}, {"x": 2**70},
-                {"a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}):
+    cases: list[dict[object, object]] = [
+        {"x": float("nan")}, {"x": b"bytes"}, {1: 2}, {"x": 2**70},
+        {"a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}]
+    for bad in cases:
         with pytest.raises(PayloadError) as exc:
             check_payload(bad)
         assert not isinstance(exc.value, PersonalDataError)

@@ -18,6 +18,7 @@ from agent.telemetry import (
     PersonalDataError,
     Telemetry,
     TelemetryConfigError,
+    TelemetryStoppedError,
     Uplink,
 )
 from agent.telemetry.envelope import Envelope, open_signed, seal
@@ -84,7 +85,10 @@ def test_birth_then_records_live_and_historical(
     assert death.boot == 1 and death.payload == {"bdseq": 1}
     time.sleep(0.3)
     assert len(_envs(spy, keys, "death")) == 1  # the will was not published as well
-    assert tel.uplink is Uplink.STOPPED
+    assert tel.status().uplink is Uplink.STOPPED
+    assert tel.outbox_depth() == 0
+    with pytest.raises(TelemetryStoppedError):
+        tel.emit("event", {"event": "late"})
 
 
 def test_abrupt_loss_publishes_the_signed_will(
@@ -156,9 +160,10 @@ def test_emit_guards(cfg: AgentConfig, keys: DeviceKeys) -> None:
 
 
 def test_config_errors(tmp_path: Path, keys: DeviceKeys) -> None:
-    def make(**broker: str) -> None:
+    def make(url: str, password_file: str = "", ops_verify_key: str = "") -> None:
+        broker = BrokerConfig(url=url, password_file=password_file, ops_verify_key=ops_verify_key)
         cfg = AgentConfig(device_id="k-1", station_id="st-1", district="d-1",
-                          state_dir=str(tmp_path / "s"), broker=BrokerConfig(**broker))
+                          state_dir=str(tmp_path / "s"), broker=broker)
         Telemetry(cfg, keys, dict).stop()
 
     with pytest.raises(TelemetryConfigError, match="ca_file"):
