@@ -56,7 +56,7 @@ NORM_CLIP = 3.0
 ORIENT_WINDOW = 16
 """Window (pixels) of the structure tensor per block."""
 
-ORIENT_SMOOTH_SIGMA = 1.5
+ORIENT_SMOOTH_SIGMA = 1.0
 """Gaussian smoothing of the doubled-angle field, in blocks."""
 
 # --- frequency ---------------------------------------------------------------
@@ -148,3 +148,9 @@ MIN_MINUTIAE_FOR_QUALITY = 8
 # --- output convention ---------------------------------------------------------
 ISO_ANGLE_OFFSET = 3.141592653589793
 """Added to the internal direction when writing ISO angles (see pipeline.to_iso_angle)."""
+
+DIRECTION_FIELD_TOLERANCE = 0.0
+"""Snap a minutia's traced direction to the orientation field when within this (radians)."""
+
+MIN_MINUTIA_QUALITY = 0
+"""Minutiae whose quality (1-100) is below this are dropped (smudged, incoherent areas)."""
