@@ -104,15 +104,14 @@ def test_partition_then_heal_merges_everything_and_reports_doubles(station: Stat
         res = station.kiosks[2].call("identify", voter=v)
         assert res["issued"], "a partitioned kiosk cannot see the other side's marks"
         issued.add((res["kiosk"], res["seq"]))
-    if station.mode == "netns":
-        # Long enough for the peers to notice the silent link and report it.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            states = {s["kiosk"]: s["state"] for s in station.kiosks[0].call("status")}
-            if states["kiosk-3"] == "unreachable":
-                break
-            time.sleep(0.2)
-        assert states["kiosk-3"] == "unreachable"
+    # Long enough for the peers to notice the silent link and report it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = {s["kiosk"]: s["state"] for s in station.kiosks[0].call("status")}
+        if states["kiosk-3"] == "unreachable":
+            break
+        time.sleep(0.2)
+    assert states["kiosk-3"] == "unreachable"
     station.restore(2)
     sums = station.wait_converged(len(issued), timeout=20)
     for s in sums:
