@@ -26,7 +26,7 @@ from ops.view import render_prometheus, render_watch, turnout_csv, turnout_png
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kesp-ops", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="kesp-ops", description="KESP central ops console")
     p.add_argument("--store", required=True, help="SQLite path or postgresql:// URL")
     p.add_argument("--prefix", default="kesp_", help="table name prefix")
     sub = p.add_subparsers(dest="command", required=True)

@@ -351,3 +351,9 @@ class OpsService:
     def devices(self) -> list[DeviceState]:
         """Per-kiosk state (online, health, counters)."""
         return self.store.devices()
+
+    def render_watch(self) -> str:
+        """The ``kesp-ops watch`` screen for the current state (for demos and logs)."""
+        from ops.view import render_watch
+
+        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning)

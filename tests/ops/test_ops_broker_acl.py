@@ -180,3 +180,63 @@ def test_revoked_device_is_locked_out_after_regeneration(secure: Secure, tmp_pat
     assert "k-2" not in files.acl_file.read_text()
     assert "topic write kesp/v1/d-1/st-1/k-1/turnout" in files.acl_file.read_text()
     assert Uplink.CONNECTED.value == "connected"
+
+
+def _client_cert(pki: Path, cn: str) -> tuple[str, str]:
+    key, csr, crt = pki / f"{cn}.key", pki / f"{cn}.csr", pki / f"{cn}.crt"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+             "-subj", f"/CN={cn}")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"),
+             "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "2", "-out", str(crt))
+    return str(crt), str(key)
+
+
+def test_client_certificate_identity(tmp_path: Path, tls_dir: Path) -> None:
+    """With require_certificate the CN is the user name; no certificate, no connection."""
+    registry = tmp_path / "devices.json"
+    keys = generate_keys(tmp_path / "keys")
+    register_device(registry, "k-1", "st-1", "d-1", keys.verify_key_hex)
+    port = free_port()
+    ca = str(tls_dir / "ca.crt")
+    files = write_broker_config(
+        tmp_path / "broker", load_registry(registry), {}, {"ops": "unused-with-certificates"},
+        port=port, bind="127.0.0.1",
+        tls=TlsFiles(ca, str(tls_dir / "server.crt"), str(tls_dir / "server.key"),
+                     require_certificate=True))
+    (tmp_path / "mosq").mkdir()
+    broker = PrivateMosquitto(port, listener_config=files.listener_config.read_text(),
+                              workdir=tmp_path / "mosq", extra_config="user root\n")
+    broker.start()
+    try:
+        k1_cert, k1_key = _client_cert(tls_dir, "k-1")
+        ops_cert, ops_key = _client_cert(tls_dir, "ops")
+        seen: list[str] = []
+        spy = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        spy.tls_set(ca_certs=ca, certfile=ops_cert, keyfile=ops_key)
+        spy.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("kesp/v1/#", qos=1)
+        spy.on_message = lambda _c, _u, m: seen.append(m.topic)
+        spy.connect("127.0.0.1", port)
+        spy.loop_start()
+        cfg = AgentConfig(device_id="k-1", station_id="st-1", district="d-1",
+                          state_dir=str(tmp_path / "state"),
+                          broker=BrokerConfig(url=f"mqtts://127.0.0.1:{port}", ca_file=ca,
+                                              cert_file=k1_cert, key_file=k1_key))
+        time.sleep(0.5)
+        tel = Telemetry(cfg, keys, dict, tuning=FAST)
+        tel.start()
+        tel.emit("event", {"event": "station.opened"})
+        assert tel.flush(10)
+        assert until(lambda: "kesp/v1/d-1/st-1/k-1/event" in seen, 5)
+        tel.stop()
+        spy.loop_stop()
+        # the same kiosk without its certificate cannot even finish the handshake
+        bare = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        bare.tls_set(ca_certs=ca)
+        bare.username_pw_set("k-1", "anything")
+        with pytest.raises((ssl.SSLError, OSError)):
+            bare.connect("127.0.0.1", port)
+            for _ in range(20):  # TLS 1.3 reports the missing certificate on first read
+                if bare.loop(0.1) != 0:
+                    raise OSError("connection closed by the broker")
+    finally:
+        broker.close()

@@ -94,3 +94,60 @@ def test_bad_store_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_bytes(b"not a database" * 200)
     assert main(["--store", str(bad), "report", "--out", str(tmp_path)]) == 2
     assert "kesp-ops:" in capsys.readouterr().err
+
+
+def test_serve_ingests_and_exposes_metrics(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from ops_helpers import FAST, until
+
+    from agent.config import AgentConfig, BrokerConfig
+    from agent.keys import generate_keys
+    from agent.telemetry import Telemetry
+    from hardware_sim.mosquitto import PrivateMosquitto, free_port
+
+    (tmp_path / "m").mkdir()
+    with PrivateMosquitto(workdir=tmp_path / "m") as broker:
+        keys = generate_keys(tmp_path / "keys")
+        reg = tmp_path / "devices.json"
+        register_device(reg, "k-1", "st-1", "d-1", keys.verify_key_hex)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", "--store", str(tmp_path / "ops.sqlite"), "serve",
+             "--port", str(port), "--broker", broker.url, "--registry", str(reg)],
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            def metrics() -> str:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                        return str(r.read().decode())
+                except OSError:
+                    return ""
+
+            assert until(lambda: "kesp_messages_accepted_total" in metrics(), 15)
+            time.sleep(1.0)  # ops subscribed
+            cfg = AgentConfig(device_id="k-1", station_id="st-1", district="d-1",
+                              state_dir=str(tmp_path / "state"),
+                              broker=BrokerConfig(url=broker.url))
+            tel = Telemetry(cfg, keys, dict, tuning=FAST)
+            tel.start()
+            tel.emit("turnout", {"identified": 7, "refused": 0, "not_identified": 0,
+                                 "manual": 0, "by_hour": {"08": 7}})
+            assert tel.flush(10)
+            line = 'kesp_turnout{district="d-1",station="st-1",outcome="identified"} 7'
+            assert until(lambda: line in metrics().splitlines(), 15), metrics()
+            assert 'kesp_devices{state="online"} 1' in metrics().splitlines()
+            tel.stop()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
