@@ -22,11 +22,15 @@ PRESS_AGAIN_TIMEOUT_S = 15.0
 DOCUMENT_HOLD_S = 120.0
 """How long an ID document number read by the operator stays attached to the next press."""
 
-MIN_MINUTIAE = 6
-"""Fewer minutiae than this cannot be matched reliably: ask for another press."""
+MIN_MINUTIAE = 12
+"""Fewer minutiae than this: ask for another press instead of matching.
 
-MIN_CAPTURE_QUALITY = 20
-"""Capture quality (0-100) below which the kiosk asks for another press."""
+Cylinder-code scores are normalised by the number of minutiae compared, so a
+probe with a handful of minutiae can score like a genuine pair against a
+stranger (seen on simulated partial presses: 4 minutiae, score 0.155). 12 is
+the usual lower bound for identification-grade templates. The capture-quality
+gate itself is ``agent.match.extraction.parameters.QUALITY_THRESHOLD``.
+"""
 
 HIGH_BAND_FMR = 1e-6
 """A score above the threshold of this false-match rate is logged as band "high"."""

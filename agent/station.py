@@ -36,6 +36,7 @@ from agent.lifecycle import Command, Lifecycle, Phase
 from agent.marks import Mark, MarkStore, hlc_wall_ms
 from agent.match import Matcher, Template, extract
 from agent.match.decision import Outcome, identify, identify_fused, verify
+from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
 from agent.roll import LoadedRoll
 from agent.slips import (
@@ -433,7 +434,7 @@ class Station:
             capture = again
 
     def _decide(self, session: _Session, probe: Template) -> tuple[int, str, float] | None:
-        if probe.quality < parameters.MIN_CAPTURE_QUALITY or len(probe) < parameters.MIN_MINUTIAE:
+        if probe.quality < QUALITY_THRESHOLD or len(probe) < parameters.MIN_MINUTIAE:
             self.journal.record("capture-rejected", attempt_id=session.attempt_id,
                                 quality=int(probe.quality), reason="low-quality")
             return None

@@ -48,9 +48,10 @@ from agent.config import (
 from agent.control import ControlError, request
 from agent.drivers.sensor import Guidance
 from agent.keys import generate_keys
+from agent.match import STANDARD_DPI, Template, load_template
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import load_fvc
+from hardware_sim.fingers import FVC_DPI, load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
 from ops.registry import register_device
@@ -79,10 +80,31 @@ def fvc_finger(index: int) -> tuple[str, int]:
     return DBS[index // 10], 101 + index % 10
 
 
+FVC_SIZE = {"DB1_B": (388, 374), "DB2_B": (296, 560), "DB3_B": (300, 300), "DB4_B": (288, 384)}
+
+
 def iso_bytes(data: Path, index: int, impression: int) -> bytes:
-    """The register's ISO template of a real finger."""
+    """The register's ISO template of a real finger, as the register would hold it.
+
+    The FVC2002 ISO files were extracted from images resized to 300 x 400
+    ignoring their aspect ratio (see the data README). A real register's
+    templates are in true geometry, so the demo's CEC maps each template back
+    to its image's native geometry and resolution before enrolment: x by W/300,
+    y by H/400, directions through the same anisotropic scale, then to 500 dpi.
+    """
     db, finger = fvc_finger(index)
-    return (data / "fvc2002" / db / f"{finger}_{impression}.iso").read_bytes()
+    raw = (data / "fvc2002" / db / f"{finger}_{impression}.iso").read_bytes()
+    t = load_template(raw)
+    width, height = FVC_SIZE[db]
+    to_500 = STANDARD_DPI / FVC_DPI[db]
+    sx, sy = width / 300 * to_500, height / 400 * to_500
+    angle = np.arctan2(np.sin(t.angle) * sy, np.cos(t.angle) * sx)
+    native = Template.from_arrays(
+        t.x * sx, t.y * sy, angle, width=round(width * to_500), height=round(height * to_500),
+        kind=t.kind, minutia_quality=t.minutia_quality, quality=t.quality,
+        finger_position=t.finger_position,
+    )
+    return native.to_iso2005()
 
 
 def synthetic_iso(rng: np.random.Generator) -> bytes:
@@ -139,12 +161,13 @@ class Visit:
 
 
 def plan(roll: Roll) -> list[Visit]:
-    """The day's visitors (deterministic)."""
+    """The day's visitors (deterministic): each repeat visit comes after the first one."""
     visits = [Visit(f"voter {i + 1}", i, "identified") for i in range(0, 28)]
     visits.insert(5, Visit("voter 30 with ID card", 29, "identified",
                            document=roll.voters[29].document))
-    for i in (2, 11, 20):  # come back, at the same kiosk
-        visits.insert(12 + i // 2, Visit(f"voter {i + 1} again", i, "refused"))
+    for i in (2, 11, 20):
+        first = next(k for k, v in enumerate(visits) if v.finger == i)
+        visits.insert(first + 4, Visit(f"voter {i + 1} again", i, "refused"))
     for j in range(34, 38):
         visits.append(Visit(f"stranger {j - 33}", j, "not-identified"))
     visits.append(Visit("voter 31 with a cut finger", 38, "not-identified", manual=31))
