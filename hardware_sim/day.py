@@ -208,6 +208,14 @@ def slip_serial(text: str) -> str:
     return ""
 
 
+def slip_list_number(text: str) -> int | None:
+    """The voter's list number printed on an identified or refusal slip."""
+    for line in text.splitlines():
+        if "№ в списке:" in line:
+            return int(line.rsplit(":", 1)[1])
+    return None
+
+
 def is_duplicate(text: str) -> bool:
     """Whether the document carries the DUPLICATE banner."""
     return "DUPLICATE" in text or "ДУБЛИКАТ" in text
@@ -237,6 +245,8 @@ class Rig:
         self.printer = EscposPrinterSimulator(out / "slips", profile="epson-tm-t20iii")
         self.roll: Roll | None = None
         self.starts = 0
+        self.wrong: list[str] = []
+        """Visitors who were given another voter's slip (a false match)."""
 
     def say(self, text: str) -> None:
         """Narrate."""
@@ -388,8 +398,16 @@ class Rig:
                 presses += 1
             time.sleep(0.02)
         self.sensor.lift()
-        kind = slip_kind(self.printer.documents[before].text)
+        text = self.printer.documents[before].text
+        kind = slip_kind(text)
         mark = "ok" if kind == visit.expect else f"EXPECTED {visit.expect}"
+        named = slip_list_number(text)
+        if named is not None and visit.finger < N_REAL and named != visit.finger + 1:
+            self.wrong.append(f"{visit.label} got a slip for voter №{named}")
+            mark = f"WRONG VOTER №{named}"
+        elif named is not None and visit.finger >= N_REAL and not visit.manual:
+            self.wrong.append(f"{visit.label} (not on the list) got a slip for voter №{named}")
+            mark = f"WRONG VOTER №{named}"
         self.say(f"  {visit.label:<28} {presses} press(es) -> {kind:<15} {mark}")
         if visit.manual:
             before = len(self.printer.documents)
@@ -522,6 +540,7 @@ def run_day(data: Path, out: Path) -> int:
             problems = disagreements(facts, rig.ops, rig.device)
             if code != 0:
                 problems.append(f"agent exited with {code}")
+            problems += [f"false match: {w}" for w in rig.wrong]
             if facts.paper["zero-report"] != 1 or facts.paper["closing-report"] != 1:
                 problems.append(f"reports on paper: {dict(facts.paper)}")
             verified = 0

@@ -20,8 +20,12 @@ def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
     (line,) = [ln for ln in out.out.splitlines() if ln.startswith("DEMO OK:")]
     words = line.split()
     identified, refused, unknown, slips, verified = (int(words[i]) for i in (2, 4, 6, 9, 11))
-    # the plan: 29 voters (one by ID card) + 1 manual admission, 4 repeats, 5 not identified
-    assert identified >= 25 and refused >= 3 and unknown >= 5
+    # The plan: 29 voters (one by ID card) + 1 manual admission, 4 repeat visits, 5 people
+    # whose finger is not on the list. run_day fails on any false match (a slip naming
+    # another voter); genuine voters may occasionally need the commission, so the
+    # bands below leave room for a few of them and no more.
+    assert identified >= 24 and refused >= 2 and unknown >= 5
+    assert unknown <= 5 + 6
     assert slips == identified + refused + unknown
     assert verified > identified + refused + unknown  # events, turnout, births, health
     slip_files = sorted((tmp_path / "demo" / "slips").glob("*.png"))
