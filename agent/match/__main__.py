@@ -99,7 +99,7 @@ def impostor_scores(m: Matcher, dirs: list[Path]) -> NDArray[np.float64]:
 
 def calibration_block(imp: NDArray[np.float64]) -> str:
     """The parameters.py calibration constants for an impostor score sample."""
-    points = [f for f in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5) if f * len(imp) >= 5]
+    points = [f for f in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5) if f * len(imp) >= 4]
     tail_fmr0 = 1e-3
     t0 = float(np.quantile(imp, 1 - tail_fmr0))
     beta = float(np.mean(imp[imp > t0] - t0))

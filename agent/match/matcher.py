@@ -833,5 +833,9 @@ def warm_up() -> None:
         for _ in range(2)
     ]
     m = Matcher()
-    m.compare(ts[0], ts[1])
-    m.gallery(ts).search(ts[0], top=1)
+    a, b = m.prepare(ts[0]), m.prepare(ts[1])
+    m.compare_prepared(a, b)
+    m.pairs(a, b)
+    g = m.gallery(ts)
+    g.search(a, top=1, exhaustive=True)
+    g.search(a, top=1, exhaustive=False)

@@ -37,7 +37,7 @@ class MccParameters:
     that this returns the same top candidates as the exhaustive search.
     """
 
-    radius: float = 70.0
+    radius: float = 65.0
     ns: int = 8
     nd: int = 6
     sigma_s: float = 28.0 / 3.0
@@ -101,15 +101,15 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
 # MccParameters. Re-run and paste its output here whenever the matcher changes.
 CALIBRATION_IMPOSTORS = 49920
 CALIBRATION_POINTS: tuple[tuple[float, float], ...] = (
-    (1e-1, 0.01605),
-    (1e-2, 0.02054),
-    (1e-3, 0.02725),
-    (1e-4, 0.03541),
+    (0.1, 0.01612),
+    (0.01, 0.02058),
+    (0.001, 0.02631),
+    (0.0001, 0.03226),
 )
 """Empirical (FMR, threshold) pairs: the share of impostor scores >= threshold."""
-TAIL_T0 = 0.02725
-TAIL_FMR0 = 1e-3
-TAIL_BETA = 0.00356
+TAIL_T0 = 0.02631
+TAIL_FMR0 = 0.001
+TAIL_BETA = 0.00320
 """Exponential tail fitted to impostor scores above TAIL_T0 (maximum likelihood:
 beta = mean excess); FMR(t) = TAIL_FMR0 * exp(-(t - TAIL_T0) / TAIL_BETA) for
 t >= TAIL_T0. Used below the resolution of the data (FMR < ~1e-4), e.g. for
