@@ -32,6 +32,8 @@ class OpsTuning:
     session_expiry_s: int = 7 * 24 * 3600
     """Broker keeps ops' subscription and queued messages this long while ops is down."""
     keepalive_s: int = 30
+    retry_s: float = 1.0
+    """Pause before retrying a batch whose store transaction failed."""
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     """paho's reconnect backoff towards the broker (whole seconds)."""

@@ -197,12 +197,16 @@ class OpsService:
                     batch.append(self._queue.get(timeout=left))
             except queue.Empty:
                 pass
-            if batch:
+            while batch:
                 try:
                     self._process(batch)
+                    break
                 except Exception:
-                    # Not acknowledged: the broker redelivers after a reconnect.
-                    log.exception("ingest of %d messages failed", len(batch))
+                    # Not acknowledged yet. Retry (the store may be restarting);
+                    # on stop the broker redelivers them to the next session.
+                    log.exception("ingest of %d messages failed; retrying", len(batch))
+                    if self._stop.wait(self.tuning.retry_s):
+                        return
             self._busy = False
             if time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + min(1.0, self.tuning.reorder_timeout_s / 2)

@@ -125,7 +125,12 @@ def _mono_ms() -> int:
 
 
 class Telemetry:
-    """Signed, durable telemetry of one kiosk (the station application's only telemetry API)."""
+    """Signed, durable telemetry of one kiosk (the station application's only telemetry API).
+
+    ``health`` is called from the telemetry thread every ``cfg.health_interval_s``
+    (and must not block for long); its mapping is sent as the ``app`` part of
+    the health sample. Opening a corrupt outbox raises :class:`OutboxError`.
+    """
 
     def __init__(
         self,
@@ -458,11 +463,13 @@ class Telemetry:
             self._connected_loop(client, death)
         finally:
             self._live_boot = -1
+            # Whatever happened, this session's socket is done. If no DISCONNECT
+            # was sent (crash-like stop, refused publish) the broker sends the will.
             sock = client.socket()
-            if sock is not None and self._link_up:
-                # Not graceful: drop the socket so the broker sends the will.
+            if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.close()
+            self._link_up = False
 
     def _publish_birth(self, client: mqtt.Client) -> int:
         payload = {
