@@ -301,3 +301,38 @@ def test_round_trip_property(rows: list[tuple[int, str, str, list[bytes]]]) -> N
     )
     roll = make_roll(0, voters=voters)
     assert open_package(build_package(roll, CEC), CEC.verify_key, K1) == roll
+
+
+def _voter_bytes(number: int, doc: bytes = b"D1", ky: bytes = b"a", ru: bytes = b"b",
+                 fingers: bytes = b"\x00") -> bytes:
+    return (struct.pack(">IB", number, len(doc)) + doc + struct.pack(">H", len(ky)) + ky
+            + struct.pack(">H", len(ru)) + ru + fingers)
+
+
+_FINGER = struct.pack(">BI", 1, 8) + b"FMR\x00 20\x00"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x00\x00", "shorter than its voter count"),
+        (struct.pack(">I", 1) + _voter_bytes(1)[:7], "ends early"),
+        (struct.pack(">I", 1) + _voter_bytes(1, fingers=b"\x01" + _FINGER[:-1]), "ends early"),
+        (struct.pack(">I", 1) + _voter_bytes(1, ky=b"\xff\xfe"), "not UTF-8"),
+        (struct.pack(">I", 2) + _voter_bytes(2) + _voter_bytes(1, doc=b"D2"), "after 2"),
+        (struct.pack(">I", 1) + _voter_bytes(1, fingers=b"\x0b"), "11 fingers"),
+        (struct.pack(">I", 1) + _voter_bytes(1, fingers=b"\x02" + _FINGER + _FINGER),
+         "position 1 after 1"),
+        (struct.pack(">I", 1) + _voter_bytes(1, fingers=b"\x01" + struct.pack(">BI", 0, 0)),
+         "position 0 after 0"),
+    ],
+)
+def test_malformed_bodies(body: bytes, message: str) -> None:
+    """Signed by the CEC but inconsistent: refused with the place of the fault."""
+    roll = make_roll(0, voters=(Voter(1, "a", "b", "D1", ()),))  # header only; body is ours
+    from agent import rollpackage as rp
+
+    pkg = rp._seal(roll, rp._validate_kiosks(roll.kiosks), body, len(roll.voters), CEC)
+    with pytest.raises(PackageError, match=message) as exc:
+        open_package(pkg, CEC.verify_key, K1)
+    assert reason(exc) == "malformed"
