@@ -17,6 +17,7 @@ from agent.peers.sync import (
     EVENT_PEER_STATUS,
     PeerSync,
     PeerSyncError,
+    StationSyncSummary,
     SyncStats,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "PeerSync",
     "PeerSyncError",
     "PeerTiming",
+    "StationSyncSummary",
     "SyncStats",
 ]

@@ -21,6 +21,14 @@ MAX_BODY = 1 << 20
 #: included) stays well under a heartbeat interval on a Raspberry Pi.
 MAX_MARKS_PER_FRAME = 256
 
+#: Largest frame body before the handshake completed: a HELLO is ~100 bytes,
+#: so an unauthenticated peer cannot make us buffer a megabyte.
+MAX_HELLO_BODY = 1024
+
+#: Connections still in their handshake at once; more are closed on arrival
+#: (a rogue opening sockets in a loop cannot exhaust the kiosk).
+MAX_PENDING_HANDSHAKES = 16
+
 #: Handshake nonces remembered to refuse a replayed HELLO (per process).
 NONCE_MEMORY = 4096
 

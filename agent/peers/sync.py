@@ -39,7 +39,14 @@ from agent.config import AgentConfig
 from agent.keys import DeviceKeys
 from agent.marks import Mark, MarkStore, MergeResult
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
-from agent.peers.parameters import DEFAULT_PORT, NONCE_MEMORY, PeerTiming
+from agent.peers.parameters import (
+    DEFAULT_PORT,
+    MAX_BODY,
+    MAX_HELLO_BODY,
+    MAX_PENDING_HANDSHAKES,
+    NONCE_MEMORY,
+    PeerTiming,
+)
 from agent.peers.status import Debounced, PeerState, PeerStatus, lag, observed_state
 from agent.peers.wire import (
     NO_SESSION,
@@ -92,6 +99,18 @@ class SyncStats:
     marks_added: int
     sessions_opened: int
     frames_rejected: int
+
+
+@dataclass(frozen=True)
+class StationSyncSummary:
+    """What the closing report prints about the station's kiosks (see docs/PEERS.md)."""
+
+    kiosk: str
+    peers: tuple[PeerStatus, ...]
+    marks_total: int
+    voters_marked: int
+    marks_by_kiosk: Mapping[str, int]
+    conflict_voters: tuple[int, ...]
 
 
 @dataclass
@@ -217,6 +236,7 @@ class PeerSync:
         self._bound: tuple[str, int] | None = None
         self._exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshaking = 0
 
     # -- public API ---------------------------------------------------------------
 
@@ -277,6 +297,20 @@ class PeerSync:
                     )
                 )
         return out
+
+    def summary(self) -> StationSyncSummary:
+        """Peers, merged counts and conflicts, for the closing report (reads the store)."""
+        by_kiosk: dict[str, int] = {}
+        for m in self._store.all_marks():
+            by_kiosk[m.kiosk] = by_kiosk.get(m.kiosk, 0) + 1
+        return StationSyncSummary(
+            kiosk=self._me,
+            peers=tuple(self.status()),
+            marks_total=sum(by_kiosk.values()),
+            voters_marked=self._store.voters_marked(),
+            marks_by_kiosk=by_kiosk,
+            conflict_voters=tuple(c.voter for c in self._store.conflicts()),
+        )
 
     def stats(self) -> SyncStats:
         """Traffic counters (bytes and frames on the wire, marks sent and received)."""
@@ -456,15 +490,29 @@ class PeerSync:
         """Run one connection to the end; the peer's kiosk id if the handshake succeeded."""
         peername = writer.get_extra_info("peername")
         remote = f"{peername[0]}:{peername[1]}" if peername else "?"
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(max_body=MAX_HELLO_BODY)
         pending: collections.deque[RawFrame] = collections.deque()
         session: _Session | None = None
         peer: str | None = None
         sender_task: asyncio.Task[None] | None = None
         try:
-            hello, peer = await self._handshake(reader, writer, decoder, pending, dialed)
+            if self._handshaking >= MAX_PENDING_HANDSHAKES:
+                raise PeerProtocolError(
+                    "too-many-connections", f"{MAX_PENDING_HANDSHAKES} already in handshake"
+                )
+            self._handshaking += 1
+            try:
+                # One deadline for the whole handshake: a trickle of bytes
+                # cannot keep an unauthenticated connection open.
+                hello, peer = await asyncio.wait_for(
+                    self._handshake(reader, writer, decoder, pending, dialed),
+                    self._timing.connect_timeout_s,
+                )
+            finally:
+                self._handshaking -= 1
             if peer is None:
                 return None
+            decoder.max_body = MAX_BODY
             nonce_i, nonce_r = hello
             initiator, responder = (self._me, peer) if dialed is not None else (peer, self._me)
             session = _Session(
@@ -634,8 +682,16 @@ class PeerSync:
             session.synced = True
             session.kick.set()
         elif isinstance(payload, Marks):
-            session.learn(sorted(payload.marks, key=lambda m: (m.kiosk, m.origin_seq)))
             result = await self._store_call(self._store.merge, payload.marks)
+            # The peer holds what it sent us, except what we refused (we may
+            # hold the genuine mark of that number and still owe it to the peer).
+            refused = {(m.kiosk, m.origin_seq) for m, _reason in result.rejected}
+            session.learn(
+                sorted(
+                    (m for m in payload.marks if (m.kiosk, m.origin_seq) not in refused),
+                    key=lambda m: (m.kiosk, m.origin_seq),
+                )
+            )
             with self._lock:
                 self._counters.marks_received += len(payload.marks)
                 self._counters.marks_added += len(result.added)

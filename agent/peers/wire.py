@@ -67,6 +67,7 @@ RejectReason = Literal[
     "out-of-sequence",
     "unexpected-frame",
     "wrong-peer",
+    "too-many-connections",
 ]
 
 
@@ -315,7 +316,8 @@ class FrameDecoder:
 
     def __init__(self, max_body: int = MAX_BODY) -> None:
         self._buf = bytearray()
-        self._max_body = max_body
+        #: Largest body accepted; a connection lowers it until the handshake is done.
+        self.max_body = max_body
 
     def feed(self, data: bytes) -> list[RawFrame]:
         """Append ``data``; return every frame now complete, in order."""
@@ -331,8 +333,8 @@ class FrameDecoder:
                 kind = FrameType(ftype)
             except ValueError as exc:
                 raise MalformedFrameError(f"unknown frame type {ftype}") from exc
-            if length > self._max_body:
-                raise MalformedFrameError(f"body length {length} exceeds {self._max_body}")
+            if length > self.max_body:
+                raise MalformedFrameError(f"body length {length} exceeds {self.max_body}")
             total = HEADER_LEN + length + SIG_LEN
             if len(self._buf) < total:
                 break

@@ -130,7 +130,11 @@ def test_partitioned_double_identification_is_a_reported_conflict(pair: Pair) ->
         serials = sorted(str(m["slip_serial"]) for m in event["marks"])  # type: ignore[attr-defined]
         assert serials == ["A-7", "B-7"]
     assert [c.voter for c in pair.store["kiosk-b"].conflicts()] == [7]
-    assert b.status()[0].kiosk == "kiosk-a"
+    summary = b.summary()
+    assert summary.kiosk == "kiosk-b" and summary.peers[0].kiosk == "kiosk-a"
+    assert summary.marks_total == 2 and summary.voters_marked == 1
+    assert summary.marks_by_kiosk == {"kiosk-a": 1, "kiosk-b": 1}
+    assert summary.conflict_voters == (7,)
 
 
 def test_a_failing_event_sink_does_not_stop_sync(pair: Pair) -> None:
@@ -158,3 +162,19 @@ def test_start_and_construction_errors(pair: Pair) -> None:
         PeerSync(pair.cfg["kiosk-a"], pair.keys["kiosk-b"], pair.store["kiosk-a"], print)
     with pytest.raises(PeerSyncError, match="belongs to"):
         PeerSync(pair.cfg["kiosk-b"], pair.keys["kiosk-b"], pair.store["kiosk-a"], print)
+
+
+def test_unauthenticated_connections_are_bounded(pair: Pair) -> None:
+    a = pair.sync("kiosk-a")
+    host, port = a.listen_address
+    # A header announcing a big body before any handshake: refused at once.
+    with socket.create_connection((host, port), timeout=2) as s:
+        s.sendall(b"KP\x01\x01" + (100_000).to_bytes(4, "big"))
+        assert s.recv(100) == b""
+    _until(lambda: [f["reason"] for f in pair.named("kiosk-a", "peer_rejected")] == ["malformed"])
+    # A trickle that never completes a HELLO is cut at the handshake deadline.
+    with socket.create_connection((host, port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"KP\x01")
+        assert s.recv(100) == b""
+        assert time.monotonic() - t0 < TIMING.connect_timeout_s + 1.0
