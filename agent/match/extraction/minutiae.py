@@ -21,7 +21,6 @@ from numpy.typing import NDArray
 
 from agent.jit import njit
 from agent.match.extraction import parameters as prm
-from agent.match.extraction.orientation import OrientationField
 from agent.match.template import MinutiaType
 
 STOP_LENGTH = 0
@@ -310,40 +309,3 @@ def detect(skeleton: NDArray[np.bool_], mask: NDArray[np.bool_]) -> Candidates:
         stop_y=out[:n, 5].copy(),
     )
 
-
-def refine_directions(c: Candidates, field: OrientationField) -> NDArray[np.float64]:
-    """Directions snapped to the smoothed orientation field where it agrees with the trace.
-
-    The traced direction is noisy by a few degrees (pixel staircase, forks);
-    the field is smooth but only known modulo pi. The field's direction on
-    the traced side replaces the trace when the two are within
-    DIRECTION_FIELD_TOLERANCE (near cores and deltas they are not).
-    """
-    if len(c) == 0 or prm.DIRECTION_FIELD_TOLERANCE <= 0:
-        return c.angle.copy()
-    b = field.block
-    c2, s2 = field.vectors()
-    w = field.coherence
-    # Bilinear interpolation of coherence-weighted doubled-angle vectors.
-    fx = np.clip((c.x + 0.5) / b - 0.5, 0, field.angle.shape[1] - 1)
-    fy = np.clip((c.y + 0.5) / b - 0.5, 0, field.angle.shape[0] - 1)
-    x0 = np.floor(fx).astype(np.int64)
-    y0 = np.floor(fy).astype(np.int64)
-    x1 = np.minimum(x0 + 1, field.angle.shape[1] - 1)
-    y1 = np.minimum(y0 + 1, field.angle.shape[0] - 1)
-    ax = fx - x0
-    ay = fy - y0
-    vc = np.zeros(len(c))
-    vs = np.zeros(len(c))
-    for yy, xx, wt in (
-        (y0, x0, (1 - ax) * (1 - ay)), (y0, x1, ax * (1 - ay)),
-        (y1, x0, (1 - ax) * ay), (y1, x1, ax * ay),
-    ):
-        vc += wt * w[yy, xx] * c2[yy, xx]
-        vs += wt * w[yy, xx] * s2[yy, xx]
-    t = 0.5 * np.arctan2(vs, vc)
-    # Pick the field direction (t or t + pi) nearer the traced one.
-    d = np.mod(c.angle - t + np.pi / 2, np.pi) - np.pi / 2
-    snapped = np.mod(c.angle - d, 2 * np.pi)
-    ok = (np.abs(d) <= prm.DIRECTION_FIELD_TOLERANCE) & (np.hypot(vc, vs) > 0.2)
-    return np.where(ok, snapped, c.angle)

@@ -148,9 +148,3 @@ MIN_MINUTIAE_FOR_QUALITY = 8
 # --- output convention ---------------------------------------------------------
 ISO_ANGLE_OFFSET = 3.141592653589793
 """Added to the internal direction when writing ISO angles (see pipeline.to_iso_angle)."""
-
-DIRECTION_FIELD_TOLERANCE = 0.0
-"""Snap a minutia's traced direction to the orientation field when within this (radians)."""
-
-MIN_MINUTIA_QUALITY = 0
-"""Minutiae whose quality (1-100) is below this are dropped (smudged, incoherent areas)."""

@@ -16,7 +16,7 @@ from agent.match.extraction import parameters as prm
 from agent.match.extraction.binarisation import binarise
 from agent.match.extraction.enhancement import enhance
 from agent.match.extraction.frequency import ridge_period
-from agent.match.extraction.minutiae import detect, refine_directions
+from agent.match.extraction.minutiae import detect
 from agent.match.extraction.normalisation import normalise
 from agent.match.extraction.orientation import block_tensors, orientation_field
 from agent.match.extraction.pruning import (
@@ -99,7 +99,6 @@ def extract(
     border = border_distance(cands, mask.pixels, int(2 * prm.BORDER_DISTANCE))
     mq = minutia_quality(cands.x, cands.y, border, field, mask)
     order = np.argsort(-mq.astype(np.int64), kind="stable")[: prm.MAX_MINUTIAE]
-    order = order[mq[order] >= prm.MIN_MINUTIA_QUALITY]
     order.sort()
     score = quality.score
     if len(order) < prm.MIN_MINUTIAE_FOR_QUALITY:
@@ -107,7 +106,7 @@ def extract(
     template = Template.from_arrays(
         cands.x[order].astype(np.float32),
         cands.y[order].astype(np.float32),
-        to_iso_angle(refine_directions(cands, field)[order]),
+        to_iso_angle(cands.angle[order]),
         width=w,
         height=h,
         kind=cands.kind[order],
