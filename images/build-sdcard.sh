@@ -1,8 +1,11 @@
 #!/bin/sh
 # Assemble a bootable Raspberry Pi SD card image from a root filesystem made
-# by build-rootfs.sh (a directory). Rootless and reproducible: the partition
-# table, the FAT boot partition (mtools) and the ext4 root (mke2fs -d) are
-# written into a plain file with fixed UUIDs and SOURCE_DATE_EPOCH times.
+# by build-rootfs.sh (a directory). Rootless: the partition table, the FAT
+# boot partition (mtools) and the ext4 root (mke2fs -d) are written into a
+# plain file with fixed ids and SOURCE_DATE_EPOCH file times. The boot
+# partition is bit-for-bit reproducible; the ext4 root is not yet (mke2fs
+# 1.47.0 stamps inodes and the superblock with the current time; 1.47.1+
+# honours SOURCE_DATE_EPOCH), so compare root trees, not image hashes.
 #
 #   images/build-sdcard.sh ROOTFS_DIR OUTPUT.img
 #
@@ -30,9 +33,11 @@ if [ -d "$rootfs/boot/firmware" ]; then cp -a "$rootfs/boot/firmware/." "$work/b
 printf 'console=tty1 root=LABEL=kesp-root rootfstype=ext4 ro fsck.repair=yes rootwait quiet\n' \
     > "$work/boot/cmdline.txt"
 [ -e "$work/boot/config.txt" ] || printf 'arm_64bit=1\nenable_uart=1\n' > "$work/boot/config.txt"
+find "$work/boot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 truncate -s "${boot_mib}M" "$work/boot.img"
-mkfs.vfat -F 32 -n KESP-BOOT -i 4b455350 "$work/boot.img" >/dev/null
-( cd "$work/boot" && find . -mindepth 1 -maxdepth 1 -exec mcopy -s -p -i "$work/boot.img" {} ::/ \; )
+mkfs.vfat -F 32 -n KESP-BOOT -i 4b455350 --invariant "$work/boot.img" >/dev/null
+( cd "$work/boot" && find . -mindepth 1 -maxdepth 1 | LC_ALL=C sort |
+    while read -r f; do mcopy -s -p -m -i "$work/boot.img" "$f" ::/; done )
 
 # Root partition, populated from the directory without mounting anything.
 truncate -s "${root_mib}M" "$work/root.img"
