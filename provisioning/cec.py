@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import struct
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -224,8 +226,10 @@ def build_all(
 ) -> list[BuiltPackage]:
     """Build and write every station's package with ``workers`` processes, then the manifest.
 
-    Refuses before doing anything if a package for any of the stations is
-    already in ``out_dir`` (a run is never half-repeated over an old one).
+    Packages are built into a staging directory and moved into ``out_dir``
+    only when every station succeeded, so a refused build leaves nothing
+    behind. Refuses before doing anything if ``out_dir`` already holds a
+    package for one of the stations or a manifest.
     """
     clashes = [j.station_id for j in jobs if (out_dir / f"{j.station_id}.pkg").exists()]
     if clashes or (out_dir / MANIFEST).exists():
@@ -234,33 +238,49 @@ def build_all(
             "use a new output directory for a new build"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed = bytes(cec_key)
+    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
+    try:
+        built = _build_into(jobs, stage, workers, on_done, election_id=election_id,
+                            roll_version=roll_version, created=created, seed=bytes(cec_key),
+                            source=source)
+        for b in built:
+            os.rename(stage / f"{b.station_id}.pkg", out_dir / f"{b.station_id}.pkg")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    built.sort(key=lambda b: b.station_id)
+    write_manifest(out_dir / MANIFEST, built)
+    return built
+
+
+def _build_into(
+    jobs: list[StationJob], stage: Path, workers: int,
+    on_done: Callable[[BuiltPackage], None], *, election_id: str, roll_version: int,
+    created: str, seed: bytes, source: str,
+) -> list[BuiltPackage]:
     built: list[BuiltPackage] = []
     if workers <= 1:
         for job in jobs:
-            b = _worker(job, election_id, roll_version, created, seed, source, str(out_dir))
+            b = _worker(job, election_id, roll_version, created, seed, source, str(stage))
             built.append(b)
             on_done(b)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures: set[Future[BuiltPackage]] = {
-                pool.submit(_worker, job, election_id, roll_version, created, seed, source,
-                            str(out_dir))
-                for job in jobs
-            }
-            while futures:
-                done, futures = wait(futures, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    exc = f.exception()
-                    if exc is not None:
-                        for other in futures:
-                            other.cancel()
-                        raise exc
-                    b = f.result()
-                    built.append(b)
-                    on_done(b)
-    built.sort(key=lambda b: b.station_id)
-    write_manifest(out_dir / MANIFEST, built)
+        return built
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures: set[Future[BuiltPackage]] = {
+            pool.submit(_worker, job, election_id, roll_version, created, seed, source,
+                        str(stage))
+            for job in jobs
+        }
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise exc
+                b = f.result()
+                built.append(b)
+                on_done(b)
     return built
 
 

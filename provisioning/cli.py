@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.config import ConfigError
+from agent.rollpackage import package_hash
 from provisioning import cec as cec_mod
 from provisioning import device as dev
 from provisioning.common import (
@@ -78,8 +79,6 @@ def cmd_cec_verify(args: argparse.Namespace) -> int:
             _out(f"FAIL {exc}")
             failed += 1
             continue
-        from agent.rollpackage import package_hash
-
         digest = package_hash(Path(name).read_bytes())
         kiosks = ", ".join(k.device_id for k in h.recipients)
         _out(f"OK   {name}: election {h.election_id}, station {h.station_id} ({h.district}), "

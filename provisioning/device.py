@@ -40,7 +40,14 @@ from agent.config import (
     save_config,
 )
 from agent.keys import BOX_FILE, SIGN_FILE, KeyError_, generate_keys, load_keys
-from agent.rollpackage import PackageError, PackageHeader, Roll, open_package, package_hash
+from agent.rollpackage import (
+    PackageError,
+    PackageHeader,
+    Roll,
+    open_package,
+    package_hash,
+    peek_header,
+)
 from provisioning.common import (
     CEC_PUB_FILE,
     Owner,
@@ -336,8 +343,6 @@ def install_roll(config_dir: Path, package: Path, *, user: str, new_election: bo
         roll = open_package(data, cec, keys.box, expected_station=cfg.station_id)
     except PackageError as exc:
         raise ProvisionError(f"{package}: {exc}") from exc
-    from agent.rollpackage import peek_header
-
     header = peek_header(data, cec)
     new_hash = package_hash(data)
     target = cfg.state_path / ROLL_FILE

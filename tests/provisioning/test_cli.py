@@ -467,3 +467,21 @@ def test_install_roll_uninitialised_kiosk(tmp_path: Path, built: dict[str, Path]
 def test_usage_error_exit_code() -> None:
     assert kp("device", "frobnicate").code == 2
     assert kp().code == 2
+
+
+def test_cec_build_failure_in_one_station_leaves_nothing(tmp_path: Path, make_kiosk: MakeKiosk,
+                                                          cec: Path, registry: Path) -> None:
+    """Parallel build, one station's template is garbage: no package of any station stays."""
+    make_kiosk("kiosk-a")
+    make_kiosk("kiosk-c", station="s-2001", district="naryn")
+    tpl = tmp_path / "templates"
+    rows = fvc_templates(tpl, 4)
+    (tpl / rows[3][3] / "2.iso").write_bytes(b"not a template at all")
+    csv = write_csv(tmp_path / "voters.csv", "station_id," + HEADER,
+                    [("s-1017" if i < 2 else "s-2001", *r) for i, r in enumerate(rows)])
+    out = tmp_path / "out"
+    r = kp("cec", "build", "--key", cec / "cec.sign", "--voters", csv, "--templates", tpl,
+           "--registry", registry, "--election", "pres-2026", "--roll-version", "1",
+           "--out-dir", out, "--jobs", "2")
+    assert r.code == 1 and "voters.csv:5 finger 2" in r.err and "not an ISO" in r.err
+    assert list(out.iterdir()) == []
