@@ -25,8 +25,9 @@ MAX_MARKS_PER_FRAME = 256
 #: so an unauthenticated peer cannot make us buffer a megabyte.
 MAX_HELLO_BODY = 1024
 
-#: Connections still in their handshake at once; more are closed on arrival
-#: (a rogue opening sockets in a loop cannot exhaust the kiosk).
+#: Accepted connections not yet verified (in handshake, or past a possibly
+#: replayed HELLO but without a signed in-session frame) at once; more are
+#: closed on arrival, so a rogue opening sockets in a loop cannot exhaust the kiosk.
 MAX_PENDING_HANDSHAKES = 16
 
 #: Handshake nonces remembered to refuse a replayed HELLO (per process).

@@ -160,6 +160,8 @@ class _Session:
     synced: bool = False
     #: True once this is *the* session with the peer (see PeerSync._register).
     registered: bool = False
+    #: Accepted and counted in PeerSync._unverified until its first signed in-session frame.
+    unverified: bool = False
     #: Kiosks the peer has its own live session with (from its last vector).
     links: frozenset[str] = frozenset()
 
@@ -236,7 +238,7 @@ class PeerSync:
         self._bound: tuple[str, int] | None = None
         self._exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._handshaking = 0
+        self._unverified = 0
 
     # -- public API ---------------------------------------------------------------
 
@@ -464,9 +466,6 @@ class PeerSync:
                 continue
             peer = await self._connection(reader, writer, dialed=addr)
             if peer is not None:
-                self._addr_kiosk[addr] = peer
-                with self._lock:
-                    self._peers[peer].address = str(addr)
                 delay = t.backoff_initial_s
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
@@ -495,23 +494,29 @@ class PeerSync:
         session: _Session | None = None
         peer: str | None = None
         sender_task: asyncio.Task[None] | None = None
+        # Accepted connections count as unverified until their initiator signs a
+        # frame inside the session; too many at once and new ones are refused.
+        unverified = dialed is None
         try:
-            if self._handshaking >= MAX_PENDING_HANDSHAKES:
-                raise PeerProtocolError(
-                    "too-many-connections", f"{MAX_PENDING_HANDSHAKES} already in handshake"
-                )
-            self._handshaking += 1
-            try:
-                # One deadline for the whole handshake: a trickle of bytes
-                # cannot keep an unauthenticated connection open.
-                hello, peer = await asyncio.wait_for(
-                    self._handshake(reader, writer, decoder, pending, dialed),
-                    self._timing.connect_timeout_s,
-                )
-            finally:
-                self._handshaking -= 1
+            if unverified:
+                if self._unverified >= MAX_PENDING_HANDSHAKES:
+                    unverified = False
+                    raise PeerProtocolError(
+                        "too-many-connections", f"{MAX_PENDING_HANDSHAKES} not yet verified"
+                    )
+                self._unverified += 1
+            # One deadline for the whole handshake: a trickle of bytes cannot
+            # keep an unauthenticated connection open.
+            hello, peer = await asyncio.wait_for(
+                self._handshake(reader, writer, decoder, pending, dialed),
+                self._timing.connect_timeout_s,
+            )
             if peer is None:
                 return None
+            if dialed is not None:
+                self._addr_kiosk[dialed] = peer
+                with self._lock:
+                    self._peers[peer].address = str(dialed)
             decoder.max_body = MAX_BODY
             nonce_i, nonce_r = hello
             initiator, responder = (self._me, peer) if dialed is not None else (peer, self._me)
@@ -529,6 +534,7 @@ class PeerSync:
                 self._bye_nowait(session, "duplicate-session")
                 return peer
             session.registered = dialed is not None
+            session.unverified = unverified
             sender_task = asyncio.create_task(self._sender(session))
             links = tuple(sorted(self._sessions))
             await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links))
@@ -538,6 +544,8 @@ class PeerSync:
         except (OSError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("connection %s ended: %r", remote, exc)
         finally:
+            if unverified and (session is None or session.unverified):
+                self._unverified -= 1
             if sender_task is not None:
                 sender_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -661,6 +669,9 @@ class PeerSync:
                 )
             session.recv_seq = env.seq
             if not session.registered:
+                if session.unverified:
+                    session.unverified = False
+                    self._unverified -= 1
                 if not self._register(session):
                     self._bye_nowait(session, "duplicate-session")
                     return

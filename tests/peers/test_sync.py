@@ -178,3 +178,25 @@ def test_unauthenticated_connections_are_bounded(pair: Pair) -> None:
         s.sendall(b"KP\x01")
         assert s.recv(100) == b""
         assert time.monotonic() - t0 < TIMING.connect_timeout_s + 1.0
+
+
+def test_too_many_unverified_connections_are_refused(pair: Pair) -> None:
+    from agent.peers.parameters import MAX_PENDING_HANDSHAKES
+
+    a = pair.sync("kiosk-a")
+    addr = a.listen_address
+    held = [socket.create_connection(addr, timeout=2) for _ in range(MAX_PENDING_HANDSHAKES)]
+    try:
+        time.sleep(0.1)  # let the kiosk accept them all
+        with socket.create_connection(addr, timeout=2) as extra:
+            assert extra.recv(100) == b""
+        _until(
+            lambda: "too-many-connections"
+            in [f["reason"] for f in pair.named("kiosk-a", "peer_rejected")]
+        )
+    finally:
+        for s in held:
+            s.close()
+    # Once they are gone, a real peer still gets in.
+    pair.sync("kiosk-b")
+    _until(lambda: a.connected_peers() == ["kiosk-b"])
