@@ -7,6 +7,7 @@ nothing changed), 2 bad command line, 3 a check ran and failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from provisioning.common import (
     key_id,
     load_cec_signing_key,
     load_cec_verify_key,
+    require_user,
     write_cec_keypair,
 )
 from provisioning.opscmd import station_kiosks
@@ -109,6 +111,8 @@ def cmd_device_init(args: argparse.Namespace) -> int:
 
 
 def cmd_device_request(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:  # the keys are readable by root and the service user only
+        require_user(args.user)
     req = dev.make_request(Path(args.config_dir))
     text = req.to_json()
     if args.out:
@@ -145,6 +149,8 @@ def cmd_device_install_roll(args: argparse.Namespace) -> int:
 def cmd_device_selftest(args: argparse.Namespace) -> int:
     from provisioning.selftest import run_selftest
 
+    if os.geteuid() != 0:  # the keys are readable by root and the service user only
+        require_user(args.user)
     cfg = dev.load_device_config(Path(args.config_dir))
     checks = run_selftest(cfg, broker_timeout_s=args.timeout)
     width = max(len(c.name) for c in checks)
@@ -233,10 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     d = groups.add_parser("device", help="kiosk: init, request, install-roll, selftest"
                           ).add_subparsers(dest="cmd", required=True)
 
-    def common(q: argparse.ArgumentParser, user: bool = True) -> None:
+    def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--config-dir", default=str(dev.DEFAULT_CONFIG_DIR))
-        if user:
-            q.add_argument("--user", default=SERVICE_USER, help="the agent's service user")
+        q.add_argument("--user", default=SERVICE_USER, help="the agent's service user")
 
     q = add(d, "init", cmd_device_init, "generate the kiosk keys and write its configuration")
     q.add_argument("--device-id", required=True)
@@ -252,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     q = add(d, "request", cmd_device_request, "print the signed registration request (JSON, QR)")
     q.add_argument("--out", help="also write the request to this file")
     q.add_argument("--no-qr", action="store_true")
-    common(q, user=False)
+    common(q)
     q = add(d, "install-roll", cmd_device_install_roll, "verify and install a roll package")
     q.add_argument("package")
     q.add_argument("--new-election", action="store_true",
@@ -260,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
     common(q)
     q = add(d, "selftest", cmd_device_selftest, "check keys, roll, disk, clock, broker, devices")
     q.add_argument("--timeout", type=float, default=5.0, help="broker timeout in seconds")
-    common(q, user=False)
+    common(q)
 
     o = groups.add_parser("ops", help="ops: device registry and broker configuration"
                           ).add_subparsers(dest="cmd", required=True)

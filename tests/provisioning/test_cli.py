@@ -485,3 +485,21 @@ def test_cec_build_failure_in_one_station_leaves_nothing(tmp_path: Path, make_ki
            "--out-dir", out, "--jobs", "2")
     assert r.code == 1 and "voters.csv:5 finger 2" in r.err and "not an ISO" in r.err
     assert list(out.iterdir()) == []
+
+
+def test_reading_steps_refuse_other_users(make_kiosk: MakeKiosk) -> None:
+    """request and selftest read the kiosk's keys: another user gets a named refusal."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a process as another user")
+    k = make_kiosk("kiosk-a", register=False)
+    code = "import sys; from provisioning.cli import main; sys.exit(main(sys.argv[1:]))"
+    for step in ("request", "selftest"):
+        proc = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+             "-c", code, "device", step, "--config-dir", str(k.etc), "--user", "root"],
+            check=False, capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "HOME": "/"},
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc
+        assert "running as 'nobody'" in proc.stderr, proc.stderr
