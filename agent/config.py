@@ -90,6 +90,8 @@ class AgentConfig:
     peers: tuple[str, ...] = ()
     #: ``host:port`` this kiosk accepts station peers on (agent.peers; see docs/PEERS.md).
     peer_listen: str = "0.0.0.0:7341"
+    #: Also find station peers by mDNS/DNS-SD (``_kesp-peer._tcp``) besides ``peers``.
+    peer_mdns: bool = False
     language_order: tuple[str, ...] = ("ky", "ru")
 
     def __post_init__(self) -> None:
@@ -172,6 +174,9 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError("must be a list of strings", field=path)
             value = tuple(value)
+        elif hint is bool:
+            if not isinstance(value, bool):
+                raise ConfigError("must be true or false", field=path)
         elif hint is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError("must be a number", field=path)
