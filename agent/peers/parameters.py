@@ -30,6 +30,10 @@ MAX_HELLO_BODY = 1024
 #: closed on arrival, so a rogue opening sockets in a loop cannot exhaust the kiosk.
 MAX_PENDING_HANDSHAKES = 16
 
+#: Peer addresses dialled at most (configured + discovered): a station has a
+#: handful of kits; a flood of mDNS announcements must not spawn dialers.
+MAX_DIALERS = 32
+
 #: Handshake nonces remembered to refuse a replayed HELLO (per process).
 NONCE_MEMORY = 4096
 

@@ -33,15 +33,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from agent.config import AgentConfig
 from agent.keys import DeviceKeys
 from agent.marks import Mark, MarkStore, MergeResult
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
+
+if TYPE_CHECKING:
+    from agent.peers.mdns import MdnsDiscovery
 from agent.peers.parameters import (
     DEFAULT_PORT,
     MAX_BODY,
+    MAX_DIALERS,
     MAX_HELLO_BODY,
     MAX_PENDING_HANDSHAKES,
     NONCE_MEMORY,
@@ -212,6 +216,7 @@ class PeerSync:
             cfg.peer_listen, field="peer_listen", default_port=DEFAULT_PORT
         )
         self._dial = configured_peers(cfg.peers, self._listen)
+        self._cfg_mdns = cfg.peer_mdns
 
         self._lock = threading.Lock()
         self._counters = _Counters()
@@ -239,6 +244,8 @@ class PeerSync:
         self._exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unverified = 0
+        self._dialers: set[PeerAddress] = set()
+        self._mdns: MdnsDiscovery | None = None
 
     # -- public API ---------------------------------------------------------------
 
@@ -256,9 +263,37 @@ class PeerSync:
             raise PeerSyncError(
                 f"cannot listen on {self._listen}: {self._start_error}"
             ) from self._start_error
+        if self._cfg_mdns:
+            from agent.peers.mdns import MdnsDiscovery
+
+            bound = self.listen_address
+            mdns = MdnsDiscovery(
+                device_id=self._me,
+                station_id=self._station,
+                listen=PeerAddress(self._listen.host, bound[1]),
+                known_kiosks=self._trusted,
+                on_found=lambda _kiosk, addr: self.add_peer_address(addr),
+            )
+            try:
+                mdns.start()
+            except OSError as exc:  # no multicast on this network: configured peers still work
+                log.warning("mDNS discovery unavailable: %s", exc)
+            else:
+                self._mdns = mdns
+
+    def add_peer_address(self, addr: PeerAddress) -> None:
+        """Also dial ``addr`` (discovery found it). Thread-safe; repeats are ignored."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._ensure_dialer, addr)
 
     def stop(self) -> None:
         """Close every session (saying BYE) and stop the thread. Idempotent."""
+        mdns, self._mdns = self._mdns, None
+        if mdns is not None:
+            mdns.stop()
         loop, stopping, thread = self._loop, self._stopping, self._thread
         if loop is not None and stopping is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -365,8 +400,9 @@ class PeerSync:
         sock = server.sockets[0].getsockname()
         self._bound = (str(sock[0]), int(sock[1]))
         await self._refresh_vector()
-        tasks = [asyncio.create_task(self._dialer(a)) for a in self._dial]
-        tasks.append(asyncio.create_task(self._ticker()))
+        for a in self._dial:
+            self._ensure_dialer(a)
+        tasks = [asyncio.create_task(self._ticker())]
         self._ready.set()
         try:
             await self._stopping.wait()
@@ -438,6 +474,15 @@ class PeerSync:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _ensure_dialer(self, addr: PeerAddress) -> None:
+        if addr == self._listen or addr in self._dialers or addr in self._self_addrs:
+            return
+        if len(self._dialers) >= MAX_DIALERS:
+            log.warning("not dialling %s: already %d peer addresses", addr, MAX_DIALERS)
+            return
+        self._dialers.add(addr)
+        self._spawn(self._dialer(addr))
 
     def _kick_all(self) -> None:
         for s in self._sessions.values():

@@ -167,7 +167,8 @@ class KioskProc:
 class Station:
     """``n`` kiosks of one polling station on a private network.
 
-    ``extra_listed`` adds kiosks to the roll package that do not run (their
+    With ``mdns`` the kiosks get no peer addresses and must find each other
+    by mDNS. ``extra_listed`` adds kiosks to the roll package that do not run (their
     key directories are created so a test can hand one to a rogue insider).
     """
 
@@ -179,6 +180,7 @@ class Station:
         timing: PeerTiming = FAST,
         extra_listed: int = 0,
         mode: str | None = None,
+        mdns: bool = False,
     ) -> None:
         self.root = root
         self.mode = mode or ("netns" if netns_available() else "loopback")
@@ -211,8 +213,9 @@ class Station:
                 district="osh-1",
                 state_dir=str(home),
                 key_dir=str(home / "keys"),
-                peers=addresses,
+                peers=() if mdns else addresses,
                 peer_listen=addresses[i],
+                peer_mdns=mdns,
             )
             save_config(cfg, home / "agent.json")
             (home / "trusted.json").write_text(json.dumps(trusted))

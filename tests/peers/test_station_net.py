@@ -239,3 +239,22 @@ def test_rogue_forged_and_replayed_frames_are_rejected_and_reported(
     for s in st.summaries():
         voters = {v for _k, _s, v, _sig in s["marks"]}
         assert voters == {1, 2, 3, 4, 5}
+
+
+def test_kiosks_without_addresses_find_each_other_by_mdns(tmp_path: Path) -> None:
+    st = Station(tmp_path, mdns=True)
+    if st.mode != "netns":
+        st.close()
+        pytest.skip("mDNS needs a multicast-capable link: network namespaces only")
+    try:
+        st.start()
+        st.wait_connected(timeout=20)
+        assert st.kiosks[1].call("identify", voter=77)["issued"]
+        st.wait_converged(1)
+        assert not st.kiosks[2].call("identify", voter=77)["issued"]
+        for k in st.kiosks:
+            assert {s["address"] for s in k.call("status")} <= {
+                f"{h}:{p}" for h, p in zip(st.hosts, st.ports, strict=True)
+            } | set(st.hosts)
+    finally:
+        st.close()
