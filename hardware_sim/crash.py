@@ -77,7 +77,7 @@ def run_trials(data: Path, out: Path, trials: int, seed: int = 1,
         code = rig.stop_agent()
         if code != 0:
             report.problems.append(f"agent exited with {code} at the end")
-        facts = collect(rig)
+        facts = collect(rig.kiosk)
         report.problems += disagreements(facts, rig.ops, rig.device)
         report.counts = facts.store_counts
         report.duplicates = sum(facts.copies.values()) - sum(facts.originals.values())

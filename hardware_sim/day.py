@@ -117,7 +117,7 @@ def synthetic_iso(rng: np.random.Generator) -> bytes:
     return iso_template(2, minutiae)
 
 
-def make_roll(data: Path, station: str, district: str, kiosk: Kiosk,
+def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...],
               extra_voters: int = 0) -> Roll:
     """The demo station's roll: 40 voters, names in Kyrgyz and Russian.
 
@@ -145,7 +145,7 @@ def make_roll(data: Path, station: str, district: str, kiosk: Kiosk,
 
         voters.extend(synthetic_voters(extra_voters, seed=41, first_number=N_VOTERS + 1))
     return Roll(election_id="kg-2026-demo", station_id=station, district=district,
-                roll_version=1, created="2026-11-27T06:00:00Z", kiosks=(kiosk,),
+                roll_version=1, created="2026-11-27T06:00:00Z", kiosks=kiosks,
                 voters=tuple(voters))
 
 
@@ -221,111 +221,28 @@ def is_duplicate(text: str) -> bool:
     return "DUPLICATE" in text or "ДУБЛИКАТ" in text
 
 
-class Rig:
-    """Everything around one kiosk: broker, central ops, simulated devices, the agent process.
+class SimKiosk:
+    """One simulated kiosk: its own sensor and printer simulators, state and agent process."""
 
-    Provisioning happens in :meth:`__enter__`; the agent is started with
-    :meth:`start_agent` and may be stopped (SIGTERM) or killed (SIGKILL, a
-    power cut) and started again any number of times.
-    """
-
-    def __init__(self, data: Path, out: Path, *, quiet: bool = False,
-                 extra_voters: int = 0) -> None:
-        self.data = data
-        self.out = out
-        self.quiet = quiet
-        self.extra_voters = extra_voters
-        self.station, self.district, self.device = "s-0001", "osh-city", "kiosk-0001-a"
-        self.broker: PrivateMosquitto | None = None
+    def __init__(self, rig: Rig, letter: str, seed: int) -> None:
+        self.rig = rig
+        self.device = f"kiosk-0001-{letter}"
+        self.dir = rig.out / f"kiosk-{letter}"
+        self.sock = self.dir / "run" / "agent.sock"
+        self.config = self.dir / "agent.json"
+        self.sensor = GrowSensorSimulator(link=self.dir / "ttySENSOR", seed=seed)
+        self.printer = EscposPrinterSimulator(self.dir / "slips", profile="epson-tm-t20iii")
+        self.peer_port = free_port()
         self.agent: subprocess.Popen[bytes] | None = None
-        self.ops: OpsService | None = None
-        self.sock = out / "kiosk" / "run" / "agent.sock"
-        self.config = out / "kiosk" / "agent.json"
-        self.sensor = GrowSensorSimulator(link=out / "dev" / "ttySENSOR", seed=7)
-        self.printer = EscposPrinterSimulator(out / "slips", profile="epson-tm-t20iii")
-        self.roll: Roll | None = None
-        self.starts = 0
-        self.wrong: list[str] = []
-        """Visitors who were given another voter's slip (a false match)."""
 
-    def say(self, text: str) -> None:
-        """Narrate."""
-        if not self.quiet:
-            print(text, flush=True)
+    @property
+    def state(self) -> Path:
+        """The agent's state directory."""
+        return self.dir / "state"
 
-    def __enter__(self) -> Rig:
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        (self.out / "dev").mkdir(parents=True)
-        (self.out / "mosquitto").mkdir()
-        (self.out / "slips").mkdir()
-        try:
-            self.broker = PrivateMosquitto(workdir=self.out / "mosquitto")
-            self.broker.start()
-            broker_url = self.broker.url
-            self.say(f"private mosquitto on {broker_url}")
-        except BrokerUnavailable as exc:
-            self.broker = None
-            broker_url = f"mqtt://127.0.0.1:{free_port()}"
-            self.say(f"no broker ({exc}): telemetry stays in the kiosk's outbox, "
-                     "ops sees nothing")
-        self.roll = self.provision(broker_url)
-        if self.broker is not None:
-            self.ops = OpsService(broker_url, self.out / "ops" / "registry.json",
-                                  str(self.out / "ops" / "ops.sqlite"))
-            self.ops.start()
-        self.sensor.start()
-        self.printer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.kill()
-            self.agent.wait(10)
-        self.sensor.stop()
-        self.printer.stop()
-        if self.ops is not None:
-            self.ops.stop()
-        if self.broker is not None:
-            self.broker.close()
-
-    # ------------------------------------------------------------ provisioning
-
-    def provision(self, broker_url: str) -> Roll:
-        """CEC key, device keys and config, roll package installed, kiosk registered."""
-        keys_dir = self.out / "kiosk" / "keys"
-        state = self.out / "kiosk" / "state"
-        cec = SigningKey.generate()
-        keys = generate_keys(keys_dir)
-        atomic_write(keys_dir / "cec.pub", bytes(cec.verify_key).hex().encode() + b"\n", 0o644)
-        cfg = AgentConfig(
-            device_id=self.device, station_id=self.station, district=self.district,
-            state_dir=str(state), key_dir=str(keys_dir),
-            sensor=SensorConfig(kind="grow-serial", port=str(self.sensor.path)),
-            printer=PrinterConfig(kind="escpos-serial", port=str(self.printer.path),
-                                  profile="epson-tm-t20iii"),
-            broker=BrokerConfig(url=broker_url),
-            control_socket=str(self.sock),
-            health_interval_s=5.0,
-        )
-        save_config(cfg, self.config)
-        kiosk = Kiosk(self.device, keys.verify_key_hex, keys.box_public_hex)
-        roll = make_roll(self.data, self.station, self.district, kiosk, self.extra_voters)
-        package = build_package(roll, cec)
-        atomic_write(state / "roll.pkg", package)
-        register_device(self.out / "ops" / "registry.json", self.device, self.station,
-                        self.district, keys.verify_key_hex)
-        self.say(f"provisioned station {self.station} ({self.district}): {len(roll.voters)} "
-                 f"voters, package {len(package) // 1024} KiB signed by the CEC, "
-                 f"encrypted to {self.device}")
-        return roll
-
-    # ------------------------------------------------------------------- agent
-
-    def start_agent(self, timeout: float = 180.0) -> float:
+    def start_agent(self, timeout: float = 900.0) -> float:
         """Run ``kesp-agent run`` as its own process, as systemd would; seconds to ready."""
-        self.starts += 1
-        log = (self.out / "agent.log").open("ab")
+        log = (self.dir / "agent.log").open("ab")
         self.agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -336,15 +253,15 @@ class Rig:
 
         def ready() -> bool:
             if agent.poll() is not None:
-                raise DemoError(f"the agent exited with {agent.returncode}; see "
-                                f"{self.out / 'agent.log'}")
+                raise DemoError(f"the agent of {self.device} exited with {agent.returncode}; "
+                                f"see {self.dir / 'agent.log'}")
             try:
                 request(self.sock, "status", timeout_s=2)
             except ControlError:
                 return False
             return True
 
-        _wait(ready, timeout, "the agent to become ready")
+        _wait(ready, timeout, f"the agent of {self.device} to become ready")
         return time.monotonic() - t0
 
     def stop_agent(self) -> int:
@@ -368,12 +285,10 @@ class Rig:
         """An operator command to the running agent."""
         return request(self.sock, name, arg)
 
-    # ------------------------------------------------------------------ voters
-
     def press(self, finger: int, impression: int) -> None:
         """Put real finger ``finger`` (0..39), impression ``impression`` on the sensor."""
         db, fid = fvc_finger(finger)
-        self.sensor.press(*load_fvc(self.data / "fvc2002", db, fid, impression))
+        self.sensor.press(*load_fvc(self.rig.data / "fvc2002", db, fid, impression))
 
     def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
         """One visitor, reacting to the LED like a person; returns the slip kind printed."""
@@ -400,22 +315,180 @@ class Rig:
         self.sensor.lift()
         text = self.printer.documents[before].text
         kind = slip_kind(text)
-        mark = "ok" if kind == visit.expect else f"EXPECTED {visit.expect}"
+        mark = "ok" if visit.expect in (kind, "any") else f"EXPECTED {visit.expect}"
         named = slip_list_number(text)
         if named is not None and visit.finger < N_REAL and named != visit.finger + 1:
-            self.wrong.append(f"{visit.label} got a slip for voter №{named}")
+            self.rig.wrong.append(f"{visit.label} got a slip for voter №{named}")
             mark = f"WRONG VOTER №{named}"
         elif named is not None and visit.finger >= N_REAL and not visit.manual:
-            self.wrong.append(f"{visit.label} (not on the list) got a slip for voter №{named}")
+            self.rig.wrong.append(f"{visit.label} (not on the list) got a slip for "
+                                  f"voter №{named}")
             mark = f"WRONG VOTER №{named}"
-        self.say(f"  {visit.label:<28} {presses} press(es) -> {kind:<15} {mark}")
+        where = f" at {self.device}" if len(self.rig.kiosks) > 1 else ""
+        self.rig.say(f"  {visit.label + where:<40} {presses} press(es) -> {kind:<15} {mark}")
         if visit.manual:
             before = len(self.printer.documents)
             self.command("manual", str(visit.manual))
             self.printer.wait_for_documents(before + 1, timeout=30)
-            self.say(f"  {'commission admits №' + str(visit.manual):<28} manual decision -> "
-                     f"{slip_kind(self.printer.documents[-1].text)}")
+            self.rig.say(f"  {'commission admits №' + str(visit.manual):<40} manual decision"
+                         f" -> {slip_kind(self.printer.documents[-1].text)}")
         return kind
+
+
+class Rig:
+    """A simulated polling station: broker, central ops and one or more kiosks.
+
+    Provisioning happens in :meth:`__enter__`; each kiosk's agent is started
+    with :meth:`SimKiosk.start_agent` and may be stopped (SIGTERM) or killed
+    (SIGKILL, a power cut) and started again any number of times. With one
+    kiosk, ``rig.sensor``, ``rig.printer``, ``rig.start_agent()``... are that
+    kiosk's.
+    """
+
+    def __init__(self, data: Path, out: Path, *, quiet: bool = False,
+                 extra_voters: int = 0, kiosks: int = 1) -> None:
+        self.data = data
+        self.out = out
+        self.quiet = quiet
+        self.extra_voters = extra_voters
+        self.station, self.district = "s-0001", "osh-city"
+        self.broker: PrivateMosquitto | None = None
+        self.ops: OpsService | None = None
+        self.kiosks = [SimKiosk(self, "abcdefgh"[i], seed=7 + i) for i in range(kiosks)]
+        self.roll: Roll | None = None
+        self.wrong: list[str] = []
+        """Visitors who were given another voter's slip (a false match)."""
+
+    # single-kiosk conveniences
+    @property
+    def kiosk(self) -> SimKiosk:
+        """The first (or only) kiosk."""
+        return self.kiosks[0]
+
+    @property
+    def device(self) -> str:
+        """Device id of the first kiosk."""
+        return self.kiosk.device
+
+    @property
+    def sensor(self) -> GrowSensorSimulator:
+        """Sensor simulator of the first kiosk."""
+        return self.kiosk.sensor
+
+    @property
+    def printer(self) -> EscposPrinterSimulator:
+        """Printer simulator of the first kiosk."""
+        return self.kiosk.printer
+
+    @property
+    def agent(self) -> subprocess.Popen[bytes] | None:
+        """Agent process of the first kiosk."""
+        return self.kiosk.agent
+
+    @property
+    def config(self) -> Path:
+        """Configuration file of the first kiosk."""
+        return self.kiosk.config
+
+    def start_agent(self, timeout: float = 900.0) -> float:
+        """Start the first kiosk's agent."""
+        return self.kiosk.start_agent(timeout)
+
+    def stop_agent(self) -> int:
+        """Stop the first kiosk's agent."""
+        return self.kiosk.stop_agent()
+
+    def kill_agent(self) -> None:
+        """Power-cut the first kiosk."""
+        self.kiosk.kill_agent()
+
+    def command(self, name: str, arg: str = "") -> dict[str, object]:
+        """An operator command to the first kiosk."""
+        return self.kiosk.command(name, arg)
+
+    def press(self, finger: int, impression: int) -> None:
+        """Press a finger on the first kiosk's sensor."""
+        self.kiosk.press(finger, impression)
+
+    def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
+        """A visitor at the first kiosk."""
+        return self.kiosk.visit(visit, rng, timeout)
+
+    def say(self, text: str) -> None:
+        """Narrate."""
+        if not self.quiet:
+            print(text, flush=True)
+
+    def __enter__(self) -> Rig:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        (self.out / "mosquitto").mkdir(parents=True)
+        for k in self.kiosks:
+            (k.dir / "slips").mkdir(parents=True)
+        try:
+            self.broker = PrivateMosquitto(workdir=self.out / "mosquitto")
+            self.broker.start()
+            broker_url = self.broker.url
+            self.say(f"private mosquitto on {broker_url}")
+        except BrokerUnavailable as exc:
+            self.broker = None
+            broker_url = f"mqtt://127.0.0.1:{free_port()}"
+            self.say(f"no broker ({exc}): telemetry stays in the kiosks' outboxes, "
+                     "ops sees nothing")
+        self.roll = self.provision(broker_url)
+        if self.broker is not None:
+            self.ops = OpsService(broker_url, self.out / "ops" / "registry.json",
+                                  str(self.out / "ops" / "ops.sqlite"))
+            self.ops.start()
+        for k in self.kiosks:
+            k.sensor.start()
+            k.printer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for k in self.kiosks:
+            k.kill_agent()
+            k.sensor.stop()
+            k.printer.stop()
+        if self.ops is not None:
+            self.ops.stop()
+        if self.broker is not None:
+            self.broker.close()
+
+    def provision(self, broker_url: str) -> Roll:
+        """CEC key, each kiosk's keys and config, the roll package installed, kiosks registered."""
+        cec = SigningKey.generate()
+        entries = []
+        for k in self.kiosks:
+            keys = generate_keys(k.dir / "keys")
+            atomic_write(k.dir / "keys" / "cec.pub",
+                         bytes(cec.verify_key).hex().encode() + b"\n", 0o644)
+            peers = tuple(f"127.0.0.1:{o.peer_port}" for o in self.kiosks if o is not k)
+            cfg = AgentConfig(
+                device_id=k.device, station_id=self.station, district=self.district,
+                state_dir=str(k.state), key_dir=str(k.dir / "keys"),
+                sensor=SensorConfig(kind="grow-serial", port=str(k.sensor.path)),
+                printer=PrinterConfig(kind="escpos-serial", port=str(k.printer.path),
+                                      profile="epson-tm-t20iii"),
+                broker=BrokerConfig(url=broker_url),
+                control_socket=str(k.sock),
+                health_interval_s=5.0,
+                peers=peers,
+                peer_listen=f"127.0.0.1:{k.peer_port}",
+            )
+            save_config(cfg, k.config)
+            entries.append(Kiosk(k.device, keys.verify_key_hex, keys.box_public_hex))
+            register_device(self.out / "ops" / "registry.json", k.device, self.station,
+                            self.district, keys.verify_key_hex)
+        roll = make_roll(self.data, self.station, self.district, tuple(entries),
+                         self.extra_voters)
+        package = build_package(roll, cec)
+        for k in self.kiosks:
+            atomic_write(k.state / "roll.pkg", package)
+        self.say(f"provisioned station {self.station} ({self.district}): {len(roll.voters)} "
+                 f"voters, package {len(package) // 1024} KiB signed by the CEC, encrypted "
+                 f"to {', '.join(k.device for k in self.kiosks)}")
+        return roll
 
 
 @dataclass(frozen=True)
@@ -444,9 +517,9 @@ class DayFacts:
                 "not_identified": self.ledger["not-identified"]}
 
 
-def collect(rig: Rig) -> DayFacts:
-    """Read the kiosk's stores (read-only) and the printed paper."""
-    state = rig.out / "kiosk" / "state"
+def collect(kiosk: SimKiosk) -> DayFacts:
+    """Read one kiosk's stores (read-only) and the paper it printed."""
+    state = kiosk.state
 
     def rows(db: str, sql: str) -> list[tuple[str, ...]]:
         con = sqlite3.connect(f"file:{state / db}?mode=ro", uri=True)
@@ -455,8 +528,9 @@ def collect(rig: Rig) -> DayFacts:
         finally:
             con.close()
 
-    marks = rows("marks.sqlite", "SELECT method, slip_serial FROM marks")
-    docs = rig.printer.documents
+    marks = rows("marks.sqlite",
+                 f"SELECT method, slip_serial FROM marks WHERE kiosk = '{kiosk.device}'")
+    docs = kiosk.printer.documents
     identified = [d for d in docs if slip_kind(d.text) == "identified"]
     return DayFacts(
         methods=Counter(m for m, _ in marks),
@@ -513,53 +587,104 @@ def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[
     return problems
 
 
-def run_day(data: Path, out: Path) -> int:
-    """Run the demo day; returns the process exit code."""
+def merged_marks(kiosk: SimKiosk) -> set[tuple[str, int, int]]:
+    """(kiosk, origin_seq, voter) of every mark a kiosk holds, its own and its peers'."""
+    con = sqlite3.connect(f"file:{kiosk.state / 'marks.sqlite'}?mode=ro", uri=True)
+    try:
+        return {(str(k), int(n), int(v))
+                for k, n, v in con.execute("SELECT kiosk, origin_seq, voter FROM marks")}
+    finally:
+        con.close()
+
+
+def _route(visits: list[Visit], n_kiosks: int) -> list[tuple[int, Visit]]:
+    """Spread visitors over the kiosks; a repeat visit goes to another kiosk than the first."""
+    routed: list[tuple[int, Visit]] = []
+    first_at: dict[int, int] = {}
+    for i, v in enumerate(visits):
+        k = i % n_kiosks
+        if v.finger in first_at and n_kiosks > 1:
+            k = (first_at[v.finger] + 1) % n_kiosks
+        first_at.setdefault(v.finger, k)
+        routed.append((k, v))
+    return routed
+
+
+def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
+    """Run the demo day with ``kiosks`` kiosks in one station; returns the exit code."""
     if not (data / "fvc2002" / "DB1_B").is_dir():
         print(f"kesp-sim day: fingerprint data not found at {data}; set KESP_SHARED_DATA",
               file=sys.stderr)
         return 2
+    problems: list[str] = []
     try:
-        with Rig(data, out) as rig:
-            ready_s = rig.start_agent()
-            rig.say(f"agent ready in {ready_s:.1f}s (process start to control socket)")
-            rig.command("open")
-            rig.printer.wait_for_documents(1, timeout=30)
-            rig.say("station opened: zero report printed")
+        with Rig(data, out, kiosks=kiosks) as rig:
+            rig.say("starting the agent (the very first start compiles the matching kernels "
+                    "into the Numba cache, about a minute; later starts take seconds)")
+            for k in rig.kiosks:
+                ready_s = k.start_agent()
+                rig.say(f"{k.device}: agent ready in {ready_s:.1f}s (process start to "
+                        "control socket)")
+            for k in rig.kiosks:
+                k.command("open")
+                k.printer.wait_for_documents(1, timeout=30)
+            rig.say("station opened: zero report printed" + (" on every kiosk"
+                                                              if kiosks > 1 else ""))
             rng = np.random.default_rng(11)
             assert rig.roll is not None
-            for visit in plan(rig.roll):
-                rig.visit(visit, rng)
-            before = len(rig.printer.documents)
-            result = rig.command("close")
-            rig.printer.wait_for_documents(before + 1, timeout=30)
-            rig.say(f"station closed: closing report {result.get('closing_report')}")
-            code = rig.stop_agent()
-            rig.say(f"agent stopped (exit {code})")
-            facts = collect(rig)
-            problems = disagreements(facts, rig.ops, rig.device)
-            if code != 0:
-                problems.append(f"agent exited with {code}")
+            for index, visit in _route(plan(rig.roll), kiosks):
+                rig.kiosks[index].visit(visit, rng)
+            if kiosks > 1:
+                time.sleep(3.0)  # let the last marks reach every peer before closing
+            all_facts = []
+            for k in rig.kiosks:
+                before = len(k.printer.documents)
+                result = k.command("close")
+                k.printer.wait_for_documents(before + 1, timeout=30)
+                rig.say(f"{k.device}: closed, closing report {result.get('closing_report')}")
+            for k in rig.kiosks:
+                code = k.stop_agent()
+                if code != 0:
+                    problems.append(f"agent of {k.device} exited with {code}")
+                facts = collect(k)
+                all_facts.append(facts)
+                problems += [f"{k.device}: {p}" for p in disagreements(facts, rig.ops, k.device)]
+                if facts.paper["zero-report"] != 1 or facts.paper["closing-report"] != 1:
+                    problems.append(f"{k.device}: reports on paper: {dict(facts.paper)}")
+            if kiosks > 1:
+                sets = [merged_marks(k) for k in rig.kiosks]
+                if any(m != sets[0] for m in sets):
+                    problems.append("the kiosks' merged mark sets differ")
+                voters = [v for _, _, v in sets[0]]
+                twice = sorted({v for v in voters if voters.count(v) > 1})
+                if twice:
+                    problems.append(f"voters marked at two kiosks: {twice}")
+                rig.say(f"merged marks identical on all {kiosks} kiosks: "
+                        f"{len(sets[0])} marks, {len(twice)} conflicts")
             problems += [f"false match: {w}" for w in rig.wrong]
-            if facts.paper["zero-report"] != 1 or facts.paper["closing-report"] != 1:
-                problems.append(f"reports on paper: {dict(facts.paper)}")
             verified = 0
             if rig.ops is not None:
                 verified = rig.ops.stats().accepted
-                rig.say(f"central ops verified turnout for {rig.device}: "
-                        f"{ops_turnout(rig.ops, rig.device)}")
+                for k in rig.kiosks:
+                    rig.say(f"central ops verified turnout for {k.device}: "
+                            f"{ops_turnout(rig.ops, k.device)}")
     except DemoError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
-    store = facts.store_counts
-    slips = facts.paper["identified"] + facts.paper["refused"] + facts.paper["not-identified"]
-    print(f"methods: {dict(facts.methods)}; slips and reports under {out / 'slips'}")
+    total: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    slips = 0
+    for f in all_facts:
+        total.update(f.store_counts)
+        methods.update(f.methods)
+        slips += f.paper["identified"] + f.paper["refused"] + f.paper["not-identified"]
+    print(f"methods: {dict(methods)}; slips and reports under {out}/kiosk-*/slips")
     if problems:
         for p in problems:
             print(f"DISAGREEMENT: {p}", file=sys.stderr)
         return 1
-    print(f"DEMO OK: {store['identified']} identified, {store['refused']} refused, "
-          f"{store['not_identified']} not identified, {slips} slips, "
+    print(f"DEMO OK: {total['identified']} identified, {total['refused']} refused, "
+          f"{total['not_identified']} not identified, {slips} slips, "
           f"{verified} telemetry messages verified")
     return 0
 
@@ -571,5 +696,7 @@ def cli_main(argv: list[str]) -> int:
                    help="shared fingerprint data (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("out/demo"),
                    help="where the kiosk state, slips and logs go (default %(default)s)")
+    p.add_argument("--kiosks", type=int, default=1, choices=range(1, 9),
+                   help="kiosks in the station, syncing their marks peer to peer")
     args = p.parse_args(argv)
-    return run_day(args.data, args.out)
+    return run_day(args.data, args.out, args.kiosks)

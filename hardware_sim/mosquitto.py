@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(RuntimeError):  # noqa: N818 - reads as the condition
     """The mosquitto binary is missing or the broker did not come up."""
 
 

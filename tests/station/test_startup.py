@@ -24,8 +24,8 @@ EX_CONFIG = 78
 
 @pytest.fixture
 def rig(shared_data: Path, tmp_path: Path) -> Rig:
-    rig = Rig(shared_data, tmp_path / "kiosk", quiet=True)
-    (rig.out / "slips").mkdir(parents=True)
+    rig = Rig(shared_data, tmp_path / "station", quiet=True)
+    (rig.kiosk.dir / "slips").mkdir(parents=True)
     rig.provision("mqtt://127.0.0.1:9")
     return rig
 
@@ -39,7 +39,7 @@ def _run_agent(rig: Rig, timeout: float = 120) -> subprocess.CompletedProcess[st
 
 
 def _roll_path(rig: Rig) -> Path:
-    return rig.out / "kiosk" / "state" / "roll.pkg"
+    return rig.kiosk.state / "roll.pkg"
 
 
 def _expect_refusal(rig: Rig, *needles: str) -> None:
@@ -65,13 +65,13 @@ def test_roll_signed_by_another_key_is_refused(rig: Rig, shared_data: Path) -> N
 
 def test_roll_for_another_kiosk_is_refused(rig: Rig, shared_data: Path, tmp_path: Path) -> None:
     other = generate_keys(tmp_path / "other-keys")
-    cec_hex = (rig.out / "kiosk" / "keys" / "cec.pub").read_text().strip()
+    cec_hex = (rig.kiosk.dir / "keys" / "cec.pub").read_text().strip()
     cec = SigningKey.generate()
-    atomic_write(rig.out / "kiosk" / "keys" / "cec.pub",
+    atomic_write(rig.kiosk.dir / "keys" / "cec.pub",
                  bytes(cec.verify_key).hex().encode(), 0o644)
     assert cec_hex != bytes(cec.verify_key).hex()
     roll = make_roll(shared_data, rig.station, rig.district,
-                     Kiosk("kiosk-0009-z", other.verify_key_hex, other.box_public_hex))
+                     (Kiosk("kiosk-0009-z", other.verify_key_hex, other.box_public_hex),))
     _roll_path(rig).write_bytes(build_package(roll, cec))
     _expect_refusal(rig, "refused", "not")
 
@@ -87,7 +87,7 @@ def test_missing_sensor_device_is_named(rig: Rig) -> None:
 
 
 def test_agent_leaves_no_state_behind_when_refusing_a_device(rig: Rig) -> None:
-    state = rig.out / "kiosk" / "state"
+    state = rig.kiosk.state
     before = sorted(p.name for p in state.iterdir())
     _run_agent(rig)
     assert sorted(p.name for p in state.iterdir()) == before
