@@ -117,10 +117,10 @@ def _convex_hull(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.i
 
 
 @njit
-def _near_hull(
-    px: float, py: float, hx: NDArray[np.float64], hy: NDArray[np.float64], omega: float
-) -> bool:
-    """True when (px, py) is inside the CCW polygon or within ``omega`` of it."""
+def _hull_distance(
+    px: float, py: float, hx: NDArray[np.float64], hy: NDArray[np.float64]
+) -> float:
+    """Distance from (px, py) to the CCW polygon's boundary, negated when inside."""
     m = len(hx)
     inside = m >= 3
     best = 1e30
@@ -136,9 +136,27 @@ def _near_hull(
         t = 0.0 if len2 == 0.0 else min(1.0, max(0.0, (wx * ex + wy * ey) / len2))
         dx = wx - t * ex
         dy = wy - t * ey
-        d2 = dx * dx + dy * dy
-        best = min(best, d2)
-    return inside or best <= omega * omega
+        best = min(best, dx * dx + dy * dy)
+    d = math.sqrt(best)
+    return -d if inside else d
+
+
+@njit
+def _near_hull(
+    px: float, py: float, hx: NDArray[np.float64], hy: NDArray[np.float64], omega: float
+) -> bool:
+    """True when (px, py) is inside the CCW polygon or within ``omega`` of it."""
+    m = len(hx)
+    if m >= 3:
+        inside = True
+        for i in range(m):
+            j = (i + 1) % m
+            if (hx[j] - hx[i]) * (py - hy[i]) - (hy[j] - hy[i]) * (px - hx[i]) < 0.0:
+                inside = False
+                break
+        if inside:
+            return True
+    return _hull_distance(px, py, hx, hy) <= omega
 
 
 DIR_TABLE_SIZE = 4096
@@ -197,7 +215,9 @@ def _cylinders_one(
     hx = x[hull]
     hy = y[hull]
     cd = np.zeros((n, nd))
-    acc = np.zeros(nd)
+    cell_acc = np.zeros((ns * ns, nd))
+    reach = 3.0 * sig_s
+    half = ns / 2.0
     near = np.empty(n, np.int64)
     disk_cells = _disk_cells(p)
     for i in range(n):
@@ -219,8 +239,33 @@ def _cylinders_one(
                 diff = _dphi(-math.pi + (k + 0.5) * delta_d, dth)
                 q = min(DIR_TABLE_SIZE - 1, int((diff + math.pi) * dir_step))
                 cd[j, k] = dir_table[q]
+        # Each neighbour only reaches the cells within 3 sigma of it: visit those
+        # instead of testing every (cell, neighbour) pair.
+        cell_acc[:, :] = 0.0
+        for jj in range(neighbours):
+            j = near[jj]
+            dx = x[j] - x[i]
+            dy = y[j] - y[i]
+            uj = dx * ci + dy * si
+            vj = -dx * si + dy * ci
+            a0 = max(0, math.floor((uj - reach) / delta_s + half))
+            a1 = min(ns - 1, math.floor((uj + reach) / delta_s + half))
+            b0 = max(0, math.floor((vj - reach) / delta_s + half))
+            b1 = min(ns - 1, math.floor((vj + reach) / delta_s + half))
+            for a in range(a0, a1 + 1):
+                du = (a - (ns - 1) / 2.0) * delta_s - uj
+                for b in range(b0, b1 + 1):
+                    dv = (b - (ns - 1) / 2.0) * delta_s - vj
+                    d2 = du * du + dv * dv
+                    if d2 <= reach2:
+                        g = gs_norm * math.exp(-d2 * inv2s2)
+                        cell = a * ns + b
+                        for k in range(nd):
+                            cell_acc[cell, k] += g * cd[j, k]
         m_word = np.uint64(0)
         valid_cells = 0
+        # A disk that lies inside the dilated hull needs no per-cell test.
+        whole_disk = -_hull_distance(x[i], y[i], hx, hy) + omega >= radius
         for a in range(ns):
             for b in range(ns):
                 u = (a - (ns - 1) / 2.0) * delta_s
@@ -229,23 +274,13 @@ def _cylinders_one(
                     continue
                 px = x[i] + u * ci - v * si
                 py = y[i] + u * si + v * ci
-                if not _near_hull(px, py, hx, hy, omega):
+                if not whole_disk and not _near_hull(px, py, hx, hy, omega):
                     continue
                 cell = a * ns + b
                 m_word |= np.uint64(1) << np.uint64(cell)
                 valid_cells += 1
-                acc[:] = 0.0
-                for jj in range(neighbours):
-                    j = near[jj]
-                    dx = px - x[j]
-                    dy = py - y[j]
-                    d2 = dx * dx + dy * dy
-                    if d2 <= reach2:
-                        g = gs_norm * math.exp(-d2 * inv2s2)
-                        for k in range(nd):
-                            acc[k] += g * cd[j, k]
                 for k in range(nd):
-                    if acc[k] > mu_psi:
+                    if cell_acc[cell, k] > mu_psi:
                         bits[i, k] |= np.uint64(1) << np.uint64(cell)
         mask[i] = m_word
         valid[i] = (
