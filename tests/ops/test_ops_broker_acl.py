@@ -10,6 +10,7 @@ import functools
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,7 +145,9 @@ def test_wrong_or_missing_credentials_cannot_connect(secure: Secure) -> None:
 
 def test_device_cannot_publish_into_another_devices_topics(secure: Secure) -> None:
     spy, seen, _ = secure.client("ops", "ops-pw")
+    subscribed = threading.Event()
     spy.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("kesp/v1/#", qos=1)
+    spy.on_subscribe = lambda _c, _u, _m, _rc, _p: subscribed.set()
     spy.connect("127.0.0.1", secure.broker.port)
     spy.loop_start()
     k1, _, connack = secure.client("k-1", "pw-one")
@@ -152,7 +155,7 @@ def test_device_cannot_publish_into_another_devices_topics(secure: Secure) -> No
     k1.loop_start()
     try:
         assert until(lambda: connack == [0], 5)
-        time.sleep(0.3)  # spy subscribed
+        assert subscribed.wait(5)
         key: SigningKey = secure.keys["k-1"].signing
         now = time.time_ns() // 1_000_000
         for dev in ("k-2", "k-1"):  # the forged one first, then a control message

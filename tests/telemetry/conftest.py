@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def cfg(tmp_path: Path, mosquitto: PrivateMosquitto) -> AgentConfig:
 @pytest.fixture
 def spy(mosquitto: PrivateMosquitto) -> Iterator[Spy]:
     s = Spy(mosquitto)
-    time.sleep(0.3)  # subscribed before the kiosk publishes
+    assert s.subscribed.wait(10)  # subscribed before the kiosk publishes
     try:
         yield s
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -25,6 +27,8 @@ class Spy:
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("kesp/v1/#", qos=1)
         self.client.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda _c, _u, _m, _rc, _p: self.subscribed.set()
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
 

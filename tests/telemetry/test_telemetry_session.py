@@ -70,6 +70,8 @@ def test_birth_then_records_live_and_historical(
     assert until(lambda: tel.uplink is Uplink.CONNECTED)
     live_n = tel.emit("event", {"event": "slip.printed"})
     assert tel.flush(5)
+    # the broker acknowledges to the kiosk and delivers to the spy concurrently
+    assert until(lambda: {offline_n, live_n} <= {e.n for e in _envs(spy, keys, "event")})
     births = _envs(spy, keys, "birth")
     assert len(births) == 1 and births[0].seq == 0 and births[0].boot == 1
     assert births[0].payload["last_n"] >= offline_n
