@@ -28,8 +28,10 @@ mosquitto:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else echo "mosquitto is missing: run 'sudo apt-get install mosquitto'" >&2; exit 1; fi; }
 
+KIOSKS ?= 1
+
 demo: $(VENV)/.installed
-	$(BIN)/kesp-sim day
+	$(BIN)/kesp-sim day --kiosks $(KIOSKS)
 
 test: $(VENV)/.installed-test mosquitto
 	$(BIN)/python -m pytest -q
