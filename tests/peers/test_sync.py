@@ -200,3 +200,42 @@ def test_too_many_unverified_connections_are_refused(pair: Pair) -> None:
     # Once they are gone, a real peer still gets in.
     pair.sync("kiosk-b")
     _until(lambda: a.connected_peers() == ["kiosk-b"])
+
+
+def test_marks_are_relayed_when_two_kiosks_cannot_reach_each_other(tmp_path: Path) -> None:
+    """A and C have no link (neither knows the other's address): B carries A's marks to C."""
+    ids = ("kiosk-a", "kiosk-b", "kiosk-c")
+    keys = {k: DeviceKeys(SigningKey.generate(), PrivateKey.generate()) for k in ids}
+    trusted = {k: v.signing.verify_key for k, v in keys.items()}
+    hosts = dict(zip(ids, ("127.0.0.41", "127.0.0.42", "127.0.0.43"), strict=True))
+    addr = {k: f"{h}:{_port(h)}" for k, h in hosts.items()}
+    knows = {"kiosk-a": ("kiosk-b",), "kiosk-b": ("kiosk-a", "kiosk-c"), "kiosk-c": ("kiosk-b",)}
+    stores, syncs = {}, {}
+    try:
+        for k in ids:
+            cfg = AgentConfig(
+                device_id=k, station_id="st-7", district="d",
+                peers=tuple(addr[p] for p in knows[k]), peer_listen=addr[k],
+            )
+            stores[k] = MarkStore(tmp_path / f"{k}.db", k, keys[k].signing, trusted)
+            syncs[k] = PeerSync(cfg, keys[k], stores[k], lambda n, f: None, timing=TIMING)
+            syncs[k].start()
+        _until(lambda: syncs["kiosk-b"].connected_peers() == ["kiosk-a", "kiosk-c"])
+        # Let the start-up double dials settle (one session per pair) first.
+        _until(
+            lambda: [s.state for s in syncs["kiosk-b"].status()] == [PeerState.CONNECTED] * 2
+        )
+        for v in range(1, 6):
+            syncs["kiosk-a"].notify_local(stores["kiosk-a"].mark_local(v, "verify", f"A{v}"))
+        syncs["kiosk-c"].notify_local(stores["kiosk-c"].mark_local(9, "verify", "C9"))
+        _until(lambda: all(s.count() == 6 for s in stores.values()))
+        assert syncs["kiosk-a"].connected_peers() == ["kiosk-b"]
+        assert syncs["kiosk-c"].connected_peers() == ["kiosk-b"]
+        # C knows A only through B: A is listed, never heard from directly.
+        a_seen_by_c = next(s for s in syncs["kiosk-c"].status() if s.kiosk == "kiosk-a")
+        assert a_seen_by_c.state is PeerState.UNREACHABLE
+        # Relayed once each way, not echoed back.
+        assert syncs["kiosk-b"].stats().marks_sent == 6
+    finally:
+        for s in syncs.values():
+            s.stop()
