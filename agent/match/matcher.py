@@ -369,6 +369,28 @@ def _bucket(v: np.float32) -> int:
 
 
 @njit
+def _cylinder_similarity(
+    a_w: NDArray[np.uint64], i: int, b_w: NDArray[np.uint64], j: int, min_me: float
+) -> float:
+    """Bit-cylinder similarity over the cells valid in both (0 when too few are)."""
+    mm = a_w[i, 0] & b_w[j, 0]
+    if float(_popcount(mm)) < min_me:
+        return 0.0
+    ca = np.uint64(0)
+    cb = np.uint64(0)
+    cx = np.uint64(0)
+    for k in range(1, a_w.shape[1]):
+        wa = a_w[i, k] & mm
+        wb = b_w[j, k] & mm
+        ca += _popcount(wa)
+        cb += _popcount(wb)
+        cx += _popcount(wa ^ wb)
+    if ca + cb == np.uint64(0):
+        return 0.0
+    return 1.0 - math.sqrt(float(cx)) / (math.sqrt(float(ca)) + math.sqrt(float(cb)))
+
+
+@njit
 def _score(
     a_w: NDArray[np.uint64],
     a_g: NDArray[np.float32],
@@ -404,7 +426,6 @@ def _lssr(
     nb = b_w.shape[0]
     if na == 0 or nb == 0:
         return 0.0
-    nw = a_w.shape[1]
     cos_dt = math.cos(p[prm.P_DELTA_THETA])
     min_me = p[prm.P_MIN_ME] * _disk_cells(p)
     # Stage 2: local similarities of direction-compatible pairs, bucketed by value.
@@ -416,25 +437,10 @@ def _lssr(
     for i in range(na):
         ci = a_g[i, G_COS]
         si = a_g[i, G_SIN]
-        mi = a_w[i, 0]
         for j in range(nb):
             if ci * b_g[j, G_COS] + si * b_g[j, G_SIN] < cos_dt:
                 continue
-            mm = mi & b_w[j, 0]
-            if float(_popcount(mm)) < min_me:
-                continue
-            ca = np.uint64(0)
-            cb = np.uint64(0)
-            cx = np.uint64(0)
-            for k in range(1, nw):
-                wa = a_w[i, k] & mm
-                wb = b_w[j, k] & mm
-                ca += _popcount(wa)
-                cb += _popcount(wb)
-                cx += _popcount(wa ^ wb)
-            if ca + cb == np.uint64(0):
-                continue
-            sv = 1.0 - math.sqrt(float(cx)) / (math.sqrt(float(ca)) + math.sqrt(float(cb)))
+            sv = _cylinder_similarity(a_w, i, b_w, j, min_me)
             if sv > 0.0:
                 vals[m] = sv
                 pair[m] = i * nb + j
@@ -567,34 +573,17 @@ def _filter_score(
     nb = b_w.shape[0]
     if nq == 0 or nb == 0:
         return 0.0
-    nw = q_w.shape[1]
     cos_dt = math.cos(p[prm.P_DELTA_THETA])
     min_me = p[prm.P_MIN_ME] * _disk_cells(p)
     best = np.zeros(nq)
     for i in range(nq):
         ci = q_g[i, G_COS]
         si = q_g[i, G_SIN]
-        mi = q_w[i, 0]
         top = 0.0
         for j in range(nb):
             if ci * b_g[j, G_COS] + si * b_g[j, G_SIN] < cos_dt:
                 continue
-            mm = mi & b_w[j, 0]
-            if float(_popcount(mm)) < min_me:
-                continue
-            ca = np.uint64(0)
-            cb = np.uint64(0)
-            cx = np.uint64(0)
-            for k in range(1, nw):
-                wa = q_w[i, k] & mm
-                wb = b_w[j, k] & mm
-                ca += _popcount(wa)
-                cb += _popcount(wb)
-                cx += _popcount(wa ^ wb)
-            if ca + cb == np.uint64(0):
-                continue
-            sv = 1.0 - math.sqrt(float(cx)) / (math.sqrt(float(ca)) + math.sqrt(float(cb)))
-            top = max(top, sv)
+            top = max(top, _cylinder_similarity(q_w, i, b_w, j, min_me))
         best[i] = top
     best.sort()
     half = (nq + 1) // 2
