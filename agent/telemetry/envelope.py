@@ -63,7 +63,7 @@ FORBIDDEN_KEYS: frozenset[str] = frozenset(
         "document", "documentnumber", "documentno", "docnumber", "docno",
         "passport", "passportnumber", "idnumber", "idcard", "pin", "inn", "tin",
         "personalnumber", "personalid", "nationalid", "template", "templates",
-        "minutiae", "fingerprint", "fingerprints", "finger", "image", "photo",
+        "minutiae", "fingerprint", "fingerprints", "image", "photo",
         "portrait", "face", "mrz", "birthdate", "dateofbirth", "dob", "address",
         "phone",
     }
