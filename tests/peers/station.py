@@ -301,7 +301,9 @@ class Station:
     def summaries(self) -> list[dict[str, Any]]:
         return [k.call("summary") for k in self.kiosks]
 
-    def wait_converged(self, expected: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    def wait_converged(
+        self, expected: int, timeout: float = 20.0, poll_s: float = 0.1
+    ) -> list[dict[str, Any]]:
         """Until every kiosk holds ``expected`` marks and the same set; the summaries."""
         deadline = time.monotonic() + timeout
         while True:
@@ -312,7 +314,7 @@ class Station:
                     return sums
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no convergence: counts {counts}, expected {expected}")
-            time.sleep(0.1)
+            time.sleep(poll_s)
 
     def close(self) -> None:
         for k in self.kiosks:
