@@ -12,6 +12,7 @@ opened or closed.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from enum import Enum
 
@@ -71,6 +72,24 @@ def next_phase(phase: Phase, command: Command) -> Phase:
         return TRANSITIONS[(phase, command)]
     except KeyError:
         raise TransitionError(phase, command) from None
+
+
+def read_phase(path: str | os.PathLike[str]) -> Phase:
+    """The phase recorded in ``path`` without writing anything (no WAL/SHM files created).
+
+    With no ``-wal`` file beside it (no agent running) the database is read as
+    immutable; otherwise read-only through the running agent's WAL.
+    """
+    p = os.fspath(path)
+    flags = "mode=ro" if os.path.exists(p + "-wal") else "mode=ro&immutable=1"
+    con = sqlite3.connect(f"file:{p}?{flags}", uri=True)
+    try:
+        row = con.execute("SELECT phase FROM lifecycle ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        row = None  # no table yet: nothing was ever recorded
+    finally:
+        con.close()
+    return Phase(row[0]) if row else Phase.UNPROVISIONED
 
 
 class Lifecycle:

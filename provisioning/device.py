@@ -40,6 +40,7 @@ from agent.config import (
     save_config,
 )
 from agent.keys import BOX_FILE, SIGN_FILE, KeyError_, generate_keys, load_keys
+from agent.lifecycle import Phase, read_phase
 from agent.rollpackage import (
     PackageError,
     PackageHeader,
@@ -346,6 +347,14 @@ def install_roll(config_dir: Path, package: Path, *, user: str, new_election: bo
     header = peek_header(data, cec)
     new_hash = package_hash(data)
     target = cfg.state_path / ROLL_FILE
+    lifecycle_db = cfg.state_path / "lifecycle.sqlite"
+    if lifecycle_db.exists() and target.exists() and package_hash(target.read_bytes()) != new_hash:
+        phase = read_phase(lifecycle_db)
+        if phase not in (Phase.UNPROVISIONED, Phase.PROVISIONED) and not new_election:
+            raise ProvisionError(
+                f"the station is {phase.value}: its roll cannot be replaced during the day "
+                "(marks and slips refer to it); pass --new-election only for a new election"
+            )
     replaced = ""
     if target.exists():
         old = target.read_bytes()

@@ -16,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from agent.config import load_config
 from agent.keys import load_keys
+from agent.lifecycle import Command, Lifecycle
 from agent.rollpackage import Kiosk as PkgKiosk
 from agent.rollpackage import Roll, build_package, open_package
 from provisioning.device import load_installed_roll
@@ -503,3 +504,21 @@ def test_reading_steps_refuse_other_users(make_kiosk: MakeKiosk) -> None:
         )
         assert proc.returncode == 1, proc
         assert "running as 'nobody'" in proc.stderr, proc.stderr
+
+
+def test_install_roll_refused_once_the_station_has_opened(
+    built: dict[str, Path], tmp_path: Path, cec: Path, registry: Path
+) -> None:
+    etc = tmp_path / "kiosk-a" / "etc"
+    var = tmp_path / "kiosk-a" / "var"
+    ok("device", "install-roll", built["out"] / "s-1017.pkg", "--config-dir", etc, "--user", ME)
+    life = Lifecycle(var / "lifecycle.sqlite")
+    life.apply(Command.INSTALL)
+    life.apply(Command.OPEN)
+    life.close()
+    cec_key = SigningKey((cec / "cec.sign").read_bytes())
+    newer = _other_package(tmp_path, "s-1017", station_kiosks(registry)["s-1017"][1], cec_key, 2)
+    installed = tree(var)
+    r = kp("device", "install-roll", newer, "--config-dir", etc, "--user", ME)
+    assert r.code == 1 and "the station is open" in r.err
+    assert tree(var) == installed
