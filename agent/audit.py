@@ -854,11 +854,11 @@ def _verify_key(args: argparse.Namespace) -> VerifyKey:
             return VerifyKey(bytes.fromhex(args.verify_key))
         except (ValueError, TypeError) as exc:
             raise AuditError(f"--verify-key is not a 32-byte hex key: {exc}") from exc
-    from agent.keys import KeyError_, load_keys
+    from agent.keys import KeyFileError, load_keys
 
     try:
         return load_keys(args.key_dir).signing.verify_key
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise AuditError(str(exc)) from exc
 
 

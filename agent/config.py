@@ -159,7 +159,8 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(unknown)}", field=prefix or "<root>")
     kwargs: dict[str, Any] = {}
-    for name, value in data.items():
+    for name, raw in data.items():
+        value = raw
         path = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
         if is_dataclass(hint):

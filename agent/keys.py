@@ -25,7 +25,7 @@ SIGN_FILE = "device.sign"
 BOX_FILE = "device.box"
 
 
-class KeyError_(Exception):  # noqa: N801 - avoid shadowing the builtin KeyError
+class KeyFileError(Exception):
     """A key file is missing, malformed or too permissive."""
 
 
@@ -55,7 +55,7 @@ def generate_keys(key_dir: str | os.PathLike[str], *, overwrite: bool = False) -
     """
     d = Path(key_dir)
     if not overwrite and ((d / SIGN_FILE).exists() or (d / BOX_FILE).exists()):
-        raise KeyError_(f"keys already exist in {d}; refusing to replace them")
+        raise KeyFileError(f"keys already exist in {d}; refusing to replace them")
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     signing = SigningKey.generate()
@@ -69,12 +69,12 @@ def _read_secret(path: Path) -> bytes:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise KeyError_(f"key file {path} not found; run 'kesp-provision device init'") from exc
+        raise KeyFileError(f"key file {path} not found; run 'kesp-provision device init'") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyError_(f"key file {path} is accessible by group/others; chmod 600 it")
+        raise KeyFileError(f"key file {path} is accessible by group/others; chmod 600 it")
     data = path.read_bytes()
     if len(data) != 32:
-        raise KeyError_(f"key file {path} is not a 32-byte key")
+        raise KeyFileError(f"key file {path} is not a 32-byte key")
     return data
 
 

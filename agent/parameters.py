@@ -40,3 +40,6 @@ MEDIUM_BAND_FMR = 1e-4
 
 SHUTDOWN_FLUSH_S = 5.0
 """On SIGTERM, how long to wait for the outbox to drain before ending the MQTT session."""
+
+DOCUMENT_REOPEN_S = 2.0
+"""How often a missing or unplugged document reader is looked for again."""

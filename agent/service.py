@@ -16,6 +16,7 @@ checkpoint is written, the telemetry session ends with its death message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -34,11 +35,13 @@ from agent import __version__, parameters, sdnotify
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlServer
+from agent.drivers.docreader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer import open_printer
 from agent.drivers.sensor import open_sensor
+from agent.drivers.transport import TransportUnavailableError
 from agent.event_ids import EventId
 from agent.journal import AuditJournal
-from agent.keys import KeyError_, load_keys
+from agent.keys import KeyFileError, load_keys
 from agent.ledger import Ledger
 from agent.lifecycle import Command, Lifecycle, Phase
 from agent.marks import MarkStore
@@ -52,7 +55,7 @@ from agent.peers.sync import (
     PeerSync,
 )
 from agent.roll import RollError, load_cec_key, load_roll
-from agent.station import Station
+from agent.station import Station, StationError
 from agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,8 @@ class Agent:
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
         )
+        self.station.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
+                                   .signature)
         self.journal.record(
             "agent-started", software_version=__version__,
             boot_count=self.audit.count(EventId.AGENT_STARTED) + 1,
@@ -129,6 +134,43 @@ class Agent:
         self.control = ControlServer(cfg.control_socket, self.station.command)
         self.times = StartupTimes(t1 - t0, t2 - t1, time.monotonic() - t0)
         self._stop = threading.Event()
+
+    def _read_documents(self) -> None:
+        """Document-reader thread: MRZ reads select the next voter (lookup "mrz")."""
+        path = self.cfg.document_reader
+        reader: SerialDocumentReader | None = None
+        state = "unknown"
+        while not self._stop.is_set():
+            try:
+                if reader is None:
+                    reader = SerialDocumentReader.open(path)
+                    state = self._note_reader(state, "ready")
+                outcome = reader.read(1.0)
+            except (TransportUnavailableError, OSError):
+                state = self._note_reader(state, "unplugged")
+                if reader is not None:
+                    with contextlib.suppress(OSError):
+                        reader.close()
+                reader = None
+                self._stop.wait(parameters.DOCUMENT_REOPEN_S)
+                continue
+            if isinstance(outcome, MrzRead):
+                self.journal.record("document-read", mrz_format=outcome.format)
+                try:
+                    self.station.present_document(outcome.mrz.document_number, lookup="mrz")
+                except StationError as exc:
+                    log.info("document read: %s", exc)
+            elif isinstance(outcome, MrzRejected):
+                self.journal.record("document-read-failed", mrz_format=outcome.format,
+                                    mrz_problem=outcome.problem)
+        if reader is not None:
+            reader.close()
+
+    def _note_reader(self, previous: str, status: str) -> str:
+        if status != previous:
+            self.journal.record("document-reader-status-changed", status=status,
+                                previous=previous)
+        return status
 
     def _peer_names(self) -> list[str]:
         return [p.kiosk for p in self.peers.status()] if self.peers else []
@@ -176,6 +218,8 @@ class Agent:
         if self.peers is not None:
             self.peers.start()
         self.control.start()
+        if self.cfg.document_reader:
+            threading.Thread(target=self._read_documents, name="docreader", daemon=True).start()
         notifier = sdnotify.Notifier()
         watchdog = sdnotify.Watchdog(notifier)
         notifier.ready(f"serving station {self.cfg.station_id}")
@@ -247,7 +291,7 @@ def run(config_path: str) -> int:
     try:
         cfg = load_config(config_path)
         agent = Agent(cfg)
-    except (ConfigError, KeyError_, RollError, DeviceUnavailable) as exc:
+    except (ConfigError, KeyFileError, RollError, DeviceUnavailable) as exc:
         print(f"kesp-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

@@ -20,14 +20,18 @@ runs against real hardware, the simulators, or in-memory fakes in unit tests.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from agent import __version__, parameters
+from agent.config import atomic_write
 from agent.drivers.document import Document
 from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
 from agent.drivers.sensor import Capture, FingerprintSensor, Guidance, NoFinger
@@ -170,7 +174,10 @@ class Station:
         self._clock = clock
         self._lock = threading.RLock()
         self._document_voter: int | None = None
+        self._document_lookup = "typed"
         self._document_deadline = 0.0
+        self.export_dir: Path | None = None
+        self._sign: Callable[[bytes], bytes] | None = None
         self._last_printer_state: str = "unknown"
         self._guidance: Guidance | None = None
         self._attempt_ids = 0
@@ -277,6 +284,7 @@ class Station:
                                                  reason="operator"),
                 "resume": lambda _a: self._simple(Command.RESUME, "station-resumed"),
                 "close": lambda _a: self._close(),
+                "export": lambda _a: self._export(),
                 "reprint": self._reprint,
                 "document": self._document,
                 "manual": self._manual,
@@ -358,13 +366,61 @@ class Station:
         return self.status()
 
     def _document(self, number: str) -> dict[str, Any]:
-        """The operator typed (or the MRZ reader read) an ID document number."""
-        index = self.roll.by_document.get(number.strip().upper())
-        if index is None:
-            raise StationError("no voter with that document number on this station's list")
-        self._document_voter = index
-        self._document_deadline = time.monotonic() + parameters.DOCUMENT_HOLD_S
-        return {"document": "accepted", "list_number": self.roll.voter(index).list_number}
+        """The operator typed an ID document number."""
+        return self.present_document(number, lookup="typed")
+
+    def present_document(self, number: str, lookup: str) -> dict[str, Any]:
+        """An ID document number (``lookup`` "typed" or "mrz") selects the next voter."""
+        with self._lock:
+            index = self.roll.by_document.get(number.strip().upper())
+            if index is None:
+                raise StationError("no voter with that document number on this station's list")
+            self._document_voter = index
+            self._document_lookup = lookup
+            self._document_deadline = time.monotonic() + parameters.DOCUMENT_HOLD_S
+            return {"document": "accepted", "list_number": self.roll.voter(index).list_number}
+
+    def enable_export(self, directory: Path, sign: Callable[[bytes], bytes]) -> None:
+        """Where ``export`` writes the station archive, and how it is signed (device key)."""
+        self.export_dir = directory
+        self._sign = sign
+
+    def _export(self) -> dict[str, Any]:
+        """Closed -> exported: write the signed station archive for the commission and CEC."""
+        self.lifecycle.check(Command.EXPORT)
+        if self.export_dir is None or self._sign is None:
+            raise StationError("export is not configured on this kiosk")
+        archive = {
+            "format": "kesp-station-export-v1",
+            "station": self.station_id,
+            "district": self.district,
+            "device": self.device_id,
+            "roll_hash": self.roll.package_hash,
+            "audit_head": self.journal.head_hash,
+            "counts": self.counts(),
+            "marks": [
+                {"voter": m.voter, "kiosk": m.kiosk, "seq": m.origin_seq, "method": m.method,
+                 "slip": m.slip_serial, "hlc": m.hlc}
+                for m in self.marks.all_marks()
+            ],
+            "slips": [
+                {"serial": r.serial, "kind": r.kind.value, "state": r.state.value,
+                 "originals": r.originals, "duplicates": r.duplicates}
+                for r in self.ledger.all()
+            ],
+            "conflicts": [c.voter for c in self.marks.conflicts()],
+        }
+        body = json.dumps(archive, sort_keys=True, ensure_ascii=False, indent=1).encode("utf-8")
+        digest = hashlib.sha256(body).hexdigest()
+        name = f"export-{self.station_id}-{self.device_id}"
+        atomic_write(self.export_dir / f"{name}.json", body, mode=0o600)
+        atomic_write(self.export_dir / f"{name}.sig", self._sign(body).hex().encode() + b"\n",
+                     mode=0o600)
+        self.lifecycle.apply(Command.EXPORT)
+        self.journal.record("station-exported", export_hash=digest)
+        result = self.status()
+        result["export"] = str(self.export_dir / f"{name}.json")
+        return result
 
     def _manual(self, list_number: str) -> dict[str, Any]:
         """Commission decided to admit a voter who could not be identified."""
@@ -411,7 +467,8 @@ class Station:
         self._attempt_ids += 1
         session = _Session(attempt_id=self._attempt_ids, document_voter=self._take_document_voter())
         self.journal.record("identification-started", attempt_id=session.attempt_id,
-                            lookup="typed" if session.document_voter is not None else "none")
+                            lookup=self._document_lookup if session.document_voter is not None
+                            else "none")
         while True:
             session.attempts += 1
             self._guide(Guidance.CAPTURING)

@@ -39,7 +39,7 @@ from agent.config import (
     parse_config,
     save_config,
 )
-from agent.keys import BOX_FILE, SIGN_FILE, KeyError_, generate_keys, load_keys
+from agent.keys import BOX_FILE, SIGN_FILE, KeyFileError, generate_keys, load_keys
 from agent.lifecycle import Phase, read_phase
 from agent.rollpackage import (
     PackageError,
@@ -248,7 +248,7 @@ def make_request(config_dir: Path) -> RegistrationRequest:
     cfg = load_device_config(config_dir)
     try:
         keys = load_keys(cfg.key_dir)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise ProvisionError(str(exc)) from exc
     try:
         password = Path(cfg.broker.password_file).read_text().strip()
@@ -297,7 +297,7 @@ def load_installed_roll(cfg: AgentConfig) -> tuple[Roll, str]:
         raise ProvisionError(f"no roll installed ({path}); run 'device install-roll'") from exc
     try:
         keys = load_keys(cfg.key_dir)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise ProvisionError(str(exc)) from exc
     try:
         roll = open_package(data, load_cec_key(cfg), keys.box, expected_station=cfg.station_id)
@@ -337,7 +337,7 @@ def install_roll(config_dir: Path, package: Path, *, user: str, new_election: bo
         raise ProvisionError(f"cannot read package {package}: {exc.strerror}") from exc
     try:
         keys = load_keys(cfg.key_dir)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise ProvisionError(str(exc)) from exc
     cec = load_cec_key(cfg)
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.config import AgentConfig, ConfigError
-from agent.keys import KeyError_, load_keys
+from agent.keys import KeyFileError, load_keys
 from provisioning.common import ProvisionError
 from provisioning.device import load_cec_key, load_installed_roll
 
@@ -48,7 +48,7 @@ def check_keys(cfg: AgentConfig) -> Check:
     try:
         keys = load_keys(cfg.key_dir)
         cec = load_cec_key(cfg)
-    except (KeyError_, ProvisionError) as exc:
+    except (KeyFileError, ProvisionError) as exc:
         return Check("keys", "fail", str(exc))
     return Check("keys", "ok", f"device key {keys.verify_key_hex[:16]}…, CEC key "
                  f"{bytes(cec).hex()[:16]}…")
