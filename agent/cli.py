@@ -1,7 +1,7 @@
 """``kesp-agent``: run the kiosk agent, or give it an operator command.
 
     kesp-agent run                      # the service (systemd starts this)
-    kesp-agent status|open|pause|resume|close
+    kesp-agent status|open|pause|resume|close|export
     kesp-agent reprint SERIAL           # another copy, printed as DUPLICATE
     kesp-agent document NUMBER          # ID document number typed by the operator
     kesp-agent manual LIST_NUMBER       # commission's decision to admit a voter
@@ -25,7 +25,7 @@ from agent.config import ConfigError, load_config
 from agent.control import ControlError, request
 
 DEFAULT_CONFIG = os.environ.get("KESP_CONFIG", "/etc/kesp/agent.json")
-OPERATOR_COMMANDS = ("status", "open", "pause", "resume", "close")
+OPERATOR_COMMANDS = ("status", "open", "pause", "resume", "close", "export")
 ARG_COMMANDS = {"reprint": "SERIAL", "document": "NUMBER", "manual": "LIST_NUMBER"}
 
 

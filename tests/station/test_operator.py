@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.keys import load_keys
 from hardware_sim.day import Rig, is_duplicate
 
 
@@ -58,6 +59,15 @@ def test_operator_day_through_the_cli(shared_data: Path, tmp_path: Path) -> None
         assert closed["phase"] == "closed" and closed["closing_report_printed"]
         closing = rig.printer.wait_for_documents(5, timeout=30)[4].text
         assert "ИТОГОВЫЙ ОТЧЕТ" in closing and serial in closing
+
+        exported = json.loads(_cli(rig, "export").stdout)
+        assert exported["phase"] == "exported"
+        archive = Path(exported["export"])
+        body = archive.read_bytes()
+        signature = bytes.fromhex(archive.with_suffix(".sig").read_text())
+        verify_key = load_keys(rig.kiosk.dir / "keys").signing.verify_key
+        verify_key.verify(body, signature)
+        assert json.loads(body)["counts"]["manual"] == 1
         assert rig.stop_agent() == 0
 
         audit = _cli(rig, "audit", "verify")
