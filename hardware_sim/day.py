@@ -665,9 +665,7 @@ def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
             verified = 0
             if rig.ops is not None:
                 verified = rig.ops.stats().accepted
-                for k in rig.kiosks:
-                    rig.say(f"central ops verified turnout for {k.device}: "
-                            f"{ops_turnout(rig.ops, k.device)}")
+                rig.say("\n--- central ops (kesp-ops watch) ---\n" + rig.ops.render_watch())
     except DemoError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
