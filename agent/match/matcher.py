@@ -786,11 +786,9 @@ class Gallery:
     ) -> NDArray[np.float32]:
         """Score of ``probe`` against every template, in gallery order.
 
-        Galleries of at least ``filter_min_gallery`` templates are searched in
-        two stages unless ``exhaustive`` is true: templates outside the
-        shortlist of the filter stage get score 0 (their full score would be
-        far below any decision threshold; the benchmark verifies the top
-        candidates are unchanged).
+        ``exhaustive=False`` (or a ``filter_min_gallery`` the gallery reaches)
+        searches in two stages: templates outside the filter's shortlist get
+        score 0. Faster, but not accuracy-neutral (see ``MccParameters``).
         """
         q = probe if isinstance(probe, Prepared) else self.matcher.prepare(probe)
         out = np.zeros(len(self), np.float32)
@@ -798,7 +796,7 @@ class Gallery:
             return out
         prm_ = self.matcher.params
         if exhaustive is None:
-            exhaustive = len(self) < prm_.filter_min_gallery
+            exhaustive = not 0 < prm_.filter_min_gallery <= len(self)
         n_threads = threads if threads is not None else self.matcher.threads
         previous = numba.get_num_threads()
         if n_threads is not None:
