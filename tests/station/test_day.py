@@ -28,7 +28,7 @@ def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
     assert unknown <= 5 + 6
     assert slips == identified + refused + unknown
     assert verified > identified + refused + unknown  # events, turnout, births, health
-    slip_files = sorted((tmp_path / "demo" / "slips").glob("*.png"))
+    slip_files = sorted((tmp_path / "demo" / "kiosk-a" / "slips").glob("*.png"))
     assert len(slip_files) == slips + 2  # plus zero and closing reports
 
 

@@ -25,8 +25,8 @@ EX_CONFIG = 78
 @pytest.fixture
 def rig(shared_data: Path, tmp_path: Path) -> Rig:
     rig = Rig(shared_data, tmp_path / "station", quiet=True)
-    (rig.kiosk.dir / "slips").mkdir(parents=True)
-    rig.provision("mqtt://127.0.0.1:9")
+    (rig.kiosk.dir / "slips").mkdir(parents=True, exist_ok=True)
+    rig.roll = rig.provision("mqtt://127.0.0.1:9")
     return rig
 
 
