@@ -36,10 +36,10 @@ SEG_WINDOW = 16
 SEG_MIN_STD = 6.0
 """Absolute floor on a foreground block's grey-level standard deviation."""
 
-SEG_REL_STD = 0.30
+SEG_REL_STD = 0.20
 """Foreground blocks need at least this fraction of the 90th-percentile spread."""
 
-SEG_MIN_COHERENCE = 0.20
+SEG_MIN_COHERENCE = 0.10
 """Blocks whose orientation coherence stays below this are background (smudge)."""
 
 SEG_BORDER_BLOCKS = 0
