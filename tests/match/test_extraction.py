@@ -243,3 +243,18 @@ def test_template_limits() -> None:
     assert len(t) <= prm.MAX_MINUTIAE
     assert 0 <= t.quality <= 100
     assert t.source_format == "extracted"
+
+
+def test_extraction_writes_out_as_iso_2005_with_real_qualities(shared_data: Path) -> None:
+    from agent.match.codecs import to_iso2005
+
+    t = extract(read(shared_data / "fvc2002" / "DB4_B" / "106_2.png"))
+    back = load_template(to_iso2005(t))
+    assert len(back) == len(t) and back.quality == t.quality > 0
+    np.testing.assert_array_equal(back.minutia_quality, t.minutia_quality)
+    assert (t.minutia_quality >= 1).all() and len(np.unique(t.minutia_quality)) > 3
+    np.testing.assert_array_equal(back.kind, t.kind)
+    np.testing.assert_allclose(back.x, t.x, atol=0.5)
+    np.testing.assert_allclose(back.y, t.y, atol=0.5)
+    err = np.abs((back.angle - t.angle + np.pi) % (2 * np.pi) - np.pi)
+    assert err.max() <= np.pi / 128 + 1e-6
