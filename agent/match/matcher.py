@@ -359,13 +359,41 @@ def compatibility_tables(params: prm.MccParameters) -> NDArray[np.float64]:
 G_X, G_Y, G_T, G_COS, G_SIN = range(5)
 """Columns of the per-cylinder geometry array (x, y up, angle, cos, sin)."""
 
-_SORT_BINS = 256
+_SORT_BINS = 1024
 
 
 @njit
 def _bucket(v: np.float32) -> int:
     """Counting-sort bucket of a similarity in (0, 1], 0 = best."""
     return _SORT_BINS - 1 - min(_SORT_BINS - 1, int(v * np.float32(_SORT_BINS)))
+
+
+@njit
+def _lower(g: NDArray[np.float32], v: float) -> int:
+    """First row whose direction is >= v (rows sorted by direction)."""
+    lo = 0
+    hi = g.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if g[mid, G_T] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit
+def _upper(g: NDArray[np.float32], v: float) -> int:
+    """First row whose direction is > v (rows sorted by direction)."""
+    lo = 0
+    hi = g.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if g[mid, G_T] <= v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @njit
@@ -426,7 +454,6 @@ def _lssr(
     nb = b_w.shape[0]
     if na == 0 or nb == 0:
         return 0.0
-    cos_dt = math.cos(p[prm.P_DELTA_THETA])
     min_me = p[prm.P_MIN_ME] * _disk_cells(p)
     # Stage 2: local similarities of direction-compatible pairs, bucketed by value.
     cap = na * nb
@@ -434,23 +461,34 @@ def _lssr(
     pair = np.empty(cap, np.int32)
     hist = np.zeros(_SORT_BINS + 1, np.int32)
     m = 0
+    delta_theta = p[prm.P_DELTA_THETA]
+    two_pi = 2.0 * math.pi
     for i in range(na):
-        ci = a_g[i, G_COS]
-        si = a_g[i, G_SIN]
-        for j in range(nb):
-            if ci * b_g[j, G_COS] + si * b_g[j, G_SIN] < cos_dt:
-                continue
-            sv = _cylinder_similarity(a_w, i, b_w, j, min_me)
-            if sv > 0.0:
-                vals[m] = sv
-                pair[m] = i * nb + j
-                # Bucket from the stored float32 so the scatter below agrees exactly.
-                hist[_bucket(vals[m])] += 1
-                m += 1
+        # Cylinders are sorted by direction, so the compatible ones form at most
+        # two runs: no per-pair direction test, no unpredictable branch.
+        lo = a_g[i, G_T] - delta_theta
+        hi = a_g[i, G_T] + delta_theta
+        if lo < 0.0:
+            r0, r1, r2, r3 = 0, _upper(b_g, hi), _lower(b_g, lo + two_pi), nb
+        elif hi >= two_pi:
+            r0, r1, r2, r3 = 0, _upper(b_g, hi - two_pi), _lower(b_g, lo), nb
+        else:
+            r0, r1, r2, r3 = _lower(b_g, lo), _upper(b_g, hi), nb, nb
+        for run in range(2):
+            j0 = r0 if run == 0 else max(r2, r1)
+            j1 = r1 if run == 0 else r3
+            for j in range(j0, j1):
+                sv = _cylinder_similarity(a_w, i, b_w, j, min_me)
+                if sv > 0.0:
+                    vals[m] = sv
+                    pair[m] = i * nb + j
+                    # Bucket from the stored float32 so the scatter below agrees exactly.
+                    hist[_bucket(vals[m])] += 1
+                    m += 1
     if m == 0:
         return 0.0
     # Stage 3a: best one-to-one pairs, greedy in descending similarity. A
-    # counting sort on 256 buckets replaces a full sort (ties within a bucket
+    # counting sort on 1024 buckets replaces a full sort (ties within a bucket
     # keep scan order); the pair's exact similarity is what is kept.
     start = 0
     for q in range(_SORT_BINS + 1):
@@ -719,7 +757,10 @@ class Matcher:
         valid = np.zeros(n, np.bool_)
         if n:
             _cylinders_batch(x, y, a, offsets, self._p, self._dir, bits, mask, valid)
+        owner = np.repeat(np.arange(len(templates)), np.diff(offsets))
         keep = np.nonzero(valid)[0]
+        # Within each template, cylinders in ascending direction (see _lssr).
+        keep = keep[np.lexsort((a[keep], owner[keep]))]
         per = np.zeros(len(templates), np.int64)
         if n:
             per = np.add.reduceat(valid.astype(np.int64), offsets[:-1])
