@@ -37,3 +37,17 @@ def test_demo_without_fingerprint_data_says_what_to_do(
 ) -> None:
     assert run_day(tmp_path / "nothing", tmp_path / "demo") == 2
     assert "KESP_SHARED_DATA" in capsys.readouterr().err
+
+
+def test_three_kiosks_share_one_answer(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three real agents, peers on loopback: repeat visits at another kiosk are refused,
+    the merged mark sets end identical with no voter marked twice (run_day checks both)."""
+    code = run_day(shared_data, tmp_path / "demo3", kiosks=3)
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "merged marks identical on all 3 kiosks" in out.out and "0 conflicts" in out.out
+    repeats = [ln for ln in out.out.splitlines() if " again at kiosk-" in ln]
+    assert len(repeats) == 4
+    assert sum("-> refused" in ln for ln in repeats) >= 3
