@@ -37,7 +37,7 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlServer
 from agent.drivers.docreader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer import open_printer
-from agent.drivers.sensor import open_sensor
+from agent.drivers.sensor import FingerprintSensor, open_sensor
 from agent.drivers.transport import TransportUnavailableError
 from agent.event_ids import EventId
 from agent.journal import AuditJournal
@@ -82,7 +82,9 @@ def _kiosk_label(cfg: AgentConfig) -> str:
 class Agent:
     """A running kiosk agent (see module docstring)."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, *, sensor: FingerprintSensor | None = None) -> None:
+        """Start everything ``cfg`` describes; ``sensor`` replaces the configured one
+        (the USB-replay demo runs the agent in-process on a recorded sensor)."""
         t0 = time.monotonic()
         self.cfg = cfg
         state = cfg.state_path
@@ -94,7 +96,7 @@ class Agent:
         t1 = time.monotonic()
         self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher)
         t2 = time.monotonic()
-        if cfg.sensor.kind == "grow-serial":
+        if cfg.sensor.kind == "grow-serial" and sensor is None:
             preflight_serial("sensor", cfg.sensor.port)
         if cfg.printer.kind == "escpos-serial":
             preflight_serial("printer", cfg.printer.port)
@@ -106,7 +108,7 @@ class Agent:
         )
         self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, _kiosk_label(cfg))
         self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
-        self.sensor = open_sensor(cfg.sensor)
+        self.sensor = sensor if sensor is not None else open_sensor(cfg.sensor)
         self.printer = open_printer(cfg.printer)
         self.telemetry = Telemetry(cfg, self.keys, health=self.health)
         self.journal = AuditJournal(self.audit, self.telemetry)

@@ -118,7 +118,7 @@ def synthetic_iso(rng: np.random.Generator) -> bytes:
 
 
 def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...],
-              extra_voters: int = 0) -> Roll:
+              extra_voters: int = 0, enrolled: tuple[Voter, ...] = ()) -> Roll:
     """The demo station's roll: 40 voters, names in Kyrgyz and Russian.
 
     ``extra_voters`` synthetic voters with 10 synthetic fingers each follow
@@ -140,10 +140,12 @@ def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...]
             document=f"ID{1_000_000 + 7919 * (i + 1):07d}",
             fingers=fingers,
         ))
+    voters.extend(enrolled)
     if extra_voters:
         from provisioning.synthetic import synthetic_voters
 
-        voters.extend(synthetic_voters(extra_voters, seed=41, first_number=N_VOTERS + 1))
+        voters.extend(synthetic_voters(extra_voters, seed=41,
+                                       first_number=N_VOTERS + len(enrolled) + 1))
     return Roll(election_id="kg-2026-demo", station_id=station, district=district,
                 roll_version=1, created="2026-11-27T06:00:00Z", kiosks=kiosks,
                 voters=tuple(voters))
@@ -346,11 +348,15 @@ class Rig:
     """
 
     def __init__(self, data: Path, out: Path, *, quiet: bool = False,
-                 extra_voters: int = 0, kiosks: int = 1) -> None:
+                 extra_voters: int = 0, kiosks: int = 1,
+                 sensor: SensorConfig | None = None,
+                 enrolled: tuple[Voter, ...] = ()) -> None:
         self.data = data
         self.out = out
         self.quiet = quiet
         self.extra_voters = extra_voters
+        self.sensor_config = sensor
+        self.enrolled = enrolled
         self.station, self.district = "s-0001", "osh-city"
         self.broker: PrivateMosquitto | None = None
         self.ops: OpsService | None = None
@@ -467,7 +473,8 @@ class Rig:
             cfg = AgentConfig(
                 device_id=k.device, station_id=self.station, district=self.district,
                 state_dir=str(k.state), key_dir=str(k.dir / "keys"),
-                sensor=SensorConfig(kind="grow-serial", port=str(k.sensor.path)),
+                sensor=self.sensor_config or SensorConfig(kind="grow-serial",
+                                                          port=str(k.sensor.path)),
                 printer=PrinterConfig(kind="escpos-serial", port=str(k.printer.path),
                                       profile="epson-tm-t20iii"),
                 broker=BrokerConfig(url=broker_url),
@@ -481,7 +488,7 @@ class Rig:
             register_device(self.out / "ops" / "registry.json", k.device, self.station,
                             self.district, keys.verify_key_hex)
         roll = make_roll(self.data, self.station, self.district, tuple(entries),
-                         self.extra_voters)
+                         self.extra_voters, self.enrolled)
         package = build_package(roll, cec)
         for k in self.kiosks:
             atomic_write(k.state / "roll.pkg", package)
@@ -696,5 +703,13 @@ def cli_main(argv: list[str]) -> int:
                    help="where the kiosk state, slips and logs go (default %(default)s)")
     p.add_argument("--kiosks", type=int, default=1, choices=range(1, 9),
                    help="kiosks in the station, syncing their marks peer to peer")
+    p.add_argument("--sensor", default="grow-serial",
+                   choices=("grow-serial", "nb1010-replay", "aes3500-replay"),
+                   help="the simulated Grow sensor on a pty (default), or a real USB "
+                        "sensor's recorded traffic replayed through its real driver")
     args = p.parse_args(argv)
+    if args.sensor != "grow-serial":
+        from hardware_sim.replay_day import run_replay_day
+
+        return run_replay_day(args.data, args.out, args.sensor)
     return run_day(args.data, args.out, args.kiosks)
