@@ -23,8 +23,10 @@ cylinders of all templates in contiguous arrays once.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -803,6 +805,14 @@ class Matcher:
         return Gallery(self, templates)
 
 
+GALLERY_FORMAT_VERSION = 1
+"""Version of the file written by ``Gallery.save`` (bump when the layout changes)."""
+
+
+class GalleryFileError(ValueError):
+    """A saved gallery cannot be used (corrupt, other version or other parameters)."""
+
+
 class Gallery:
     """Cylinders of many templates in contiguous arrays, searched 1:N."""
 
@@ -812,6 +822,67 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def save(self, path: Path) -> None:
+        """Write the packed cylinders to ``path`` (``.npz``) so start-up can skip building.
+
+        The file records a format version and the matcher parameters it was
+        built with; :meth:`load` refuses a file that does not match.
+        """
+        with path.open("wb") as fh:
+            np.savez(
+                fh,
+                version=np.array([GALLERY_FORMAT_VERSION]),
+                params=self.matcher._p,
+                words=self.words,
+                geometry=self.geometry,
+                offsets=self.offsets,
+            )
+
+    @classmethod
+    def load(cls, matcher: Matcher, path: Path) -> Gallery:
+        """Read a gallery written by :meth:`save`, validating it at the boundary.
+
+        Raises ``GalleryFileError`` for a wrong version, other parameters,
+        or inconsistent arrays.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("version", "params", "words", "geometry", "offsets")}
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise GalleryFileError(f"{path}: not a gallery file ({exc})") from exc
+        if arrays["version"].tolist() != [GALLERY_FORMAT_VERSION]:
+            raise GalleryFileError(f"{path}: format {arrays['version'].tolist()} unsupported")
+        if not np.array_equal(arrays["params"], matcher._p):
+            raise GalleryFileError(f"{path}: built with other matcher parameters")
+        words, geometry, offsets = arrays["words"], arrays["geometry"], arrays["offsets"]
+        n = len(words)
+        if (
+            words.dtype != np.uint64
+            or words.shape != (n, matcher.params.nd + 1)
+            or geometry.dtype != np.float32
+            or geometry.shape != (n, 5)
+            or offsets.dtype != np.int64
+            or offsets.ndim != 1
+            or len(offsets) == 0
+            or offsets[0] != 0
+            or offsets[-1] != n
+            or bool(np.any(np.diff(offsets) < 0))
+            or not bool(np.all(np.isfinite(geometry)))
+        ):
+            raise GalleryFileError(f"{path}: arrays are inconsistent")
+        # _lssr relies on each template's cylinders being sorted by direction.
+        t = geometry[:, G_T]
+        same = np.ones(max(n - 1, 0), np.bool_)
+        same[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < n)] - 1] = False
+        if bool(np.any((t < 0) | (t >= 2 * math.pi))) or bool(np.any(np.diff(t)[same] < 0)):
+            raise GalleryFileError(f"{path}: cylinder directions out of range or unsorted")
+        g = cls.__new__(cls)
+        g.matcher = matcher
+        g.words = np.ascontiguousarray(words)
+        g.geometry = np.ascontiguousarray(geometry)
+        g.offsets = np.ascontiguousarray(offsets)
+        return g
 
     @property
     def nbytes(self) -> int:

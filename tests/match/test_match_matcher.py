@@ -132,3 +132,28 @@ def test_register_template_file(matcher: Matcher, shared_data: Path) -> None:
 
 def test_warm_up_runs() -> None:
     warm_up()
+
+
+def test_gallery_save_and_load(matcher: Matcher, db1: dict[tuple[int, int], Template],
+                               tmp_path: Path) -> None:
+    from agent.match.matcher import Gallery, GalleryFileError
+
+    ts = [db1[k] for k in sorted(db1)]
+    g = matcher.gallery(ts)
+    path = tmp_path / "station.npz"
+    g.save(path)
+    loaded = Gallery.load(matcher, path)
+    assert len(loaded) == len(g)
+    np.testing.assert_array_equal(loaded.scores(ts[5]), g.scores(ts[5]))
+    # Other parameters, a corrupt file, shuffled directions: all refused.
+    other = Matcher(prm.MccParameters(radius=60.0))
+    with pytest.raises(GalleryFileError, match="parameters"):
+        Gallery.load(other, path)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(GalleryFileError):
+        Gallery.load(matcher, bad)
+    g.geometry[:] = g.geometry[::-1].copy()
+    g.save(bad)
+    with pytest.raises(GalleryFileError, match=r"unsorted|inconsistent"):
+        Gallery.load(matcher, bad)
