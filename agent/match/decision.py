@@ -127,6 +127,9 @@ def _voter_evidence(
 
 
 def _p_single(score: float, k: int) -> float:
+    """p-value of a voter's best of ``k`` templates; a negative score means "no evidence"."""
+    if score < 0.0:
+        return 1.0
     return min(1.0, k * prm.false_match_rate(score))
 
 
@@ -206,8 +209,9 @@ def identify_fused(
         i1 = idx[np.argsort(-s1[idx], kind="stable")[:2]]
         i2 = idx[np.argsort(-s2[idx], kind="stable")[:2]]
         if k == 1:
-            pairs = [(float(s1[i1[0]]), 0.0)] if s1[i1[0]] >= s2[i2[0]] else [
-                (0.0, float(s2[i2[0]]))
+            # One enrolled finger: only one probe can be its mate; the other adds nothing.
+            pairs = [(float(s1[i1[0]]), -1.0)] if s1[i1[0]] >= s2[i2[0]] else [
+                (-1.0, float(s2[i2[0]]))
             ]
         elif i1[0] != i2[0]:
             pairs = [(float(s1[i1[0]]), float(s2[i2[0]]))]

@@ -134,9 +134,10 @@ def threshold(fmr: float) -> float:
     if not 0.0 < fmr < 1.0:
         raise ValueError(f"fmr={fmr} must be in (0, 1)")
     pts = CALIBRATION_POINTS
-    if fmr >= pts[0][0]:
-        return pts[0][1]
     lf = math.log(fmr)
+    if fmr >= pts[0][0]:
+        # Above the first point, log-linear towards FMR 1 at score 0.
+        return pts[0][1] * lf / math.log(pts[0][0])
     for (f0, t0), (f1, t1) in itertools.pairwise(pts):
         if f1 <= fmr <= f0:
             return _interpolate(lf, math.log(f0), math.log(f1), t0, t1)
@@ -148,7 +149,8 @@ def false_match_rate(score: float) -> float:
     """Inverse of :func:`threshold`: the per-comparison FMR at which ``score`` just passes."""
     pts = CALIBRATION_POINTS
     if score <= pts[0][1]:
-        return pts[0][0]
+        # Never claim evidence a low score does not carry: FMR rises to 1 at score 0.
+        return float(pts[0][0] ** (max(score, 0.0) / pts[0][1]))
     for (f0, t0), (f1, t1) in itertools.pairwise(pts):
         if t0 <= score <= t1:
             return math.exp(_interpolate(score, t0, t1, math.log(f0), math.log(f1)))

@@ -28,8 +28,10 @@ def test_threshold_is_monotonic_and_inverts() -> None:
     fmrs = [0.2, 1e-1, 3e-2, 1e-2, 1e-3, 1e-4, 1e-5, 1e-7, 1e-9]
     ts = [prm.threshold(f) for f in fmrs]
     assert ts == sorted(ts)
-    for f in fmrs[1:]:
+    for f in fmrs:
         assert prm.false_match_rate(prm.threshold(f)) == pytest.approx(f, rel=1e-6)
+    # A score of 0 is no evidence at all (p-values feed the fusion rule).
+    assert prm.false_match_rate(0.0) == 1.0
     with pytest.raises(ValueError, match="fmr"):
         prm.threshold(0.0)
 
