@@ -143,6 +143,8 @@ def identify(
     probe: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    exhaustive: bool | None = None,
 ) -> Identification:
     """1:N identification of one finger over the station's gallery.
 
@@ -151,6 +153,8 @@ def identify(
     when the best voter's evidence clears the bound sized for the gallery
     and no other voter's does; NEED_SECOND_FINGER otherwise; NO_MATCH only when
     there is nothing to search (empty gallery, probe without usable minutiae).
+    ``exhaustive`` is passed to ``Gallery.scores`` (``False`` = the faster
+    two-stage search; see docs/MATCHING.md for what it changes).
     """
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
@@ -158,7 +162,7 @@ def identify(
     q = probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)
     if len(q) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    best, _, counts = _voter_evidence(gallery.scores(q), own)
+    best, _, counts = _voter_evidence(gallery.scores(q, exhaustive=exhaustive), own)
     present = np.nonzero(counts)[0]
     n_voters = len(present)
     bound = fmr / n_voters
@@ -190,8 +194,10 @@ def identify_fused(
     m = gallery.matcher
     q1 = probe1 if isinstance(probe1, Prepared) else m.prepare(probe1)
     q2 = probe2 if isinstance(probe2, Prepared) else m.prepare(probe2)
-    s1 = gallery.scores(q1)
-    s2 = gallery.scores(q2)
+    # Always exhaustive: the second finger is asked for precisely in the marginal
+    # cases where the two-stage filter can miss a mate.
+    s1 = gallery.scores(q1, exhaustive=True)
+    s2 = gallery.scores(q2, exhaustive=True)
     counts = np.bincount(own).astype(np.int64)
     present = np.nonzero(counts)[0]
     bound = fmr / len(present)

@@ -118,3 +118,12 @@ def test_identify_edge_cases(fingers: list[list[Template]], station: tuple) -> N
     assert identify(empty, fingers[0][1], np.zeros(0, np.int64)).outcome is Outcome.NO_MATCH
     blank = Template.from_arrays([], [], [], width=300, height=400)
     assert identify(g, blank, owners).outcome is Outcome.NO_MATCH
+
+
+def test_identify_two_stage_switch(fingers: list[list[Template]], station: tuple) -> None:
+    _, g, owners = station
+    for v in (0, 7, 13):
+        ex = identify(g, fingers[2 * v][3], owners, exhaustive=True)
+        fast = identify(g, fingers[2 * v][3], owners, exhaustive=False)
+        # Shortlist min(256) covers this 40-template station: same decision.
+        assert (fast.outcome, fast.voter) == (ex.outcome, ex.voter)
