@@ -110,6 +110,18 @@ def calibration_block(imp: NDArray[np.float64]) -> str:
     return "\n".join(lines)
 
 
+def cmd_show_extraction(args: argparse.Namespace) -> int:
+    from agent.match.extraction import ImageError, show_extraction
+
+    try:
+        t = show_extraction(Path(args.image), Path(args.out), dpi=args.dpi)
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(t)} minutiae, capture quality {t.quality}; drawn to {args.out}")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     imp = impostor_scores(Matcher(), [Path(d) for d in args.dirs])
     print(calibration_block(imp))
@@ -135,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--image-b", help="picture under template B")
     s.add_argument("--out", default="minutiae.png")
     s.set_defaults(fn=cmd_show)
+    x = sub.add_parser("show-extraction",
+                       help="draw what the extractor saw: mask, orientation field, minutiae")
+    x.add_argument("image", help="grey fingerprint image (PNG, ...)")
+    x.add_argument("--dpi", type=int, default=500)
+    x.add_argument("--out", default="extraction.png")
+    x.set_defaults(fn=cmd_show_extraction)
     k = sub.add_parser("calibrate", help="fit decision thresholds to impostor scores")
     k.add_argument("dirs", nargs="+")
     k.set_defaults(fn=cmd_calibrate)
