@@ -2,27 +2,44 @@
 
 On disk the roll stays exactly as the CEC sent it (``<state_dir>/roll.pkg``):
 signed by the CEC and encrypted to this kiosk, so biometric data is never
-stored in clear. :func:`load_roll` re-verifies the signature, decrypts it,
-decodes every finger template and packs them into one matching gallery.
-A template that does not decode is skipped and counted (the voter's other
-fingers still work); the count is part of the ``roll-verified`` audit event.
+stored in clear. :func:`load_roll` re-verifies the signature, decrypts it and
+packs every finger template into one matching gallery. A template that does
+not decode is skipped and counted (the voter's other fingers still work); the
+count is part of the ``roll-verified`` audit event.
+
+Decoding 56,000 templates and building their cylinders takes about 15 s on a
+kiosk-class CPU, too long for every power cycle. The prepared gallery is
+therefore cached in ``gallery.cache``, encrypted with a key derived from this
+kiosk's private box key (XSalsa20-Poly1305 via ``SecretBox``) and bound to the
+package hash: a cache from another roll, another matcher version or another
+kiosk does not open and is rebuilt. Templates themselves are decoded on demand,
+only for the voter an ID document names.
 """
 
 from __future__ import annotations
 
+import io
+import struct
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
 from nacl.signing import VerifyKey
 from numpy.typing import NDArray
 
+from agent.config import atomic_write
 from agent.keys import DeviceKeys
 from agent.match import Gallery, Matcher, Template, TemplateError, load_template
+from agent.match.matcher import GalleryFileError
 from agent.rollpackage import PackageError, Roll, Voter, open_package, package_hash
 
 ROLL_FILE = "roll.pkg"
 CEC_KEY_FILE = "cec.pub"
+GALLERY_CACHE = "gallery.cache"
+_CACHE_MAGIC = b"KESPGAL1"
 
 
 class RollError(RuntimeError):
@@ -35,21 +52,32 @@ class LoadedRoll:
 
     roll: Roll
     package_hash: str
-    templates: tuple[Template, ...]
     owners: NDArray[np.int32]
-    """``owners[i]`` is the voter index (into ``roll.voters``) of template ``i``."""
+    """``owners[i]`` is the voter index (into ``roll.voters``) of gallery template ``i``."""
     gallery: Gallery
     by_list_number: dict[int, int]
     by_document: dict[str, int]
     bad_templates: int
+    from_cache: bool = False
 
     def voter(self, index: int) -> Voter:
         """The voter at ``index`` in ``roll.voters``."""
         return self.roll.voters[index]
 
     def templates_of(self, index: int) -> list[Template]:
-        """The decoded templates of voter ``index``."""
-        return [t for t, o in zip(self.templates, self.owners, strict=True) if o == index]
+        """The decodable templates of voter ``index`` (decoded now, kept nowhere)."""
+        return _decode(self.roll.voters[index])[0]
+
+
+def _decode(voter: Voter) -> tuple[list[Template], int]:
+    good: list[Template] = []
+    bad = 0
+    for finger in voter.fingers:
+        try:
+            good.append(load_template(finger.template))
+        except TemplateError:
+            bad += 1
+    return good, bad
 
 
 def load_cec_key(key_dir: Path) -> VerifyKey:
@@ -66,6 +94,45 @@ def load_cec_key(key_dir: Path) -> VerifyKey:
         return VerifyKey(bytes.fromhex(text.decode("ascii")))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RollError(f"CEC key {path} is neither 32 raw bytes nor 64 hex digits") from exc
+
+
+def _cache_box(keys: DeviceKeys) -> SecretBox:
+    key = blake2b(bytes(keys.box), digest_size=SecretBox.KEY_SIZE,
+                  person=b"kesp-gallery-v1").digest()
+    return SecretBox(key)
+
+
+def _write_cache(path: Path, keys: DeviceKeys, digest: str, owners: NDArray[np.int32],
+                 bad: int, gallery: Gallery) -> None:
+    buf = io.BytesIO()
+    gallery.save(buf)
+    owners_bytes = np.ascontiguousarray(owners, dtype="<i4").tobytes()
+    plain = (_CACHE_MAGIC + bytes.fromhex(digest) + struct.pack(">QI", len(owners_bytes), bad)
+             + owners_bytes + buf.getvalue())
+    atomic_write(path, bytes(_cache_box(keys).encrypt(plain)), mode=0o600)
+
+
+def _read_cache(path: Path, keys: DeviceKeys, digest: str, matcher: Matcher
+                ) -> tuple[NDArray[np.int32], int, Gallery] | None:
+    """The cached gallery of this exact package, or None (absent, stale, foreign, damaged)."""
+    try:
+        plain = _cache_box(keys).decrypt(path.read_bytes())
+    except (OSError, CryptoError, ValueError):
+        return None
+    head = len(_CACHE_MAGIC) + 32 + 12
+    if len(plain) < head or plain[:8] != _CACHE_MAGIC or plain[8:40] != bytes.fromhex(digest):
+        return None
+    n_bytes, bad = struct.unpack(">QI", plain[40:head])
+    if n_bytes % 4 or head + n_bytes > len(plain):
+        return None
+    owners = np.frombuffer(plain[head:head + n_bytes], dtype="<i4").astype(np.int32)
+    try:
+        gallery = Gallery.load(matcher, io.BytesIO(plain[head + n_bytes:]))
+    except GalleryFileError:
+        return None  # built by another matcher version: rebuild
+    if len(gallery) != len(owners):
+        return None
+    return owners, int(bad), gallery
 
 
 def load_roll(
@@ -89,24 +156,32 @@ def load_roll(
         roll = open_package(data, cec_key, keys.box, expected_station=station_id)
     except PackageError as exc:
         raise RollError(f"roll {path} refused: {exc}") from exc
-    templates: list[Template] = []
-    owners: list[int] = []
-    bad = 0
-    for index, voter in enumerate(roll.voters):
-        for finger in voter.fingers:
-            try:
-                templates.append(load_template(finger.template))
-            except TemplateError:
-                bad += 1
-                continue
-            owners.append(index)
+    digest = package_hash(data)
+    cache = state_dir / GALLERY_CACHE
+    cached = _read_cache(cache, keys, digest, matcher)
+    if cached is not None:
+        owners, bad, gallery = cached
+        if len(owners) and int(owners.max()) >= len(roll.voters):
+            cached = None
+    if cached is None:
+        templates: list[Template] = []
+        owner_list: list[int] = []
+        bad = 0
+        for index, voter in enumerate(roll.voters):
+            good, bad_here = _decode(voter)
+            templates.extend(good)
+            owner_list.extend([index] * len(good))
+            bad += bad_here
+        owners = np.asarray(owner_list, dtype=np.int32)
+        gallery = matcher.gallery(templates)
+        _write_cache(cache, keys, digest, owners, bad, gallery)
     return LoadedRoll(
         roll=roll,
-        package_hash=package_hash(data),
-        templates=tuple(templates),
-        owners=np.asarray(owners, dtype=np.int32),
-        gallery=matcher.gallery(templates),
+        package_hash=digest,
+        owners=owners,
+        gallery=gallery,
         by_list_number={v.list_number: i for i, v in enumerate(roll.voters)},
         by_document={v.document: i for i, v in enumerate(roll.voters)},
         bad_templates=bad,
+        from_cache=cached is not None,
     )

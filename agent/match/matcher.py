@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import numba
 import numpy as np
@@ -841,24 +841,29 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path | BinaryIO) -> None:
         """Write the packed cylinders to ``path`` (``.npz``) so start-up can skip building.
 
-        The file records a format version and the matcher parameters it was
-        built with; :meth:`load` refuses a file that does not match.
+        ``path`` may also be a binary file object (the agent encrypts the
+        bytes before they touch the disk). The file records a format version
+        and the matcher parameters it was built with; :meth:`load` refuses a
+        file that does not match.
         """
-        with path.open("wb") as fh:
-            np.savez(
-                fh,
-                version=np.array([GALLERY_FORMAT_VERSION]),
-                params=self.matcher._p,
-                words=self.words,
-                geometry=self.geometry,
-                offsets=self.offsets,
-            )
+        if isinstance(path, Path):
+            with path.open("wb") as fh:
+                self.save(fh)
+            return
+        np.savez(
+            path,
+            version=np.array([GALLERY_FORMAT_VERSION]),
+            params=self.matcher._p,
+            words=self.words,
+            geometry=self.geometry,
+            offsets=self.offsets,
+        )
 
     @classmethod
-    def load(cls, matcher: Matcher, path: Path) -> Gallery:
+    def load(cls, matcher: Matcher, path: Path | BinaryIO) -> Gallery:
         """Read a gallery written by :meth:`save`, validating it at the boundary.
 
         Raises ``GalleryFileError`` for a wrong version, other parameters,

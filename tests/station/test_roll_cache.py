@@ -1,0 +1,66 @@
+"""The prepared gallery is cached encrypted, bound to the package and the kiosk."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import numpy as np
+from nacl.signing import SigningKey
+
+from agent.keys import generate_keys
+from agent.match import Matcher
+from agent.roll import GALLERY_CACHE, ROLL_FILE, load_roll
+from agent.rollpackage import Kiosk, build_package
+from hardware_sim.day import make_roll
+
+
+def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:
+    keys_dir, state = tmp_path / "keys", tmp_path / "state"
+    keys = generate_keys(keys_dir)
+    cec = SigningKey.generate()
+    roll = make_roll(shared_data, "s-0001", "osh-city",
+                     (Kiosk("kiosk-a", keys.verify_key_hex, keys.box_public_hex),),
+                     extra_voters=20)
+    state.mkdir()
+    (state / ROLL_FILE).write_bytes(build_package(roll, cec))
+    return keys_dir, state, cec
+
+
+def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Path) -> None:
+    from agent.keys import load_keys
+
+    keys_dir, state, cec = _install(shared_data, tmp_path)
+    keys, m = load_keys(keys_dir), Matcher()
+    first = load_roll(state, keys, cec.verify_key, "s-0001", m)
+    second = load_roll(state, keys, cec.verify_key, "s-0001", m)
+    assert not first.from_cache and second.from_cache
+    assert np.array_equal(first.owners, second.owners)
+    probe = second.templates_of(3)[0]
+    assert np.array_equal(first.gallery.scores(probe), second.gallery.scores(probe))
+    cache = state / GALLERY_CACHE
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    raw = cache.read_bytes()
+    assert b"PK\x03\x04" not in raw and b"KESPGAL1" not in raw  # no clear npz, no clear header
+
+
+def test_damaged_or_foreign_cache_is_rebuilt(shared_data: Path, tmp_path: Path) -> None:
+    from agent.keys import load_keys
+
+    keys_dir, state, cec = _install(shared_data, tmp_path)
+    keys, m = load_keys(keys_dir), Matcher()
+    load_roll(state, keys, cec.verify_key, "s-0001", m)
+    cache = state / GALLERY_CACHE
+    data = bytearray(cache.read_bytes())
+    data[100] ^= 0xFF
+    cache.write_bytes(bytes(data))
+    rebuilt = load_roll(state, keys, cec.verify_key, "s-0001", m)
+    assert not rebuilt.from_cache and len(rebuilt.gallery) == len(rebuilt.owners)
+    assert load_roll(state, keys, cec.verify_key, "s-0001", m).from_cache
+    # another package (a new roll version) never reuses the old roll's gallery
+    roll = make_roll(shared_data, "s-0001", "osh-city",
+                     (Kiosk("kiosk-a", keys.verify_key_hex, keys.box_public_hex),),
+                     extra_voters=21)
+    (state / ROLL_FILE).write_bytes(build_package(roll, cec))
+    fresh = load_roll(state, keys, cec.verify_key, "s-0001", m)
+    assert not fresh.from_cache and len(fresh.roll.voters) == 61
