@@ -498,7 +498,11 @@ class Station:
         if session.document_voter is not None:
             v = verify(self.matcher, probe, self.roll.templates_of(session.document_voter))
             return (session.document_voter, "verify", v.score) if v.accepted else None
-        result = identify(self.roll.gallery, probe, self.roll.owners)
+        # Large stations search in two stages: the filter can only drop candidates
+        # (never add a false match); a weak mate it misses is caught by the second
+        # press, which identify_fused searches exhaustively.
+        fast = len(self.roll.gallery) >= parameters.TWO_STAGE_MIN_GALLERY
+        result = identify(self.roll.gallery, probe, self.roll.owners, exhaustive=not fast)
         method = "identify"
         if result.outcome is not Outcome.MATCH and session.probes:
             # A second press: alone it may now suffice; otherwise fuse it with the
