@@ -64,6 +64,12 @@ class LoadedRoll:
         """The voter at ``index`` in ``roll.voters``."""
         return self.roll.voters[index]
 
+    def persist_cache(self, state_dir: Path, keys: DeviceKeys) -> None:
+        """Write the encrypted gallery cache (no-op when it was loaded from one)."""
+        if not self.from_cache:
+            _write_cache(state_dir / GALLERY_CACHE, keys, self.package_hash, self.owners,
+                         self.bad_templates, self.gallery)
+
     def templates_of(self, index: int) -> list[Template]:
         """The decodable templates of voter ``index`` (decoded now, kept nowhere)."""
         return _decode(self.roll.voters[index])[0]
@@ -141,8 +147,15 @@ def load_roll(
     cec_key: VerifyKey,
     station_id: str,
     matcher: Matcher,
+    *,
+    write_cache: bool = True,
 ) -> LoadedRoll:
-    """Verify, decrypt and index the installed roll; :class:`RollError` if unusable."""
+    """Verify, decrypt and index the installed roll; :class:`RollError` if unusable.
+
+    With ``write_cache=False`` a freshly built gallery is not cached yet: the
+    agent calls :meth:`LoadedRoll.persist_cache` once every start-up check has
+    passed, so a refused start leaves nothing behind.
+    """
     path = state_dir / ROLL_FILE
     try:
         data = path.read_bytes()
@@ -174,8 +187,7 @@ def load_roll(
             bad += bad_here
         owners = np.asarray(owner_list, dtype=np.int32)
         gallery = matcher.gallery(templates)
-        _write_cache(cache, keys, digest, owners, bad, gallery)
-    return LoadedRoll(
+    loaded = LoadedRoll(
         roll=roll,
         package_hash=digest,
         owners=owners,
@@ -185,3 +197,6 @@ def load_roll(
         bad_templates=bad,
         from_cache=cached is not None,
     )
+    if write_cache:
+        loaded.persist_cache(state_dir, keys)
+    return loaded

@@ -94,12 +94,14 @@ class Agent:
         self.matcher = Matcher()
         warm_up()
         t1 = time.monotonic()
-        self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher)
+        self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher,
+                              write_cache=False)
         t2 = time.monotonic()
         if cfg.sensor.kind == "grow-serial" and sensor is None:
             preflight_serial("sensor", cfg.sensor.port)
         if cfg.printer.kind == "escpos-serial":
             preflight_serial("printer", cfg.printer.port)
+        self.roll.persist_cache(state, self.keys)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
         clean = self.audit.previous_close_clean or self.audit.head_seq == 0
         self.marks = MarkStore(
