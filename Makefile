@@ -7,11 +7,21 @@ BIN := $(VENV)/bin
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: demo test lint bench clean mosquitto
+.PHONY: demo test lint bench clean mosquitto fonts
 
+# Debian ships venv and the DejaVu font (used to render slips) as separate
+# packages; install them when missing and we are root, otherwise say what to do.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2; exit 1; fi; \
+	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
+
+fonts:
+	@[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; \
+	  else echo "fonts-dejavu-core is missing: run 'sudo apt-get install fonts-dejavu-core'" >&2; exit 1; fi; }
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
@@ -30,10 +40,10 @@ mosquitto:
 
 KIOSKS ?= 1
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed fonts
 	$(BIN)/kesp-sim day --kiosks $(KIOSKS)
 
-test: $(VENV)/.installed-test mosquitto
+test: $(VENV)/.installed-test mosquitto fonts
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test
