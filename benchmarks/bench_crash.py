@@ -31,6 +31,8 @@ def main() -> None:
         f"| outcomes recorded | {report.counts} |",
         f"| identified slips printed again as DUPLICATE after a cut | {report.duplicates} |",
         f"| broken invariants | **{len(report.problems)}** |",
+        f"| republished messages ops counted once (refused as duplicate) | "
+        f"{report.ops_duplicates} |",
         f"| restart to ready, p50 / p95 | {np.percentile(restart, 50):.2f} / "
         f"{np.percentile(restart, 95):.2f} s |",
         f"| wall time | {wall:.0f} s |",

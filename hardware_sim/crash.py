@@ -36,6 +36,7 @@ class CrashReport:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    ops_duplicates: int = 0
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,8 @@ def run_trials(data: Path, out: Path, trials: int, seed: int = 1,
         report.problems += disagreements(facts, rig.ops, rig.device)
         report.counts = facts.store_counts
         report.duplicates = sum(facts.copies.values()) - sum(facts.originals.values())
+        if rig.ops is not None:
+            report.ops_duplicates = int(rig.ops.stats().rejected.get("duplicate", 0))
     return report
 
 
