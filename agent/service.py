@@ -75,10 +75,6 @@ class StartupTimes:
     total_s: float
 
 
-def _kiosk_label(cfg: AgentConfig) -> str:
-    return cfg.device_id
-
-
 class Agent:
     """A running kiosk agent (see module docstring)."""
 
@@ -108,7 +104,7 @@ class Agent:
             state / "marks.sqlite", cfg.device_id, self.keys.signing,
             {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
         )
-        self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, _kiosk_label(cfg))
+        self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, cfg.device_id)
         self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
         self.sensor = sensor if sensor is not None else open_sensor(cfg.sensor)
         self.printer = open_printer(cfg.printer)

@@ -184,9 +184,13 @@ class Station:
 
     # ------------------------------------------------------------------ counts
 
-    def counts(self) -> dict[str, int]:
-        """This kiosk's cumulative outcome counts, derived from marks and ledger."""
-        local = self.marks.local_marks()
+    def counts(self, local: list[Mark] | None = None) -> dict[str, int]:
+        """This kiosk's cumulative outcome counts, derived from marks and ledger.
+
+        ``local`` is this kiosk's marks when the caller has already read them.
+        """
+        if local is None:
+            local = self.marks.local_marks()
         records = self.ledger.all()
         voter_slips = [r for r in records if r.kind in _VOTER_EVENTS and r.state != SlipState.VOID]
         return {
@@ -200,9 +204,10 @@ class Station:
 
     def turnout_payload(self) -> dict[str, object]:
         """Cumulative turnout for telemetry: counts and identified per hour. No personal data."""
-        counts = self.counts()
+        local = self.marks.local_marks()  # read once: every voter's turn ends here
+        counts = self.counts(local)
         by_hour: dict[str, int] = {}
-        for m in self.marks.local_marks():
+        for m in local:
             hour = _at(hlc_wall_ms(m.hlc)).strftime("%H")
             by_hour[hour] = by_hour.get(hour, 0) + 1
         return {
