@@ -43,8 +43,3 @@ SHUTDOWN_FLUSH_S = 5.0
 
 DOCUMENT_REOPEN_S = 2.0
 """How often a missing or unplugged document reader is looked for again."""
-
-TWO_STAGE_MIN_GALLERY = 10_000
-"""From this many templates the first press is searched in two stages (filter, then full
-scores for the shortlist: ~5x faster at 56,000 templates, benchmarks/RESULTS.md
-"match_speed"); below it every search is exhaustive."""

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from agent import __version__, parameters
 from agent.config import atomic_write
 from agent.drivers.document import Document
@@ -39,7 +42,7 @@ from agent.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.lifecycle import Command, Lifecycle, Phase
 from agent.marks import Mark, MarkStore, hlc_wall_ms
 from agent.match import Matcher, Template, extract
-from agent.match.decision import Outcome, identify, identify_fused, verify
+from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
 from agent.roll import LoadedRoll
@@ -99,7 +102,8 @@ class _Session:
 
     attempt_id: int
     attempts: int = 0
-    probes: list[Template] = field(default_factory=list)
+    scores: list[NDArray[np.float32]] = field(default_factory=list)
+    """Each accepted press's scores against the whole gallery (for fusion)."""
     document_voter: int | None = None
 
 
@@ -503,20 +507,18 @@ class Station:
         if session.document_voter is not None:
             v = verify(self.matcher, probe, self.roll.templates_of(session.document_voter))
             return (session.document_voter, "verify", v.score) if v.accepted else None
-        # Large stations search in two stages: the filter can only drop candidates
-        # (never add a false match); a weak mate it misses is caught by the second
-        # press, which identify_fused searches exhaustively.
-        fast = len(self.roll.gallery) >= parameters.TWO_STAGE_MIN_GALLERY
-        result = identify(self.roll.gallery, probe, self.roll.owners, exhaustive=not fast)
+        # One exhaustive search per press; a later press is fused with the previous
+        # one's kept scores, so a second finger costs one search, not three.
+        scores = self.roll.gallery.scores(probe)
+        result = decide(scores, self.roll.owners)
         method = "identify"
-        if result.outcome is not Outcome.MATCH and session.probes:
+        if result.outcome is not Outcome.MATCH and session.scores:
             # A second press: alone it may now suffice; otherwise fuse it with the
             # previous one (a different finger, ideally), as the voter was asked.
-            fused = identify_fused(self.roll.gallery, session.probes[-1], probe,
-                                   self.roll.owners)
+            fused = decide_fused(session.scores[-1], scores, self.roll.owners)
             if fused.outcome is Outcome.MATCH:
                 result, method = fused, "identify-2f"
-        session.probes.append(probe)
+        session.scores.append(scores)
         if result.outcome is Outcome.MATCH:
             return result.voter, method, float(result.score)
         return None

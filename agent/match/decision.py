@@ -102,7 +102,8 @@ def verify(
     return Verification(scores[best] >= t, float(scores[best]), best, t)
 
 
-def _validate_owners(gallery: Gallery, owners: NDArray[np.integer]) -> NDArray[np.int64]:
+def _validate_owners(gallery: Gallery | NDArray[np.floating],
+                     owners: NDArray[np.integer]) -> NDArray[np.int64]:
     own = np.asarray(owners, np.int64)
     if own.shape != (len(gallery),):
         raise ValueError(f"owners has shape {own.shape}, gallery has {len(gallery)} templates")
@@ -126,25 +127,11 @@ def _voter_evidence(
     return best, arg, counts
 
 
-def _p_single(score: float, k: int) -> float:
-    """p-value of a voter's best of ``k`` templates; a negative score means "no evidence"."""
-    if score < 0.0:
-        return 1.0
-    return min(1.0, k * prm.false_match_rate(score))
-
-
-def _fisher2(p1: float, p2: float) -> float:
-    c = max(p1 * p2, 1e-300)
-    return min(1.0, c * (1.0 - math.log(c)))
-
-
 def identify(
     gallery: Gallery,
     probe: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
-    *,
-    exhaustive: bool | None = None,
 ) -> Identification:
     """1:N identification of one finger over the station's gallery.
 
@@ -153,8 +140,6 @@ def identify(
     when the best voter's evidence clears the bound sized for the gallery
     and no other voter's does; NEED_SECOND_FINGER otherwise; NO_MATCH only when
     there is nothing to search (empty gallery, probe without usable minutiae).
-    ``exhaustive`` is passed to ``Gallery.scores`` (``False`` = the faster
-    two-stage search; see docs/MATCHING.md for what it changes).
     """
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
@@ -162,17 +147,50 @@ def identify(
     q = probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)
     if len(q) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    best, _, counts = _voter_evidence(gallery.scores(q, exhaustive=exhaustive), own)
+    return decide(gallery.scores(q), own, fmr)
+
+
+def decide(
+    scores: NDArray[np.float32], owners: NDArray[np.integer], fmr: float = prm.IDENTIFY_FPIR
+) -> Identification:
+    """The :func:`identify` decision from one probe's scores against the whole gallery.
+
+    Lets a caller keep the scores of a press (``Gallery.scores``) and fuse
+    them with the next press (:func:`decide_fused`) without searching again.
+    """
+    own = _validate_owners(scores, owners)
+    if len(scores) == 0:
+        return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
+    best, _, counts = _voter_evidence(scores, own)
     present = np.nonzero(counts)[0]
-    n_voters = len(present)
-    bound = fmr / n_voters
-    pvals = np.array([_p_single(float(best[v]), int(counts[v])) for v in present])
+    bound = fmr / len(present)
+    pvals = np.minimum(1.0, counts[present] * _fmr(best[present]))
+    pvals[best[present] < 0.0] = 1.0
     order = np.argsort(pvals, kind="stable")
     top = int(present[order[0]])
     p_top = float(pvals[order[0]])
     runner_clears = len(order) > 1 and float(pvals[order[1]]) <= bound
     outcome = Outcome.MATCH if p_top <= bound and not runner_clears else Outcome.NEED_SECOND_FINGER
     return Identification(outcome, top, float(best[top]), p_top, bound)
+
+
+_fmr_scalar = np.frompyfunc(prm.false_match_rate, 1, 1)
+
+
+def _fmr(scores: NDArray[np.floating]) -> NDArray[np.float64]:
+    """:func:`~agent.match.parameters.false_match_rate` of every score."""
+    return np.asarray(_fmr_scalar(np.asarray(scores, np.float64)), np.float64)
+
+
+def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64]) -> NDArray[np.float64]:
+    """p-values of voters' best-of-``k`` scores; a negative score means "no evidence"."""
+    p = np.minimum(1.0, k * _fmr(np.maximum(scores, 0.0)))
+    return np.where(scores < 0.0, 1.0, p)
+
+
+def _fisher(p1: NDArray[np.float64], p2: NDArray[np.float64]) -> NDArray[np.float64]:
+    c = np.maximum(p1 * p2, 1e-300)
+    return np.minimum(1.0, c * (1.0 - np.log(c)))
 
 
 def identify_fused(
@@ -191,47 +209,63 @@ def identify_fused(
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    m = gallery.matcher
-    q1 = probe1 if isinstance(probe1, Prepared) else m.prepare(probe1)
-    q2 = probe2 if isinstance(probe2, Prepared) else m.prepare(probe2)
-    # Always exhaustive: the second finger is asked for precisely in the marginal
-    # cases where the two-stage filter can miss a mate.
-    s1 = gallery.scores(q1, exhaustive=True)
-    s2 = gallery.scores(q2, exhaustive=True)
-    counts = np.bincount(own).astype(np.int64)
-    present = np.nonzero(counts)[0]
+    return decide_fused(gallery.scores(probe1), gallery.scores(probe2), own, fmr)
+
+
+def _top2(
+    scores: NDArray[np.float32],
+    order_owner: NDArray[np.int64],
+    own_sorted: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    counts: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each voter's best and second-best template (second = best for one template)."""
+    # Within each voter's run, templates by descending score (stable: lower index first).
+    order = order_owner[np.lexsort((-scores[order_owner], own_sorted))]
+    first = order[starts]
+    second = order[starts + np.minimum(counts, 2) - 1]
+    return first, second
+
+
+def decide_fused(
+    scores1: NDArray[np.float32],
+    scores2: NDArray[np.float32],
+    owners: NDArray[np.integer],
+    fmr: float = prm.IDENTIFY_FPIR,
+) -> Identification:
+    """The :func:`identify_fused` decision from two presses' scores (no search)."""
+    own = _validate_owners(scores1, owners)
+    _validate_owners(scores2, owners)
+    if len(scores1) == 0:
+        return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
+    s1 = np.asarray(scores1, np.float64)
+    s2 = np.asarray(scores2, np.float64)
+    all_counts = np.bincount(own).astype(np.int64)
+    present = np.nonzero(all_counts)[0]
+    k = all_counts[present]
     bound = fmr / len(present)
+    order_owner = np.argsort(own, kind="stable")
+    own_sorted = own[order_owner]
+    starts = np.searchsorted(own_sorted, present)
+    a1, b1 = _top2(scores1, order_owner, own_sorted, starts, k)
+    a2, b2 = _top2(scores2, order_owner, own_sorted, starts, k)
     # Per voter: best assignment of the two probes to two different templates.
-    order = np.argsort(own, kind="stable")
-    starts = np.searchsorted(own[order], present)
-    ends = np.searchsorted(own[order], present, side="right")
-    best_p = 1.0
-    best_v = -1
-    best_s = 0.0
-    second_p = 1.0
-    for v, a, b in zip(present, starts, ends, strict=True):
-        idx = order[a:b]
-        k = len(idx)
-        i1 = idx[np.argsort(-s1[idx], kind="stable")[:2]]
-        i2 = idx[np.argsort(-s2[idx], kind="stable")[:2]]
-        if k == 1:
-            # One enrolled finger: only one probe can be its mate; the other adds nothing.
-            pairs = [(float(s1[i1[0]]), -1.0)] if s1[i1[0]] >= s2[i2[0]] else [
-                (-1.0, float(s2[i2[0]]))
-            ]
-        elif i1[0] != i2[0]:
-            pairs = [(float(s1[i1[0]]), float(s2[i2[0]]))]
-        else:
-            pairs = [
-                (float(s1[i1[0]]), float(s2[i2[1]])),
-                (float(s1[i1[1]]), float(s2[i2[0]])),
-            ]
-        p = min(_fisher2(_p_single(x, k), _p_single(y, k)) for x, y in pairs)
-        if p < best_p:
-            second_p = best_p
-            best_p, best_v, best_s = p, int(v), max(pairs[0])
-        elif p < second_p:
-            second_p = p
-    if best_v >= 0 and best_p <= bound and second_p > bound:
-        return Identification(Outcome.MATCH, best_v, best_s, best_p, bound)
-    return Identification(Outcome.NO_MATCH, best_v, best_s, best_p, bound)
+    # One enrolled finger: only one probe can be its mate, the other adds nothing.
+    single = k == 1
+    x1 = np.where(single & (s1[a1] < s2[a2]), -1.0, s1[a1])
+    y1 = np.where(single & (s1[a1] >= s2[a2]), -1.0, np.where(a1 != a2, s2[a2], s2[b2]))
+    p = _fisher(_p_values(x1, k), _p_values(y1, k))
+    # Both probes' best is the same template: also try the other assignment.
+    clash = ~single & (a1 == a2)
+    x2 = np.where(clash, s1[b1], -1.0)
+    y2 = np.where(clash, s2[a2], -1.0)
+    p = np.where(clash, np.minimum(p, _fisher(_p_values(x2, k), _p_values(y2, k))), p)
+    order = np.argsort(p, kind="stable")
+    best_p = float(p[order[0]])
+    second_p = float(p[order[1]]) if len(order) > 1 else 1.0
+    if best_p >= 1.0:
+        return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, bound)
+    v = int(present[order[0]])
+    best_s = float(max(x1[order[0]], y1[order[0]]))
+    outcome = Outcome.MATCH if best_p <= bound and second_p > bound else Outcome.NO_MATCH
+    return Identification(outcome, v, best_s, best_p, bound)

@@ -29,16 +29,8 @@ class MccParameters:
     (``rel_d_tol_rel``) so that skin stretch and the per-set anisotropic
     resampling of register templates are tolerated.
 
-    Two-stage 1:N search (opt-in): over galleries of at least
-    ``filter_min_gallery`` templates (0 = never) a cheap filter score (the best
-    local similarity of each of the probe's ``filter_cylinders`` most complete
-    cylinders, no consolidation) ranks every template and only the best
-    ``max(shortlist_min, shortlist_fraction * N)`` are scored fully. It is off
-    by default because it is not accuracy-neutral: with mirrored real
-    templates as distractors it missed 1 of 76 mates that the exhaustive
-    search identifies (benchmarks/RESULTS.md), and the issue allows a filter
-    only if accuracy is unchanged. ``Gallery.search(exhaustive=False)``
-    forces it per call.
+    ``nd`` is fixed at 6: a packed cylinder is one 64-byte line (validity
+    mask, six layers, bit count) and the comparison kernel unrolls the layers.
     """
 
     radius: float = 65.0
@@ -66,16 +58,14 @@ class MccParameters:
     rel_tau3: float = -30.0
     rel_d_tol_rel: float = 0.0
     max_nr: int = 20
-    filter_cylinders: int = 12
-    shortlist_fraction: float = 0.01
-    shortlist_min: int = 256
-    filter_min_gallery: int = 0
 
     def __post_init__(self) -> None:
         if self.ns != 8:
             raise ValueError("the bit layout needs ns == 8 (one 64-bit word per layer)")
-        if not 1 <= self.nd <= 16:
-            raise ValueError(f"nd={self.nd} not in 1..16")
+        if self.nd != 6:
+            # A packed cylinder is one 64-byte line: mask, 6 layers, bit count;
+            # the comparison kernel unrolls the six layers.
+            raise ValueError("the packed layout needs nd == 6 (mask + 6 layers + count = 64 bytes)")
         if self.min_np < 1 or self.max_np < self.min_np:
             raise ValueError("need 1 <= min_np <= max_np")
 
@@ -94,7 +84,6 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
     P_RADIUS, P_NS, P_ND, P_SIGMA_S, P_SIGMA_D, P_MU_PSI, P_OMEGA, P_MIN_VC, P_MIN_M, P_MIN_ME,
     P_DELTA_THETA, P_MU_P, P_TAU_P, P_MIN_NP, P_MAX_NP, P_W_R, P_N_REL, P_REL_MU1, P_REL_TAU1,
     P_REL_MU2, P_REL_TAU2, P_REL_MU3, P_REL_TAU3, P_REL_D_TOL_REL, P_MAX_NR,
-    P_FILTER_CYLINDERS, P_SHORTLIST_FRACTION, P_SHORTLIST_MIN, P_FILTER_MIN_GALLERY,
 ) = range(len(FIELDS))
 
 
@@ -105,15 +94,15 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
 # MccParameters. Re-run and paste its output here whenever the matcher changes.
 CALIBRATION_IMPOSTORS = 49920
 CALIBRATION_POINTS: tuple[tuple[float, float], ...] = (
-    (0.1, 0.01612),
-    (0.01, 0.02058),
-    (0.001, 0.02635),
+    (0.1, 0.01613),
+    (0.01, 0.02057),
+    (0.001, 0.02624),
     (0.0001, 0.03251),
 )
 """Empirical (FMR, threshold) pairs: the share of impostor scores >= threshold."""
-TAIL_T0 = 0.02635
+TAIL_T0 = 0.02624
 TAIL_FMR0 = 0.001
-TAIL_BETA = 0.00320
+TAIL_BETA = 0.00325
 """Exponential tail fitted to impostor scores above TAIL_T0 (maximum likelihood:
 beta = mean excess); FMR(t) = TAIL_FMR0 * exp(-(t - TAIL_T0) / TAIL_BETA) for
 t >= TAIL_T0. Used below the resolution of the data (FMR < ~1e-4), e.g. for

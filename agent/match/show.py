@@ -17,7 +17,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from agent.match.matcher import G_X, G_Y, Matcher, Prepared
+from agent.match.cylinders import G_X, G_Y
+from agent.match.matcher import Matcher, Prepared
 from agent.match.template import MinutiaType, Template
 
 _TICK = 12.0

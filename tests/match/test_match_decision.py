@@ -9,7 +9,14 @@ import pytest
 
 from agent.match import Matcher, Template
 from agent.match import parameters as prm
-from agent.match.decision import Outcome, identify, identify_fused, verify
+from agent.match.decision import (
+    Outcome,
+    decide,
+    decide_fused,
+    identify,
+    identify_fused,
+    verify,
+)
 from agent.match.evaluation import load_set
 
 
@@ -120,10 +127,29 @@ def test_identify_edge_cases(fingers: list[list[Template]], station: tuple) -> N
     assert identify(g, blank, owners).outcome is Outcome.NO_MATCH
 
 
-def test_identify_two_stage_switch(fingers: list[list[Template]], station: tuple) -> None:
+def test_decisions_from_kept_scores_equal_the_searches(fingers: list[list[Template]],
+                                                      station: tuple) -> None:
+    """The station keeps a press's scores and fuses them later: same decisions."""
     _, g, owners = station
     for v in (0, 7, 13):
-        ex = identify(g, fingers[2 * v][3], owners, exhaustive=True)
-        fast = identify(g, fingers[2 * v][3], owners, exhaustive=False)
-        # Shortlist min(256) covers this 40-template station: same decision.
-        assert (fast.outcome, fast.voter) == (ex.outcome, ex.voter)
+        p1, p2 = fingers[2 * v][3], fingers[2 * v + 1][3]
+        s1, s2 = g.scores(p1), g.scores(p2)
+        assert decide(s1, owners) == identify(g, p1, owners)
+        assert decide_fused(s1, s2, owners) == identify_fused(g, p1, p2, owners)
+
+
+def test_fusion_assigns_two_different_templates() -> None:
+    """When both presses' best is the same template, the other finger must carry evidence."""
+    owners = np.array([0, 0, 1, 1])
+    strong = prm.threshold(1e-6)
+    # Voter 0: both presses best on template 0 and nothing elsewhere -> no second finger.
+    s1 = np.array([strong, 0.0, 0.0, 0.0], np.float32)
+    s2 = np.array([strong, 0.0, 0.0, 0.0], np.float32)
+    lone = decide_fused(s1, s2, owners)
+    # Same evidence on two different templates of voter 0 -> stronger (smaller p).
+    s2b = np.array([0.0, strong, 0.0, 0.0], np.float32)
+    pair = decide_fused(s1, s2b, owners)
+    assert lone.voter == pair.voter == 0
+    assert pair.p_value < lone.p_value
+    with pytest.raises(ValueError, match="owners"):
+        decide_fused(s1, s2, owners[:-1])
