@@ -309,8 +309,11 @@ def score(
         iw[o_isecond + i] = arg2
 
     # Stage 3a: the best one-to-one pairs, greedily in descending similarity
-    # (ties to the lower probe row). Each probe row offers its best unused
-    # partner; when that partner is taken, its second best, else a rescan.
+    # (ties to the lower probe row). Lazy: a row's stored best is an upper
+    # bound of its best unused partner and is only corrected when that row
+    # comes out on top with a partner already taken (its second best, else a
+    # rescan of its window); the row on top with a free partner is the true
+    # maximum.
     n_min = min(na, nb)
     n_r = min(n_min, int(p[prm.P_MAX_NR]))
     used[:nb] = False
@@ -325,34 +328,32 @@ def score(
         if bi < 0:
             break
         bj = iw[o_ibest + bi]
+        if used[bj]:
+            j2 = iw[o_isecond + bi]
+            if f[o_second + bi] > 0.0 and not used[j2]:
+                f[o_best + bi] = f[o_second + bi]
+                iw[o_ibest + bi] = j2
+            else:
+                best = 0.0
+                arg = -1
+                j = iw[o_lo + bi] % nb
+                row = bi * nb
+                for _ in range(iw[o_lo + bi], iw[o_hi + bi]):
+                    v = float(sim[row + j]) if not used[j] else 0.0
+                    arg = j if v > best else arg
+                    best = v if v > best else best
+                    j += 1
+                    j = 0 if j == nb else j
+                f[o_best + bi] = best
+                iw[o_ibest + bi] = arg
+            f[o_second + bi] = 0.0
+            continue
         iw[o_sa + r] = bi
         iw[o_sb + r] = bj
         f[o_lam0 + r] = float(sim[bi * nb + bj])
         r += 1
         f[o_best + bi] = 0.0
         used[bj] = True
-        for i in range(na):
-            if iw[o_ibest + i] != bj or f[o_best + i] <= 0.0:
-                continue
-            j2 = iw[o_isecond + i]
-            if f[o_second + i] > 0.0 and not used[j2]:
-                f[o_best + i] = f[o_second + i]
-                iw[o_ibest + i] = j2
-                f[o_second + i] = 0.0
-                continue
-            best = 0.0
-            arg = -1
-            j = iw[o_lo + i] % nb
-            row = i * nb
-            for _ in range(iw[o_lo + i], iw[o_hi + i]):
-                v = float(sim[row + j]) if not used[j] else 0.0
-                arg = j if v > best else arg
-                best = v if v > best else best
-                j += 1
-                j = 0 if j == nb else j
-            f[o_best + i] = best
-            iw[o_ibest + i] = arg
-            f[o_second + i] = 0.0
     if r == 0:
         return 0.0
     n_p = n_p_table[min(n_min, len(n_p_table) - 1)]
