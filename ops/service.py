@@ -115,7 +115,9 @@ class OpsService:
             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
         )
         client.reconnect_delay_set(self.tuning.reconnect_min_s, self.tuning.reconnect_max_s)
-        client.enable_logger(logging.getLogger("ops.paho"))
+        paho_log = logging.getLogger(f"ops.paho.{self.client_id}")
+        paho_log.addFilter(self._after_own_disconnect)
+        client.enable_logger(paho_log)
         if username:
             client.username_pw_set(username, password)
         if self.tls:
@@ -141,6 +143,12 @@ class OpsService:
     def wait_connected(self, timeout_s: float) -> bool:
         """True once subscribed to the shared subscription."""
         return self._connected.wait(timeout_s)
+
+    def _after_own_disconnect(self, record: logging.LogRecord) -> bool:
+        """Drop paho's "Client is not connected" error that follows our own clean
+        disconnect (paho 2.2 runs its network loop once more after closing the
+        socket); the same message at any other time still reaches the log."""
+        return not (self._stop.is_set() and "Client is not connected" in record.getMessage())
 
     def stop(self) -> None:
         """Process what is queued, mark the host offline and disconnect."""
