@@ -508,7 +508,9 @@ class DayFacts:
     audit: Counter[str]
     mark_serials: frozenset[str]
     originals: Counter[str]
+    """ORIGINAL copies on paper per slip serial, every kind (must never exceed 1)."""
     copies: Counter[str]
+    """Copies on paper (ORIGINAL or DUPLICATE) per identified slip's serial."""
 
     @property
     def store_counts(self) -> dict[str, int]:
@@ -524,6 +526,9 @@ class DayFacts:
                 "not_identified": self.ledger["not-identified"]}
 
 
+_VOTER_SLIP_KINDS = ("identified", "refused", "not-identified")
+
+
 def collect(kiosk: SimKiosk) -> DayFacts:
     """Read one kiosk's stores (read-only) and the paper it printed."""
     state = kiosk.state
@@ -537,18 +542,36 @@ def collect(kiosk: SimKiosk) -> DayFacts:
 
     marks = rows("marks.sqlite",
                  f"SELECT method, slip_serial FROM marks WHERE kiosk = '{kiosk.device}'")
-    docs = kiosk.printer.documents
-    identified = [d for d in docs if slip_kind(d.text) == "identified"]
+    paper, originals, copies = read_paper([d.text for d in kiosk.printer.documents])
     return DayFacts(
         methods=Counter(m for m, _ in marks),
         ledger=Counter(k for (k,) in rows("ledger.sqlite",
                                           "SELECT kind FROM slips WHERE state != 'void'")),
-        paper=Counter(slip_kind(d.text) for d in docs if not is_duplicate(d.text)),
+        paper=paper,
         audit=Counter(e for (e,) in rows("audit.sqlite", "SELECT event FROM audit")),
         mark_serials=frozenset(s for _, s in marks),
-        originals=Counter(slip_serial(d.text) for d in identified if not is_duplicate(d.text)),
-        copies=Counter(slip_serial(d.text) for d in identified),
+        originals=originals,
+        copies=copies,
     )
+
+
+def read_paper(texts: list[str]) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """What the printed documents say: (kinds on paper, ORIGINALs per serial, identified
+    copies per serial).
+
+    A voter slip counts once per serial whether its original or a DUPLICATE reached
+    the paper: a power cut in the middle of an original leaves no whole original, and
+    the recovered agent must then print it marked DUPLICATE (it cannot know how much
+    came out). Reports count as printed originals.
+    """
+    slips = [t for t in texts if slip_kind(t) in _VOTER_SLIP_KINDS]
+    kind_of = {slip_serial(t): slip_kind(t) for t in slips}
+    reports = [t for t in texts if slip_kind(t) not in _VOTER_SLIP_KINDS]
+    paper = Counter(kind_of.values()) + Counter(
+        slip_kind(t) for t in reports if not is_duplicate(t))
+    originals = Counter(slip_serial(t) for t in slips if not is_duplicate(t))
+    copies = Counter(slip_serial(t) for t in slips if slip_kind(t) == "identified")
+    return paper, originals, copies
 
 
 def ops_turnout(ops: OpsService, device: str) -> dict[str, int]:
@@ -567,7 +590,7 @@ def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[
     paper = {"identified": facts.paper["identified"], "refused": facts.paper["refused"],
              "not_identified": facts.paper["not-identified"]}
     if store != paper:
-        problems.append(f"roll store {store} != original slips on paper {paper}")
+        problems.append(f"roll store {store} != slips on paper {paper}")
     audit = {"identified": facts.audit["voter-identified"] + facts.audit["manual-decision"],
              "refused": facts.audit["voter-refused"],
              "not_identified": facts.audit["voter-not-identified"]}
