@@ -133,7 +133,7 @@ def _read_cache(path: Path, keys: DeviceKeys, digest: str, matcher: Matcher
         return None
     owners = np.frombuffer(plain[head:head + n_bytes], dtype="<i4").astype(np.int32)
     try:
-        gallery = Gallery.load(matcher, io.BytesIO(plain[head + n_bytes:]))
+        gallery = Gallery.load(matcher, memoryview(plain)[head + n_bytes:])
     except GalleryFileError:
         return None  # built by another matcher version: rebuild
     if len(gallery) != len(owners):

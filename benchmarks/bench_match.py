@@ -161,7 +161,7 @@ def speed(base: list[Template]) -> str:
     # Station-scale latency, both search modes.
     gs = m.gallery(gal[:STATION_N])
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "station.npz"
+        path = Path(tmp) / "station.gallery"
         t0 = time.perf_counter()
         gs.save(path)
         t1 = time.perf_counter()

@@ -18,7 +18,7 @@ This module is the public face: :class:`Matcher` (1:1), :class:`Gallery`
 from __future__ import annotations
 
 import math
-import zipfile
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +112,9 @@ class Matcher:
         return Gallery(self, templates)
 
 
-GALLERY_FORMAT_VERSION = 2
+GALLERY_FORMAT_VERSION = 3
 """Version of the file written by ``Gallery.save`` (bump when the layout changes)."""
+_GALLERY_MAGIC = b"KESPGAL\x00"
 
 
 class GalleryFileError(ValueError):
@@ -131,69 +132,83 @@ class Gallery:
         return len(self.offsets) - 1
 
     def save(self, path: Path | BinaryIO) -> None:
-        """Write the packed cylinders to ``path`` (``.npz``) so start-up can skip building.
+        """Write the packed cylinders to ``path`` so start-up can skip building.
 
         ``path`` may also be a binary file object (the agent encrypts the
-        bytes before they touch the disk). The file records a format version
-        and the matcher parameters it was built with; :meth:`load` refuses a
-        file that does not match.
+        bytes before they touch the disk). The layout is raw little-endian
+        arrays behind a small header (magic, format version, sizes, the matcher
+        parameters it was built with), so :meth:`load` can read it without a
+        container format; it refuses a file that does not match.
         """
         if isinstance(path, Path):
             with path.open("wb") as fh:
                 self.save(fh)
             return
-        np.savez(
-            path,
-            version=np.array([GALLERY_FORMAT_VERSION]),
-            params=self.matcher._p,
-            words=self.words,
-            geometry=self.geometry,
-            offsets=self.offsets,
-        )
+        p = np.ascontiguousarray(self.matcher._p, "<f8")
+        path.write(_GALLERY_MAGIC + struct.pack("<IQQI", GALLERY_FORMAT_VERSION, len(self.words),
+                                                len(self.offsets), len(p)))
+        for array, dtype in ((p, "<f8"), (self.words, "<u8"), (self.geometry, "<f4"),
+                             (self.offsets, "<i8")):
+            path.write(np.ascontiguousarray(array, dtype).tobytes())
 
     @classmethod
-    def load(cls, matcher: Matcher, path: Path | BinaryIO) -> Gallery:
+    def load(cls, matcher: Matcher, source: Path | BinaryIO | bytes | memoryview) -> Gallery:
         """Read a gallery written by :meth:`save`, validating it at the boundary.
 
-        Raises ``GalleryFileError`` for a wrong version, other parameters,
-        or inconsistent arrays.
+        ``source`` is a path, a binary file or the bytes themselves (a
+        ``memoryview`` avoids copying a large decrypted buffer: each array is
+        copied out of it exactly once). Raises ``GalleryFileError`` for a wrong
+        version, other parameters, or inconsistent arrays.
         """
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("version", "params", "words", "geometry", "offsets")}
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise GalleryFileError(f"{path}: not a gallery file ({exc})") from exc
-        if arrays["version"].tolist() != [GALLERY_FORMAT_VERSION]:
-            raise GalleryFileError(f"{path}: format {arrays['version'].tolist()} unsupported")
-        if not np.array_equal(arrays["params"], matcher._p):
-            raise GalleryFileError(f"{path}: built with other matcher parameters")
-        words, geometry, offsets = arrays["words"], arrays["geometry"], arrays["offsets"]
-        n = len(words)
+        if isinstance(source, Path):
+            try:
+                data: bytes | memoryview = source.read_bytes()
+            except OSError as exc:
+                raise GalleryFileError(f"{source}: cannot read ({exc.strerror})") from exc
+        elif isinstance(source, (bytes, memoryview)):
+            data = source
+        else:
+            data = source.read()
+        buf = memoryview(data)
+        head = len(_GALLERY_MAGIC) + struct.calcsize("<IQQI")
+        if len(buf) < head or bytes(buf[:len(_GALLERY_MAGIC)]) != _GALLERY_MAGIC:
+            raise GalleryFileError("not a gallery file")
+        version, n, n_off, n_p = struct.unpack("<IQQI", buf[len(_GALLERY_MAGIC):head])
+        if version != GALLERY_FORMAT_VERSION:
+            raise GalleryFileError(f"gallery format {version} unsupported")
+        sizes = (8 * n_p, 8 * ROW * n, 4 * 5 * n, 8 * n_off)
+        if len(buf) != head + sum(sizes):
+            raise GalleryFileError("gallery file truncated or too long")
+        at = head
+        parts = []
+        for size in sizes:
+            parts.append(buf[at:at + size])
+            at += size
+        params = np.frombuffer(parts[0], "<f8")
+        if not np.array_equal(params, matcher._p):
+            raise GalleryFileError("gallery built with other matcher parameters")
+        words = np.frombuffer(parts[1], "<u8").reshape(n, ROW).astype(np.uint64)
+        geometry = np.frombuffer(parts[2], "<f4").reshape(n, 5).astype(np.float32)
+        offsets = np.frombuffer(parts[3], "<i8").astype(np.int64)
         if (
-            words.dtype != np.uint64
-            or words.shape != (n, ROW)
-            or geometry.dtype != np.float32
-            or geometry.shape != (n, 5)
-            or offsets.dtype != np.int64
-            or offsets.ndim != 1
-            or len(offsets) == 0
+            len(offsets) == 0
             or offsets[0] != 0
             or offsets[-1] != n
             or bool(np.any(np.diff(offsets) < 0))
             or not bool(np.all(np.isfinite(geometry)))
         ):
-            raise GalleryFileError(f"{path}: arrays are inconsistent")
+            raise GalleryFileError("gallery arrays are inconsistent")
         # The kernel relies on each template's cylinders being sorted by direction.
         t = geometry[:, G_T]
         same = np.ones(max(n - 1, 0), np.bool_)
         same[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < n)] - 1] = False
         if bool(np.any((t < 0) | (t >= 2 * math.pi))) or bool(np.any(np.diff(t)[same] < 0)):
-            raise GalleryFileError(f"{path}: cylinder directions out of range or unsorted")
+            raise GalleryFileError("gallery cylinder directions out of range or unsorted")
         g = cls.__new__(cls)
         g.matcher = matcher
-        g.words = np.ascontiguousarray(words)
-        g.geometry = np.ascontiguousarray(geometry)
-        g.offsets = np.ascontiguousarray(offsets)
+        g.words = words
+        g.geometry = geometry
+        g.offsets = offsets
         return g
 
     @property

@@ -140,7 +140,7 @@ def test_gallery_save_and_load(matcher: Matcher, db1: dict[tuple[int, int], Temp
 
     ts = [db1[k] for k in sorted(db1)]
     g = matcher.gallery(ts)
-    path = tmp_path / "station.npz"
+    path = tmp_path / "station.gallery"
     g.save(path)
     loaded = Gallery.load(matcher, path)
     assert len(loaded) == len(g)
@@ -149,7 +149,7 @@ def test_gallery_save_and_load(matcher: Matcher, db1: dict[tuple[int, int], Temp
     other = Matcher(prm.MccParameters(radius=60.0))
     with pytest.raises(GalleryFileError, match="parameters"):
         Gallery.load(other, path)
-    bad = tmp_path / "bad.npz"
+    bad = tmp_path / "bad.gallery"
     bad.write_bytes(path.read_bytes()[:100])
     with pytest.raises(GalleryFileError):
         Gallery.load(matcher, bad)
