@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 from pathlib import Path
@@ -149,12 +150,16 @@ def load_roll(
     matcher: Matcher,
     *,
     write_cache: bool = True,
+    before_build: Callable[[], object] = lambda: None,
 ) -> LoadedRoll:
     """Verify, decrypt and index the installed roll; :class:`RollError` if unusable.
 
     With ``write_cache=False`` a freshly built gallery is not cached yet: the
     agent calls :meth:`LoadedRoll.persist_cache` once every start-up check has
-    passed, so a refused start leaves nothing behind.
+    passed, so a refused start leaves nothing behind. ``before_build`` runs
+    before the gallery is built from templates (no usable cache): the agent
+    waits there for its kernel warm-up, so two parallel kernels never run at
+    once (not every Numba threading layer allows it).
     """
     path = state_dir / ROLL_FILE
     try:
@@ -186,6 +191,7 @@ def load_roll(
             owner_list.extend([index] * len(good))
             bad += bad_here
         owners = np.asarray(owner_list, dtype=np.int32)
+        before_build()
         gallery = matcher.gallery(templates)
     loaded = LoadedRoll(
         roll=roll,
