@@ -11,11 +11,14 @@ and instruction count, not arithmetic. Hence
 
 * cylinder rows are one 64-byte line (validity mask, six direction layers,
   bit count) and the six layers are unrolled;
-* the local-similarity loop has no data-dependent branch: the masked
-  popcounts are always computed and invalid pairs are zeroed by a select;
-* angle wrapping and ``atan2`` are branch-free;
+* the local-similarity loop branches only per probe row (whole-disk rows use
+  the template's stored bit count); within a row the masked popcounts are
+  always computed and invalid pairs are zeroed by a select;
+* angle wrapping and ``atan2`` are branch-free; the compatibility terms test
+  the cheapest rejection first;
 * the greedy pair selection keeps each probe cylinder's best and second-best
-  candidate, so a used candidate rarely forces a rescan;
+  candidate and corrects a row lazily, only when it comes out on top with a
+  partner already taken;
 * the relaxation runs column-wise so its inner loop vectorises.
 """
 
