@@ -10,15 +10,17 @@ count is part of the ``roll-verified`` audit event.
 Decoding 56,000 templates and building their cylinders takes about 15 s on a
 kiosk-class CPU, too long for every power cycle. The prepared gallery is
 therefore cached in ``gallery.cache``, encrypted with a key derived from this
-kiosk's private box key (XSalsa20-Poly1305 via ``SecretBox``) and bound to the
-package hash: a cache from another roll, another matcher version or another
-kiosk does not open and is rebuilt. Templates themselves are decoded on demand,
+kiosk's private box key (XChaCha20-Poly1305, the cipher of the roll package's
+body; libsodium's secretbox wrapper in PyNaCl copied the 180 MB three times)
+and bound to the package hash: a cache from another roll, another matcher
+version or another kiosk does not open and is rebuilt. Templates themselves are decoded on demand,
 only for the voter an ID document names.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt as aead_decrypt
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt as aead_encrypt
 from nacl.exceptions import CryptoError
-from nacl.secret import SecretBox
 from nacl.signing import VerifyKey
 from numpy.typing import NDArray
 
@@ -41,6 +44,9 @@ ROLL_FILE = "roll.pkg"
 CEC_KEY_FILE = "cec.pub"
 GALLERY_CACHE = "gallery.cache"
 _CACHE_MAGIC = b"KESPGAL1"
+_CACHE_FILE_MAGIC = b"KESPGC02"
+"""First bytes of ``gallery.cache`` (in clear; also authenticated as associated data)."""
+_CACHE_NONCE_LEN = 24
 
 
 class RollError(RuntimeError):
@@ -103,10 +109,8 @@ def load_cec_key(key_dir: Path) -> VerifyKey:
         raise RollError(f"CEC key {path} is neither 32 raw bytes nor 64 hex digits") from exc
 
 
-def _cache_box(keys: DeviceKeys) -> SecretBox:
-    key = blake2b(bytes(keys.box), digest_size=SecretBox.KEY_SIZE,
-                  person=b"kesp-gallery-v1").digest()
-    return SecretBox(key)
+def _cache_key(keys: DeviceKeys) -> bytes:
+    return blake2b(bytes(keys.box), digest_size=32, person=b"kesp-gallery-v1").digest()
 
 
 def _write_cache(path: Path, keys: DeviceKeys, digest: str, owners: NDArray[np.int32],
@@ -116,14 +120,23 @@ def _write_cache(path: Path, keys: DeviceKeys, digest: str, owners: NDArray[np.i
     owners_bytes = np.ascontiguousarray(owners, dtype="<i4").tobytes()
     plain = (_CACHE_MAGIC + bytes.fromhex(digest) + struct.pack(">QI", len(owners_bytes), bad)
              + owners_bytes + buf.getvalue())
-    atomic_write(path, bytes(_cache_box(keys).encrypt(plain)), mode=0o600)
+    nonce = os.urandom(_CACHE_NONCE_LEN)
+    sealed = aead_encrypt(plain, _CACHE_FILE_MAGIC, nonce, _cache_key(keys))
+    atomic_write(path, _CACHE_FILE_MAGIC + nonce + sealed, mode=0o600)
 
 
 def _read_cache(path: Path, keys: DeviceKeys, digest: str, matcher: Matcher
                 ) -> tuple[NDArray[np.int32], int, Gallery] | None:
     """The cached gallery of this exact package, or None (absent, stale, foreign, damaged)."""
     try:
-        plain = _cache_box(keys).decrypt(path.read_bytes())
+        with path.open("rb") as fh:
+            marker = fh.read(len(_CACHE_FILE_MAGIC) + _CACHE_NONCE_LEN)
+            if marker[:len(_CACHE_FILE_MAGIC)] != _CACHE_FILE_MAGIC:
+                return None  # absent format marker: an older cache or not ours
+            # Read the sealed part on its own: no slice copy of 180 MB before decrypting.
+            sealed = fh.read()
+        plain = aead_decrypt(sealed, _CACHE_FILE_MAGIC, marker[len(_CACHE_FILE_MAGIC):],
+                             _cache_key(keys))
     except (OSError, CryptoError, ValueError):
         return None
     head = len(_CACHE_MAGIC) + 32 + 12

@@ -41,7 +41,10 @@ def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Pat
     cache = state / GALLERY_CACHE
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     raw = cache.read_bytes()
-    assert b"PK\x03\x04" not in raw and b"KESPGAL1" not in raw  # no clear npz, no clear header
+    # only the format marker and nonce are in clear: no cache or gallery header, no arrays
+    assert raw.startswith(b"KESPGC02")
+    assert b"KESPGAL1" not in raw and b"KESPGAL\x00" not in raw
+    assert second.gallery.words.tobytes()[:4096] not in raw
 
 
 def test_damaged_or_foreign_cache_is_rebuilt(shared_data: Path, tmp_path: Path) -> None:
