@@ -81,7 +81,7 @@ def run_trials(data: Path, out: Path, trials: int, seed: int = 1,
         facts = collect(rig.kiosk)
         report.problems += disagreements(facts, rig.ops, rig.device)
         report.counts = facts.store_counts
-        report.duplicates = sum(facts.copies.values()) - sum(facts.originals.values())
+        report.duplicates = sum(n - facts.originals[s] for s, n in facts.copies.items())
         if rig.ops is not None:
             report.ops_duplicates = int(rig.ops.stats().rejected.get("duplicate", 0))
     return report
