@@ -9,19 +9,20 @@ export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: demo test lint bench clean mosquitto fonts
 
-# Debian ships venv and the DejaVu font (used to render slips) as separate
-# packages; install them when missing and we are root, otherwise say what to do.
+# $(call apt_install,PACKAGE): install a missing Debian package when we are root
+# (a fresh machine), otherwise say what to do and fail.
+apt_install = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+  else echo "$(1) is missing: run 'sudo apt-get install $(1)'" >&2; exit 1; fi
+
+# Debian ships venv and the DejaVu font (used to render slips) as separate packages.
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
-	  else echo "python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2; exit 1; fi; \
-	  $(PYTHON) -m venv $(VENV); }
+	  $(call apt_install,python3-venv); $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 
 fonts:
-	@[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; \
-	  else echo "fonts-dejavu-core is missing: run 'sudo apt-get install fonts-dejavu-core'" >&2; exit 1; fi; }
+	@[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { $(call apt_install,fonts-dejavu-core); }
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
@@ -31,12 +32,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-# Tests that need a broker start their own private mosquitto; install it when
-# missing and we are root (a fresh Debian machine), otherwise say what to do.
+# Tests that need a broker start their own private mosquitto.
 mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else echo "mosquitto is missing: run 'sudo apt-get install mosquitto'" >&2; exit 1; fi; }
+	@command -v mosquitto >/dev/null 2>&1 || { $(call apt_install,mosquitto); }
 
 KIOSKS ?= 1
 
