@@ -23,14 +23,18 @@ from agent.match.template import Template
 
 
 @njit
+def wrap_angle(d: float) -> float:
+    """``d`` in [-3 pi, 3 pi) wrapped to [-pi, pi), without a branch (the comparison
+    kernel calls it in loops where a branch mispredicts half the time)."""
+    lo = 2.0 * math.pi if d < -math.pi else 0.0
+    hi = 2.0 * math.pi if d >= math.pi else 0.0
+    return d + lo - hi
+
+
+@njit
 def _dphi(a: float, b: float) -> float:
     """Signed angle difference a - b wrapped to [-pi, pi)."""
-    d = a - b
-    if d < -math.pi:
-        d += 2.0 * math.pi
-    elif d >= math.pi:
-        d -= 2.0 * math.pi
-    return d
+    return wrap_angle(a - b)
 
 
 @njit
@@ -277,12 +281,12 @@ def disk_cells(p: NDArray[np.float64]) -> int:
     return count
 
 
-
 ROW = 8
 """uint64 words per packed cylinder: validity mask, the 6 direction layers, bit count.
 
-A row is one 64-byte cache line; the last word (the layers' set bits) pads it
-to that size and is where the cylinder's sparsity can be read."""
+A row is one 64-byte cache line; the last word (the layers' set bits) lets the
+comparison kernel skip six popcounts when the probe cylinder is valid on its
+whole disk."""
 W_MASK = 0
 W_COUNT = 7
 G_X, G_Y, G_T, G_COS, G_SIN = range(5)
@@ -302,7 +306,6 @@ def _flatten(templates: Sequence[Template]) -> tuple[NDArray[np.float64], NDArra
     y = -np.concatenate([t.y for t in templates]).astype(np.float64)
     a = np.concatenate([t.angle for t in templates]).astype(np.float64)
     return x, y, a, offsets
-
 
 
 def build(
@@ -336,7 +339,7 @@ def build(
     words = np.empty((len(keep), ROW), np.uint64)
     words[:, W_MASK] = mask[keep]
     words[:, 1:1 + nd] = bits[keep]
-    words[:, W_COUNT] = bit_count(bits[keep])
+    words[:, W_COUNT] = np.bitwise_count(bits[keep]).sum(axis=1, dtype=np.uint64)
     geometry = np.empty((len(keep), 5), np.float32)
     geometry[:, G_X] = x[keep]
     geometry[:, G_Y] = y[keep]
@@ -345,12 +348,3 @@ def build(
     geometry[:, G_SIN] = np.sin(a[keep])
     return words, geometry, new_off
 
-
-def bit_count(words: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """Set bits per row of a uint64 array (vectorised SWAR popcount)."""
-    v = words.astype(np.uint64)
-    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    v = (v * np.uint64(0x0101010101010101)) >> np.uint64(56)
-    return np.asarray(v.sum(axis=-1, dtype=np.uint64) if v.ndim > 1 else v, np.uint64)

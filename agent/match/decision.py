@@ -114,17 +114,13 @@ def _validate_owners(gallery: Gallery | NDArray[np.floating],
 
 def _voter_evidence(
     scores: NDArray[np.float32], owners: NDArray[np.int64]
-) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
-    """Best score and its template per voter, plus each voter's template count."""
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Best score per voter (-1 for index gaps) and each voter's template count."""
     n_voters = int(owners.max()) + 1
     best = np.full(n_voters, -1.0)
-    arg = np.full(n_voters, -1, np.int64)
-    order = np.argsort(scores, kind="stable")
-    # Ascending order: the last write per voter is its best template.
-    best[owners[order]] = scores[order]
-    arg[owners[order]] = order
+    np.maximum.at(best, owners, scores)
     counts = np.bincount(owners, minlength=n_voters).astype(np.int64)
-    return best, arg, counts
+    return best, counts
 
 
 def identify(
@@ -161,11 +157,10 @@ def decide(
     own = _validate_owners(scores, owners)
     if len(scores) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    best, _, counts = _voter_evidence(scores, own)
+    best, counts = _voter_evidence(scores, own)
     present = np.nonzero(counts)[0]
     bound = fmr / len(present)
-    pvals = np.minimum(1.0, counts[present] * _fmr(best[present]))
-    pvals[best[present] < 0.0] = 1.0
+    pvals = _p_values(best[present], counts[present])
     order = np.argsort(pvals, kind="stable")
     top = int(present[order[0]])
     p_top = float(pvals[order[0]])

@@ -44,6 +44,7 @@ from agent.match.cylinders import (
     W_COUNT,
     W_MASK,
     disk_cells,
+    wrap_angle,
 )
 
 LUT_SIZE = 1024
@@ -110,14 +111,6 @@ def tables(params: prm.MccParameters) -> Tables:
 
 
 @njit
-def _wrap(d: float) -> float:
-    """``d`` in [-3 pi, 3 pi) wrapped to [-pi, pi) without a branch."""
-    lo = _TWO_PI if d < -math.pi else 0.0
-    hi = _TWO_PI if d >= math.pi else 0.0
-    return d + lo - hi
-
-
-@njit
 def _abs_atan2(y: float, x: float) -> float:
     """|atan2(y, x)| in [0, pi] to about 0.004 rad (feeds a 1024-step table), branch-free."""
     ay = abs(y)
@@ -150,7 +143,7 @@ def probe_pairs(a_g: NDArray[np.float32]) -> NDArray[np.float32]:
             dx = a_g[h, G_X] - xk
             dy = a_g[h, G_Y] - yk
             out[_P_DIST, k, h] = math.sqrt(dx * dx + dy * dy)
-            out[_P_DTHETA, k, h] = _wrap(float(a_g[k, G_T]) - float(a_g[h, G_T]))
+            out[_P_DTHETA, k, h] = wrap_angle(float(a_g[k, G_T]) - float(a_g[h, G_T]))
             out[_P_LX, k, h] = dx * ck + dy * sk
             out[_P_LY, k, h] = dy * ck - dx * sk
     return out
@@ -193,7 +186,6 @@ def score(
     lut: NDArray[np.float64],
     sq: NDArray[np.float64],
     n_p_table: NDArray[np.int64],
-    min_me: float,
     n_disk: int,
     work: Scratch,
     pairs_out: NDArray[np.int32],
@@ -201,9 +193,10 @@ def score(
     """MCC similarity of two prepared templates in [0, 1] (LSS-R).
 
     ``*_w`` are cylinder rows of ``ROW`` words flattened, ``*_g`` the geometry
-    rows, ``a_pairs`` is ``probe_pairs(a_g)``. Cylinders are sorted by
-    direction within each template. ``pairs_out`` (``max_np`` rows, or none)
-    receives the consolidated (row in a, row in b) pairs, unused rows -1.
+    rows, ``a_pairs`` is ``probe_pairs(a_g)``, ``n_disk`` is ``disk_cells(p)``.
+    Cylinders are sorted by direction within each template. ``pairs_out``
+    (``max_np`` rows, or none) receives the consolidated (row in a, row in b)
+    pairs, unused rows -1.
     """
     pairs_out[:] = -1
     na = a_g.shape[0]
@@ -221,6 +214,7 @@ def score(
     o_ibest, o_isecond, o_lo, o_hi, o_sa, o_sb = _I_BEST * w, _I_SECOND * w, _I_LO * w, \
         _I_HI * w, _I_SEL_A * w, _I_SEL_B * w
     delta_theta = p[prm.P_DELTA_THETA]
+    min_me = p[prm.P_MIN_ME] * n_disk
 
     # Stage 2: local similarities of direction-compatible pairs. Both
     # templates are sorted by direction, so each probe cylinder's partners
@@ -391,7 +385,8 @@ def score(
             f[o_rho + k * r + h] = 0.0
             f[o_rho + h * r + k] = 0.0
             # Cheapest test first: most impostor pairs already fail on direction.
-            d2 = abs(_wrap(float(ap[_P_DTHETA * plane + pa]) - _wrap(tbk - float(bg[bh + G_T]))))
+            dtb = wrap_angle(tbk - float(bg[bh + G_T]))
+            d2 = abs(wrap_angle(float(ap[_P_DTHETA * plane + pa]) - dtb))
             c2 = lt[LUT_SIZE + min(LUT_SIZE - 1, int(d2 * a_step))]
             if c2 < 1e-4:
                 continue
@@ -465,7 +460,7 @@ def compare(
     """One comparison (1:1): :func:`score` with its own probe geometry and scratch."""
     work = scratch(a_g.shape[0], b_g.shape[0], int(p[prm.P_MAX_NR]))
     return score(a_w.ravel(), a_g, probe_pairs(a_g), b_w.ravel(), b_g, p, lut, sq, n_p_table,
-                 p[prm.P_MIN_ME] * disk_cells(p), disk_cells(p), work, pairs_out)
+                 disk_cells(p), work, pairs_out)
 
 
 @njit_parallel
@@ -497,7 +492,6 @@ def search(
     for g in range(len(offsets) - 1):
         nb_max = max(nb_max, offsets[g + 1] - offsets[g])
     n_disk = disk_cells(p)
-    min_me = p[prm.P_MIN_ME] * n_disk
     max_nr = int(p[prm.P_MAX_NR])
     no_pairs = np.empty((0, 2), np.int32)
     chunks = max(1, min(n, chunks))
@@ -507,4 +501,4 @@ def search(
             s = offsets[g]
             e = offsets[g + 1]
             out[g] = score(a_w, q_g, a_pairs, g_w[s * ROW:e * ROW], g_g[s:e], p, lut, sq,
-                           n_p_table, min_me, n_disk, work, no_pairs)
+                           n_p_table, n_disk, work, no_pairs)
