@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
@@ -26,7 +27,7 @@ from agent.match import parameters as prm
 from agent.match.__main__ import prepared_comparator
 from agent.match.decision import Outcome, identify, identify_fused
 from agent.match.evaluation import average, evaluate_set, format_markdown, load_set
-from agent.match.matcher import Gallery, Matcher
+from agent.match.matcher import Gallery, Matcher, Prepared
 from agent.match.template import Template
 from benchmarks import baseline_kernel
 from benchmarks.results import write_section
@@ -78,50 +79,43 @@ def jittered_gallery(base: list[Template], n: int, seed: int = 7) -> list[Templa
     return [out[i] for i in order]
 
 
-def _time_search(g: Gallery, probes: list[Template], m: Matcher, *, threads: int,
-                 top: int) -> list[float]:
-    """Per probe, the fastest of three searches (the machine is shared; the minimum is
-    the least disturbed run)."""
-    prepared = [m.prepare(p) for p in probes]
-    g.search(prepared[0], threads=threads, top=top)
+def _fastest_of_three(run: Callable[[Prepared], object], probes: list[Prepared]) -> list[float]:
+    """Per probe, the fastest of three runs after one warm-up run (the machine is shared;
+    the minimum is the least disturbed run)."""
+    run(probes[0])
     out = []
-    for q in prepared:
+    for q in probes:
         best = math.inf
         for _ in range(3):
             t0 = time.perf_counter()
-            g.search(q, threads=threads, top=top)
+            run(q)
             best = min(best, time.perf_counter() - t0)
         out.append(best)
     return out
 
 
-def _time_baseline(g: Gallery, probes: list[Template], m: Matcher, *, threads: int,
-                   top: int) -> list[float]:
-    """As :func:`_time_search`, with the frozen session-1 kernel on the same arrays."""
-    del top  # the baseline is timed on the score vector alone
+def _time_search(g: Gallery, probes: list[Template], m: Matcher, *, threads: int) -> list[float]:
+    """Search times of the current kernel (top 10, as the station asks)."""
+    return _fastest_of_three(lambda q: g.search(q, threads=threads, top=10),
+                             [m.prepare(p) for p in probes])
+
+
+def _time_baseline(g: Gallery, probes: list[Template], m: Matcher, *,
+                   threads: int) -> list[float]:
+    """Score-vector times of the frozen session-1 kernel on the same arrays."""
     words7 = np.ascontiguousarray(g.words[:, :7])  # its layout: mask + 6 layers
-    lut = m.tables.lut
-    prepared = [m.prepare(p) for p in probes]
     out = np.zeros(len(g), np.float32)
+
+    def run(q: Prepared) -> None:
+        baseline_kernel.search(np.ascontiguousarray(q.words[:, :7]), q.geometry, words7,
+                               g.geometry, g.offsets, m.tables.p, m.tables.lut, out)
+
     previous = numba.get_num_threads()
     set_threads(threads)
     try:
-        q0 = prepared[0]
-        baseline_kernel.search(np.ascontiguousarray(q0.words[:, :7]), q0.geometry, words7,
-                               g.geometry, g.offsets, m.tables.p, lut, out)
-        times = []
-        for q in prepared:
-            qw = np.ascontiguousarray(q.words[:, :7])
-            best = math.inf
-            for _ in range(3):
-                t0 = time.perf_counter()
-                baseline_kernel.search(qw, q.geometry, words7, g.geometry, g.offsets,
-                                       m.tables.p, lut, out)
-                best = min(best, time.perf_counter() - t0)
-            times.append(best)
+        return _fastest_of_three(run, [m.prepare(p) for p in probes])
     finally:
         set_threads(previous)
-    return times
 
 
 def speed(base: list[Template]) -> str:
@@ -153,12 +147,12 @@ def speed(base: list[Template]) -> str:
         for threads in (1, 2):
             for kernel, timer in (("current", _time_search),
                                   ("session-1 baseline", _time_baseline)):
-                ts = timer(g, probes[:6], m, threads=threads, top=10)
+                ts = timer(g, probes[:6], m, threads=threads)
                 med = statistics.median(ts)
                 lines.append(f"| {kernel} | {label} ({len(probes[:6])}) | {threads} | "
                              f"{med * 1e3:.0f} | {GALLERY_N / med:,.0f} |")
     lines.append("")
-    # Station-scale latency, both search modes.
+    # Station-scale latency, both kernels.
     gs = m.gallery(gal[:STATION_N])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "station.gallery"
@@ -171,8 +165,8 @@ def speed(base: list[Template]) -> str:
                      f"({path.stat().st_size / 2**20:.0f} MiB) and loaded + validated in "
                      f"{t2 - t1:.2f} s (instead of rebuilding at start-up).")
     for threads in (1, 2):
-        ts = _time_search(gs, avg_probes[:8], m, threads=threads, top=10)
-        base_ts = _time_baseline(gs, avg_probes[:8], m, threads=threads, top=10)
+        ts = _time_search(gs, avg_probes[:8], m, threads=threads)
+        base_ts = _time_baseline(gs, avg_probes[:8], m, threads=threads)
         med = statistics.median(ts)
         lines.append(
             f"- exhaustive search over {STATION_N:,} templates, {threads} thread(s), average "

@@ -564,13 +564,13 @@ def read_paper(texts: list[str]) -> tuple[Counter[str], Counter[str], Counter[st
     the recovered agent must then print it marked DUPLICATE (it cannot know how much
     came out). Reports count as printed originals.
     """
-    slips = [t for t in texts if slip_kind(t) in _VOTER_SLIP_KINDS]
-    kind_of = {slip_serial(t): slip_kind(t) for t in slips}
-    reports = [t for t in texts if slip_kind(t) not in _VOTER_SLIP_KINDS]
+    kinds = [(t, slip_kind(t)) for t in texts]
+    slips = [(t, k) for t, k in kinds if k in _VOTER_SLIP_KINDS]
+    kind_of = {slip_serial(t): k for t, k in slips}
     paper = Counter(kind_of.values()) + Counter(
-        slip_kind(t) for t in reports if not is_duplicate(t))
-    originals = Counter(slip_serial(t) for t in slips if not is_duplicate(t))
-    copies = Counter(slip_serial(t) for t in slips if slip_kind(t) == "identified")
+        k for t, k in kinds if k not in _VOTER_SLIP_KINDS and not is_duplicate(t))
+    originals = Counter(slip_serial(t) for t, _ in slips if not is_duplicate(t))
+    copies = Counter(slip_serial(t) for t, k in slips if k == "identified")
     return paper, originals, copies
 
 
