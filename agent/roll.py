@@ -13,8 +13,8 @@ therefore cached in ``gallery.cache``, encrypted with a key derived from this
 kiosk's private box key (XChaCha20-Poly1305, the cipher of the roll package's
 body; libsodium's secretbox wrapper in PyNaCl copied the 180 MB three times)
 and bound to the package hash: a cache from another roll, another matcher
-version or another kiosk does not open and is rebuilt. Templates themselves are decoded on demand,
-only for the voter an ID document names.
+version or another kiosk does not open and is rebuilt. Templates themselves
+are decoded on demand, only for the voter an ID document names.
 """
 
 from __future__ import annotations

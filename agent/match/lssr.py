@@ -156,9 +156,11 @@ class Scratch(NamedTuple):
     f: NDArray[np.float64]
     i: NDArray[np.int64]
     used: NDArray[np.bool_]
+    stride: int
+    """Length of each per-row or per-pair section of ``f`` and ``i``: max(na, max_nr)."""
 
 
-# Offsets into Scratch.f / Scratch.i, in units of max(na, max_nr).
+# Offsets into Scratch.f / Scratch.i, in units of Scratch.stride.
 _F_BEST, _F_SECOND, _F_LAM0, _F_CUR, _F_NXT = range(5)
 _I_BEST, _I_SECOND, _I_LO, _I_HI, _I_SEL_A, _I_SEL_B = range(6)
 
@@ -172,6 +174,7 @@ def scratch(na: int, nb: int, max_nr: int) -> Scratch:
         np.empty(5 * w + max_nr * max_nr, np.float64),
         np.empty(6 * w, np.int64),
         np.empty(max(nb, 1), np.bool_),
+        w,
     )
 
 
@@ -207,7 +210,7 @@ def score(
     f = work.f
     iw = work.i
     used = work.used
-    w = max(na, int(p[prm.P_MAX_NR]), 1)
+    w = work.stride
     o_best, o_second, o_lam0, o_cur, o_nxt = _F_BEST * w, _F_SECOND * w, _F_LAM0 * w, \
         _F_CUR * w, _F_NXT * w
     o_rho = 5 * w
