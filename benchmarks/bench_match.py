@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.jit import set_threads
 from agent.match import parameters as prm
 from agent.match.__main__ import prepared_comparator
+from agent.match.cylinders import ROW
 from agent.match.decision import Outcome, identify, identify_fused
 from agent.match.evaluation import average, evaluate_set, format_markdown, load_set
 from agent.match.matcher import Gallery, Matcher, Prepared
@@ -100,14 +102,22 @@ def _time_search(g: Gallery, probes: list[Template], m: Matcher, *, threads: int
                              [m.prepare(p) for p in probes])
 
 
+def _rows(g: Gallery) -> NDArray[np.uint64]:
+    """The gallery's cylinders as rows (n, ROW), from the kernel's column layout."""
+    rows = np.empty((len(g.geometry), ROW), np.uint64)
+    for s, e in zip(g.offsets[:-1], g.offsets[1:], strict=True):
+        rows[s:e] = g.words[s * ROW:e * ROW].reshape(ROW, e - s).T
+    return rows
+
+
 def _time_baseline(g: Gallery, probes: list[Template], m: Matcher, *,
                    threads: int) -> list[float]:
     """Score-vector times of the frozen session-1 kernel on the same arrays."""
-    words7 = np.ascontiguousarray(g.words[:, :7])  # its layout: mask + 6 layers
+    words7 = _rows(g)  # its layout: rows of mask + 6 layers
     out = np.zeros(len(g), np.float32)
 
     def run(q: Prepared) -> None:
-        baseline_kernel.search(np.ascontiguousarray(q.words[:, :7]), q.geometry, words7,
+        baseline_kernel.search(q.words, q.geometry, words7,
                                g.geometry, g.offsets, m.tables.p, m.tables.lut, out)
 
     previous = numba.get_num_threads()

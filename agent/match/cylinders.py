@@ -281,14 +281,13 @@ def disk_cells(p: NDArray[np.float64]) -> int:
     return count
 
 
-ROW = 8
-"""uint64 words per packed cylinder: validity mask, the 6 direction layers, bit count.
+ROW = 7
+"""uint64 words per packed cylinder: validity mask, then the 6 direction layers.
 
-A row is one 64-byte cache line; the last word (the layers' set bits) lets the
-comparison kernel skip six popcounts when the probe cylinder is valid on its
-whole disk."""
+(Until session 3 a row carried an eighth word, the layers' bit count, which
+let the scalar kernel skip six popcounts; the vectorised kernel does not use
+it, and 12.5 % less memory means a faster start-up.)"""
 W_MASK = 0
-W_COUNT = 7
 G_X, G_Y, G_T, G_COS, G_SIN = range(5)
 """Columns of the per-cylinder geometry array (x, y up, angle, cos, sin)."""
 
@@ -339,7 +338,6 @@ def build(
     words = np.empty((len(keep), ROW), np.uint64)
     words[:, W_MASK] = mask[keep]
     words[:, 1:1 + nd] = bits[keep]
-    words[:, W_COUNT] = np.bitwise_count(bits[keep]).sum(axis=1, dtype=np.uint64)
     geometry = np.empty((len(keep), 5), np.float32)
     geometry[:, G_X] = x[keep]
     geometry[:, G_Y] = y[keep]

@@ -5,23 +5,29 @@ templates, so everything that depends on the probe alone is computed once per
 search (:func:`probe_pairs`) and the per-template kernel :func:`score` works
 in preallocated scratch arrays (:class:`Scratch`, one per worker chunk).
 
-Performance notes (measured with ``perf stat`` on the search loop; see
+Performance notes (measured with ``perf stat`` and stage-by-stage timing; see
 docs/MATCHING.md "Speed"): the cost of a comparison was branch mispredictions
-and instruction count, not arithmetic. Hence
+and instruction count, not arithmetic, so the kernel is written for the
+compiler's loop vectoriser (AVX-512/AVX2 on x86-64, NEON on AArch64):
 
-* cylinder rows are one 64-byte line (validity mask, six direction layers,
-  bit count) and the six layers are unrolled;
-* the local-similarity loop branches only per probe row (whole-disk rows use
-  the template's stored bit count); within a row the masked popcounts are
-  always computed and invalid pairs are zeroed by a select;
-* angle wrapping and ``atan2`` are branch-free; the compatibility terms test
-  the cheapest rejection first;
-* the greedy pair selection keeps each probe cylinder's best and second-best
-  candidate and corrects a row lazily, only when it comes out on top with a
-  partner already taken;
-* the relaxation runs column-wise so its inner loop vectorises.
+* the gallery is stored by column (:func:`columns`): within a template, word
+  ``w`` of every cylinder is contiguous, so one probe cylinder meets eight
+  template cylinders per vector instruction; whole rows are computed (the
+  direction window is applied afterwards), which is cheaper than a short
+  scalar loop over the window;
+* the best and second-best partner of each probe cylinder, and the greedy
+  pair selection's running maximum, are max-reductions over 64-bit keys
+  (float32 similarity bits, then position), which vectorise where a
+  branchy arg-max does not;
+* the compatibility terms of the selected pairs are computed a column at a
+  time in three passes (gather, arithmetic, table look-ups) so the middle
+  pass vectorises;
+* angle wrapping and ``atan2`` are branch-free; the relaxation is column-wise.
+
+Indices that feed vector loops start at zero (``range(n)``): a loop index the
+compiler cannot prove non-negative keeps Numba's negative-index wraparound
+and turns contiguous loads into gathers.
 """
-
 from __future__ import annotations
 
 import math
@@ -41,7 +47,6 @@ from agent.match.cylinders import (
     G_X,
     G_Y,
     ROW,
-    W_COUNT,
     W_MASK,
     disk_cells,
     wrap_angle,
@@ -51,8 +56,9 @@ LUT_SIZE = 1024
 """Entries per compatibility lookup table (distance and the two angle terms)."""
 LUT_D_MAX = 64.0
 """Distance differences (px) covered by the distance table; beyond it the term is ~0."""
-MAX_BITS = 6 * 64
-"""Largest popcount of a cylinder's layers (the square-root table's last index)."""
+PAD = 8
+"""Words after the last template of a column-stored gallery: the kernel reads
+cylinder columns in whole blocks of eight, up to seven words past a template."""
 
 _TWO_PI = 2.0 * math.pi
 # Probe-pair geometry planes (see probe_pairs).
@@ -79,11 +85,6 @@ def compatibility_tables(params: prm.MccParameters) -> NDArray[np.float64]:
     ])
 
 
-def sqrt_table() -> NDArray[np.float64]:
-    """``sqrt(n)`` for every possible popcount (one load instead of a square root)."""
-    return np.sqrt(np.arange(MAX_BITS + 1, dtype=np.float64))
-
-
 def pairs_to_consolidate(params: prm.MccParameters, max_len: int = 256) -> NDArray[np.int64]:
     """n_P (pairs averaged into the score) for every smaller-template size up to ``max_len``.
 
@@ -100,13 +101,12 @@ class Tables(NamedTuple):
 
     p: NDArray[np.float64]
     lut: NDArray[np.float64]
-    sqrt: NDArray[np.float64]
     n_p: NDArray[np.int64]
 
 
 def tables(params: prm.MccParameters) -> Tables:
     """The lookup tables of ``params``."""
-    return Tables(prm.kernel_vector(params), compatibility_tables(params), sqrt_table(),
+    return Tables(prm.kernel_vector(params), compatibility_tables(params),
                   pairs_to_consolidate(params))
 
 
@@ -149,33 +149,81 @@ def probe_pairs(a_g: NDArray[np.float32]) -> NDArray[np.float32]:
     return out
 
 
+@njit
+def columns(words: NDArray[np.uint64], offsets: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """Cylinder rows (n, ROW) to the kernel's gallery layout, flat, with ``PAD`` words after.
+
+    Template ``g`` keeps its block ``[offsets[g] * ROW, offsets[g + 1] * ROW)``
+    but stores it by column: word ``w`` of its cylinder ``j`` is at
+    ``block + w * nb + j`` for its ``nb`` cylinders.
+    """
+    out = np.zeros(words.shape[0] * ROW + PAD, np.uint64)
+    for g in range(len(offsets) - 1):
+        s = offsets[g]
+        nb = offsets[g + 1] - s
+        base = s * ROW
+        for j in range(nb):
+            for w in range(ROW):
+                out[base + w * nb + j] = words[s + j, w]
+    return out
+
+
 class Scratch(NamedTuple):
     """Work arrays of :func:`score`, sized for a probe of ``na`` and templates up to ``nb``."""
 
     sim: NDArray[np.float32]
+    """Local similarities (na, nb rounded up to 8): whole rows, window applied on reading."""
+    keys: NDArray[np.int64]
+    """Per probe row: key of its best free partner (similarity bits << 32 | ~row), 0 = none."""
     f: NDArray[np.float64]
+    """Rows _F_*: per probe row or per selected pair."""
     i: NDArray[np.int64]
+    """Rows _I_*: per probe row or per selected pair."""
     used: NDArray[np.bool_]
-    stride: int
-    """Length of each per-row or per-pair section of ``f`` and ``i``: max(na, max_nr)."""
+    sel: NDArray[np.float64]
+    """Rows _S_*: geometry of the selected pairs, one column per pair."""
+    idx: NDArray[np.int64]
+    """The three compatibility-table indices of one column of pairs."""
+    rho: NDArray[np.float64]
+    """Compatibility of the selected pairs (max_nr, max_nr)."""
 
 
-# Offsets into Scratch.f / Scratch.i, in units of Scratch.stride.
-_F_BEST, _F_SECOND, _F_LAM0, _F_CUR, _F_NXT = range(5)
+# Rows of Scratch.f, Scratch.i and Scratch.sel.
+_F_SECOND, _F_LAM0, _F_CUR, _F_NXT = range(4)
 _I_BEST, _I_SECOND, _I_LO, _I_HI, _I_SEL_A, _I_SEL_B = range(6)
+_S_X, _S_Y, _S_T, _S_COS, _S_SIN, _S_DA, _S_DTA, _S_LXA, _S_LYA = range(9)
+_LOW = 0xFFFFFFFF
 
 
 @njit
 def scratch(na: int, nb: int, max_nr: int) -> Scratch:
     """Allocate the work arrays once per worker chunk."""
     w = max(na, max_nr, 1)
+    nr = max(max_nr, 1)
     return Scratch(
-        np.empty(max(na * nb, 1), np.float32),
-        np.empty(5 * w + max_nr * max_nr, np.float64),
-        np.empty(6 * w, np.int64),
+        np.empty((max(na, 1), (max(nb, 1) + 7) // 8 * 8), np.float32),
+        np.empty(w, np.int64),
+        np.empty((4, w), np.float64),
+        np.empty((6, w), np.int64),
         np.empty(max(nb, 1), np.bool_),
-        w,
+        np.empty((9, nr), np.float64),
+        np.empty((3, nr), np.int64),
+        np.empty((nr, nr), np.float64),
     )
+
+
+@njit
+def _window_key(sim_bits: np.uint32, j: int, j0: int, n_win: int, nb: int) -> np.int64:
+    """Order key of position ``j`` in a row whose window is ``j0, j0 + 1, ...`` (mod nb).
+
+    Similarity bits first (a non-negative float32's bit pattern orders like
+    the float), then scan order from ``j0``; 0 outside the window or past
+    ``nb``. Arg-max as a max-reduction over these keys vectorises.
+    """
+    d = j - j0
+    d = d + nb if d < 0 else d
+    key = (np.int64(sim_bits) << 32) | (_LOW - d)
+    return key if (d < n_win) & (j < nb) else np.int64(0)
 
 
 @njit
@@ -187,7 +235,6 @@ def score(
     b_g: NDArray[np.float32],
     p: NDArray[np.float64],
     lut: NDArray[np.float64],
-    sq: NDArray[np.float64],
     n_p_table: NDArray[np.int64],
     n_disk: int,
     work: Scratch,
@@ -195,11 +242,13 @@ def score(
 ) -> float:
     """MCC similarity of two prepared templates in [0, 1] (LSS-R).
 
-    ``*_w`` are cylinder rows of ``ROW`` words flattened, ``*_g`` the geometry
-    rows, ``a_pairs`` is ``probe_pairs(a_g)``, ``n_disk`` is ``disk_cells(p)``.
-    Cylinders are sorted by direction within each template. ``pairs_out``
-    (``max_np`` rows, or none) receives the consolidated (row in a, row in b)
-    pairs, unused rows -1.
+    ``a_w`` are the probe's cylinder rows of ``ROW`` words flattened; ``b_w``
+    is the template's block in the :func:`columns` layout, followed by at
+    least ``PAD`` readable words. ``*_g`` are the geometry rows, ``a_pairs``
+    is ``probe_pairs(a_g)``, ``n_disk`` is ``disk_cells(p)``. Cylinders are
+    sorted by direction within each template. ``pairs_out`` (``max_np``
+    rows, or none) receives the consolidated (row in a, row in b) pairs,
+    unused rows -1.
     """
     pairs_out[:] = -1
     na = a_g.shape[0]
@@ -207,25 +256,33 @@ def score(
     if na == 0 or nb == 0:
         return 0.0
     sim = work.sim
+    bits = sim.view(np.uint32)
+    keys = work.keys
     f = work.f
     iw = work.i
     used = work.used
-    w = work.stride
-    o_best, o_second, o_lam0, o_cur, o_nxt = _F_BEST * w, _F_SECOND * w, _F_LAM0 * w, \
-        _F_CUR * w, _F_NXT * w
-    o_rho = 5 * w
-    o_ibest, o_isecond, o_lo, o_hi, o_sa, o_sb = _I_BEST * w, _I_SECOND * w, _I_LO * w, \
-        _I_HI * w, _I_SEL_A * w, _I_SEL_B * w
     delta_theta = p[prm.P_DELTA_THETA]
-    min_me = p[prm.P_MIN_ME] * n_disk
+    # popcount >= min_me * n_disk, in integers (the popcount is an integer).
+    min_me = math.ceil(p[prm.P_MIN_ME] * n_disk)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
 
-    # Stage 2: local similarities of direction-compatible pairs. Both
-    # templates are sorted by direction, so each probe cylinder's partners
-    # form one window of b's directions unrolled three times (t, t + 2 pi,
-    # t + 4 pi), found with two pointers that only move forward.
+    # Stage 2: local similarities. Both templates are sorted by direction, so
+    # each probe cylinder's direction-compatible partners form one window of
+    # b's directions unrolled three times (t, t + 2 pi, t + 4 pi), found with
+    # two pointers that only move forward: positions j0, j0 + 1, ... (mod nb),
+    # n_win of them.
     lo_ptr = 0
     hi_ptr = 0
     nb3 = 3 * nb
+    nb8 = (nb + 7) // 8 * 8
+    bm = b_w[0:nb8]
+    b1 = b_w[nb:nb + nb8]
+    b2 = b_w[2 * nb:2 * nb + nb8]
+    b3 = b_w[3 * nb:3 * nb + nb8]
+    b4 = b_w[4 * nb:4 * nb + nb8]
+    b5 = b_w[5 * nb:5 * nb + nb8]
+    b6 = b_w[6 * nb:6 * nb + nb8]
     for i in range(na):
         centre = float(a_g[i, G_T]) + _TWO_PI
         while lo_ptr < nb3:
@@ -239,8 +296,10 @@ def score(
             if float(b_g[hi_ptr - lap * nb, G_T]) + _TWO_PI * lap > centre + delta_theta:
                 break
             hi_ptr += 1
-        iw[o_lo + i] = lo_ptr
-        iw[o_hi + i] = hi_ptr
+        iw[_I_LO, i] = lo_ptr
+        iw[_I_HI, i] = hi_ptr
+        j0 = lo_ptr % nb
+        n_win = hi_ptr - lo_ptr
         ia = i * ROW
         mi = a_w[ia + W_MASK]
         a1 = a_w[ia + 1]
@@ -249,202 +308,198 @@ def score(
         a4 = a_w[ia + 4]
         a5 = a_w[ia + 5]
         a6 = a_w[ia + 6]
-        best = 0.0
-        second = 0.0
-        arg = -1
-        arg2 = -1
-        j = lo_ptr % nb
-        row = i * nb
-        # A probe cylinder valid on its whole disk (most are) meets b on b's own
-        # valid cells, where b's bit count is stored: 12 popcounts instead of 18.
-        # The test is per row, so the branch below is perfectly predicted.
-        whole = popcount(mi) == n_disk
-        for _ in range(lo_ptr, hi_ptr):
-            jb = j * ROW
-            mm = mi & b_w[jb + W_MASK]
+        # The whole row, eight template cylinders per vector step (lanes past
+        # nb read the next column and are never used). (Using b's stored bit
+        # count for probe rows valid on their whole disk saved six popcounts
+        # in scalar code; vectorised, the saving measured within noise.)
+        for j in range(nb8):
+            mm = mi & bm[j]
             wa1 = a1 & mm
             wa2 = a2 & mm
             wa3 = a3 & mm
             wa4 = a4 & mm
             wa5 = a5 & mm
             wa6 = a6 & mm
+            wb1 = b1[j] & mm
+            wb2 = b2[j] & mm
+            wb3 = b3[j] & mm
+            wb4 = b4[j] & mm
+            wb5 = b5[j] & mm
+            wb6 = b6[j] & mm
             ca = (popcount(wa1) + popcount(wa2) + popcount(wa3) + popcount(wa4)
                   + popcount(wa5) + popcount(wa6))
-            if whole:
-                cb = b_w[jb + W_COUNT]
-                cx = (popcount(wa1 ^ b_w[jb + 1]) + popcount(wa2 ^ b_w[jb + 2])
-                      + popcount(wa3 ^ b_w[jb + 3]) + popcount(wa4 ^ b_w[jb + 4])
-                      + popcount(wa5 ^ b_w[jb + 5]) + popcount(wa6 ^ b_w[jb + 6]))
-            else:
-                wb1 = b_w[jb + 1] & mm
-                wb2 = b_w[jb + 2] & mm
-                wb3 = b_w[jb + 3] & mm
-                wb4 = b_w[jb + 4] & mm
-                wb5 = b_w[jb + 5] & mm
-                wb6 = b_w[jb + 6] & mm
-                cb = (popcount(wb1) + popcount(wb2) + popcount(wb3) + popcount(wb4)
-                      + popcount(wb5) + popcount(wb6))
-                cx = (popcount(wa1 ^ wb1) + popcount(wa2 ^ wb2) + popcount(wa3 ^ wb3)
-                      + popcount(wa4 ^ wb4) + popcount(wa5 ^ wb5) + popcount(wa6 ^ wb6))
-            den = sq[ca] + sq[cb]
+            cb = (popcount(wb1) + popcount(wb2) + popcount(wb3) + popcount(wb4)
+                  + popcount(wb5) + popcount(wb6))
+            cx = (popcount(wa1 ^ wb1) + popcount(wa2 ^ wb2) + popcount(wa3 ^ wb3)
+                  + popcount(wa4 ^ wb4) + popcount(wa5 ^ wb5) + popcount(wa6 ^ wb6))
+            den = np.sqrt(np.float32(np.int64(ca))) + np.sqrt(np.float32(np.int64(cb)))
             # Too few common valid cells, or two empty cylinders: not a candidate.
-            ok = den > 0.0 and float(popcount(mm)) >= min_me
-            sv = 1.0 - sq[cx] / (den if ok else 1.0)
-            sv = sv if ok else 0.0
-            sim[row + j] = sv
-            if sv > second:
-                if sv > best:
-                    second = best
-                    arg2 = arg
-                    best = sv
-                    arg = j
-                else:
-                    second = sv
-                    arg2 = j
-            j += 1
-            j = 0 if j == nb else j
-        f[o_best + i] = best
-        f[o_second + i] = second
-        iw[o_ibest + i] = arg
-        iw[o_isecond + i] = arg2
+            ok = (den > zero) & (np.int64(popcount(mm)) >= min_me)
+            sv = one - np.sqrt(np.float32(np.int64(cx))) / (den if ok else one)
+            sim[i, j] = sv if ok else zero
+        # Best and second-best partner in the window: two max-reductions over
+        # keys, ties to the first in scan order.
+        k1 = np.int64(0)
+        for j in range(nb8):
+            k1 = max(k1, _window_key(bits[i, j], j, j0, n_win, nb))
+        k2 = np.int64(0)
+        for j in range(nb8):
+            key = _window_key(bits[i, j], j, j0, n_win, nb)
+            k2 = max(k2, key if key != k1 else np.int64(0))
+        if (k1 >> 32) > 0:
+            arg = (j0 + _LOW - (k1 & _LOW)) % nb
+            keys[i] = (k1 >> 32 << 32) | (_LOW - i)
+        else:
+            arg = -1
+            keys[i] = 0
+        iw[_I_BEST, i] = arg
+        if (k2 >> 32) > 0:
+            iw[_I_SECOND, i] = (j0 + _LOW - (k2 & _LOW)) % nb
+            f[_F_SECOND, i] = float(sim[i, iw[_I_SECOND, i]])
+        else:
+            iw[_I_SECOND, i] = -1
+            f[_F_SECOND, i] = 0.0
 
     # Stage 3a: the best one-to-one pairs, greedily in descending similarity
-    # (ties to the lower probe row). Lazy: a row's stored best is an upper
-    # bound of its best unused partner and is only corrected when that row
-    # comes out on top with a partner already taken (its second best, else a
-    # rescan of its window); the row on top with a free partner is the true
-    # maximum.
+    # (ties to the lower probe row). Lazy: a row's key is an upper bound of its
+    # best unused partner and is only corrected when that row comes out on top
+    # with a partner already taken (its second best, else a rescan of its
+    # window); the row on top with a free partner is the true maximum.
     n_min = min(na, nb)
     n_r = min(n_min, int(p[prm.P_MAX_NR]))
     used[:nb] = False
     r = 0
     while r < n_r:
-        bi = -1
-        bv = 0.0
+        top = np.int64(0)
         for i in range(na):
-            v = f[o_best + i]
-            bi = i if v > bv else bi
-            bv = v if v > bv else bv
-        if bi < 0:
+            top = max(top, keys[i])
+        if (top >> 32) == 0:
             break
-        bj = iw[o_ibest + bi]
+        bi = _LOW - (top & _LOW)
+        bj = iw[_I_BEST, bi]
         if used[bj]:
-            j2 = iw[o_isecond + bi]
-            if f[o_second + bi] > 0.0 and not used[j2]:
-                f[o_best + bi] = f[o_second + bi]
-                iw[o_ibest + bi] = j2
+            j2 = iw[_I_SECOND, bi]
+            if f[_F_SECOND, bi] > 0.0 and not used[j2]:
+                arg = j2
             else:
                 best = 0.0
                 arg = -1
-                j = iw[o_lo + bi] % nb
-                row = bi * nb
-                for _ in range(iw[o_lo + bi], iw[o_hi + bi]):
-                    v = float(sim[row + j]) if not used[j] else 0.0
+                j = iw[_I_LO, bi] % nb
+                for _ in range(iw[_I_LO, bi], iw[_I_HI, bi]):
+                    v = float(sim[bi, j]) if not used[j] else 0.0
                     arg = j if v > best else arg
                     best = v if v > best else best
                     j += 1
                     j = 0 if j == nb else j
-                f[o_best + bi] = best
-                iw[o_ibest + bi] = arg
-            f[o_second + bi] = 0.0
+            iw[_I_BEST, bi] = arg
+            keys[bi] = (np.int64(bits[bi, arg]) << 32 | (_LOW - bi)) if arg >= 0 else 0
+            f[_F_SECOND, bi] = 0.0
             continue
-        iw[o_sa + r] = bi
-        iw[o_sb + r] = bj
-        f[o_lam0 + r] = float(sim[bi * nb + bj])
+        iw[_I_SEL_A, r] = bi
+        iw[_I_SEL_B, r] = bj
+        f[_F_LAM0, r] = float(sim[bi, bj])
         r += 1
-        f[o_best + bi] = 0.0
+        keys[bi] = 0
         used[bj] = True
     if r == 0:
         return 0.0
     n_p = n_p_table[min(n_min, len(n_p_table) - 1)]
     if r < 2:
         if len(pairs_out):
-            pairs_out[0, 0] = iw[o_sa]
-            pairs_out[0, 1] = iw[o_sb]
-        return float(f[o_lam0]) / float(n_p)
+            pairs_out[0, 0] = iw[_I_SEL_A, 0]
+            pairs_out[0, 1] = iw[_I_SEL_B, 0]
+        return float(f[_F_LAM0, 0]) / float(n_p)
 
     # Stage 3b: compatibility of the selected pairs: distance, relative
     # direction and radial angle (probe halves from a_pairs, table lookups).
+    # Pair (k, h), k < h, is compared in k's frame; one column h at a time.
     d_step = LUT_SIZE / LUT_D_MAX
     a_step = LUT_SIZE / math.pi
     rel = p[prm.P_REL_D_TOL_REL]
-    # Flat views: one multiply-add per lookup instead of strided multi-indexing.
-    bg = b_g.ravel()
     ap = a_pairs.ravel()
     lt = lut.ravel()
     plane = na * na
+    sel = work.sel
+    ix = work.idx
+    rho = work.rho
     for k in range(r):
-        f[o_rho + k * r + k] = 0.0
-        ak = iw[o_sa + k]
-        bk = iw[o_sb + k] * 5
-        xbk = float(bg[bk + G_X])
-        ybk = float(bg[bk + G_Y])
-        cbk = float(bg[bk + G_COS])
-        sbk = float(bg[bk + G_SIN])
-        tbk = float(bg[bk + G_T])
-        for h in range(k + 1, r):
-            pa = ak * na + iw[o_sa + h]
-            bh = iw[o_sb + h] * 5
-            f[o_rho + k * r + h] = 0.0
-            f[o_rho + h * r + k] = 0.0
-            # Cheapest test first: most impostor pairs already fail on direction.
-            dtb = wrap_angle(tbk - float(bg[bh + G_T]))
-            d2 = abs(wrap_angle(float(ap[_P_DTHETA * plane + pa]) - dtb))
-            c2 = lt[LUT_SIZE + min(LUT_SIZE - 1, int(d2 * a_step))]
-            if c2 < 1e-4:
-                continue
-            dxb = float(bg[bh + G_X]) - xbk
-            dyb = float(bg[bh + G_Y]) - ybk
-            da = float(ap[_P_DIST * plane + pa])
+        bk = iw[_I_SEL_B, k]
+        sel[_S_X, k] = b_g[bk, G_X]
+        sel[_S_Y, k] = b_g[bk, G_Y]
+        sel[_S_T, k] = b_g[bk, G_T]
+        sel[_S_COS, k] = b_g[bk, G_COS]
+        sel[_S_SIN, k] = b_g[bk, G_SIN]
+    for h in range(r):
+        rho[h, h] = 0.0
+        ah = iw[_I_SEL_A, h]
+        xbh = sel[_S_X, h]
+        ybh = sel[_S_Y, h]
+        tbh = sel[_S_T, h]
+        for k in range(h):
+            pa = iw[_I_SEL_A, k] * na + ah
+            sel[_S_DA, k] = ap[_P_DIST * plane + pa]
+            sel[_S_DTA, k] = ap[_P_DTHETA * plane + pa]
+            sel[_S_LXA, k] = ap[_P_LX * plane + pa]
+            sel[_S_LYA, k] = ap[_P_LY * plane + pa]
+        for k in range(h):
+            dtb = wrap_angle(sel[_S_T, k] - tbh)
+            d2 = abs(wrap_angle(sel[_S_DTA, k] - dtb))
+            dxb = xbh - sel[_S_X, k]
+            dyb = ybh - sel[_S_Y, k]
+            da = sel[_S_DA, k]
             db = math.sqrt(dxb * dxb + dyb * dyb)
             d1 = abs(da - db) - rel * 0.5 * (da + db)
-            i1 = int(max(d1, 0.0) * d_step)
-            if i1 >= LUT_SIZE:
-                continue
             # Radial angles compared in each pair's local frame: no angle wrapping.
-            lax = float(ap[_P_LX * plane + pa])
-            lay = float(ap[_P_LY * plane + pa])
-            lbx = dxb * cbk + dyb * sbk
-            lby = dyb * cbk - dxb * sbk
+            lax = sel[_S_LXA, k]
+            lay = sel[_S_LYA, k]
+            lbx = dxb * sel[_S_COS, k] + dyb * sel[_S_SIN, k]
+            lby = dyb * sel[_S_COS, k] - dxb * sel[_S_SIN, k]
             d3 = _abs_atan2(lax * lby - lay * lbx, lax * lbx + lay * lby)
-            c = lt[i1] * c2 * lt[2 * LUT_SIZE + min(LUT_SIZE - 1, int(d3 * a_step))]
-            f[o_rho + k * r + h] = c
-            f[o_rho + h * r + k] = c
+            ix[0, k] = int(max(d1, 0.0) * d_step)
+            ix[1, k] = LUT_SIZE + min(LUT_SIZE - 1, int(d2 * a_step))
+            ix[2, k] = 2 * LUT_SIZE + min(LUT_SIZE - 1, int(d3 * a_step))
+        for k in range(h):
+            i1 = ix[0, k]
+            c2 = lt[ix[1, k]]
+            c = lt[min(i1, LUT_SIZE - 1)] * c2 * lt[ix[2, k]]
+            # Beyond the distance table, or directions too far apart: incompatible.
+            c = c if (c2 >= 1e-4) & (i1 < LUT_SIZE) else 0.0
+            rho[h, k] = c
+            rho[k, h] = c
 
     # Relaxation: each pair's strength moves towards the support of the pairs
     # compatible with it (LSS-R, n_rel iterations).
     w_r = p[prm.P_W_R]
     scale = (1.0 - w_r) / (r - 1)
     for k in range(r):
-        f[o_cur + k] = f[o_lam0 + k]
+        f[_F_CUR, k] = f[_F_LAM0, k]
     for _ in range(int(p[prm.P_N_REL])):
         for k in range(r):
-            f[o_nxt + k] = 0.0
+            f[_F_NXT, k] = 0.0
         for h in range(r):
-            ch = f[o_cur + h]
-            base = o_rho + h * r
+            ch = f[_F_CUR, h]
             for k in range(r):
-                f[o_nxt + k] += f[base + k] * ch
+                f[_F_NXT, k] += rho[h, k] * ch
         for k in range(r):
-            f[o_cur + k] = w_r * f[o_cur + k] + scale * f[o_nxt + k]
+            f[_F_CUR, k] = w_r * f[_F_CUR, k] + scale * f[_F_NXT, k]
 
     # Score: mean relaxed strength of the n_P most efficient pairs (strength
     # kept / strength at the start), ties to the stronger pair.
     for k in range(r):
-        f[o_nxt + k] = f[o_cur + k] / f[o_lam0 + k]
+        f[_F_NXT, k] = f[_F_CUR, k] / f[_F_LAM0, k]
     total = 0.0
     for q in range(min(n_p, r)):
-        top = 0
-        tv = f[o_nxt]
+        top_k = 0
+        tv = f[_F_NXT, 0]
         for k in range(1, r):
-            v = f[o_nxt + k]
-            top = k if v > tv else top
+            v = f[_F_NXT, k]
+            top_k = k if v > tv else top_k
             tv = v if v > tv else tv
-        total += f[o_cur + top]
-        f[o_nxt + top] = -1.0
+        total += f[_F_CUR, top_k]
+        f[_F_NXT, top_k] = -1.0
         if q < len(pairs_out):
-            pairs_out[q, 0] = iw[o_sa + top]
-            pairs_out[q, 1] = iw[o_sb + top]
+            pairs_out[q, 0] = iw[_I_SEL_A, top_k]
+            pairs_out[q, 1] = iw[_I_SEL_B, top_k]
     return total / float(n_p)
 
 
@@ -456,14 +511,16 @@ def compare(
     b_g: NDArray[np.float32],
     p: NDArray[np.float64],
     lut: NDArray[np.float64],
-    sq: NDArray[np.float64],
     n_p_table: NDArray[np.int64],
     pairs_out: NDArray[np.int32],
 ) -> float:
-    """One comparison (1:1): :func:`score` with its own probe geometry and scratch."""
-    work = scratch(a_g.shape[0], b_g.shape[0], int(p[prm.P_MAX_NR]))
-    return score(a_w.ravel(), a_g, probe_pairs(a_g), b_w.ravel(), b_g, p, lut, sq, n_p_table,
-                 disk_cells(p), work, pairs_out)
+    """One comparison (1:1) of two templates' cylinder rows: :func:`score` with
+    its own column layout for ``b``, probe geometry and scratch."""
+    nb = b_g.shape[0]
+    offsets = np.array([0, nb], np.int64)
+    work = scratch(a_g.shape[0], nb, int(p[prm.P_MAX_NR]))
+    return score(a_w.ravel(), a_g, probe_pairs(a_g), columns(b_w, offsets), b_g, p, lut,
+                 n_p_table, disk_cells(p), work, pairs_out)
 
 
 @njit_parallel
@@ -475,20 +532,22 @@ def search(
     offsets: NDArray[np.int64],
     p: NDArray[np.float64],
     lut: NDArray[np.float64],
-    sq: NDArray[np.float64],
     n_p_table: NDArray[np.int64],
     chunks: int,
     out: NDArray[np.float32],
 ) -> None:
-    """Score the probe against every gallery template into ``out``.
+    """Score the probe (cylinder rows) against every gallery template into ``out``.
 
-    Work is split in ``chunks`` (several per thread, for balance; the caller
-    passes it because asking Numba for the thread count here would make the
-    kernel uncacheable); each chunk allocates its scratch once.
+    ``g_w`` is the gallery in the :func:`columns` layout. Work is split in
+    ``chunks`` (several per thread, for balance; the caller passes it because
+    asking Numba for the thread count here would make the kernel
+    uncacheable); each chunk allocates its scratch once.
     """
     n = len(offsets) - 1
     if n == 0 or q_g.shape[0] == 0:
         return
+    if len(g_w) < offsets[n] * ROW + PAD:
+        raise ValueError("gallery words shorter than its offsets and padding")
     a_w = q_w.ravel()
     a_pairs = probe_pairs(q_g)
     nb_max = 1
@@ -503,5 +562,5 @@ def search(
         for g in range(n * c // chunks, n * (c + 1) // chunks):
             s = offsets[g]
             e = offsets[g + 1]
-            out[g] = score(a_w, q_g, a_pairs, g_w[s * ROW:e * ROW], g_g[s:e], p, lut, sq,
+            out[g] = score(a_w, q_g, a_pairs, g_w[s * ROW:e * ROW + PAD], g_g[s:e], p, lut,
                            n_p_table, n_disk, work, no_pairs)

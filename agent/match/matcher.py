@@ -39,7 +39,7 @@ from agent.match.template import Template
 class Prepared:
     """Cylinders of one template: only minutiae whose cylinder is valid.
 
-    ``words`` rows are ``[validity mask, 6 direction layers, bit count]``
+    ``words`` rows are ``[validity mask, 6 direction layers]``
     (:data:`~agent.match.cylinders.ROW` words); ``geometry`` rows are
     (x, y up, angle, cos, sin) of the cylinder's minutia. Rows are sorted by
     direction.
@@ -90,8 +90,8 @@ class Matcher:
 
     def _compare(self, a: Prepared, b: Prepared, out: NDArray[np.int32]) -> float:
         t = self.tables
-        return float(lssr.compare(a.words, a.geometry, b.words, b.geometry, t.p, t.lut, t.sqrt,
-                                  t.n_p, out))
+        return float(lssr.compare(a.words, a.geometry, b.words, b.geometry, t.p, t.lut, t.n_p,
+                                  out))
 
     def compare_prepared(self, a: Prepared, b: Prepared) -> float:
         """Similarity of two prepared templates, in [0, 1]."""
@@ -112,7 +112,7 @@ class Matcher:
         return Gallery(self, templates)
 
 
-GALLERY_FORMAT_VERSION = 3
+GALLERY_FORMAT_VERSION = 4
 """Version of the file written by ``Gallery.save`` (bump when the layout changes)."""
 _GALLERY_MAGIC = b"KESPGAL\x00"
 
@@ -122,11 +122,18 @@ class GalleryFileError(ValueError):
 
 
 class Gallery:
-    """Cylinders of many templates in contiguous arrays, searched 1:N."""
+    """Cylinders of many templates in contiguous arrays, searched 1:N.
+
+    ``words`` is flat, in the comparison kernel's column layout
+    (:func:`~agent.match.lssr.columns`: per template, word by word, then
+    ``lssr.PAD`` spare words); ``geometry`` has one row per cylinder and
+    ``offsets[g]:offsets[g + 1]`` are template ``g``'s cylinders.
+    """
 
     def __init__(self, matcher: Matcher, templates: Sequence[Template]) -> None:
         self.matcher = matcher
-        self.words, self.geometry, self.offsets = matcher._cylinders(templates)
+        rows, self.geometry, self.offsets = matcher._cylinders(templates)
+        self.words = lssr.columns(rows, self.offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -145,9 +152,9 @@ class Gallery:
                 self.save(fh)
             return
         p = np.ascontiguousarray(self.matcher._p, "<f8")
-        path.write(_GALLERY_MAGIC + struct.pack("<IQQI", GALLERY_FORMAT_VERSION, len(self.words),
+        path.write(_GALLERY_MAGIC + struct.pack("<IQQI", GALLERY_FORMAT_VERSION, len(self.geometry),
                                                 len(self.offsets), len(p)))
-        for array, dtype in ((p, "<f8"), (self.words, "<u8"), (self.geometry, "<f4"),
+        for array, dtype in ((p, "<f8"), (self.words[:-lssr.PAD], "<u8"), (self.geometry, "<f4"),
                              (self.offsets, "<i8")):
             path.write(np.ascontiguousarray(array, dtype).tobytes())
 
@@ -187,7 +194,8 @@ class Gallery:
         params = np.frombuffer(parts[0], "<f8")
         if not np.array_equal(params, matcher._p):
             raise GalleryFileError("gallery built with other matcher parameters")
-        words = np.frombuffer(parts[1], "<u8").reshape(n, ROW).astype(np.uint64)
+        words = np.zeros(n * ROW + lssr.PAD, np.uint64)
+        words[:n * ROW] = np.frombuffer(parts[1], "<u8")
         geometry = np.frombuffer(parts[2], "<f4").reshape(n, 5).astype(np.float32)
         offsets = np.frombuffer(parts[3], "<i8").astype(np.int64)
         if (
@@ -233,8 +241,8 @@ class Gallery:
             set_threads(n_threads)
         t = self.matcher.tables
         try:
-            lssr.search(q.words, q.geometry, self.words.reshape(-1), self.geometry, self.offsets,
-                        t.p, t.lut, t.sqrt, t.n_p, 16 * numba.get_num_threads(), out)
+            lssr.search(q.words, q.geometry, self.words, self.geometry, self.offsets,
+                        t.p, t.lut, t.n_p, 16 * numba.get_num_threads(), out)
         finally:
             set_threads(previous)
         return out

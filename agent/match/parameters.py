@@ -29,8 +29,8 @@ class MccParameters:
     (``rel_d_tol_rel``) so that skin stretch and the per-set anisotropic
     resampling of register templates are tolerated.
 
-    ``nd`` is fixed at 6: a packed cylinder is one 64-byte line (validity
-    mask, six layers, bit count) and the comparison kernel unrolls the layers.
+    ``nd`` is fixed at 6: a packed cylinder is seven words (validity mask,
+    six layers) and the comparison kernel unrolls the layers.
     """
 
     radius: float = 65.0
@@ -63,9 +63,9 @@ class MccParameters:
         if self.ns != 8:
             raise ValueError("the bit layout needs ns == 8 (one 64-bit word per layer)")
         if self.nd != 6:
-            # A packed cylinder is one 64-byte line: mask, 6 layers, bit count;
-            # the comparison kernel unrolls the six layers.
-            raise ValueError("the packed layout needs nd == 6 (mask + 6 layers + count = 64 bytes)")
+            # A packed cylinder is the mask and 6 layer words; the comparison
+            # kernel unrolls the six layers.
+            raise ValueError("the packed layout needs nd == 6 (the kernel unrolls six layer words)")
         if self.min_np < 1 or self.max_np < self.min_np:
             raise ValueError("need 1 <= min_np <= max_np")
 
@@ -97,7 +97,7 @@ CALIBRATION_POINTS: tuple[tuple[float, float], ...] = (
     (0.1, 0.01613),
     (0.01, 0.02057),
     (0.001, 0.02624),
-    (0.0001, 0.03251),
+    (0.0001, 0.03253),
 )
 """Empirical (FMR, threshold) pairs: the share of impostor scores >= threshold."""
 TAIL_T0 = 0.02624

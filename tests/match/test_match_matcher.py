@@ -157,3 +157,65 @@ def test_gallery_save_and_load(matcher: Matcher, db1: dict[tuple[int, int], Temp
     g.save(bad)
     with pytest.raises(GalleryFileError, match=r"unsorted|inconsistent"):
         Gallery.load(matcher, bad)
+
+
+def test_gallery_words_are_stored_by_column(matcher: Matcher,
+                                            db1: dict[tuple[int, int], Template]) -> None:
+    from agent.match import lssr
+    from agent.match.cylinders import ROW
+
+    ts = [db1[(f, 2)] for f in range(5)]
+    g = matcher.gallery(ts)
+    assert g.words.shape == (len(g.geometry) * ROW + lssr.PAD,)
+    assert not g.words[-lssr.PAD:].any()
+    for k, t in enumerate(ts):
+        rows = matcher.prepare(t).words
+        s, e = g.offsets[k], g.offsets[k + 1]
+        assert e - s == len(rows)
+        # Word w of cylinder j of this template sits at block + w * nb + j.
+        np.testing.assert_array_equal(g.words[s * ROW:e * ROW].reshape(ROW, e - s).T, rows)
+
+
+def test_search_equals_one_to_one_over_a_whole_set(matcher: Matcher,
+                                                   db1: dict[tuple[int, int], Template]) -> None:
+    # Every template size (most not a multiple of the kernel's 8 lanes), the
+    # last template reading into the padding: the gallery kernel and the 1:1
+    # path (its own column copy) agree exactly.
+    ts = [db1[k] for k in sorted(db1)]
+    g = matcher.gallery(ts)
+    assert len({len(matcher.prepare(t)) % 8 for t in ts}) > 4
+    for probe in (ts[0], ts[41], ts[-1]):
+        q = matcher.prepare(probe)
+        expected = np.array([matcher.compare_prepared(q, matcher.prepare(t)) for t in ts],
+                            np.float32)
+        np.testing.assert_array_equal(g.scores(q, threads=1), expected)
+
+
+def test_search_refuses_words_without_padding(matcher: Matcher,
+                                              db1: dict[tuple[int, int], Template]) -> None:
+    from agent.match import lssr
+
+    g = matcher.gallery([db1[(1, 1)], db1[(2, 1)]])
+    q = matcher.prepare(db1[(1, 2)])
+    t = matcher.tables
+    out = np.zeros(len(g), np.float32)
+    with pytest.raises(ValueError, match="padding"):
+        lssr.search(q.words, q.geometry, g.words[:-1], g.geometry, g.offsets, t.p, t.lut, t.n_p,
+                    2, out)
+
+
+def test_gallery_file_of_another_format_is_refused(matcher: Matcher,
+                                                   db1: dict[tuple[int, int], Template],
+                                                   tmp_path: Path) -> None:
+    import struct
+
+    from agent.match.matcher import GALLERY_FORMAT_VERSION, Gallery, GalleryFileError
+
+    path = tmp_path / "old.gallery"
+    matcher.gallery([db1[(1, 1)]]).save(path)
+    data = bytearray(path.read_bytes())
+    # The version follows the 8-byte magic; format 3 stored cylinders by row.
+    assert struct.unpack_from("<I", data, 8)[0] == GALLERY_FORMAT_VERSION
+    struct.pack_into("<I", data, 8, 3)
+    with pytest.raises(GalleryFileError, match="format 3 unsupported"):
+        Gallery.load(matcher, bytes(data))
