@@ -109,16 +109,21 @@ class KioskProc:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # The pump writes to the queue of *this* process: the previous
+        # process's pump may still be draining its EOF after a kill, and its
+        # end-of-stream marker must not land in the new queue (it did, as a
+        # rare "kiosk exited" with an empty stderr right after a restart).
+        threading.Thread(target=self._pump, args=(self.proc, self._lines), daemon=True).start()
         first = self._next(timeout)
         if "ready" not in json.loads(first):
             raise RuntimeError(f"kiosk did not start: {first}")
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
+            lines.put(line)
+        lines.put(None)
 
     def _next(self, timeout: float) -> str:
         try:
