@@ -15,10 +15,10 @@ compiler's loop vectoriser (AVX-512/AVX2 on x86-64, NEON on AArch64):
   template cylinders per vector instruction; whole rows are computed (the
   direction window is applied afterwards), which is cheaper than a short
   scalar loop over the window;
-* the best and second-best partner of each probe cylinder, and the greedy
-  pair selection's running maximum, are max-reductions over 64-bit keys
-  (float32 similarity bits, then position), which vectorise where a
-  branchy arg-max does not;
+* the best partner of each probe cylinder, the greedy selection's running
+  maximum and, when a row's partner is taken, its best free partner are
+  max-reductions over 64-bit keys (float32 similarity bits, then position),
+  which vectorise where a branchy arg-max does not;
 * the compatibility terms of the selected pairs are computed a column at a
   time in three passes (gather, arithmetic, table look-ups) so the middle
   pass vectorises;
@@ -180,6 +180,7 @@ class Scratch(NamedTuple):
     i: NDArray[np.int64]
     """Rows _I_*: per probe row or per selected pair."""
     used: NDArray[np.bool_]
+    """Template cylinders already paired (padded to whole vector steps)."""
     sel: NDArray[np.float64]
     """Rows _S_*: geometry of the selected pairs, one column per pair."""
     idx: NDArray[np.int64]
@@ -189,8 +190,8 @@ class Scratch(NamedTuple):
 
 
 # Rows of Scratch.f, Scratch.i and Scratch.sel.
-_F_SECOND, _F_LAM0, _F_CUR, _F_NXT = range(4)
-_I_BEST, _I_SECOND, _I_LO, _I_HI, _I_SEL_A, _I_SEL_B = range(6)
+_F_LAM0, _F_CUR, _F_NXT = range(3)
+_I_BEST, _I_LO, _I_HI, _I_SEL_A, _I_SEL_B = range(5)
 _S_X, _S_Y, _S_T, _S_COS, _S_SIN, _S_DA, _S_DTA, _S_LXA, _S_LYA = range(9)
 _LOW = 0xFFFFFFFF
 
@@ -200,12 +201,13 @@ def scratch(na: int, nb: int, max_nr: int) -> Scratch:
     """Allocate the work arrays once per worker chunk."""
     w = max(na, max_nr, 1)
     nr = max(max_nr, 1)
+    nb8 = (max(nb, 1) + 7) // 8 * 8
     return Scratch(
-        np.empty((max(na, 1), (max(nb, 1) + 7) // 8 * 8), np.float32),
+        np.empty((max(na, 1), nb8), np.float32),
         np.empty(w, np.int64),
-        np.empty((4, w), np.float64),
-        np.empty((6, w), np.int64),
-        np.empty(max(nb, 1), np.bool_),
+        np.empty((3, w), np.float64),
+        np.empty((5, w), np.int64),
+        np.empty(nb8, np.bool_),
         np.empty((9, nr), np.float64),
         np.empty((3, nr), np.int64),
         np.empty((nr, nr), np.float64),
@@ -224,6 +226,19 @@ def _window_key(sim_bits: np.uint32, j: int, j0: int, n_win: int, nb: int) -> np
     d = d + nb if d < 0 else d
     key = (np.int64(sim_bits) << 32) | (_LOW - d)
     return key if (d < n_win) & (j < nb) else np.int64(0)
+
+
+@njit
+def _key_position(key: np.int64, j0: int, nb: int) -> int:
+    """The template cylinder a :func:`_window_key` stands for, -1 for none."""
+    return int((j0 + _LOW - (key & _LOW)) % nb) if (key >> 32) > 0 else -1
+
+
+@njit
+def _row_key(key: np.int64, row: int) -> np.int64:
+    """Key of probe row ``row`` whose best partner has ``key``: similarity bits,
+    then lower row first; 0 when the row has no partner."""
+    return (key >> 32 << 32) | (_LOW - row) if (key >> 32) > 0 else np.int64(0)
 
 
 @njit
@@ -337,37 +352,23 @@ def score(
             ok = (den > zero) & (np.int64(popcount(mm)) >= min_me)
             sv = one - np.sqrt(np.float32(np.int64(cx))) / (den if ok else one)
             sim[i, j] = sv if ok else zero
-        # Best and second-best partner in the window: two max-reductions over
-        # keys, ties to the first in scan order.
+        # Best partner in the window: a max-reduction over keys, ties to the
+        # first in scan order. (Its best free partner, when this one is taken,
+        # is found in stage 3a.)
         k1 = np.int64(0)
         for j in range(nb8):
             k1 = max(k1, _window_key(bits[i, j], j, j0, n_win, nb))
-        k2 = np.int64(0)
-        for j in range(nb8):
-            key = _window_key(bits[i, j], j, j0, n_win, nb)
-            k2 = max(k2, key if key != k1 else np.int64(0))
-        if (k1 >> 32) > 0:
-            arg = (j0 + _LOW - (k1 & _LOW)) % nb
-            keys[i] = (k1 >> 32 << 32) | (_LOW - i)
-        else:
-            arg = -1
-            keys[i] = 0
-        iw[_I_BEST, i] = arg
-        if (k2 >> 32) > 0:
-            iw[_I_SECOND, i] = (j0 + _LOW - (k2 & _LOW)) % nb
-            f[_F_SECOND, i] = float(sim[i, iw[_I_SECOND, i]])
-        else:
-            iw[_I_SECOND, i] = -1
-            f[_F_SECOND, i] = 0.0
+        iw[_I_BEST, i] = _key_position(k1, j0, nb)
+        keys[i] = _row_key(k1, i)
 
     # Stage 3a: the best one-to-one pairs, greedily in descending similarity
     # (ties to the lower probe row). Lazy: a row's key is an upper bound of its
-    # best unused partner and is only corrected when that row comes out on top
-    # with a partner already taken (its second best, else a rescan of its
-    # window); the row on top with a free partner is the true maximum.
+    # best free partner and is only corrected when that row comes out on top
+    # with its partner already taken; the row on top with a free partner is
+    # the true maximum.
     n_min = min(na, nb)
     n_r = min(n_min, int(p[prm.P_MAX_NR]))
-    used[:nb] = False
+    used[:] = False
     r = 0
     while r < n_r:
         top = np.int64(0)
@@ -375,25 +376,20 @@ def score(
             top = max(top, keys[i])
         if (top >> 32) == 0:
             break
-        bi = _LOW - (top & _LOW)
+        bi = int(_LOW - (top & _LOW))
         bj = iw[_I_BEST, bi]
         if used[bj]:
-            j2 = iw[_I_SECOND, bi]
-            if f[_F_SECOND, bi] > 0.0 and not used[j2]:
-                arg = j2
-            else:
-                best = 0.0
-                arg = -1
-                j = iw[_I_LO, bi] % nb
-                for _ in range(iw[_I_LO, bi], iw[_I_HI, bi]):
-                    v = float(sim[bi, j]) if not used[j] else 0.0
-                    arg = j if v > best else arg
-                    best = v if v > best else best
-                    j += 1
-                    j = 0 if j == nb else j
-            iw[_I_BEST, bi] = arg
-            keys[bi] = (np.int64(bits[bi, arg]) << 32 | (_LOW - bi)) if arg >= 0 else 0
-            f[_F_SECOND, bi] = 0.0
+            # The best free partner in its window: a masked max-reduction
+            # over the same keys, or none.
+            lo = iw[_I_LO, bi]
+            j0 = lo % nb
+            n_win = iw[_I_HI, bi] - lo
+            free = np.int64(0)
+            for j in range(nb8):
+                key = _window_key(bits[bi, j], j, j0, n_win, nb)
+                free = max(free, key if not used[j] else np.int64(0))
+            iw[_I_BEST, bi] = _key_position(free, j0, nb)
+            keys[bi] = _row_key(free, bi)
             continue
         iw[_I_SEL_A, r] = bi
         iw[_I_SEL_B, r] = bj
