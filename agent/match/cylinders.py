@@ -284,9 +284,9 @@ def disk_cells(p: NDArray[np.float64]) -> int:
 ROW = 7
 """uint64 words per packed cylinder: validity mask, then the 6 direction layers.
 
-(Until session 3 a row carried an eighth word, the layers' bit count, which
-let the scalar kernel skip six popcounts; the vectorised kernel does not use
-it, and 12.5 % less memory means a faster start-up.)"""
+No bit-count word: it saved six popcounts per pair in a scalar kernel, but
+the vectorised one gains nothing from it, and a smaller gallery reads and
+decrypts faster at start-up."""
 W_MASK = 0
 G_X, G_Y, G_T, G_COS, G_SIN = range(5)
 """Columns of the per-cylinder geometry array (x, y up, angle, cos, sin)."""
