@@ -351,7 +351,9 @@ def score(
             # Too few common valid cells, or two empty cylinders: not a candidate.
             ok = (den > zero) & (np.int64(popcount(mm)) >= min_me)
             sv = one - np.sqrt(np.float32(np.int64(cx))) / (den if ok else one)
-            sim[i, j] = sv if ok else zero
+            # Never below +0: the keys below read the bits as an unsigned number,
+            # where a negative float (or -0.0) would rank above every positive one.
+            sim[i, j] = max(sv, zero) if ok else zero
         # Best partner in the window: a max-reduction over keys, ties to the
         # first in scan order. (Its best free partner, when this one is taken,
         # is found in stage 3a.)
