@@ -18,16 +18,13 @@ from numpy.typing import NDArray
 
 from agent.match import Matcher, Template
 from agent.match import parameters as prm
-from agent.match.cylinders import G_COS, G_SIN, G_T, G_X, G_Y, disk_cells
+from agent.match.cylinders import G_COS, G_SIN, G_T, G_X, G_Y, disk_cells, wrap_angle
 from agent.match.evaluation import load_set
 from agent.match.lssr import LUT_D_MAX, LUT_SIZE, _abs_atan2, probe_pairs
 from agent.match.matcher import Prepared
 
 TWO_PI = 2.0 * math.pi
-
-
-def _wrap(d: float) -> float:
-    return d + (TWO_PI if d < -math.pi else 0.0) - (TWO_PI if d >= math.pi else 0.0)
+_wrap = wrap_angle.py_func
 
 
 def _windows(a_t: NDArray[np.float32], b_t: NDArray[np.float32],
