@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.match.codecs import detect_format, load_template, load_templates, to_ansi378, to_iso2005
 from agent.match.template import MinutiaType, Template, TemplateError
+from hardware_sim.fuzz import mutate
 
 
 def iso2005(minutiae: list[tuple[int, int, int, int, int]], *, width: int = 300, height: int = 400,
@@ -199,15 +200,13 @@ def test_non_bytes_input() -> None:
 
 
 def test_fuzz_slice(shared_data: Path) -> None:
-    """A fast slice of the 1,000,000-mutation fuzz (benchmarks/bench_fuzz.py)."""
+    """A fast slice of the 1,000,000-mutation fuzz (``python -m benchmarks fuzz``)."""
     seeds = [
         (shared_data / "fvc2002" / "DB2_B" / "101_1.iso").read_bytes(),
         iso2011([(1, 10, 20, 30)] * 4),
         to_ansi378(load_template((shared_data / "fvc2002" / "DB3_B" / "105_3.iso").read_bytes())),
     ]
     rng = random.Random(1234)
-    from benchmarks.bench_fuzz import mutate
-
     for _ in range(3000):
         data = mutate(rng, rng.choice(seeds))
         # Accepted or TemplateError are both fine; anything else fails the test.
