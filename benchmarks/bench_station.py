@@ -19,7 +19,7 @@ import numpy as np
 
 from agent.drivers.sensor import Guidance
 from benchmarks.results import write_section
-from hardware_sim.day import DEFAULT_DATA, Rig
+from hardware_sim.rig import DEFAULT_DATA, Rig
 
 VISITS = 30
 

@@ -25,10 +25,10 @@ from agent.drivers.sensor import Capture, open_sensor
 from agent.match import extract
 from agent.rollpackage import Finger, Voter
 from agent.service import Agent
-from hardware_sim.day import (
+from hardware_sim.rig import (
     N_VOTERS,
-    DemoError,
     Rig,
+    RigError,
     collect,
     disagreements,
     slip_kind,
@@ -48,7 +48,7 @@ def _enrolled(recording: Path, kind: str) -> Voter:
     finally:
         sensor.close()
     if not isinstance(capture, Capture):
-        raise DemoError(f"the recording {recording} yields no capture")
+        raise RigError(f"the recording {recording} yields no capture")
     template = extract(capture.image, capture.dpi).to_iso2005()
     return Voter(list_number=N_VOTERS + 1, name_ky="Сүйүнбаева Нургүл",
                  name_ru="Суйунбаева Нургуль", document="ID9000041",
@@ -98,7 +98,7 @@ def run_replay_day(data: Path, out: Path, sensor: str) -> int:
                 problems.append(f"outcomes {kinds}, expected identified then refused")
             if result != [0]:
                 problems.append(f"agent ended with {result}")
-    except DemoError as exc:
+    except RigError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
     if problems:
