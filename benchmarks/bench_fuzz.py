@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent.match.codecs import load_template
+from agent.match.codecs import load_template, to_ansi378, to_iso2005
 from agent.match.template import Template, TemplateError
 from benchmarks.results import write_section
 from hardware_sim.fuzz import mutate
@@ -39,9 +39,9 @@ def _iso2011_seed() -> bytes:
 def seeds() -> list[bytes]:
     """Valid records of every supported format."""
     out = [p.read_bytes() for p in sorted((DATA / "fvc2002").glob("DB*_B/10[15]_[12].iso"))]
-    out += [load_template(s).to_ansi378() for s in out[:4]]
+    out += [to_ansi378(load_template(s)) for s in out[:4]]
     out.append(_iso2011_seed())
-    out.append(Template.from_arrays([1], [1], [0.0], width=2, height=2).to_iso2005())
+    out.append(to_iso2005(Template.from_arrays([1], [1], [0.0], width=2, height=2)))
     return out
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agent.config import SensorConfig, load_config
 from agent.drivers.sensor import Capture, open_sensor
-from agent.match import extract
+from agent.match import extract, to_iso2005
 from agent.rollpackage import Finger, Voter
 from agent.service import Agent
 from hardware_sim.rig import (
@@ -49,7 +49,7 @@ def _enrolled(recording: Path, kind: str) -> Voter:
         sensor.close()
     if not isinstance(capture, Capture):
         raise RigError(f"the recording {recording} yields no capture")
-    template = extract(capture.image, capture.dpi).to_iso2005()
+    template = to_iso2005(extract(capture.image, capture.dpi))
     return Voter(list_number=N_VOTERS + 1, name_ky="Сүйүнбаева Нургүл",
                  name_ru="Суйунбаева Нургуль", document="ID9000041",
                  fingers=(Finger(2, template),))

@@ -46,7 +46,7 @@ from agent.config import (
 from agent.control import ControlError, request
 from agent.drivers.sensor import Guidance
 from agent.keys import generate_keys
-from agent.match import STANDARD_DPI, Template, load_template
+from agent.match import STANDARD_DPI, Template, load_template, to_iso2005
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import FVC_DPI, load_fvc
@@ -102,7 +102,7 @@ def iso_bytes(data: Path, index: int, impression: int) -> bytes:
         kind=t.kind, minutia_quality=t.minutia_quality, quality=t.quality,
         finger_position=t.finger_position,
     )
-    return native.to_iso2005()
+    return to_iso2005(native)
 
 
 def synthetic_iso(rng: np.random.Generator) -> bytes:
