@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware_sim.rig import DEFAULT_DATA, N_REAL, Rig, RigError, Visit, collect, disagreements
+from hardware_sim.rig import Rig, RigError, Visit, collect, disagreements
+from hardware_sim.voters import DEFAULT_DATA, N_REAL
 
 
 @dataclass

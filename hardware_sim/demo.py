@@ -32,7 +32,6 @@ import numpy as np
 
 from agent.rollpackage import Roll
 from hardware_sim.rig import (
-    DEFAULT_DATA,
     Rig,
     RigError,
     Visit,
@@ -40,6 +39,7 @@ from hardware_sim.rig import (
     disagreements,
     merged_marks,
 )
+from hardware_sim.voters import DEFAULT_DATA
 
 
 def plan(roll: Roll) -> list[Visit]:

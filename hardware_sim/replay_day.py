@@ -26,7 +26,6 @@ from agent.match import extract, to_iso2005
 from agent.rollpackage import Finger, Voter
 from agent.service import Agent
 from hardware_sim.rig import (
-    N_VOTERS,
     Rig,
     RigError,
     collect,
@@ -34,6 +33,7 @@ from hardware_sim.rig import (
     slip_kind,
 )
 from hardware_sim.usb_replay import ReplayBackend, load_recording
+from hardware_sim.voters import N_VOTERS
 
 RECORDINGS = {"nb1010-replay": ("nb1010", "nb1010-usb"), "aes3500-replay": ("aes3500",
                                                                            "aes3500-usb")}

@@ -12,7 +12,7 @@ from agent.keys import generate_keys
 from agent.match import Matcher
 from agent.roll import GALLERY_CACHE, ROLL_FILE, load_roll
 from agent.rollpackage import Kiosk, build_package
-from hardware_sim.rig import make_roll
+from hardware_sim.voters import make_roll
 
 
 def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:

@@ -17,7 +17,8 @@ from nacl.signing import SigningKey
 from agent.config import atomic_write
 from agent.keys import generate_keys
 from agent.rollpackage import Kiosk, build_package
-from hardware_sim.rig import Rig, make_roll
+from hardware_sim.rig import Rig
+from hardware_sim.voters import make_roll
 
 EX_CONFIG = 78
 
