@@ -8,11 +8,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.config import PrinterConfig
 from agent.drivers.document import Align, Document, QRCode, Rule, Text
 from agent.drivers.escpos import RasterImage, document_commands, encode_commands
 from agent.drivers.printer import Printed, open_printer
 from agent.drivers.printer_profiles import get_profile
+from agent.runtime.config import PrinterConfig
 from benchmarks.results import write_section
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, ConfigError
-from agent.keys import KeyFileError, load_keys
+from agent.runtime.config import AgentConfig, ConfigError
+from agent.runtime.keys import KeyFileError, load_keys
 from provisioning.common import ProvisionError
 from provisioning.device import load_cec_key, load_installed_roll
 

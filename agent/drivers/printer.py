@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.config import ConfigError, PrinterConfig
 from agent.drivers.document import Document
 from agent.drivers.escpos import (
     STATUS_QUERY,
@@ -47,6 +46,7 @@ from agent.drivers.printer_status import (
     decode_status,
 )
 from agent.drivers.transport import TransportUnavailableError, usb_errno
+from agent.runtime.config import ConfigError, PrinterConfig
 
 __all__ = [
     "LinkError",
@@ -590,7 +590,7 @@ def open_printer(
 
     The device is opened lazily: an absent printer gives a service whose
     ``status()`` is DISCONNECTED until it appears. An unknown profile or a
-    malformed USB port raises :class:`~agent.config.ConfigError`.
+    malformed USB port raises :class:`~agent.runtime.config.ConfigError`.
     ``usb_backend`` is a pyusb backend (the simulator's, in tests).
     """
     profile = get_profile(cfg.profile)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from agent.config import ConfigError
+from agent.runtime.config import ConfigError
 
 # --- tuned constants (one place; see docs/DEVICES.md "Receipt printers") -------------
 

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from agent.drivers.sensor_parameters import SensorTimings
 
 if TYPE_CHECKING:
-    from agent.config import SensorConfig
+    from agent.runtime.config import SensorConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Protocol facts (frame layouts, command bytes) stay with the codecs; what lives
 here are the numbers someone chose and may have to re-tune on real hardware:
 timeouts, polling rates, detection thresholds. Site configuration (which
-sensor, which port, which password) is ``agent.config.SensorConfig``.
+sensor, which port, which password) is ``agent.runtime.config.SensorConfig``.
 """
 
 from __future__ import annotations

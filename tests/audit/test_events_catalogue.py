@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.events import (
+from agent.audit.events import (
     CATALOGUE,
     DOCS_PATH,
     ENUM_PATH,
@@ -21,8 +21,8 @@ from agent.events import (
 
 
 def test_generated_files_are_fresh() -> None:
-    """Fails when events.toml changed without `python -m agent.events --write`."""
-    assert stale_outputs() == [], "run: python -m agent.events --write"
+    """Fails when events.toml changed without `python -m agent.audit.events --write`."""
+    assert stale_outputs() == [], "run: python -m agent.audit.events --write"
     assert DOCS_PATH.read_text(encoding="utf-8") == render_docs(CATALOGUE)
     assert ENUM_PATH.read_text(encoding="utf-8") == render_enum(CATALOGUE)
     assert main(["--check"]) == 0

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from agent.config import SensorConfig
 from agent.drivers.grow import AURA_FOR_GUIDANCE, GrowDevice, GrowSensor
 from agent.drivers.grow_codec import (
     DATA_PACKET_SIZES,
@@ -31,6 +30,7 @@ from agent.drivers.sensor import (
     open_sensor,
 )
 from agent.drivers.transport import open_serial
+from agent.runtime.config import SensorConfig
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import SCENARIOS, GrowSensorSimulator, Scenario
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, PrinterConfig
 from agent.drivers.document import Align, Document, QRCode, Text
 from agent.drivers.escpos import DocumentError
 from agent.drivers.printer import (
@@ -20,6 +19,7 @@ from agent.drivers.printer import (
     open_printer,
 )
 from agent.drivers.printer_profiles import PrinterTimings
+from agent.runtime.config import ConfigError, PrinterConfig
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 
 FAST = PrinterTimings(

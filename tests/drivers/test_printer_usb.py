@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import PrinterConfig
 from agent.drivers.document import Document, QRCode, Text
 from agent.drivers.printer import (
     NotPrinted,
@@ -20,6 +19,7 @@ from agent.drivers.printer import (
 )
 from agent.drivers.printer_profiles import PrinterTimings, get_profile
 from agent.drivers.transport import TransportUnavailableError
+from agent.runtime.config import PrinterConfig
 from hardware_sim.escpos_sim import EscposUsbSimulator, Scenario
 
 FAST = PrinterTimings(status_timeout_s=0.3, write_timeout_s=0.3, print_timeout_s=2.0,

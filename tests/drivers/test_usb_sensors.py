@@ -10,7 +10,6 @@ import pytest
 import usb.core
 from numpy.typing import NDArray
 
-from agent.config import SensorConfig
 from agent.drivers.sensor import (
     Capture,
     Guidance,
@@ -24,6 +23,7 @@ from agent.drivers.sensor import (
     open_sensor,
 )
 from agent.drivers.usb_sensors import Aes3500Driver, Nb1010Driver, UsbSensor, usb_fault
+from agent.runtime.config import SensorConfig
 from hardware_sim.usb_replay import Fault, ReplayBackend, load_recording, replay_frame
 
 FAST = SensorTimings(reconnect_interval_s=0.02, poll_interval_s=0.0, usb_timeout_ms=200)

@@ -33,20 +33,21 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from agent import __version__, parameters
-from agent.config import atomic_write
+from agent import __version__
 from agent.drivers.document import Document
 from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
 from agent.drivers.sensor import Capture, FingerprintSensor, Guidance, NoFinger
-from agent.ledger import Ledger, SlipKind, SlipRecord, SlipState
-from agent.lifecycle import Command, Lifecycle, Phase
-from agent.marks import Mark, MarkStore, hlc_wall_ms
 from agent.match import Matcher, Template, extract
 from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
-from agent.roll import LoadedRoll
-from agent.slips import (
+from agent.roll.installed import LoadedRoll
+from agent.runtime.config import atomic_write
+from agent.station import parameters
+from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
+from agent.station.lifecycle import Command, Lifecycle, Phase
+from agent.station.marks import Mark, MarkStore, hlc_wall_ms
+from agent.station.slips import (
     ReportFacts,
     VoterLine,
     closing_report,

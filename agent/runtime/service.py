@@ -32,20 +32,13 @@ from types import FrameType
 import serial
 from nacl.signing import VerifyKey
 
-from agent import __version__, parameters, sdnotify
-from agent.audit import AuditLog
-from agent.config import AgentConfig, ConfigError, load_config
-from agent.control import ControlServer
+from agent import __version__
+from agent.audit.event_ids import EventId
+from agent.audit.log import AuditLog
 from agent.drivers.docreader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer import open_printer
 from agent.drivers.sensor import FingerprintSensor, open_sensor
 from agent.drivers.transport import TransportUnavailableError
-from agent.event_ids import EventId
-from agent.journal import AuditJournal
-from agent.keys import KeyFileError, load_keys
-from agent.ledger import Ledger
-from agent.lifecycle import Command, Lifecycle, Phase
-from agent.marks import MarkStore
 from agent.match import Matcher
 from agent.match.matcher import warm_up
 from agent.peers.sync import (
@@ -55,8 +48,17 @@ from agent.peers.sync import (
     EVENT_PEER_STATUS,
     PeerSync,
 )
-from agent.roll import RollError, load_cec_key, load_roll
-from agent.station import Station, StationError
+from agent.roll.installed import RollError, load_cec_key, load_roll
+from agent.runtime import sdnotify
+from agent.runtime.config import AgentConfig, ConfigError, load_config
+from agent.runtime.control import ControlServer
+from agent.runtime.keys import KeyFileError, load_keys
+from agent.station import parameters
+from agent.station.journal import AuditJournal
+from agent.station.ledger import Ledger
+from agent.station.lifecycle import Command, Lifecycle, Phase
+from agent.station.marks import MarkStore
+from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)

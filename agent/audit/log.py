@@ -32,7 +32,7 @@ entries after the last checkpoint (the *unsigned tail*; empty after a clean
 close) are protected only by the chain and by their telemetry copies; cutting
 the log back to an earlier checkpoint is detected against an external anchor,
 such as the audit head hash printed on the closing report
-(``verify_chain(..., expected_head=...)``).
+(:func:`agent.audit.verify.verify_chain` with ``expected_head``).
 
 Storage: SQLite, WAL, ``synchronous=FULL``
 -------------------------------------------
@@ -45,7 +45,7 @@ Chosen over an fsynced append-only file because
   "checkpoint every N" invariant survives a crash;
 * ``count(event)`` for reports is an indexed query, and the marks store next to
   it uses the same engine and the same durability settings
-  (:mod:`agent.sqlite_util`).
+  (:mod:`agent.runtime.sqlite_util`).
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on the entry table. That stops our own
 code from rewriting history by mistake; it does not stop someone with the file
@@ -54,7 +54,6 @@ code from rewriting history by mistake; it does not stop someone with the file
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import hashlib
 import json
@@ -62,22 +61,20 @@ import logging
 import os
 import sqlite3
 import struct
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
-from agent.events import CATALOGUE, Catalogue, EventFieldError, EventId, FieldValue
-from agent.sqlite_util import connect_durable, immediate
+from agent.audit.events import CATALOGUE, Catalogue, EventFieldError, EventId, FieldValue
+from agent.runtime.sqlite_util import connect_durable, immediate
 
 __all__ = [
     "AUDIT_FILE",
@@ -88,13 +85,11 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditProblem",
-    "AuditReport",
-    "audit_cli",
+    "ChainError",
     "canonical_bytes",
     "checkpoint_message",
+    "decode_body",
     "entry_hash",
-    "verify_chain",
-    "verify_payloads",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,38 +193,54 @@ class AuditEntry:
         return payload
 
 
-class _ChainError(Exception):
+class AuditProblem(Enum):
+    """What is wrong at the first bad entry."""
+
+    UNREADABLE = "unreadable"  # not a SQLite audit log at all
+    WRONG_DEVICE = "wrong-device"  # entries of another device (or a mixed log)
+    MALFORMED = "malformed"  # body not JSON / not canonical / wrong shape
+    INVALID_EVENT = "invalid-event"  # event or fields not in the catalogue
+    ALTERED = "altered"  # content does not match a hash that vouches for it
+    REMOVED = "removed"  # one or more entries missing (seq gap)
+    REORDERED = "reordered"  # an entry appears out of sequence
+    FORGED_CHECKPOINT = "forged-checkpoint"  # checkpoint signature invalid / misplaced
+    TRUNCATED = "truncated"  # the expected head is not in the log
+
+
+class ChainError(Exception):
+    """A stored or received entry breaks the chain's rules (what and why)."""
+
     def __init__(self, problem: AuditProblem, detail: str) -> None:
         super().__init__(detail)
         self.problem = problem
         self.detail = detail
 
 
-def _decode_body(text: str, catalogue: Catalogue) -> tuple[dict[str, Any], EventId]:
-    """Parse a stored body and check its shape; raise ``_ChainError``."""
+def decode_body(text: str, catalogue: Catalogue) -> tuple[dict[str, Any], EventId]:
+    """Parse a stored body and check its shape; raise :class:`ChainError`."""
     try:
         body = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise _ChainError(AuditProblem.MALFORMED, f"body is not JSON: {exc}") from None
+        raise ChainError(AuditProblem.MALFORMED, f"body is not JSON: {exc}") from None
     if not isinstance(body, dict) or set(body) != _BODY_KEYS:
-        raise _ChainError(AuditProblem.MALFORMED, "body does not have the version-1 keys")
+        raise ChainError(AuditProblem.MALFORMED, "body does not have the version-1 keys")
     if canonical_bytes(body).decode("ascii") != text:
-        raise _ChainError(AuditProblem.MALFORMED, "body is not in canonical form")
+        raise ChainError(AuditProblem.MALFORMED, "body is not in canonical form")
     if body["v"] != FORMAT_VERSION:
-        raise _ChainError(AuditProblem.MALFORMED, f"unknown format version {body['v']!r}")
+        raise ChainError(AuditProblem.MALFORMED, f"unknown format version {body['v']!r}")
     for key, kind in (("seq", int), ("ts", str), ("device", str), ("prev", str)):
         if not isinstance(body[key], kind) or isinstance(body[key], bool):
-            raise _ChainError(AuditProblem.MALFORMED, f"'{key}' has the wrong type")
+            raise ChainError(AuditProblem.MALFORMED, f"'{key}' has the wrong type")
     if not isinstance(body["fields"], dict):
-        raise _ChainError(AuditProblem.MALFORMED, "'fields' is not an object")
+        raise ChainError(AuditProblem.MALFORMED, "'fields' is not an object")
     try:
         event = EventId(body["event"])
         spec = catalogue.spec(event)
         catalogue.validate(event, body["fields"])
     except (ValueError, EventFieldError) as exc:
-        raise _ChainError(AuditProblem.INVALID_EVENT, str(exc)) from None
+        raise ChainError(AuditProblem.INVALID_EVENT, str(exc)) from None
     if body["type"] != spec.type.value:
-        raise _ChainError(AuditProblem.INVALID_EVENT, f"type {body['type']!r} != catalogue's")
+        raise ChainError(AuditProblem.INVALID_EVENT, f"type {body['type']!r} != catalogue's")
     return body, event
 
 
@@ -326,8 +337,8 @@ class AuditLog:
             return 0, GENESIS_HASH, None
         seq, text, stored = row
         try:
-            body, event = _decode_body(text, self._catalogue)
-        except _ChainError as exc:
+            body, event = decode_body(text, self._catalogue)
+        except ChainError as exc:
             raise AuditCorruptError(f"head entry {seq}: {exc.detail}") from None
         if entry_hash(text.encode("ascii")) != stored or body["seq"] != seq:
             raise AuditCorruptError(f"head entry {seq} does not match its recorded hash")
@@ -367,8 +378,8 @@ class AuditLog:
                 return
             for seq, text, stored in rows:
                 try:
-                    body, event = _decode_body(text, self._catalogue)
-                except _ChainError as exc:
+                    body, event = decode_body(text, self._catalogue)
+                except ChainError as exc:
                     raise AuditCorruptError(f"entry {seq}: {exc.detail}") from None
                 yield _entry_from_body(body, event, stored)
                 last = seq
@@ -447,7 +458,7 @@ class AuditLog:
         Listeners run in seq order under the log's lock (so must not append);
         this is how telemetry gets the complete chain, including the
         checkpoints the log writes by itself, so the central side can run
-        :func:`verify_payloads`. An exception from a listener is logged, never
+        :func:`agent.audit.verify.verify_payloads`. An exception from a listener is logged, never
         raised to the caller of ``append``: the entry is already committed.
         """
         with self._lock:
@@ -457,7 +468,7 @@ class AuditLog:
         """Append ``event`` with ``fields``; durable (fsynced) before it returns.
 
         Fields are checked against the catalogue: an unknown event, a missing,
-        undeclared or ill-typed field raises :class:`agent.events.EventFieldError`
+        undeclared or ill-typed field raises :class:`agent.audit.events.EventFieldError`
         and nothing is written. ``audit-checkpoint`` entries are written by the
         log itself and cannot be appended.
         """
@@ -525,413 +536,3 @@ class AuditLog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-# ---------------------------------------------------------------- verification
-
-
-class AuditProblem(Enum):
-    """What is wrong at the first bad entry."""
-
-    UNREADABLE = "unreadable"  # not a SQLite audit log at all
-    WRONG_DEVICE = "wrong-device"  # entries of another device (or a mixed log)
-    MALFORMED = "malformed"  # body not JSON / not canonical / wrong shape
-    INVALID_EVENT = "invalid-event"  # event or fields not in the catalogue
-    ALTERED = "altered"  # content does not match a hash that vouches for it
-    REMOVED = "removed"  # one or more entries missing (seq gap)
-    REORDERED = "reordered"  # an entry appears out of sequence
-    FORGED_CHECKPOINT = "forged-checkpoint"  # checkpoint signature invalid / misplaced
-    TRUNCATED = "truncated"  # the expected head is not in the log
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """Outcome of :func:`verify_chain`; ``ok`` is False exactly when ``problem`` is set.
-
-    ``first_bad_seq`` is the first entry that cannot be trusted; when a rewrite
-    is only caught by a checkpoint, ``suspect_range`` gives the (inclusive)
-    range of entries the rewrite may have touched. ``unsigned_tail`` counts the
-    entries after the last valid checkpoint.
-    """
-
-    ok: bool
-    entries: int
-    device_id: str | None
-    head_seq: int
-    head_hash: str
-    checkpoints: int
-    signed_through: int
-    unsigned_tail: int
-    closed_cleanly: bool
-    problem: AuditProblem | None = None
-    first_bad_seq: int | None = None
-    suspect_range: tuple[int, int] | None = None
-    detail: str = ""
-
-    def summary(self) -> str:
-        """One human-readable paragraph for the CLI."""
-        if not self.ok:
-            where = f"entry {self.first_bad_seq}" if self.first_bad_seq else "log"
-            kind = self.problem.value if self.problem else "unknown"
-            text = f"FAILED at {where}: {kind}: {self.detail}"
-            if self.suspect_range:
-                text += f" (entries {self.suspect_range[0]}..{self.suspect_range[1]} suspect)"
-            return text + f"; entries 1..{self.head_seq} verified"
-        text = (
-            f"OK: {self.entries} entries, head {self.head_seq} {self.head_hash}, "
-            f"{self.checkpoints} checkpoints, signed through entry {self.signed_through}"
-        )
-        if not self.closed_cleanly:
-            text += (
-                f"; NOT closed cleanly, {self.unsigned_tail} entry(ies) after the last checkpoint"
-            )
-        return text
-
-
-class _Verifier:
-    """Streaming chain check over ``(row position, body text, stored hash)``."""
-
-    def __init__(
-        self,
-        verify_key: VerifyKey,
-        device_id: str | None,
-        expected_head: str | None,
-        catalogue: Catalogue,
-    ) -> None:
-        self.key = verify_key
-        self.device_id = device_id
-        self.expected_head = expected_head
-        self.catalogue = catalogue
-        self.count = 0
-        self.head_seq = 0
-        self.head_hash = GENESIS_HASH
-        self.checkpoints = 0
-        self.last_cp_seq = 0  # seq of the last valid checkpoint entry
-        self.signed_through = 0
-        self.last_final = False
-        self.seen_expected = expected_head is None
-
-    def report(self, problem: _ChainError | None = None, bad: int | None = None,
-               suspect: tuple[int, int] | None = None) -> AuditReport:  # fmt: skip
-        return AuditReport(
-            ok=problem is None,
-            entries=self.count,
-            device_id=self.device_id,
-            head_seq=self.head_seq,
-            head_hash=self.head_hash,
-            checkpoints=self.checkpoints,
-            signed_through=self.signed_through,
-            unsigned_tail=self.head_seq - self.last_cp_seq,
-            closed_cleanly=problem is None and self.last_final,
-            problem=None if problem is None else problem.problem,
-            first_bad_seq=bad,
-            suspect_range=suspect,
-            detail="" if problem is None else problem.detail,
-        )
-
-    def step(self, row_seq: int | None, text: str, stored_hash: str) -> AuditReport | None:
-        """Check the next entry; a report when it is bad, else None."""
-        expected = self.head_seq + 1
-        if row_seq is not None and row_seq != expected:
-            if row_seq > expected:
-                return self.report(
-                    _ChainError(AuditProblem.REMOVED, f"entries {expected}..{row_seq - 1} missing"),
-                    expected,
-                )
-            return self.report(_ChainError(AuditProblem.REORDERED, "row out of order"), row_seq)
-        try:
-            body, event = _decode_body(text, self.catalogue)
-        except _ChainError as exc:
-            return self.report(exc, expected)
-        if entry_hash(text.encode("ascii")) != stored_hash:
-            return self.report(
-                _ChainError(AuditProblem.ALTERED, "content does not match its recorded hash"),
-                expected,
-            )
-        if body["seq"] != expected:
-            kind = AuditProblem.REMOVED if body["seq"] > expected else AuditProblem.REORDERED
-            return self.report(
-                _ChainError(kind, f"entry carries seq {body['seq']}, expected {expected}"), expected
-            )
-        if self.device_id is None:
-            self.device_id = body["device"]
-        elif body["device"] != self.device_id:
-            return self.report(
-                _ChainError(AuditProblem.WRONG_DEVICE, f"entry of device {body['device']!r}"),
-                expected,
-            )
-        if body["prev"] != self.head_hash:
-            # Entry n-1 hashes to itself but not to what entry n recorded for it:
-            # n-1 was altered and re-hashed (or n was forged); n-1 is the first suspect.
-            suspect = max(expected - 1, 1)
-            return self.report(
-                _ChainError(
-                    AuditProblem.ALTERED,
-                    f"entry {expected} records a different hash for entry {expected - 1}",
-                ),
-                suspect,
-                (suspect, expected),
-            )
-        if event is _CHECKPOINT:
-            bad = self._check_checkpoint(body, expected)
-            if bad is not None:
-                return bad
-        self.count += 1
-        self.head_seq, self.head_hash = expected, stored_hash
-        self.last_final = event is _CHECKPOINT and body["fields"]["final"] is True
-        if stored_hash == self.expected_head:
-            self.seen_expected = True
-        return None
-
-    def _check_checkpoint(self, body: Mapping[str, Any], seq: int) -> AuditReport | None:
-        f = body["fields"]
-        if f["upto_seq"] != seq - 1:
-            return self.report(
-                _ChainError(AuditProblem.FORGED_CHECKPOINT, "checkpoint does not cover its prefix"),
-                seq,
-            )
-        try:
-            self.key.verify(
-                checkpoint_message(body["device"], f["upto_seq"], f["upto_hash"], f["final"]),
-                bytes.fromhex(f["signature"]),
-            )
-        except BadSignatureError:
-            return self.report(
-                _ChainError(AuditProblem.FORGED_CHECKPOINT, "checkpoint signature is not valid"),
-                seq,
-            )
-        if f["upto_hash"] != self.head_hash:
-            # Validly signed, but over a different history: entries since the last
-            # good checkpoint were rewritten with recomputed hashes.
-            first = self.last_cp_seq + 1
-            return self.report(
-                _ChainError(
-                    AuditProblem.ALTERED,
-                    "the signed head hash differs from the chain: entries were rewritten",
-                ),
-                first,
-                (first, seq - 1),
-            )
-        self.checkpoints += 1
-        self.last_cp_seq = seq
-        self.signed_through = seq - 1
-        return None
-
-    def finish(self) -> AuditReport:
-        if not self.seen_expected:
-            return self.report(
-                _ChainError(
-                    AuditProblem.TRUNCATED,
-                    f"expected head {self.expected_head} is not in the log "
-                    f"(log ends at entry {self.head_seq})",
-                ),
-                self.head_seq + 1,
-            )
-        return self.report()
-
-
-def _verify_rows(
-    rows: Iterable[tuple[int | None, str, str]],
-    verify_key: VerifyKey,
-    device_id: str | None,
-    expected_head: str | None,
-    catalogue: Catalogue,
-) -> AuditReport:
-    v = _Verifier(verify_key, device_id, expected_head, catalogue)
-    it = iter(rows)
-    for row_seq, text, stored in it:
-        bad = v.step(row_seq, text, stored)
-        if bad is None:
-            continue
-        if bad.problem is AuditProblem.REMOVED and bad.first_bad_seq is not None:
-            # A seq that is skipped here but turns up later was moved, not removed.
-            for _, later, _h in it:
-                try:
-                    moved = json.loads(later).get("seq") == bad.first_bad_seq
-                except (json.JSONDecodeError, AttributeError):
-                    moved = False
-                if moved:
-                    return replace(
-                        bad,
-                        problem=AuditProblem.REORDERED,
-                        detail=f"entry {bad.first_bad_seq} appears later in the log",
-                    )
-        return bad
-    return v.finish()
-
-
-def verify_chain(
-    path: str | os.PathLike[str],
-    verify_key: VerifyKey,
-    *,
-    expected_head: str | None = None,
-    device_id: str | None = None,
-    catalogue: Catalogue = CATALOGUE,
-) -> AuditReport:
-    """Check a whole audit log file; report the first bad entry (never raises for tampering).
-
-    ``expected_head`` is an external anchor (the head hash printed on the closing
-    report or last received by telemetry): if it is not found, the log was cut
-    back. ``device_id`` pins the device; otherwise the file's own is used.
-    Raises :class:`AuditError` only if the file does not exist.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise AuditError(f"no audit log at {p}")
-    try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot open {p}: {exc}") from exc
-    unreadable = _Verifier(verify_key, device_id, None, catalogue)
-    try:
-        try:
-            meta = con.execute("SELECT value FROM audit_meta WHERE key = 'device'").fetchone()
-            cur = con.execute("SELECT seq, body, hash FROM audit ORDER BY seq")
-        except sqlite3.DatabaseError as exc:
-            return unreadable.report(_ChainError(AuditProblem.UNREADABLE, str(exc)))
-        if meta is not None:
-            if device_id is not None and meta[0] != device_id:
-                return unreadable.report(
-                    _ChainError(AuditProblem.WRONG_DEVICE, f"log belongs to {meta[0]!r}")
-                )
-            device_id = meta[0]
-
-        def rows() -> Iterator[tuple[int | None, str, str]]:
-            for seq, body, stored in cur:
-                if not isinstance(body, str) or not isinstance(stored, str):
-                    yield seq, "", ""
-                else:
-                    yield seq, body, stored
-
-        try:
-            return _verify_rows(rows(), verify_key, device_id, expected_head, catalogue)
-        except sqlite3.DatabaseError as exc:
-            return unreadable.report(_ChainError(AuditProblem.UNREADABLE, str(exc)))
-    finally:
-        con.close()
-
-
-def verify_payloads(
-    payloads: Iterable[Mapping[str, Any]],
-    verify_key: VerifyKey,
-    *,
-    expected_head: str | None = None,
-    device_id: str | None = None,
-    catalogue: Catalogue = CATALOGUE,
-) -> AuditReport:
-    """Check a sequence of telemetry payloads (:meth:`AuditEntry.to_payload`) as a chain.
-
-    For the central side: the same rules as :func:`verify_chain`, over entries
-    received in order from seq 1.
-    """
-
-    def rows() -> Iterator[tuple[int | None, str, str]]:
-        for p in payloads:
-            body = {k: v for k, v in p.items() if k != "hash"}
-            stored = p.get("hash")
-            try:
-                text = canonical_bytes(body).decode("ascii")
-            except (TypeError, ValueError):
-                text = ""
-            yield None, text, stored if isinstance(stored, str) else ""
-
-    return _verify_rows(rows(), verify_key, device_id, expected_head, catalogue)
-
-
-# ------------------------------------------------------------------------- CLI
-
-_DEFAULT_STATE_DIR = "/var/lib/kesp"
-_DEFAULT_KEY_DIR = "/etc/kesp/keys"
-
-
-def _log_path(args: argparse.Namespace) -> Path:
-    return Path(args.file) if args.file else Path(args.state_dir) / AUDIT_FILE
-
-
-def _verify_key(args: argparse.Namespace) -> VerifyKey:
-    if args.verify_key:
-        try:
-            return VerifyKey(bytes.fromhex(args.verify_key))
-        except (ValueError, TypeError) as exc:
-            raise AuditError(f"--verify-key is not a 32-byte hex key: {exc}") from exc
-    from agent.keys import KeyFileError, load_keys
-
-    try:
-        return load_keys(args.key_dir).signing.verify_key
-    except KeyFileError as exc:
-        raise AuditError(str(exc)) from exc
-
-
-def _show(path: Path, args: argparse.Namespace) -> int:
-    if not path.is_file():
-        raise AuditError(f"no audit log at {path}")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        sql, params = "SELECT seq, body FROM audit", []
-        if args.event:
-            sql += " WHERE event = ?"
-            params.append(args.event)
-        sql += " ORDER BY seq"
-        rows = con.execute(sql, params).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise AuditError(f"cannot read {path}: {exc}") from exc
-    finally:
-        con.close()
-    if args.last:
-        rows = rows[-args.last :]
-    for seq, text in rows:
-        if args.json:
-            print(text)
-            continue
-        try:
-            body = json.loads(text)
-            fields = " ".join(f"{k}={v}" for k, v in sorted(body["fields"].items()))
-            print(f"{seq:>7} {body['ts']} {body['event']:<28} {fields}")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            print(f"{seq:>7} <unreadable entry>")
-    return 0
-
-
-def audit_cli(argv: list[str]) -> int:
-    """``kesp-agent audit verify|show ...``; returns the process exit code.
-
-    Exit codes: 0 verified / shown, 1 the chain does not verify (or, with
-    ``--strict``, was not closed cleanly), 2 usage error or no readable log.
-    """
-    parser = argparse.ArgumentParser(prog="kesp-agent audit", description="The audit log.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (("verify", "check the hash chain and checkpoint signatures"),
-                        ("show", "print entries")):  # fmt: skip
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--state-dir", default=_DEFAULT_STATE_DIR, help="agent state directory")
-        p.add_argument("--file", help=f"audit log file (default: STATE_DIR/{AUDIT_FILE})")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        if name == "verify":
-            p.add_argument("--key-dir", default=_DEFAULT_KEY_DIR, help="device key directory")
-            p.add_argument("--verify-key", help="device public key (hex) instead of --key-dir")
-            p.add_argument("--expect-head", help="head hash that must be in the log")
-            p.add_argument("--strict", action="store_true", help="fail if not closed cleanly")
-        else:
-            p.add_argument("--event", help="only entries of this event id")
-            p.add_argument("--last", type=int, default=0, help="only the last N entries")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return 0 if exc.code == 0 else 2
-    path = _log_path(args)
-    try:
-        if args.command == "show":
-            return _show(path, args)
-        report = verify_chain(path, _verify_key(args), expected_head=args.expect_head)
-    except AuditError as exc:
-        print(f"kesp-agent audit: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        out = {k: getattr(report, k) for k in report.__dataclass_fields__}
-        out["problem"] = report.problem.value if report.problem else None
-        print(json.dumps(out, sort_keys=True))
-    else:
-        print(report.summary())
-    if not report.ok:
-        return 1
-    return 1 if args.strict and not report.closed_cleanly else 0

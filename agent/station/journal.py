@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
-from agent.audit import AuditEntry, AuditLog
-from agent.event_ids import EventId
+from agent.audit.event_ids import EventId
+from agent.audit.log import AuditEntry, AuditLog
 
 
 class EventSink(Protocol):

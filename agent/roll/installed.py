@@ -34,11 +34,11 @@ from nacl.exceptions import CryptoError
 from nacl.signing import VerifyKey
 from numpy.typing import NDArray
 
-from agent.config import atomic_write
-from agent.keys import DeviceKeys
 from agent.match import Gallery, Matcher, Template, TemplateError, load_template
 from agent.match.matcher import GalleryFileError
-from agent.rollpackage import PackageError, Roll, Voter, open_package, package_hash
+from agent.roll.package import PackageError, Roll, Voter, open_package, package_hash
+from agent.runtime.config import atomic_write
+from agent.runtime.keys import DeviceKeys
 
 ROLL_FILE = "roll.pkg"
 CEC_KEY_FILE = "cec.pub"

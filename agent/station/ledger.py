@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from agent.sqlite_util import connect_durable, immediate
+from agent.runtime.sqlite_util import connect_durable, immediate
 
 
 class SlipKind(Enum):

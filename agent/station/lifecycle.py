@@ -16,7 +16,7 @@ import sqlite3
 import time
 from enum import Enum
 
-from agent.sqlite_util import connect_durable, immediate
+from agent.runtime.sqlite_util import connect_durable, immediate
 
 
 class Phase(Enum):

@@ -1,4 +1,4 @@
-"""Tuned constants of the station application (site configuration is agent.config).
+"""Tuned constants of the station application (site configuration is agent.runtime.config).
 
 Matching thresholds live in ``agent.match.parameters``; extraction's quality
 gate in ``agent.match.extraction.parameters``. These are the human-facing

@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 
-from agent.config import ConfigError, load_config
-from agent.control import ControlError, request
+from agent.runtime.config import ConfigError, load_config
+from agent.runtime.control import ControlError, request
 
 DEFAULT_CONFIG = os.environ.get("KESP_CONFIG", "/etc/kesp/agent.json")
 OPERATOR_COMMANDS = ("status", "open", "pause", "resume", "close", "export")
@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from agent.service import run
+        from agent.runtime.service import run
 
         return run(args.config)
     if args.command == "audit":
-        from agent.audit import audit_cli
+        from agent.audit.cli import audit_cli
 
         rest = list(args.rest)
         try:

@@ -1,4 +1,4 @@
-"""The audit event catalogue: ``agent/events.toml`` loaded, validated and documented.
+"""The audit event catalogue: ``agent/audit/events.toml`` loaded, validated and documented.
 
 The TOML file is the single source of truth for every event the kiosk may log.
 From it this module
@@ -7,10 +7,10 @@ From it this module
   refusing a catalogue that declares a field name suggesting personal data;
 * validates the fields of one event (:meth:`Catalogue.validate`): unknown
   event, missing, extra or ill-typed field -> :class:`EventFieldError`;
-* renders ``agent/event_ids.py`` (the closed :class:`EventId` enum, so callers
+* renders ``agent/audit/event_ids.py`` (the closed :class:`EventId` enum, so callers
   and ``mypy`` see every member) and ``docs/EVENTS.md``.
 
-Regenerate both with ``python -m agent.events --write`` (``--write-docs`` for
+Regenerate both with ``python -m agent.audit.events --write`` (``--write-docs`` for
 the documentation only); ``--check`` exits 1 when either is stale, and a test
 does the same in CI.
 """
@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-from agent.event_ids import EventId
+from agent.audit.event_ids import EventId
 
 __all__ = [
     "CATALOGUE",
@@ -46,7 +46,7 @@ __all__ = [
 
 CATALOGUE_PATH = Path(__file__).with_name("events.toml")
 ENUM_PATH = Path(__file__).with_name("event_ids.py")
-DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "EVENTS.md"
+DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "EVENTS.md"
 
 FieldValue = str | int | bool
 FieldType = Literal["token", "serial", "sha256", "signature", "int", "bool", "enum"]
@@ -348,11 +348,12 @@ def member_name(event_id: str) -> str:
 
 
 def render_enum(cat: Catalogue) -> str:
-    """Source of ``agent/event_ids.py`` for ``cat``."""
+    """Source of ``agent/audit/event_ids.py`` for ``cat``."""
     lines = [
         '"""Closed set of audit event ids.',
         "",
-        "GENERATED from agent/events.toml by ``python -m agent.events --write``; do not edit.",
+        "GENERATED from agent/audit/events.toml by ``python -m agent.audit.events --write``;"
+        " do not edit.",
         '"""',
         "",
         "from __future__ import annotations",
@@ -377,8 +378,8 @@ def render_docs(cat: Catalogue) -> str:
     out = [
         "# Audit events",
         "",
-        "<!-- GENERATED from agent/events.toml by `python -m agent.events --write-docs`;"
-        " do not edit. -->",
+        "<!-- GENERATED from agent/audit/events.toml by"
+        " `python -m agent.audit.events --write-docs`; do not edit. -->",
         "",
         "Every entry of the kiosk's audit log (and every audit telemetry event) is one of",
         "the events below. Fields are checked against this catalogue when an entry is",
@@ -446,8 +447,8 @@ def stale_outputs(cat: Catalogue | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agent.events [--write | --write-docs | --check]``."""
-    parser = argparse.ArgumentParser(prog="python -m agent.events", description=__doc__)
+    """``python -m agent.audit.events [--write | --write-docs | --check]``."""
+    parser = argparse.ArgumentParser(prog="python -m agent.audit.events", description=__doc__)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", action="store_true", help="regenerate event_ids.py and docs")
     group.add_argument("--write-docs", action="store_true", help="regenerate docs/EVENTS.md")
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_outputs(cat)
         for p in stale:
-            print(f"stale: {p} (run python -m agent.events --write)", file=sys.stderr)
+            print(f"stale: {p} (run python -m agent.audit.events --write)", file=sys.stderr)
         return 1 if stale else 0
     targets = [(DOCS_PATH, render_docs(cat))]
     if args.write:

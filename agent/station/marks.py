@@ -33,7 +33,7 @@ from typing import Literal, get_args
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.sqlite_util import connect_durable, immediate
+from agent.runtime.sqlite_util import connect_durable, immediate
 
 Method = Literal["verify", "identify", "identify-2f", "manual"]
 METHODS: tuple[str, ...] = get_args(Method)
