@@ -7,8 +7,9 @@ packs every finger template into one matching gallery. A template that does
 not decode is skipped and counted (the voter's other fingers still work); the
 count is part of the ``roll-verified`` audit event.
 
-Decoding 56,000 templates and building their cylinders takes about 15 s on a
-kiosk-class CPU, too long for every power cycle. The prepared gallery is
+Decoding 56,000 templates and building their cylinders takes about 6 s on the
+2-core development machine (113 us per template, benchmarks/RESULTS.md) and
+longer on a Pi-class CPU: too long for every power cycle. The prepared gallery is
 therefore cached in ``gallery.cache``, encrypted with a key derived from this
 kiosk's private box key (XChaCha20-Poly1305, the cipher of the roll package's
 body; libsodium's secretbox wrapper in PyNaCl copied the 180 MB three times)

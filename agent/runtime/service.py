@@ -58,6 +58,7 @@ from agent.station.journal import AuditJournal
 from agent.station.ledger import Ledger
 from agent.station.lifecycle import Command, Lifecycle, Phase
 from agent.station.marks import MarkStore
+from agent.station.operator import Operator
 from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
 
@@ -134,8 +135,9 @@ class Agent:
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
         )
-        self.station.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
-                                   .signature)
+        self.operator = Operator(self.station)
+        self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
+                                    .signature)
         self.journal.record(
             "agent-started", software_version=__version__,
             boot_count=self.audit.count(EventId.AGENT_STARTED) + 1,
@@ -146,7 +148,7 @@ class Agent:
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
         self.station.recover()
-        self.control = ControlServer(cfg.control_socket, self.station.command)
+        self.control = ControlServer(cfg.control_socket, self.operator.command)
         self.times = StartupTimes(warm_s, t2 - t1, time.monotonic() - t0)
         self._stop = threading.Event()
 

@@ -3,16 +3,18 @@
 Pure functions from facts to :class:`~agent.drivers.document.Document`; the
 printer driver decides how the letters reach the paper (KZ-1048 or raster).
 Every line is given in Kyrgyz first, then Russian (the order used on official
-CEC forms). Nothing here reads clocks or stores: callers pass the time.
+CEC forms). Nothing here reads clocks or stores: callers pass the time, and
+:func:`render_slip` lays out a ledger record from the facts it is given.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.drivers.document import Align, Document, Feed, QRCode, Rule, Text
+from agent.station.ledger import SlipKind, SlipRecord
 
 _METHOD = {
     "verify": ("манжа изи + документ", "отпечаток + документ"),
@@ -180,3 +182,44 @@ def closing_report(*, serial: str, facts: ReportFacts, duplicate: bool = False) 
     extra.append(Rule())
     return _report("ЖАБУУ ОТЧЕТУ", "ИТОГОВЫЙ ОТЧЕТ", "closing-report", serial, facts, extra,
                    duplicate)
+
+
+class SlipError(ValueError):
+    """A ledger record cannot be laid out as a slip (the message says why)."""
+
+
+def local_time(ms: int) -> dt.datetime:
+    """Milliseconds since the epoch as an aware local time (what the commission reads)."""
+    return dt.datetime.fromtimestamp(ms / 1000).astimezone()
+
+
+def render_slip(
+    rec: SlipRecord, *, station_id: str, kiosk: str, duplicate: bool,
+    voter: Callable[[int], VoterLine], facts: Callable[[], ReportFacts],
+) -> Document:
+    """Lay out the ledger record ``rec``: a voter slip, or the zero or closing report.
+
+    ``voter`` gives the roll's line for a list number; ``facts`` is asked only
+    for a report (it reads the stores).
+    """
+    at = local_time(rec.created_ms)
+    if rec.kind in (SlipKind.IDENTIFIED, SlipKind.MANUAL, SlipKind.REFUSED):
+        if rec.voter is None:
+            raise SlipError(f"slip {rec.serial} has no voter")
+        line = voter(rec.voter)
+        if rec.kind is SlipKind.REFUSED:
+            return refused_slip(
+                serial=rec.serial, station_id=station_id, kiosk=kiosk, voter=line, at=at,
+                duplicate=duplicate, first_at=local_time(int(rec.details["first_ms"])),
+                first_kiosk=str(rec.details["first_kiosk"]),
+            )
+        return identified_slip(serial=rec.serial, station_id=station_id, kiosk=kiosk,
+                               voter=line, at=at, duplicate=duplicate,
+                               method=str(rec.details.get("method", "manual")))
+    if rec.kind is SlipKind.NOT_IDENTIFIED:
+        return not_identified_slip(serial=rec.serial, station_id=station_id, kiosk=kiosk,
+                                   at=at, duplicate=duplicate,
+                                   attempts=int(rec.details.get("attempts", 0)))
+    if rec.kind is SlipKind.ZERO_REPORT:
+        return zero_report(serial=rec.serial, facts=facts(), duplicate=duplicate)
+    return closing_report(serial=rec.serial, facts=facts(), duplicate=duplicate)

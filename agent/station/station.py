@@ -15,19 +15,21 @@
 
 Devices, matching and the journal are injected (ports below) so the same class
 runs against real hardware, the simulators, or in-memory fakes in unit tests.
+The operator's commands are in :mod:`agent.station.operator`, the slips' layout
+in :mod:`agent.station.slips`. What is left here is one job, a voter's turn
+and what keeps it honest across a crash (recovery, printing under the ledger's
+rules, counts), which is why this module runs past 450 lines: splitting the
+turn from the printing it waits on would spread one rule over two files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,20 +44,11 @@ from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
 from agent.roll.installed import LoadedRoll
-from agent.runtime.config import atomic_write
 from agent.station import parameters
 from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
-from agent.station.lifecycle import Command, Lifecycle, Phase
+from agent.station.lifecycle import Lifecycle, Phase
 from agent.station.marks import Mark, MarkStore, hlc_wall_ms
-from agent.station.slips import (
-    ReportFacts,
-    VoterLine,
-    closing_report,
-    identified_slip,
-    not_identified_slip,
-    refused_slip,
-    zero_report,
-)
+from agent.station.slips import ReportFacts, SlipError, VoterLine, local_time, render_slip
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +116,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now().astimezone()
 
 
-def _at(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000).astimezone()
 
 
 _SLIP_KIND_FIELD = {
@@ -140,6 +131,9 @@ _VOTER_EVENTS = {
     SlipKind.NOT_IDENTIFIED: "voter-not-identified",
     SlipKind.MANUAL: "manual-decision",
 }
+
+VOTER_SLIPS = frozenset(_VOTER_EVENTS)
+"""Slip kinds that end a voter's turn (the reports are the others)."""
 
 
 class Station:
@@ -177,12 +171,11 @@ class Station:
         self._peers = peers
         self._on_mark = on_mark
         self._clock = clock
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held for a voter's turn and for each operator command: they never interleave."""
         self._document_voter: int | None = None
         self._document_lookup = "typed"
         self._document_deadline = 0.0
-        self.export_dir: Path | None = None
-        self._sign: Callable[[bytes], bytes] | None = None
         self._last_printer_state: str = "unknown"
         self._guidance: Guidance | None = None
         self._attempt_ids = 0
@@ -213,7 +206,7 @@ class Station:
         counts = self.counts(local)
         by_hour: dict[str, int] = {}
         for m in local:
-            hour = _at(hlc_wall_ms(m.hlc)).strftime("%H")
+            hour = local_time(hlc_wall_ms(m.hlc)).strftime("%H")
             by_hour[hour] = by_hour.get(hour, 0) + 1
         return {
             "identified": counts["identified"],
@@ -223,7 +216,8 @@ class Station:
             "by_hour": dict(sorted(by_hour.items())),
         }
 
-    def _emit_turnout(self) -> None:
+    def emit_turnout(self) -> None:
+        """Queue the cumulative turnout message (after every outcome and command)."""
         self.journal.turnout(self.turnout_payload())
 
     # ---------------------------------------------------------------- recovery
@@ -238,7 +232,7 @@ class Station:
         * pending and interrupted ('sending') slips print at the next chance,
           the interrupted ones as DUPLICATE.
         """
-        with self._lock:
+        with self.lock:
             by_serial = {m.slip_serial: m for m in self.marks.local_marks()}
             for rec in self.ledger.in_state(SlipState.ALLOCATED):
                 if rec.serial in by_serial:
@@ -252,16 +246,17 @@ class Station:
                     event, rec.serial
                 ):
                     self._record_outcome(rec)
-            self._emit_turnout()
+            self.emit_turnout()
 
-    # ---------------------------------------------------------------- commands
+    # ------------------------------------------------- for the operator's desk
 
     @property
     def phase(self) -> Phase:
         """The lifecycle phase."""
         return self.lifecycle.phase
 
-    def _facts(self) -> ReportFacts:
+    def report_facts(self) -> ReportFacts:
+        """What a zero or closing report states, read from the stores now."""
         records = [r for r in self.ledger.all() if r.kind in _VOTER_EVENTS]
         conflicts = [
             f"№{c.voter}: " + ", ".join(f"{m.kiosk}/{m.slip_serial}" for m in c.marks)
@@ -284,28 +279,6 @@ class Station:
             conflicts=conflicts,
         )
 
-    def command(self, name: str, arg: str = "") -> dict[str, Any]:
-        """Carry out an operator command; returns a status dict or raises StationError."""
-        with self._lock:
-            handlers: dict[str, Callable[[str], dict[str, Any]]] = {
-                "status": lambda _a: self.status(),
-                "open": lambda _a: self._open(),
-                "pause": lambda _a: self._simple(Command.PAUSE, "station-paused",
-                                                 reason="operator"),
-                "resume": lambda _a: self._simple(Command.RESUME, "station-resumed"),
-                "close": lambda _a: self._close(),
-                "export": lambda _a: self._export(),
-                "reprint": self._reprint,
-                "document": self._document,
-                "manual": self._manual,
-            }
-            handler = handlers.get(name)
-            if handler is None:
-                raise StationError(f"unknown command {name!r}; known: {', '.join(handlers)}")
-            try:
-                return handler(arg)
-            except (ValueError, KeyError) as exc:
-                raise StationError(str(exc)) from exc
 
     def status(self) -> dict[str, Any]:
         """Phase, counts and pending work, for ``kesp-agent status``."""
@@ -321,67 +294,9 @@ class Station:
             "audit_head": self.journal.head_hash,
         }
 
-    def _simple(self, command: Command, event: str, **fields: object) -> dict[str, Any]:
-        self.lifecycle.check(command)
-        self.lifecycle.apply(command)
-        self.journal.record(event, **fields)
-        return self.status()
-
-    def _open(self) -> dict[str, Any]:
-        self.lifecycle.check(Command.OPEN)
-        if self.marks.count(local_only=True) or any(
-            r.kind in _VOTER_EVENTS for r in self.ledger.all()
-        ):
-            raise StationError("refusing to open: this kiosk already holds marks or slips")
-        rec = self.ledger.allocate(SlipKind.ZERO_REPORT, state=SlipState.PENDING)
-        if not self._print(rec):
-            raise StationError(
-                f"zero report {rec.serial} could not be printed "
-                f"(printer {self.printer.status().state.value}); fix the printer and retry"
-            )
-        self.journal.record("zero-report-printed", report_serial=rec.serial,
-                            roll_hash=self.roll.package_hash)
-        self.lifecycle.apply(Command.OPEN)
-        self.journal.record("station-opened", roll_hash=self.roll.package_hash)
-        self._emit_turnout()
-        return self.status()
-
-    def _close(self) -> dict[str, Any]:
-        self.lifecycle.check(Command.CLOSE)
-        self.lifecycle.apply(Command.CLOSE)
-        rec = self.ledger.allocate(SlipKind.CLOSING_REPORT, state=SlipState.PENDING)
-        counts = self.counts()
-        outcome_counts = {k: counts[k] for k in ("identified", "refused", "not_identified",
-                                                 "manual")}
-        self.journal.record("station-closed", **outcome_counts)
-        printed = self._print(rec)
-        if printed:
-            voter_slips = [r.serial for r in self.ledger.all() if r.kind in _VOTER_EVENTS]
-            span = {"first_slip": voter_slips[0], "last_slip": voter_slips[-1]} if voter_slips \
-                else {}
-            self.journal.record("closing-report-printed", report_serial=rec.serial,
-                                audit_head=self.journal.head_hash, **outcome_counts, **span)
-        self._emit_turnout()
-        result = self.status()
-        result["closing_report"] = rec.serial
-        result["closing_report_printed"] = printed
-        return result
-
-    def _reprint(self, serial: str) -> dict[str, Any]:
-        rec = self.ledger.get(serial.strip())
-        if rec.state is SlipState.PRINTED:
-            self.ledger.reprint_request(rec.serial)
-            self.journal.record("slip-reprinted", slip_serial=rec.serial, reason="operator")
-        self.print_pending()
-        return self.status()
-
-    def _document(self, number: str) -> dict[str, Any]:
-        """The operator typed an ID document number."""
-        return self.present_document(number, lookup="typed")
-
     def present_document(self, number: str, lookup: str) -> dict[str, Any]:
         """An ID document number (``lookup`` "typed" or "mrz") selects the next voter."""
-        with self._lock:
+        with self.lock:
             index = self.roll.by_document.get(number.strip().upper())
             if index is None:
                 raise StationError("no voter with that document number on this station's list")
@@ -390,64 +305,17 @@ class Station:
             self._document_deadline = time.monotonic() + parameters.DOCUMENT_HOLD_S
             return {"document": "accepted", "list_number": self.roll.voter(index).list_number}
 
-    def enable_export(self, directory: Path, sign: Callable[[bytes], bytes]) -> None:
-        """Where ``export`` writes the station archive, and how it is signed (device key)."""
-        self.export_dir = directory
-        self._sign = sign
-
-    def _export(self) -> dict[str, Any]:
-        """Closed -> exported: write the signed station archive for the commission and CEC."""
-        self.lifecycle.check(Command.EXPORT)
-        if self.export_dir is None or self._sign is None:
-            raise StationError("export is not configured on this kiosk")
-        archive = {
-            "format": "kesp-station-export-v1",
-            "station": self.station_id,
-            "district": self.district,
-            "device": self.device_id,
-            "roll_hash": self.roll.package_hash,
-            "audit_head": self.journal.head_hash,
-            "counts": self.counts(),
-            "marks": [
-                {"voter": m.voter, "kiosk": m.kiosk, "seq": m.origin_seq, "method": m.method,
-                 "slip": m.slip_serial, "hlc": m.hlc}
-                for m in self.marks.all_marks()
-            ],
-            "slips": [
-                {"serial": r.serial, "kind": r.kind.value, "state": r.state.value,
-                 "originals": r.originals, "duplicates": r.duplicates}
-                for r in self.ledger.all()
-            ],
-            "conflicts": [c.voter for c in self.marks.conflicts()],
-        }
-        body = json.dumps(archive, sort_keys=True, ensure_ascii=False, indent=1).encode("utf-8")
-        digest = hashlib.sha256(body).hexdigest()
-        name = f"export-{self.station_id}-{self.device_id}"
-        atomic_write(self.export_dir / f"{name}.json", body, mode=0o600)
-        atomic_write(self.export_dir / f"{name}.sig", self._sign(body).hex().encode() + b"\n",
-                     mode=0o600)
-        self.lifecycle.apply(Command.EXPORT)
-        self.journal.record("station-exported", export_hash=digest)
-        result = self.status()
-        result["export"] = str(self.export_dir / f"{name}.json")
-        return result
-
-    def _manual(self, list_number: str) -> dict[str, Any]:
-        """Commission decided to admit a voter who could not be identified."""
-        if self.phase is not Phase.OPEN:
-            raise StationError(f"station is {self.phase.value}, not open")
-        index = self.roll.by_list_number.get(int(list_number))
-        if index is None:
-            raise StationError(f"list number {list_number} is not on this station's list")
-        self._attempt_ids += 1
-        self._finish_identified(index, "manual", score=0.0, attempt_id=self._attempt_ids)
-        return self.status()
-
     # ------------------------------------------------------------ the voter
+
+    def admit_manually(self, index: int) -> None:
+        """The commission admits the voter at roll ``index`` who could not be identified."""
+        with self.lock:
+            self._attempt_ids += 1
+            self._finish_identified(index, "manual", score=0.0, attempt_id=self._attempt_ids)
 
     def serve_once(self, wait_s: float = parameters.FINGER_POLL_S) -> None:
         """One turn of the main loop: pending prints, then at most one voter session."""
-        with self._lock:
+        with self.lock:
             if self.phase is not Phase.OPEN:
                 return
             if not self.print_pending():
@@ -457,7 +325,7 @@ class Station:
         capture = self.sensor.wait_for_finger(wait_s)
         if isinstance(capture, NoFinger):
             return
-        with self._lock:
+        with self.lock:
             if self.phase is Phase.OPEN:
                 self._session(capture)
 
@@ -546,8 +414,8 @@ class Station:
         self.ledger.make_pending(rec.serial)
         self._on_mark(mark)
         self._record_outcome(self.ledger.get(rec.serial))
-        self._emit_turnout()
-        self._print(self.ledger.get(rec.serial))
+        self.emit_turnout()
+        self.print_slip(self.ledger.get(rec.serial))
         self._guide(Guidance.ACCEPTED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
@@ -562,8 +430,8 @@ class Station:
             state=SlipState.PENDING,
         )
         self._record_outcome(rec)
-        self._emit_turnout()
-        self._print(rec)
+        self.emit_turnout()
+        self.print_slip(rec)
         self._guide(Guidance.REFUSED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
@@ -572,8 +440,8 @@ class Station:
                                    details={"attempts": attempts, "attempt": attempt_id},
                                    state=SlipState.PENDING)
         self._record_outcome(rec)
-        self._emit_turnout()
-        self._print(rec)
+        self.emit_turnout()
+        self.print_slip(rec)
         self._guide(Guidance.REFUSED)
         self.sensor.wait_for_lift(parameters.LIFT_TIMEOUT_S)
 
@@ -599,7 +467,7 @@ class Station:
     def print_pending(self) -> bool:
         """Print every pending slip; True when none is left (printer usable)."""
         for rec in self.ledger.in_state(SlipState.PENDING, SlipState.SENDING):
-            if not self._print(rec):
+            if not self.print_slip(rec):
                 return False
         status = self.printer.status()
         self._note_printer(status)
@@ -611,31 +479,19 @@ class Station:
             previous, self._last_printer_state = self._last_printer_state, state
             self.journal.record("printer-status-changed", status=state, previous=previous)
 
-    def _render(self, rec: SlipRecord, duplicate: bool) -> Document:
-        at = _at(rec.created_ms)
-        common = {"serial": rec.serial, "station_id": self.station_id, "kiosk": self.device_id}
-        if rec.kind in (SlipKind.IDENTIFIED, SlipKind.MANUAL, SlipKind.REFUSED):
-            if rec.voter is None:
-                raise StationError(f"slip {rec.serial} has no voter")
-            v = self.roll.voter(self.roll.by_list_number[rec.voter])
-            line = VoterLine(v.list_number, v.name_ky, v.name_ru)
-            if rec.kind is SlipKind.REFUSED:
-                return refused_slip(
-                    **common, voter=line, at=at, duplicate=duplicate,
-                    first_at=_at(int(rec.details["first_ms"])),
-                    first_kiosk=str(rec.details["first_kiosk"]),
-                )
-            return identified_slip(**common, voter=line, at=at, duplicate=duplicate,
-                                   method=str(rec.details.get("method", "manual")))
-        if rec.kind is SlipKind.NOT_IDENTIFIED:
-            return not_identified_slip(**common, at=at, duplicate=duplicate,
-                                       attempts=int(rec.details.get("attempts", 0)))
-        facts = self._facts()
-        if rec.kind is SlipKind.ZERO_REPORT:
-            return zero_report(serial=rec.serial, facts=facts, duplicate=duplicate)
-        return closing_report(serial=rec.serial, facts=facts, duplicate=duplicate)
+    def _voter_line(self, list_number: int) -> VoterLine:
+        v = self.roll.voter(self.roll.by_list_number[list_number])
+        return VoterLine(v.list_number, v.name_ky, v.name_ru)
 
-    def _print(self, rec: SlipRecord) -> bool:
+    def _render(self, rec: SlipRecord, duplicate: bool) -> Document:
+        try:
+            return render_slip(rec, station_id=self.station_id, kiosk=self.device_id,
+                               duplicate=duplicate, voter=self._voter_line,
+                               facts=self.report_facts)
+        except SlipError as exc:
+            raise StationError(str(exc)) from exc
+
+    def print_slip(self, rec: SlipRecord) -> bool:
         """Print one slip under the ledger's rules; True when the printer confirmed it."""
         status = self.printer.status()
         self._note_printer(status)
