@@ -139,11 +139,11 @@ class Agent:
         self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
                                     .signature)
         self.journal.record(
-            "agent-started", software_version=__version__,
+            EventId.AGENT_STARTED, software_version=__version__,
             boot_count=self.audit.count(EventId.AGENT_STARTED) + 1,
             clean_previous_stop=clean,
         )
-        self.journal.record("roll-verified", roll_hash=self.roll.package_hash,
+        self.journal.record(EventId.ROLL_VERIFIED, roll_hash=self.roll.package_hash,
                             voters=len(self.roll.roll.voters))
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
@@ -172,20 +172,20 @@ class Agent:
                 self._stop.wait(parameters.DOCUMENT_REOPEN_S)
                 continue
             if isinstance(outcome, MrzRead):
-                self.journal.record("document-read", mrz_format=outcome.format)
+                self.journal.record(EventId.DOCUMENT_READ, mrz_format=outcome.format)
                 try:
                     self.station.present_document(outcome.mrz.document_number, lookup="mrz")
                 except StationError as exc:
                     log.info("document read: %s", exc)
             elif isinstance(outcome, MrzRejected):
-                self.journal.record("document-read-failed", mrz_format=outcome.format,
+                self.journal.record(EventId.DOCUMENT_READ_FAILED, mrz_format=outcome.format,
                                     mrz_problem=outcome.problem)
         if reader is not None:
             reader.close()
 
     def _note_reader(self, previous: str, status: str) -> str:
         if status != previous:
-            self.journal.record("document-reader-status-changed", status=status,
+            self.journal.record(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
                                 previous=previous)
         return status
 
@@ -195,22 +195,22 @@ class Agent:
     def _peer_event(self, name: str, fields: Mapping[str, object]) -> None:
         """Peer-sync reports become audit events (and so telemetry alerts)."""
         if name == EVENT_PEER_STATUS:
-            self.journal.record("peer-status-changed", peer=str(fields["peer"]),
+            self.journal.record(EventId.PEER_STATUS_CHANGED, peer=str(fields["peer"]),
                                 status=str(fields["state"]), previous=str(fields["previous"]))
         elif name == EVENT_CONFLICT:
             marks = fields.get("marks")
             for m in marks if isinstance(marks, list) else []:
-                self.journal.record("mark-conflict", slip_serial=str(m["slip_serial"]),
+                self.journal.record(EventId.MARK_CONFLICT, slip_serial=str(m["slip_serial"]),
                                     mark_kiosk=str(m["kiosk"]), mark_seq=int(m["origin_seq"]),
                                     peer=str(fields["via_peer"]))
         elif name == EVENT_MARK_REJECTED:
-            self.journal.record("mark-rejected", peer=str(fields["via_peer"]),
+            self.journal.record(EventId.MARK_REJECTED, peer=str(fields["via_peer"]),
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
-            self.journal.record("mark-rejected", peer=sender if _TOKEN.match(sender)
+            self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
                                 else "unknown", mark_kiosk="unknown", mark_seq=0,
                                 reason=str(fields["reason"]))
 
@@ -261,7 +261,7 @@ class Agent:
         self.control.stop()
         if self.peers is not None:
             self.peers.stop()
-        self.journal.record("agent-stopped", stop_reason=reason, exit_code=code)
+        self.journal.record(EventId.AGENT_STOPPED, stop_reason=reason, exit_code=code)
         self.audit.close()
         self.telemetry.flush(parameters.SHUTDOWN_FLUSH_S)
         self.telemetry.stop(graceful=True)

@@ -29,7 +29,7 @@ class AuditJournal:
     def __init__(self, audit: AuditLog, telemetry: EventSink | None) -> None:
         self._audit = audit
         self._telemetry = telemetry
-        self._seen: set[tuple[str, str]] | None = None
+        self._seen: set[tuple[EventId, str]] | None = None
         if telemetry is not None:
             # Every durable entry, including the checkpoints the log writes by
             # itself, so ops can verify the whole chain from telemetry alone.
@@ -38,20 +38,22 @@ class AuditJournal:
 
             audit.subscribe(forward)
 
-    def _index(self) -> set[tuple[str, str]]:
+    def _index(self) -> set[tuple[EventId, str]]:
         if self._seen is None:
             self._seen = set()
             for entry in self._audit.entries():
-                payload = entry.to_payload()
-                fields = payload.get("fields")
-                serial = fields.get("slip_serial") if isinstance(fields, Mapping) else None
+                serial = entry.fields.get("slip_serial")
                 if serial is not None:
-                    self._seen.add((str(payload.get("event")), str(serial)))
+                    self._seen.add((entry.event, str(serial)))
         return self._seen
 
-    def record(self, event: str, **fields: object) -> None:
-        """Append ``event`` to the audit log (durable), then queue it as telemetry."""
-        self._audit.append(EventId(event), **fields)
+    def record(self, event: EventId, **fields: object) -> None:
+        """Append ``event`` to the audit log (durable), then queue it as telemetry.
+
+        ``event`` is a member of the closed catalogue, so a misspelt event is a
+        type error for ``mypy``, not a failure at run time.
+        """
+        self._audit.append(event, **fields)
         if "slip_serial" in fields:
             self._index().add((event, str(fields["slip_serial"])))
 
@@ -65,6 +67,6 @@ class AuditJournal:
         """Hash of the newest audit entry."""
         return self._audit.head_hash
 
-    def has_event(self, event: str, slip_serial: str) -> bool:
+    def has_event(self, event: EventId, slip_serial: str) -> bool:
         """Whether the audit log already holds ``event`` for ``slip_serial``."""
         return (event, slip_serial) in self._index()

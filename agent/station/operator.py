@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.audit.event_ids import EventId
 from agent.runtime.config import atomic_write
 from agent.station.ledger import SlipKind, SlipState
 from agent.station.lifecycle import Command, Phase
@@ -41,9 +42,9 @@ class Operator:
             handlers: dict[str, Callable[[str], dict[str, Any]]] = {
                 "status": lambda _a: self.station.status(),
                 "open": lambda _a: self._open(),
-                "pause": lambda _a: self._simple(Command.PAUSE, "station-paused",
+                "pause": lambda _a: self._simple(Command.PAUSE, EventId.STATION_PAUSED,
                                                  reason="operator"),
-                "resume": lambda _a: self._simple(Command.RESUME, "station-resumed"),
+                "resume": lambda _a: self._simple(Command.RESUME, EventId.STATION_RESUMED),
                 "close": lambda _a: self._close(),
                 "export": lambda _a: self._export(),
                 "reprint": self._reprint,
@@ -58,7 +59,7 @@ class Operator:
             except (ValueError, KeyError) as exc:
                 raise StationError(str(exc)) from exc
 
-    def _simple(self, command: Command, event: str, **fields: object) -> dict[str, Any]:
+    def _simple(self, command: Command, event: EventId, **fields: object) -> dict[str, Any]:
         self.station.lifecycle.check(command)
         self.station.lifecycle.apply(command)
         self.station.journal.record(event, **fields)
@@ -76,10 +77,11 @@ class Operator:
                 f"zero report {rec.serial} could not be printed "
                 f"(printer {self.station.printer.status().state.value}); fix the printer and retry"
             )
-        self.station.journal.record("zero-report-printed", report_serial=rec.serial,
+        self.station.journal.record(EventId.ZERO_REPORT_PRINTED, report_serial=rec.serial,
                             roll_hash=self.station.roll.package_hash)
         self.station.lifecycle.apply(Command.OPEN)
-        self.station.journal.record("station-opened", roll_hash=self.station.roll.package_hash)
+        self.station.journal.record(EventId.STATION_OPENED,
+                                    roll_hash=self.station.roll.package_hash)
         self.station.emit_turnout()
         return self.station.status()
 
@@ -90,13 +92,13 @@ class Operator:
         counts = self.station.counts()
         outcome_counts = {k: counts[k] for k in ("identified", "refused", "not_identified",
                                                  "manual")}
-        self.station.journal.record("station-closed", **outcome_counts)
+        self.station.journal.record(EventId.STATION_CLOSED, **outcome_counts)
         printed = self.station.print_slip(rec)
         if printed:
             voter_slips = [r.serial for r in self.station.ledger.all() if r.kind in VOTER_SLIPS]
             span = {"first_slip": voter_slips[0], "last_slip": voter_slips[-1]} if voter_slips \
                 else {}
-            self.station.journal.record("closing-report-printed", report_serial=rec.serial,
+            self.station.journal.record(EventId.CLOSING_REPORT_PRINTED, report_serial=rec.serial,
                                 audit_head=self.station.journal.head_hash, **outcome_counts, **span)
         self.station.emit_turnout()
         result = self.station.status()
@@ -108,7 +110,8 @@ class Operator:
         rec = self.station.ledger.get(serial.strip())
         if rec.state is SlipState.PRINTED:
             self.station.ledger.reprint_request(rec.serial)
-            self.station.journal.record("slip-reprinted", slip_serial=rec.serial, reason="operator")
+            self.station.journal.record(EventId.SLIP_REPRINTED, slip_serial=rec.serial,
+                                        reason="operator")
         self.station.print_pending()
         return self.station.status()
 
@@ -148,7 +151,7 @@ class Operator:
         atomic_write(self.export_dir / f"{name}.sig", self._sign(body).hex().encode() + b"\n",
                      mode=0o600)
         self.station.lifecycle.apply(Command.EXPORT)
-        self.station.journal.record("station-exported", export_hash=digest)
+        self.station.journal.record(EventId.STATION_EXPORTED, export_hash=digest)
         result = self.station.status()
         result["export"] = str(self.export_dir / f"{name}.json")
         return result

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent import __version__
+from agent.audit.event_ids import EventId
 from agent.drivers.document import Document
 from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
 from agent.drivers.sensor import Capture, FingerprintSensor, Guidance, NoFinger
@@ -68,7 +69,7 @@ class PrinterPort(Protocol):
 class Journal(Protocol):
     """Where outcomes go: the audit log and, from it, telemetry."""
 
-    def record(self, event: str, **fields: object) -> None:
+    def record(self, event: EventId, **fields: object) -> None:
         """Append an audit event (durable) and queue it as telemetry."""
         ...
 
@@ -81,7 +82,7 @@ class Journal(Protocol):
         """Hash of the newest audit entry."""
         ...
 
-    def has_event(self, event: str, slip_serial: str) -> bool:
+    def has_event(self, event: EventId, slip_serial: str) -> bool:
         """Whether an event for ``slip_serial`` is already in the audit log."""
         ...
 
@@ -126,10 +127,10 @@ _SLIP_KIND_FIELD = {
 }
 
 _VOTER_EVENTS = {
-    SlipKind.IDENTIFIED: "voter-identified",
-    SlipKind.REFUSED: "voter-refused",
-    SlipKind.NOT_IDENTIFIED: "voter-not-identified",
-    SlipKind.MANUAL: "manual-decision",
+    SlipKind.IDENTIFIED: EventId.VOTER_IDENTIFIED,
+    SlipKind.REFUSED: EventId.VOTER_REFUSED,
+    SlipKind.NOT_IDENTIFIED: EventId.VOTER_NOT_IDENTIFIED,
+    SlipKind.MANUAL: EventId.MANUAL_DECISION,
 }
 
 VOTER_SLIPS = frozenset(_VOTER_EVENTS)
@@ -239,7 +240,7 @@ class Station:
                     self.ledger.make_pending(rec.serial)
                 else:
                     self.ledger.void(rec.serial)
-                    self.journal.record("slip-voided", slip_serial=rec.serial)
+                    self.journal.record(EventId.SLIP_VOIDED, slip_serial=rec.serial)
             for rec in self.ledger.all():
                 event = _VOTER_EVENTS.get(rec.kind)
                 if event and rec.state != SlipState.VOID and not self.journal.has_event(
@@ -344,7 +345,7 @@ class Station:
     def _session(self, capture: Capture) -> None:
         self._attempt_ids += 1
         session = _Session(attempt_id=self._attempt_ids, document_voter=self._take_document_voter())
-        self.journal.record("identification-started", attempt_id=session.attempt_id,
+        self.journal.record(EventId.IDENTIFICATION_STARTED, attempt_id=session.attempt_id,
                             lookup=self._document_lookup if session.document_voter is not None
                             else "none")
         while True:
@@ -370,7 +371,7 @@ class Station:
 
     def _decide(self, session: _Session, probe: Template) -> tuple[int, str, float] | None:
         if probe.quality < QUALITY_THRESHOLD or len(probe) < parameters.MIN_MINUTIAE:
-            self.journal.record("capture-rejected", attempt_id=session.attempt_id,
+            self.journal.record(EventId.CAPTURE_REJECTED, attempt_id=session.attempt_id,
                                 quality=int(probe.quality), reason="low-quality")
             return None
         if session.document_voter is not None:
@@ -408,7 +409,7 @@ class Station:
         if not isinstance(mark, Mark):
             # A peer's mark arrived between the look-up and ours.
             self.ledger.void(rec.serial)
-            self.journal.record("slip-voided", slip_serial=rec.serial)
+            self.journal.record(EventId.SLIP_VOIDED, slip_serial=rec.serial)
             self._finish_refused(voter.list_number, mark, attempt_id)
             return
         self.ledger.make_pending(rec.serial)
@@ -459,7 +460,7 @@ class Station:
         else:
             fields.update(attempt, attempts=int(rec.details.get("attempts", 0)))
         self.journal.record(event, **fields)
-        self.journal.record("slip-pending", slip_serial=rec.serial,
+        self.journal.record(EventId.SLIP_PENDING, slip_serial=rec.serial,
                             slip_kind=_SLIP_KIND_FIELD[rec.kind])
 
     # ------------------------------------------------------------- printing
@@ -477,7 +478,7 @@ class Station:
         state = status.state.value
         if state != self._last_printer_state:
             previous, self._last_printer_state = self._last_printer_state, state
-            self.journal.record("printer-status-changed", status=state, previous=previous)
+            self.journal.record(EventId.PRINTER_STATUS_CHANGED, status=state, previous=previous)
 
     def _voter_line(self, list_number: int) -> VoterLine:
         v = self.roll.voter(self.roll.by_list_number[list_number])
@@ -503,7 +504,7 @@ class Station:
             self.ledger.printed(rec.serial, duplicate=duplicate)
             kind = _SLIP_KIND_FIELD.get(rec.kind)
             if kind is not None:  # reports have their own *-report-printed events
-                self.journal.record("slip-printed", slip_serial=rec.serial, slip_kind=kind,
+                self.journal.record(EventId.SLIP_PRINTED, slip_serial=rec.serial, slip_kind=kind,
                                     duplicate=duplicate)
             return True
         if isinstance(outcome, NotPrinted):
@@ -511,6 +512,6 @@ class Station:
         else:
             self.ledger.uncertain(rec.serial)
         self._note_printer(outcome.status)
-        self.journal.record("slip-print-failed", slip_serial=rec.serial,
+        self.journal.record(EventId.SLIP_PRINT_FAILED, slip_serial=rec.serial,
                             status=outcome.status.state.value)
         return False
