@@ -1,6 +1,6 @@
 """Closed set of audit event ids.
 
-GENERATED from agent/audit/events.toml by ``python -m agent.audit.events --write``; do not edit.
+GENERATED from agent/audit/events.toml by ``python -m agent.audit.generate --write``; do not edit.
 """
 
 from __future__ import annotations

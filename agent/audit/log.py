@@ -50,6 +50,11 @@ Chosen over an fsynced append-only file because
 Triggers refuse ``UPDATE`` and ``DELETE`` on the entry table. That stops our own
 code from rewriting history by mistake; it does not stop someone with the file
 (they can drop the triggers), which is what the chain and signatures are for.
+
+This module is the format and its writer, one job: the encoding, its checks
+(:func:`decode_body`) and :class:`AuditLog` stay together (past 450 lines)
+because the writer and the verifier (:mod:`agent.audit.verify`) must agree on
+them byte for byte; the command line is :mod:`agent.audit.cli`.
 """
 
 from __future__ import annotations
