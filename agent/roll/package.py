@@ -5,6 +5,8 @@ station with :func:`build_package`; every kiosk registered for that station
 opens it with :func:`open_package` using its own X25519 key; anyone holding the
 package can read the plain header with :func:`peek_header` and compute the
 "roll hash" printed on opening and closing reports with :func:`package_hash`.
+The writer and the reader of the same bytes stay in this one module (past 450
+lines): it has one job, the format, and the two directions must not drift.
 
 Wire format, version 1 (all integers big-endian; ``str8``/``str16`` are UTF-8
 strings prefixed by a 1- or 2-byte length; the full description with
