@@ -36,7 +36,7 @@ from agent import __version__, parameters, sdnotify
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlServer
-from agent.drivers.docreader import MrzRead, MrzRejected, SerialDocumentReader
+from agent.drivers.docreader.reader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer import open_printer
 from agent.drivers.sensor import FingerprintSensor, open_sensor
 from agent.drivers.transport import TransportUnavailableError

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import BinaryIO, Literal, TextIO
 
+from agent.drivers.docreader.mrz import MRZ, TD1_LINE, TD3_LINE, MRZError, MrzFormat, parse_mrz
 from agent.drivers.transport import SerialPort, TransportUnavailableError, open_serial
-from agent.mrz import MRZ, TD1_LINE, TD3_LINE, MRZError, MrzFormat, parse_mrz
 
 __all__ = [
     "EvdevDecoder",
