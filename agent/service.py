@@ -38,7 +38,7 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlServer
 from agent.drivers.docreader.reader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer import open_printer
-from agent.drivers.sensor import FingerprintSensor, open_sensor
+from agent.drivers.sensor.service import FingerprintSensor, open_sensor
 from agent.drivers.transport import TransportUnavailableError
 from agent.event_ids import EventId
 from agent.journal import AuditJournal

@@ -37,7 +37,8 @@ from agent import __version__, parameters
 from agent.config import atomic_write
 from agent.drivers.document import Document
 from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
-from agent.drivers.sensor import Capture, FingerprintSensor, Guidance, NoFinger
+from agent.drivers.sensor.service import FingerprintSensor
+from agent.drivers.sensor.types import Capture, Guidance, NoFinger
 from agent.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.lifecycle import Command, Lifecycle, Phase
 from agent.marks import Mark, MarkStore, hlc_wall_ms

@@ -46,7 +46,7 @@ from agent.config import (
     save_config,
 )
 from agent.control import ControlError, request
-from agent.drivers.sensor import Guidance
+from agent.drivers.sensor.types import Guidance
 from agent.keys import generate_keys
 from agent.match import STANDARD_DPI, Template, load_template
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from agent.config import SensorConfig, load_config
-from agent.drivers.sensor import Capture, open_sensor
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import Capture
 from agent.match import extract
 from agent.rollpackage import Finger, Voter
 from agent.service import Agent

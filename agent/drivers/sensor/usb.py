@@ -7,7 +7,7 @@ from libfprint's test data): the tests replay that traffic through
 against what the real devices sent.
 
 Each driver produces a *raw frame* in sensor order (what came over the wire,
-assembled) and turns it into a :class:`~agent.drivers.sensor.Capture` with
+assembled) and turns it into a :class:`~agent.drivers.sensor.types.Capture` with
 only lossless fixes (polarity, orientation). Interpolation to another
 resolution is the extractor's business, not the driver's.
 
@@ -30,26 +30,26 @@ from typing import Any, ClassVar, NoReturn, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.drivers.sensor import (
+from agent.drivers.sensor.parameters import (
+    AES3500_FINGER_STD,
+    NB1010_DETECT_THRESHOLD,
+    NB1010_SETTLE_S,
+    SensorTimings,
+)
+from agent.drivers.sensor.reconnecting import Reconnecting
+from agent.drivers.sensor.types import (
     Capture,
     FrameLengthError,
     Guidance,
     NoFinger,
     ProtocolError,
-    Reconnecting,
     SensorBusyError,
     SensorDisconnected,
     SensorError,
     SensorStatus,
     SensorTimeoutError,
-    SensorTimings,
     UsbTransferError,
     map_status,
-)
-from agent.drivers.sensor_parameters import (
-    AES3500_FINGER_STD,
-    NB1010_DETECT_THRESHOLD,
-    NB1010_SETTLE_S,
 )
 from agent.drivers.transport import TransportUnavailableError, UsbDevice, find_usb, usb_errno
 
@@ -321,7 +321,8 @@ class Aes3500Driver(_BulkDevice):
 
 
 class UsbSensor:
-    """:class:`~agent.drivers.sensor.FingerprintSensor` on a USB sensor, reopened after faults.
+    """:class:`~agent.drivers.sensor.service.FingerprintSensor` on a USB sensor (reopened
+    after faults).
 
     ``backend`` is a pyusb backend (None: libusb); tests and the demo pass the
     replay backend of :mod:`hardware_sim.usb_replay`.

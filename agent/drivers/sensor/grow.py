@@ -2,8 +2,8 @@
 
 :class:`GrowDevice` is the device API: one method per instruction, over any
 :class:`~agent.drivers.transport.SerialPort`, returning typed results
-(:class:`~agent.drivers.grow_codec.Confirmation`, parsed parameters, images).
-:class:`GrowSensor` is the :class:`~agent.drivers.sensor.FingerprintSensor`
+(:class:`~agent.drivers.sensor.grow_codec.Confirmation`, parsed parameters, images).
+:class:`GrowSensor` is the :class:`~agent.drivers.sensor.service.FingerprintSensor`
 service on top: finger polling, LED guidance, baud negotiation and transparent
 reconnection when the port disappears (USB-serial bridge pulled, pty closed)
 and comes back at the same path.
@@ -22,7 +22,7 @@ import numpy as np
 import serial
 from numpy.typing import NDArray
 
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow_codec import (
     BAUD_UNIT,
     CHAR_FILE_BYTES,
     DATA_PACKET_SIZES,
@@ -44,22 +44,21 @@ from agent.drivers.grow_codec import (
     confirmation_of,
     unpack_image,
 )
-from agent.drivers.sensor import (
+from agent.drivers.sensor.parameters import BAUD_CANDIDATES, READ_SLICE_S, SensorTimings
+from agent.drivers.sensor.reconnecting import Reconnecting
+from agent.drivers.sensor.types import (
     Capture,
     DeviceRefusedError,
     Guidance,
     NoFinger,
     ProtocolError,
-    Reconnecting,
     SensorDisconnected,
     SensorError,
     SensorStatus,
     SensorTimeoutError,
-    SensorTimings,
     UnexpectedPacketError,
     map_status,
 )
-from agent.drivers.sensor_parameters import BAUD_CANDIDATES, READ_SLICE_S
 from agent.drivers.transport import SerialPort, TransportUnavailableError, open_serial
 
 log = logging.getLogger(__name__)
@@ -314,7 +313,7 @@ def _close_port(port: SerialPort) -> None:
 
 
 class GrowSensor:
-    """:class:`~agent.drivers.sensor.FingerprintSensor` on a Grow module at a serial path.
+    """:class:`~agent.drivers.sensor.service.FingerprintSensor` on a Grow module at a serial path.
 
     Every operation runs against the current :class:`GrowDevice`; when the port
     vanishes the service closes it and reopens the same path (a stable udev
