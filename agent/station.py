@@ -35,8 +35,8 @@ from numpy.typing import NDArray
 
 from agent import __version__, parameters
 from agent.config import atomic_write
-from agent.drivers.document import Document
-from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
+from agent.drivers.printer.document import Document
+from agent.drivers.printer.status import NotPrinted, Printed, PrinterStatus, PrintOutcome
 from agent.drivers.sensor.service import FingerprintSensor
 from agent.drivers.sensor.types import Capture, Guidance, NoFinger
 from agent.ledger import Ledger, SlipKind, SlipRecord, SlipState

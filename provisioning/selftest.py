@@ -201,8 +201,8 @@ def check_sensor(cfg: AgentConfig) -> Check:
 
 def check_printer(cfg: AgentConfig) -> Check:
     """Open the receipt printer and read its real-time status (paper, cover, errors)."""
-    from agent.drivers.printer import open_printer
-    from agent.drivers.printer_status import PrinterState
+    from agent.drivers.printer.printer import open_printer
+    from agent.drivers.printer.status import PrinterState
 
     try:
         printer = open_printer(cfg.printer)

@@ -51,7 +51,14 @@ from agent.drivers.sensor.types import (
     UsbTransferError,
     map_status,
 )
-from agent.drivers.transport import TransportUnavailableError, UsbDevice, find_usb, usb_errno
+from agent.drivers.transport import (
+    TransportUnavailableError,
+    UsbDevice,
+    claim_usb_interface,
+    find_usb,
+    release_usb,
+    usb_errno,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,23 +132,8 @@ class _BulkDevice:
 
     def open(self) -> None:
         """Select the configuration, take the interface from any kernel driver, claim it."""
-        import usb.core
-        import usb.util
-
         try:
-            try:
-                if self.dev.is_kernel_driver_active(self.INTERFACE):
-                    self.dev.detach_kernel_driver(self.INTERFACE)
-            except NotImplementedError:
-                pass  # backends without kernel drivers (replay, Windows)
-            try:
-                self.dev.get_active_configuration()
-            except usb.core.USBError:
-                # Only an unconfigured device gets SET_CONFIGURATION: on a
-                # configured one it is a needless reset of the device state
-                # (and libfprint, whose traffic we follow, never sends it).
-                self.dev.set_configuration()
-            usb.util.claim_interface(self.dev, self.INTERFACE)
+            claim_usb_interface(self.dev, self.INTERFACE)
         except Exception as exc:
             if usb_errno(exc) is None:
                 raise
@@ -149,13 +141,7 @@ class _BulkDevice:
 
     def close(self) -> None:
         """Release everything pyusb holds for the device (best effort: it may be gone)."""
-        import usb.core
-        import usb.util
-
-        with contextlib.suppress(usb.core.USBError, NotImplementedError):
-            usb.util.release_interface(self.dev, self.INTERFACE)
-        with contextlib.suppress(usb.core.USBError, NotImplementedError):
-            usb.util.dispose_resources(self.dev)
+        release_usb(self.dev, self.INTERFACE)
 
     def send(self, data: bytes) -> None:
         """One bulk OUT transfer, all of ``data`` or an error."""
