@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.drivers.sensor.grow import GrowDevice, GrowSensor
+from agent.drivers.sensor.grow import GrowSensor
 from agent.drivers.sensor.grow_codec import (
     DATA_PACKET_SIZES,
     PREFIX_LEN,
@@ -19,6 +19,7 @@ from agent.drivers.sensor.grow_codec import (
     PacketReader,
     split_data,
 )
+from agent.drivers.sensor.grow_device import GrowDevice
 from agent.drivers.sensor.parameters import SensorTimings
 from agent.drivers.sensor.types import Capture
 from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver, UsbSensor

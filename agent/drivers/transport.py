@@ -4,7 +4,8 @@ Every device the agent drives is opened here: the sensors' serial ports and
 USB interfaces, the printer's serial and USB links, the document reader's port
 or evdev node, and the start-up check that a configured serial path is there
 and free (:func:`preflight_serial`). Above this module no driver imports
-pyserial or pyusb to open anything.
+pyserial or pyusb to open anything. (The module is longer than most because
+that one job spans three kinds of device; the codecs and services stay out.)
 
 Narrow hardware interfaces: only the pyserial / pyusb calls our drivers make.
 

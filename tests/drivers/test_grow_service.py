@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from agent.config import SensorConfig
-from agent.drivers.sensor.grow import AURA_FOR_GUIDANCE, GrowDevice, GrowSensor
+from agent.drivers.sensor.grow import AURA_FOR_GUIDANCE, GrowSensor
 from agent.drivers.sensor.grow_codec import (
     DATA_PACKET_SIZES,
     Confirmation,
@@ -20,6 +20,7 @@ from agent.drivers.sensor.grow_codec import (
     Packet,
     Register,
 )
+from agent.drivers.sensor.grow_device import GrowDevice
 from agent.drivers.sensor.parameters import SensorTimings
 from agent.drivers.sensor.service import open_sensor
 from agent.drivers.sensor.types import (
