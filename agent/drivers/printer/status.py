@@ -3,6 +3,8 @@
 :func:`decode_status` is the only place raw status bits become a
 :class:`PrinterState`; vendor differences live in the profile's
 :class:`~agent.drivers.printer.profiles.StatusLayout`, not in branches here.
+What printing a slip did is a value too (:data:`PrintOutcome`): with the
+status, these are the closed types the station acts on.
 """
 
 from __future__ import annotations
