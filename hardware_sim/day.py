@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from nacl.signing import SigningKey
 
-from agent.drivers.sensor import Guidance
+from agent.drivers.sensor.types import Guidance
 from agent.match import STANDARD_DPI, Template, load_template
 from agent.roll.package import Finger, Kiosk, Roll, Voter, build_package
 from agent.runtime.config import (

@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from agent.drivers.sensor import Capture, open_sensor
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import Capture
 from agent.match import extract
 from agent.roll.package import Finger, Voter
 from agent.runtime.config import SensorConfig, load_config

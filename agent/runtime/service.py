@@ -29,16 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import serial
 from nacl.signing import VerifyKey
 
 from agent import __version__
 from agent.audit.event_ids import EventId
 from agent.audit.log import AuditLog
-from agent.drivers.docreader import MrzRead, MrzRejected, SerialDocumentReader
-from agent.drivers.printer import open_printer
-from agent.drivers.sensor import FingerprintSensor, open_sensor
-from agent.drivers.transport import TransportUnavailableError
+from agent.drivers.docreader.reader import MrzRead, MrzRejected, SerialDocumentReader
+from agent.drivers.printer.printer import open_printer
+from agent.drivers.sensor.service import FingerprintSensor, open_sensor
+from agent.drivers.transport import (
+    DeviceUnavailable,
+    TransportUnavailableError,
+    preflight_serial,
+)
 from agent.match import Matcher
 from agent.match.matcher import warm_up
 from agent.peers.sync import (
@@ -271,32 +274,6 @@ class Agent:
                 closer()
             except Exception:  # closing must not mask the stop reason
                 log.exception("error while closing")
-
-
-class DeviceUnavailable(RuntimeError):  # noqa: N818 - reads as the operator sees it
-    """A configured device path is missing or held by another process at start-up."""
-
-
-def preflight_serial(what: str, port: str) -> None:
-    """Refuse to start on a missing or busy serial device, naming it and the fix.
-
-    Later disappearances are the drivers' business (they reconnect); at
-    start-up a wrong path is a provisioning mistake the technician must see.
-    """
-    if not Path(port).exists():
-        raise DeviceUnavailable(
-            f"{what} {port} not found: check the cable and the udev rule "
-            f"(docs/DEVICES.md), or the {what} port in the configuration"
-        )
-    try:
-        handle = serial.Serial(port, exclusive=True, timeout=0)
-    except serial.SerialException as exc:
-        busy = "lock" in str(exc).lower() or "busy" in str(exc).lower()
-        raise DeviceUnavailable(
-            f"{what} {port} is busy: another process holds it (see 'fuser {port}')"
-            if busy else f"{what} {port} cannot be opened: {exc}"
-        ) from exc
-    handle.close()
 
 
 def _verify_key(hex_key: str) -> VerifyKey:

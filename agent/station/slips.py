@@ -1,6 +1,6 @@
 """What the kiosk prints: voter slips and the commission's reports, in Kyrgyz and Russian.
 
-Pure functions from facts to :class:`~agent.drivers.document.Document`; the
+Pure functions from facts to :class:`~agent.drivers.printer.document.Document`; the
 printer driver decides how the letters reach the paper (KZ-1048 or raster).
 Every line is given in Kyrgyz first, then Russian (the order used on official
 CEC forms). Nothing here reads clocks or stores: callers pass the time, and
@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.drivers.document import Align, Document, Feed, QRCode, Rule, Text
+from agent.drivers.printer.document import Align, Document, Feed, QRCode, Rule, Text
 from agent.station.ledger import SlipKind, SlipRecord
 
 _METHOD = {

@@ -37,9 +37,10 @@ from numpy.typing import NDArray
 
 from agent import __version__
 from agent.audit.event_ids import EventId
-from agent.drivers.document import Document
-from agent.drivers.printer import NotPrinted, Printed, PrinterStatus, PrintOutcome
-from agent.drivers.sensor import Capture, FingerprintSensor, Guidance, NoFinger
+from agent.drivers.printer.document import Document
+from agent.drivers.printer.status import NotPrinted, Printed, PrinterStatus, PrintOutcome
+from agent.drivers.sensor.service import FingerprintSensor
+from agent.drivers.sensor.types import Capture, Guidance, NoFinger
 from agent.match import Matcher, Template, extract
 from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from agent.drivers.docreader import (
+from agent.drivers.docreader.reader import (
     EvdevDecoder,
     EvdevDocumentReader,
     KeyboardDocumentReader,

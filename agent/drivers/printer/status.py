@@ -2,7 +2,9 @@
 
 :func:`decode_status` is the only place raw status bits become a
 :class:`PrinterState`; vendor differences live in the profile's
-:class:`~agent.drivers.printer_profiles.StatusLayout`, not in branches here.
+:class:`~agent.drivers.printer.profiles.StatusLayout`, not in branches here.
+What printing a slip did is a value too (:data:`PrintOutcome`): with the
+status, these are the closed types the station acts on.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from agent.drivers.escpos import EscposError
-from agent.drivers.printer_profiles import StatusLayout
+from agent.drivers.printer.errors import StatusReplyError
+from agent.drivers.printer.profiles import StatusLayout
 
 #: Every DLE EOT reply byte is ``0xx1xx10``: bits 1 and 4 set, bits 0 and 7 clear.
 _FIXED_MASK = 0x93
@@ -60,14 +62,6 @@ class PrinterStatus:
     def printable(self) -> bool:
         """Whether a slip can be printed now (READY or PAPER_NEAR_END)."""
         return self.state in (PrinterState.READY, PrinterState.PAPER_NEAR_END)
-
-
-class StatusReplyError(EscposError):
-    """A status reply is not a DLE EOT reply (wrong length or fixed bits): line noise or a bug."""
-
-    def __init__(self, raw: bytes, reason: str) -> None:
-        super().__init__(f"bad DLE EOT reply {raw.hex(' ')}: {reason}")
-        self.raw = raw
 
 
 def decode_status(raw: bytes, layout: StatusLayout) -> PrinterStatus:
@@ -162,3 +156,31 @@ def encode_status(
     if paper_end:
         s4 |= layout.n4_paper_end
     return bytes((s1, s2, s3, s4))
+
+
+# --- outcomes of printing a slip --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Printed:
+    """The printer processed the whole slip, cut included, and is still healthy."""
+
+    status_after: PrinterStatus
+
+
+@dataclass(frozen=True)
+class NotPrinted:
+    """Nothing was sent (printer not ready, or unreachable): safe to retry as the ORIGINAL."""
+
+    status: PrinterStatus
+
+
+@dataclass(frozen=True)
+class Uncertain:
+    """Bytes were sent but the slip was not confirmed: reprint only as a DUPLICATE."""
+
+    status: PrinterStatus
+    detail: str = ""
+
+
+PrintOutcome = Printed | NotPrinted | Uncertain

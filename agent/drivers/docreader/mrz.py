@@ -3,7 +3,7 @@
 :func:`parse_mrz` checks the layout, the character set and every check digit
 (including the composite one) and returns a frozen :class:`MRZ`, or raises
 :class:`MRZError` naming the line and field that failed. It does no I/O; the
-document-reader driver (:mod:`agent.drivers.docreader`) turns raw reader
+document-reader driver (:mod:`agent.drivers.docreader.reader`) turns raw reader
 output into lines and treats a failed parse as an ordinary outcome (the
 operator asks the voter to present the document again).
 

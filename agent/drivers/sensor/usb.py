@@ -7,7 +7,7 @@ from libfprint's test data): the tests replay that traffic through
 against what the real devices sent.
 
 Each driver produces a *raw frame* in sensor order (what came over the wire,
-assembled) and turns it into a :class:`~agent.drivers.sensor.Capture` with
+assembled) and turns it into a :class:`~agent.drivers.sensor.types.Capture` with
 only lossless fixes (polarity, orientation). Interpolation to another
 resolution is the extractor's business, not the driver's.
 
@@ -30,28 +30,35 @@ from typing import Any, ClassVar, NoReturn, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.drivers.sensor import (
+from agent.drivers.sensor.parameters import (
+    AES3500_FINGER_STD,
+    NB1010_DETECT_THRESHOLD,
+    NB1010_SETTLE_S,
+    SensorTimings,
+)
+from agent.drivers.sensor.reconnecting import Reconnecting
+from agent.drivers.sensor.types import (
     Capture,
     FrameLengthError,
     Guidance,
     NoFinger,
     ProtocolError,
-    Reconnecting,
     SensorBusyError,
     SensorDisconnected,
     SensorError,
     SensorStatus,
     SensorTimeoutError,
-    SensorTimings,
     UsbTransferError,
     map_status,
 )
-from agent.drivers.sensor_parameters import (
-    AES3500_FINGER_STD,
-    NB1010_DETECT_THRESHOLD,
-    NB1010_SETTLE_S,
+from agent.drivers.transport import (
+    TransportUnavailableError,
+    UsbDevice,
+    claim_usb_interface,
+    find_usb,
+    release_usb,
+    usb_errno,
 )
-from agent.drivers.transport import TransportUnavailableError, UsbDevice, find_usb, usb_errno
 
 log = logging.getLogger(__name__)
 
@@ -125,23 +132,8 @@ class _BulkDevice:
 
     def open(self) -> None:
         """Select the configuration, take the interface from any kernel driver, claim it."""
-        import usb.core
-        import usb.util
-
         try:
-            try:
-                if self.dev.is_kernel_driver_active(self.INTERFACE):
-                    self.dev.detach_kernel_driver(self.INTERFACE)
-            except NotImplementedError:
-                pass  # backends without kernel drivers (replay, Windows)
-            try:
-                self.dev.get_active_configuration()
-            except usb.core.USBError:
-                # Only an unconfigured device gets SET_CONFIGURATION: on a
-                # configured one it is a needless reset of the device state
-                # (and libfprint, whose traffic we follow, never sends it).
-                self.dev.set_configuration()
-            usb.util.claim_interface(self.dev, self.INTERFACE)
+            claim_usb_interface(self.dev, self.INTERFACE)
         except Exception as exc:
             if usb_errno(exc) is None:
                 raise
@@ -149,13 +141,7 @@ class _BulkDevice:
 
     def close(self) -> None:
         """Release everything pyusb holds for the device (best effort: it may be gone)."""
-        import usb.core
-        import usb.util
-
-        with contextlib.suppress(usb.core.USBError, NotImplementedError):
-            usb.util.release_interface(self.dev, self.INTERFACE)
-        with contextlib.suppress(usb.core.USBError, NotImplementedError):
-            usb.util.dispose_resources(self.dev)
+        release_usb(self.dev, self.INTERFACE)
 
     def send(self, data: bytes) -> None:
         """One bulk OUT transfer, all of ``data`` or an error."""
@@ -321,7 +307,8 @@ class Aes3500Driver(_BulkDevice):
 
 
 class UsbSensor:
-    """:class:`~agent.drivers.sensor.FingerprintSensor` on a USB sensor, reopened after faults.
+    """:class:`~agent.drivers.sensor.service.FingerprintSensor` on a USB sensor (reopened
+    after faults).
 
     ``backend`` is a pyusb backend (None: libusb); tests and the demo pass the
     replay backend of :mod:`hardware_sim.usb_replay`.

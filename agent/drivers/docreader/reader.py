@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import fcntl
 import logging
 import re
 import struct
@@ -41,8 +40,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import BinaryIO, Literal, TextIO
 
-from agent.drivers.transport import SerialPort, TransportUnavailableError, open_serial
-from agent.mrz import MRZ, TD1_LINE, TD3_LINE, MRZError, MrzFormat, parse_mrz
+from agent.drivers.docreader.mrz import MRZ, TD1_LINE, TD3_LINE, MRZError, MrzFormat, parse_mrz
+from agent.drivers.transport import SerialPort, TransportUnavailableError, open_evdev, open_serial
 
 __all__ = [
     "EvdevDecoder",
@@ -321,7 +320,6 @@ _KEYMAP: dict[int, tuple[str, str]] = {
     57: (" ", " "),
     12: ("-", "_"),
 }
-_EVIOCGRAB = 0x40044590  # _IOW('E', 0x90, int)
 
 
 class EvdevDecoder:
@@ -383,18 +381,7 @@ class EvdevDocumentReader:
         cls, path: str, *, grab: bool = True, today: _dt.date | None = None
     ) -> EvdevDocumentReader:
         """Open ``/dev/input/eventN`` (via its udev symlink), grabbing it exclusively."""
-        try:
-            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - owned by the reader
-        except OSError as exc:
-            raise TransportUnavailableError(errno.ENODEV, f"cannot open {path}: {exc}") from exc
-        if grab:
-            try:
-                fcntl.ioctl(fh.fileno(), _EVIOCGRAB, 1)
-            except OSError as exc:
-                fh.close()
-                raise TransportUnavailableError(
-                    exc.errno or errno.EIO, f"cannot grab {path}: {exc}"
-                ) from exc
+        fh = open_evdev(path, grab=grab)
         return cls(fh, today=today)
 
     def read(self) -> ReadOutcome | None:

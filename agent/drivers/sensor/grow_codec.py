@@ -6,7 +6,7 @@ Pure: no I/O. A packet on the wire is::
 
 big-endian, ``length`` counting payload plus checksum, checksum the low 16 bits of
 the sum of packet id, both length bytes and every payload byte. The same codec
-serves the host driver (:mod:`agent.drivers.grow`) and the device-side simulator
+serves the host driver (:mod:`agent.drivers.sensor.grow`) and the device-side simulator
 (:mod:`hardware_sim.grow_sim`).
 
 Pitfalls of popular libraries avoided on purpose: the checksum is verified on
@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.drivers.sensor import (
+from agent.drivers.sensor.types import (
     ChecksumError,
     FrameLengthError,
     ProtocolError,
