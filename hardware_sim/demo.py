@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.rollpackage import Roll
+from agent.roll.package import Roll
 from hardware_sim.rig import (
     Rig,
     RigError,

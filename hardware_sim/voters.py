@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.match import STANDARD_DPI, Template, load_template, to_iso2005
-from agent.rollpackage import Finger, Kiosk, Roll, Voter
+from agent.roll.package import Finger, Kiosk, Roll, Voter
 from hardware_sim.fingers import FVC_DPI
 
 REPO = Path(__file__).resolve().parents[1]
