@@ -116,7 +116,7 @@ def cmd_device_request(args: argparse.Namespace) -> int:
     req = dev.make_request(Path(args.config_dir))
     text = req.to_json()
     if args.out:
-        from agent.runtime.config import atomic_write
+        from agent.runtime.durable import atomic_write
 
         atomic_write(Path(args.out), (text + "\n").encode(), mode=0o644)
         _out(f"request written to {args.out}")

@@ -55,6 +55,7 @@ from agent.roll.installed import RollError, load_cec_key, load_roll
 from agent.runtime import sdnotify
 from agent.runtime.config import AgentConfig, ConfigError, load_config
 from agent.runtime.control import ControlServer
+from agent.runtime.durable import make_dirs, remove_stale_temp_files
 from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
@@ -98,7 +99,12 @@ class Agent:
         t0 = time.monotonic()
         self.cfg = cfg
         state = cfg.state_path
-        state.mkdir(parents=True, exist_ok=True)
+        make_dirs(state)
+        for root in (state, Path(cfg.key_dir)):
+            files, size = remove_stale_temp_files(root)
+            if files:
+                log.info("removed %d temp file(s) of interrupted writes (%.1f MB) under %s",
+                         files, size / 1e6, root)
         self.keys = load_keys(cfg.key_dir)
         cec_key = load_cec_key(Path(cfg.key_dir))
         self.matcher = Matcher()
