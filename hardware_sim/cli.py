@@ -13,7 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "day": ("hardware_sim.demo", "run a simulated polling-station day end to end"),
     "docreader": ("hardware_sim.docreader_sim", "ID-document (MRZ) reader on a pty"),
-    "crash": ("hardware_sim.crash", "power-cut the agent at random moments of a simulated day"),
+    "powerloss": ("hardware_sim.powerloss",
+                  "true power cuts along voters' turns, on a disk that forgets"),
     "sensor": ("hardware_sim.grow_sim", "ZhianTec/Grow fingerprint sensor on a pty"),
     "printer": ("hardware_sim.escpos_sim", "ESC/POS receipt printer on a pty"),
     "replay-capture": ("hardware_sim.usb_replay", "replay a recorded USB sensor capture"),

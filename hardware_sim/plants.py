@@ -13,9 +13,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import agent.station.marks as marks
 from agent.runtime import sqlite_util
 from agent.runtime.cli import main as agent_main
+from agent.station import marks
 
 PLANTS = ("sync-normal-marks",)
 
@@ -28,7 +28,7 @@ def _plant_sync_normal_marks() -> None:
         con.execute("PRAGMA synchronous=NORMAL")
         return con
 
-    marks.connect_durable = connect  # type: ignore[assignment]
+    marks.connect_durable = connect  # type: ignore[attr-defined,assignment]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,7 +189,7 @@ class Power:
             self._never.wait()
 
 
-class PowerLossOps(fuse.Operations):
+class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     """The filesystem operations over a :class:`Store`."""
 
     use_ns = True
@@ -543,8 +543,8 @@ class PowerFs:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.strip()
+        for raw in proc.stdout:
+            line = raw.strip()
             if line.startswith("frozen"):
                 self.frozen.set()
             self.lines.put(line)
@@ -619,7 +619,7 @@ def _stale_mount(path: Path) -> bool:
     return False
 
 
-class _Fuse(fuse.FUSE):
+class _Fuse(fuse.FUSE):  # type: ignore[misc]
     """mfusepy's FUSE, passing the file handle to ``truncate`` (ftruncate of an open file
     has no path when paths are not computed for handle operations)."""
 
@@ -649,7 +649,8 @@ def serve(backing: Path, mountpoint: Path) -> None:
     threading.Thread(target=control, daemon=True).start()
     threading.Thread(target=announce, daemon=True).start()
     _Fuse(ops, str(mountpoint), foreground=True, raw_fi=True, hard_remove=True,
-              debug=bool(os.environ.get("POWERFS_DEBUG")), fsname="powerfs", attr_timeout=0, entry_timeout=0, negative_timeout=0)
+              debug=bool(os.environ.get("POWERFS_DEBUG")), fsname="powerfs",
+              attr_timeout=0, entry_timeout=0, negative_timeout=0)
 
 
 def main(argv: list[str] | None = None) -> int:
