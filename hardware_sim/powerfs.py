@@ -203,6 +203,8 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         self.power = Power()
         self.out = out
         self.handles: dict[int, Node] = {}
+        self.handle_paths: dict[int, str] = {}
+        """The path each handle was opened by (syncs come without a path)."""
         self.next_fh = 1
         self.syncs = 0
         self.quota = 0
@@ -242,6 +244,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         fh = self.next_fh
         self.next_fh += 1
         self.handles[fh] = node
+        self.handle_paths[fh] = path
         fi.fh = fh
         # the WAL index is mmap-ed shared; everything else bypasses the page cache
         fi.direct_io = 0 if path.endswith("-shm") else 1
@@ -393,19 +396,21 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         fh = self.next_fh
         self.next_fh += 1
         self.handles[fh] = self._lookup(path)
+        self.handle_paths[fh] = path
         return fh
 
     def releasedir(self, path: str | None, fh: int) -> int:
         """closedir(3)."""
         with self.mutex:
             self.handles.pop(fh, None)
+            self.handle_paths.pop(fh, None)
         return 0
 
     @_op
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
         """Make the directory's entries durable."""
         node = self._node(path, fh)
-        self._synced(path or f"(dir {node.ino})", lambda: self.store.sync_dir(node, self.nodes))
+        self._synced(path or self.handle_paths.get(fh, "?"), lambda: self.store.sync_dir(node, self.nodes))
         return 0
 
     # --- files -----------------------------------------------------------------------
@@ -468,7 +473,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     def fsync(self, path: str | None, datasync: int, fh: Any) -> int:
         """fsync/fdatasync: make the contents durable."""
         node = self._node(path, fh)
-        self._synced(path or f"(ino {node.ino})", lambda: self.store.sync_file(node))
+        self._synced(path or self.handle_paths.get(getattr(fh, "fh", fh), "?"), lambda: self.store.sync_file(node))
         return 0
 
     def flush(self, path: str | None, fh: Any) -> int:
@@ -480,6 +485,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         """The last descriptor closed."""
         with self.mutex:
             self.handles.pop(getattr(fh, "fh", fh), None)
+            self.handle_paths.pop(getattr(fh, "fh", fh), None)
         return 0
 
 
@@ -495,8 +501,8 @@ class PowerFs:
     """
 
     def __init__(self, backing: Path, mountpoint: Path) -> None:
-        self.backing = backing
-        self.mountpoint = mountpoint
+        self.backing = backing.absolute()
+        self.mountpoint = mountpoint.absolute()
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str] = queue.Queue()
         self.frozen = threading.Event()
