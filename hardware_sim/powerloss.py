@@ -149,9 +149,12 @@ class _Day:
         except BaseException:
             self.fs.unmount()
             raise
+        # what an atomic write cut before its rename leaves: start-up must remove it
+        self.stale = self.kiosk.state / ".gallery.cache.x7k2m9q1.partial"
+        self.stale.write_bytes(bytes(64 * 1024))
         if self.plant:
             self.kiosk.program = ["-m", "hardware_sim.plants", self.plant]
-        self.report.restart_s.append(self.kiosk.start_agent())
+        self.kiosk.start_agent()  # a day's first start is not a restart after a cut
         self.kiosk.command("open")
         self.rig.printer.wait_for_documents(1, timeout=30)
         return self
@@ -283,6 +286,8 @@ class _Day:
         """Every invariant, now; problems are added to the report."""
         facts = collect(self.kiosk)
         found = disagreements(facts, ops, self.kiosk.device)
+        if self.stale.exists():
+            found.append(f"the stale temp file {self.stale.name} is still there")
         lost = set(facts.copies) - facts.mark_serials
         self.report.lost_marks |= {f"{self.report.days}:{s}" for s in lost}
         originals: Counter[int] = Counter()
