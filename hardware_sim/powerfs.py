@@ -410,7 +410,8 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
         """Make the directory's entries durable."""
         node = self._node(path, fh)
-        self._synced(path or self.handle_paths.get(fh, "?"), lambda: self.store.sync_dir(node, self.nodes))
+        where = path or self.handle_paths.get(fh, "?")
+        self._synced(where, lambda: self.store.sync_dir(node, self.nodes))
         return 0
 
     # --- files -----------------------------------------------------------------------
@@ -473,7 +474,8 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     def fsync(self, path: str | None, datasync: int, fh: Any) -> int:
         """fsync/fdatasync: make the contents durable."""
         node = self._node(path, fh)
-        self._synced(path or self.handle_paths.get(getattr(fh, "fh", fh), "?"), lambda: self.store.sync_file(node))
+        where = path or self.handle_paths.get(getattr(fh, "fh", fh), "?")
+        self._synced(where, lambda: self.store.sync_file(node))
         return 0
 
     def flush(self, path: str | None, fh: Any) -> int:
