@@ -32,7 +32,10 @@ Control, on the process's stdin, one command a line; answers on stdout:
   cut kills it): the power is off.
 * ``freeze``: freeze now. ``syncs``: print ``syncs N`` (syncs so far).
 * ``quota BYTES``: writes that would make the files larger than BYTES in total
-  fail with ENOSPC (a full disk); ``quota 0`` lifts it.
+  fail with ENOSPC (a full disk, as ``statvfs`` shows it); ``quota 0`` lifts it.
+* ``enospc N``: after N more writes that grow a file, every such write fails
+  with ENOSPC although ``statvfs`` still shows room (the disk filled between a
+  check and a write); ``enospc off`` lifts it.
 
 Run: ``python -m hardware_sim.powerfs BACKING MOUNTPOINT`` (as root, with
 ``/dev/fuse``); ``ready`` is printed once mounted.
@@ -208,6 +211,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         self.next_fh = 1
         self.syncs = 0
         self.quota = 0
+        self.enospc_after: int | None = None
         self.arm: tuple[int, str, str] | None = None
 
     # --- helpers -------------------------------------------------------------------
@@ -254,9 +258,14 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         return sum(len(n.data) for n in self.nodes.values())
 
     def _grow_check(self, node: Node, new_size: int) -> None:
-        if self.quota and new_size > len(node.data) and \
-                self._used() + new_size - len(node.data) > self.quota:
+        if new_size <= len(node.data):
+            return
+        if self.quota and self._used() + new_size - len(node.data) > self.quota:
             raise fuse.FuseOSError(errno.ENOSPC)
+        if self.enospc_after is not None:
+            if self.enospc_after <= 0:
+                raise fuse.FuseOSError(errno.ENOSPC)
+            self.enospc_after -= 1
 
     def _synced(self, path: str, effect: Callable[[], None]) -> None:
         """A sync: count it, maybe freeze before or after it takes effect."""
@@ -292,6 +301,9 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
                 self._freeze("(now)")
             elif words[0] == "syncs":
                 self.out(f"syncs {self.syncs}")
+            elif words[0] == "enospc":
+                self.enospc_after = None if words[1] == "off" else int(words[1])
+                self.out(f"enospc {words[1]}")
             elif words[0] == "quota":
                 self.quota = int(words[1])
                 self.out(f"quota {self.quota}")
@@ -596,6 +608,10 @@ class PowerFs:
     def quota(self, size: int) -> None:
         """A full disk above ``size`` bytes of file contents (0: no limit)."""
         self.command(f"quota {size}", "quota")
+
+    def enospc(self, after: int | None) -> None:
+        """Growing writes fail with ENOSPC after ``after`` more (None: lifted)."""
+        self.command(f"enospc {'off' if after is None else after}", "enospc")
 
     def unmount(self) -> None:
         """Kill the filesystem process (dropping all it held in memory) and unmount."""

@@ -14,8 +14,10 @@ the size of the gallery cache, ~180 MB for a large station):
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -92,3 +94,23 @@ def remove_stale_temp_files(root: str | os.PathLike[str]) -> tuple[int, int]:
             files += 1
             size += n
     return files, size
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a write that failed for lack of space:
+    ENOSPC / EDQUOT, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.Error) and (
+                getattr(cur, "sqlite_errorcode", None) == _SQLITE_FULL
+                or "database or disk is full" in str(cur)):
+            return True
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+_SQLITE_FULL = 13

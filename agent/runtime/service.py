@@ -64,6 +64,7 @@ from agent.station.lifecycle import Command, Lifecycle, Phase
 from agent.station.marks import MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
+from agent.station.storage import StorageGuard
 from agent.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class Agent:
             lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
+            storage=StorageGuard(state),
         )
         self.operator = Operator(self.station)
         self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)

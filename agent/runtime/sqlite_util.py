@@ -39,6 +39,7 @@ def immediate(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL
+            con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")

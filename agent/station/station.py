@@ -46,11 +46,13 @@ from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
 from agent.roll.installed import LoadedRoll
+from agent.runtime.durable import is_disk_full
 from agent.station import parameters
 from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import Lifecycle, Phase
 from agent.station.marks import Mark, MarkStore, hlc_wall_ms
 from agent.station.slips import ReportFacts, SlipError, VoterLine, local_time, render_slip
+from agent.station.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,10 @@ class Station:
         peers: Callable[[], list[str]] = list,
         on_mark: Callable[[Mark], None] = lambda _mark: None,
         clock: Callable[[], dt.datetime] = _now,
+        storage: StorageGuard | None = None,
     ) -> None:
         self.device_id = device_id
+        self.storage = storage
         self.station_id = station_id
         self.district = district
         self.roll = roll
@@ -294,6 +298,7 @@ class Station:
             "conflicts": len(self.marks.conflicts()),
             "roll_hash": self.roll.package_hash,
             "audit_head": self.journal.head_hash,
+            "storage": "full" if self.storage is not None and self.storage.full else "ok",
         }
 
     def present_document(self, number: str, lookup: str) -> dict[str, Any]:
@@ -316,20 +321,43 @@ class Station:
             self._finish_identified(index, "manual", score=0.0, attempt_id=self._attempt_ids)
 
     def serve_once(self, wait_s: float = parameters.FINGER_POLL_S) -> None:
-        """One turn of the main loop: pending prints, then at most one voter session."""
+        """One turn of the main loop: pending prints, then at most one voter session.
+
+        A full disk is not fatal: the turn's transaction rolled back, the sensor
+        shows FAULT and nobody is invited until there is room (storage.py).
+        """
+        try:
+            self._serve_once(wait_s)
+        except Exception as exc:
+            if self.storage is None or not is_disk_full(exc):
+                raise
+            self.storage.hit(exc)
+            with self.lock:
+                self._guide(Guidance.FAULT)
+
+    def _serve_once(self, wait_s: float) -> None:
         with self.lock:
             if self.phase is not Phase.OPEN:
                 return
-            if not self.print_pending():
+            no_room = self.storage is not None and not self.storage.room()
+            if no_room:
+                self._guide(Guidance.FAULT)
+            elif not self.print_pending():
                 self._guide(Guidance.FAULT)
                 return
-            self._guide(Guidance.READY)
+            else:
+                self._guide(Guidance.READY)
+        if no_room:
+            time.sleep(wait_s)
+            return
         capture = self.sensor.wait_for_finger(wait_s)
         if isinstance(capture, NoFinger):
             return
         with self.lock:
             if self.phase is Phase.OPEN:
                 self._session(capture)
+                if self.storage is not None:
+                    self.storage.served()
 
     def _guide(self, guidance: Guidance) -> None:
         """Show ``guidance`` on the LED ring (only on change: LED commands cost a round trip)."""

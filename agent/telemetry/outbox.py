@@ -146,7 +146,8 @@ class Outbox:
                     db.execute("COMMIT")
                     return n
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLITE_FULL has rolled back already
+                        db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
                 raise OutboxError(f"outbox write failed: {exc}") from exc
