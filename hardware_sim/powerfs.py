@@ -343,7 +343,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     @_op
     def statfs(self, path: str) -> dict[str, int]:
         """statvfs(2): a quota shows as a small disk."""
-        total = (self.quota or 1 << 34) // PAGE
+        total = max(1, (self.quota or 1 << 34) // PAGE)
         free = max(0, total - self._used() // PAGE)
         return {"f_bsize": PAGE, "f_frsize": PAGE, "f_blocks": total, "f_bfree": free,
                 "f_bavail": free, "f_files": 1 << 20, "f_ffree": 1 << 20, "f_namemax": 255}
