@@ -1,5 +1,6 @@
 """A full state disk: the station refuses to identify, says so in one line, keeps
-everything it stored whole, and resumes by itself (agent/station/storage.py).
+everything it stored whole, and resumes by itself (agent/station/storage.py); a store
+held busy by another process makes a turn wait, not fail.
 
 Runs a real agent with its state on the FUSE filesystem of hardware_sim/powerfs.py,
 which makes writes fail with ENOSPC on command.
@@ -7,6 +8,8 @@ which makes writes fail with ENOSPC on command.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,15 @@ import numpy as np
 from agent.drivers.sensor.types import Guidance
 from hardware_sim.powerfs import PowerFs
 from hardware_sim.rig import Rig, Visit, collect, disagreements
+
+_LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(2.0)
+con.execute("COMMIT")
+"""
 
 
 def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
@@ -27,7 +39,7 @@ def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
     rig.sensor.lift()
 
 
-def test_full_disk_stops_identification_and_nothing_is_half_written(
+def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
         shared_data: Path, tmp_path: Path) -> None:
     PowerFs.check_available()
     rng = np.random.default_rng(5)
@@ -64,6 +76,18 @@ def test_full_disk_stops_identification_and_nothing_is_half_written(
                     "identified", "refused")
             problems = disagreements(collect(rig.kiosk), None, rig.device)
             assert not problems, f"after ENOSPC at growing write {n}: {problems}"
+
+        # SQLite busy: another process holds the mark store's write lock during a turn
+        locker = subprocess.Popen([sys.executable, "-c", _LOCKER,
+                                   str(rig.kiosk.state / "marks.sqlite")],
+                                  stdout=subprocess.PIPE, text=True)
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        assert rig.visit(Visit("voter 9", 8, "identified"), rng) == "identified"
+        assert time.monotonic() - t0 >= 1.0  # it waited for the lock, then marked
+        assert locker.wait(10) == 0
+        locker.stdout.close()
+        assert not disagreements(collect(rig.kiosk), None, rig.device)
         assert rig.stop_agent() == 0
         log = (rig.kiosk.dir / "agent.log").read_text()
         assert log.count("disk full under") >= 1
