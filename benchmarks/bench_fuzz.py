@@ -14,15 +14,14 @@ import os
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 from agent.match.codecs import load_template
 from agent.match.template import Template, TemplateError
 from benchmarks.results import write_section
+from hardware_sim.reference_data import reference_data
 
 HANG_SECONDS = 1.0
-DATA = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" /
-                           "data"))
+DATA = reference_data()  # every ISO template is in the repository
 
 # Offsets of length/count fields worth lying about (2005/ANSI and 2011 layouts).
 _LENGTH_FIELDS = (8, 10, 12, 14, 15, 22, 27, 28)

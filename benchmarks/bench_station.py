@@ -19,7 +19,8 @@ import numpy as np
 
 from agent.drivers.sensor import Guidance
 from benchmarks.results import write_section
-from hardware_sim.day import DEFAULT_DATA, Rig
+from hardware_sim.day import Rig
+from hardware_sim.reference_data import reference_data
 
 VISITS = 30
 
@@ -33,7 +34,7 @@ def _rss_mib(pid: int) -> float:
 
 def _measure(extra: int, out: Path) -> dict[str, float]:
     rng = np.random.default_rng(5)
-    with Rig(DEFAULT_DATA, out, quiet=True, extra_voters=extra) as rig:
+    with Rig(reference_data(), out, quiet=True, extra_voters=extra) as rig:
         rig.start_agent()  # first start may compile; the kiosk image ships a warm cache
         rig.stop_agent()
         ready = rig.start_agent()

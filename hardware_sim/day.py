@@ -51,14 +51,13 @@ from agent.keys import generate_keys
 from agent.match import STANDARD_DPI, Template, load_template
 from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import FVC_DPI, load_fvc
+from hardware_sim.fingers import FVC_DPI, impressions_of, load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 from ops.registry import register_device
 from ops.service import OpsService
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
 DBS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 
 SURNAMES = (  # (Kyrgyz, Russian) spellings
@@ -299,7 +298,7 @@ class SimKiosk:
         before = len(self.printer.documents)
         if visit.document:
             self.command("document", visit.document)
-        impressions = [int(i) for i in rng.permutation(np.arange(2, 9))]
+        impressions = [int(i) for i in rng.permutation(self.rig.pressable(visit.finger))]
         self.press(visit.finger, impressions[0])
         presses = 1
         deadline = time.monotonic() + timeout
@@ -364,6 +363,19 @@ class Rig:
         self.roll: Roll | None = None
         self.wrong: list[str] = []
         """Visitors who were given another voter's slip (a false match)."""
+        self._pressable: dict[int, list[int]] = {}
+
+    def pressable(self, finger: int) -> list[int]:
+        """Impressions of real finger ``finger`` a visitor may press: every image in
+        the data but impression 1, whose register template enrolled the voter."""
+        if finger not in self._pressable:
+            db, fid = fvc_finger(finger)
+            found = [i for i in impressions_of(self.data / "fvc2002", db, fid) if i != 1]
+            if not found:
+                raise DemoError(f"no image of {db} finger {fid} other than impression 1 "
+                                f"under {self.data / 'fvc2002'}")
+            self._pressable[finger] = found
+        return self._pressable[finger]
 
     # single-kiosk conveniences
     @property
@@ -646,7 +658,8 @@ def _route(visits: list[Visit], n_kiosks: int) -> list[tuple[int, Visit]]:
 def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
     """Run the demo day with ``kiosks`` kiosks in one station; returns the exit code."""
     if not (data / "fvc2002" / "DB1_B").is_dir():
-        print(f"kesp-sim day: fingerprint data not found at {data}; set KESP_SHARED_DATA",
+        print(f"kesp-sim day: no fingerprint data at {data} (expected fvc2002/DB1_B..DB4_B "
+              "there); leave out --data to use the data shipped with the package",
               file=sys.stderr)
         return 2
     problems: list[str] = []
@@ -723,8 +736,9 @@ def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
 def cli_main(argv: list[str]) -> int:
     """``kesp-sim day [--data DIR] [--out DIR]``."""
     p = argparse.ArgumentParser(prog="kesp-sim day", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="shared fingerprint data (default %(default)s)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="fingerprint data folder (default: the data shipped with the package;"
+                        " ../shared/data also works)")
     p.add_argument("--out", type=Path, default=Path("out/demo"),
                    help="where the kiosk state, slips and logs go (default %(default)s)")
     p.add_argument("--kiosks", type=int, default=1, choices=range(1, 9),
@@ -734,8 +748,13 @@ def cli_main(argv: list[str]) -> int:
                    help="the simulated Grow sensor on a pty (default), or a real USB "
                         "sensor's recorded traffic replayed through its real driver")
     args = p.parse_args(argv)
+    try:
+        data: Path = args.data or reference_data()
+    except ReferenceDataError as exc:
+        print(f"kesp-sim day: {exc}", file=sys.stderr)
+        return 2
     if args.sensor != "grow-serial":
         from hardware_sim.replay_day import run_replay_day
 
-        return run_replay_day(args.data, args.out, args.sensor)
-    return run_day(args.data, args.out, args.kiosks)
+        return run_replay_day(data, args.out, args.sensor)
+    return run_day(data, args.out, args.kiosks)

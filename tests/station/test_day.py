@@ -11,10 +11,10 @@ from hardware_sim.mosquitto import mosquitto_binary
 
 
 def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ref_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert mosquitto_binary() is not None, "make test installs mosquitto; it is missing"
-    code = run_day(shared_data, tmp_path / "demo")
+    code = run_day(ref_data, tmp_path / "demo")
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     (line,) = [ln for ln in out.out.splitlines() if ln.startswith("DEMO OK:")]
@@ -36,15 +36,16 @@ def test_demo_without_fingerprint_data_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_day(tmp_path / "nothing", tmp_path / "demo") == 2
-    assert "KESP_SHARED_DATA" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no fingerprint data at {tmp_path / 'nothing'}" in err and "--data" in err
 
 
 def test_three_kiosks_share_one_answer(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ref_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Three real agents, peers on loopback: repeat visits at another kiosk are refused,
     the merged mark sets end identical with no voter marked twice (run_day checks both)."""
-    code = run_day(shared_data, tmp_path / "demo3", kiosks=3)
+    code = run_day(ref_data, tmp_path / "demo3", kiosks=3)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "merged marks identical on all 3 kiosks" in out.out and "0 conflicts" in out.out
