@@ -7,7 +7,7 @@ joined by lines.
 
 Template coordinates are laid over an image by scaling the template's
 declared image size to the picture's size (the FVC2002 ISO templates declare
-300 x 400 whatever the native size; see shared/data/README.md).
+300 x 400 whatever the native size; see hardware_sim/data/README.md).
 """
 
 from __future__ import annotations
