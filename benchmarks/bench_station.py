@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.drivers.sensor import Guidance
+from agent.drivers.sensor.types import Guidance
 from benchmarks.results import write_section
-from hardware_sim.day import Rig
 from hardware_sim.reference_data import reference_data
+from hardware_sim.rig import Rig
 
 VISITS = 30
 REPO = Path(__file__).resolve().parents[1]

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware_sim.day import N_REAL, DemoError, Rig, Visit, collect, disagreements
 from hardware_sim.reference_data import ReferenceDataError, reference_data
+from hardware_sim.rig import Rig, RigError, Visit, collect, disagreements
+from hardware_sim.voters import N_REAL
 
 
 @dataclass
@@ -100,7 +101,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         report = run_trials(args.data or reference_data(), args.out, args.trials, args.seed,
                             quiet=False)
-    except (DemoError, ReferenceDataError) as exc:
+    except (RigError, ReferenceDataError) as exc:
         print(f"CRASH TEST FAILED: {exc}", file=sys.stderr)
         return 1
     for problem in report.problems:

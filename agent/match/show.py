@@ -96,6 +96,6 @@ def render(
 
 
 def load_image(path: str) -> Image.Image:
-    """Open an image file as 8-bit grey (PNG from the shared data, any PIL format)."""
+    """Open an image file as 8-bit grey (an FVC2002 PNG, any PIL format)."""
     with Image.open(path) as im:
         return Image.fromarray(np.asarray(im.convert("L")))

@@ -28,7 +28,7 @@ from agent.match.warm import warm_up
 
 warm_up()
 
-from agent.drivers.grow_codec import pack_image, unpack_image
+from agent.drivers.sensor.grow_codec import pack_image, unpack_image
 from agent.match import Matcher, extract, load_template
 from agent.match.decision import decide, decide_fused, verify
 from hardware_sim.fingers import PressVariation, load_fvc, render_press
