@@ -80,8 +80,9 @@ def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
     problems: list[str] = []
     try:
         with Rig(data, out, kiosks=kiosks) as rig:
-            rig.say("starting the agent (the very first start compiles the matching kernels "
-                    "into the Numba cache, about a minute; later starts take seconds)")
+            rig.say("starting the agent (the very first start compiles the extraction and "
+                    "matching kernels into the Numba cache, a minute or two; later starts "
+                    "take seconds)")
             for k in rig.kiosks:
                 ready_s = k.start_agent()
                 rig.say(f"{k.device}: agent ready in {ready_s:.1f}s (process start to "
