@@ -287,6 +287,8 @@ def create_ops_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
 def load_ops_key(path: str | os.PathLike[str]) -> SigningKey:
     """Load the ops signing key, refusing a file readable by group or others."""
     p = Path(path)
+    if p.name == "cec.sign":
+        raise RegistryError(f"{p} is the CEC's secret key: give --ops-key the ops key ops.sign")
     try:
         st = p.stat()
         data = p.read_bytes()
