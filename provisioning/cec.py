@@ -115,23 +115,33 @@ def _looks_cp1251(raw: bytes) -> bool:
     return bool(high) and sum(b >= 0xC0 or b in (0xA8, 0xB8) for b in high) >= 0.8 * len(high)
 
 
-def _decoded_lines(fh: IO[bytes], path: Path, encoding: VoterEncoding) -> Iterator[str]:
+class _DecodedLines:
     """The file's lines as text, decoded one physical line at a time so that a
     problem is reported with its exact line number (and nothing is held in memory)."""
-    for number, physical in enumerate(fh, start=1):
-        raw = physical.removeprefix(codecs.BOM_UTF8) if number == 1 and encoding == "utf-8" \
-            else physical
-        if b"\x00" in raw:
-            raise ProvisionError(f"{path}:{number}: binary data, not a CSV text file: "
-                                 f"{_SAVE_AS_UTF8}")
-        try:
-            yield raw.decode(encoding)
-        except UnicodeDecodeError as exc:
-            hint = (" (it looks like Windows-1251, Excel's plain 'CSV' on a Russian-language "
-                    "PC)") if encoding == "utf-8" and _looks_cp1251(raw) else ""
-            raise ProvisionError(
-                f"{path}:{number}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is not "
-                f"{encoding.upper()}{hint}: {_SAVE_AS_UTF8}") from exc
+
+    def __init__(self, fh: IO[bytes], path: Path, encoding: VoterEncoding) -> None:
+        self._fh, self._path, self._encoding = fh, path, encoding
+        self.number = 0
+        """The physical line read last."""
+
+    def __iter__(self) -> Iterator[str]:
+        for physical in self._fh:
+            self.number += 1
+            raw = physical.removeprefix(codecs.BOM_UTF8) \
+                if self.number == 1 and self._encoding == "utf-8" else physical
+            where = f"{self._path}:{self.number}"
+            if b"\x00" in raw:
+                raise ProvisionError(f"{where}: binary data, not a CSV text file: "
+                                     f"{_SAVE_AS_UTF8}")
+            try:
+                yield raw.decode(self._encoding)
+            except UnicodeDecodeError as exc:
+                hint = (" (it looks like Windows-1251, Excel's plain 'CSV' on a "
+                        "Russian-language PC)") if self._encoding == "utf-8" and \
+                    _looks_cp1251(raw) else ""
+                raise ProvisionError(
+                    f"{where}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is not "
+                    f"{self._encoding.upper()}{hint}: {_SAVE_AS_UTF8}") from exc
 
 
 def read_voters_csv(
@@ -152,11 +162,12 @@ def read_voters_csv(
     except OSError as exc:
         raise ProvisionError(f"cannot read voters file {path}: {exc.strerror}") from exc
     with fh:
-        reader = csv.DictReader(_decoded_lines(fh, path, encoding))
+        lines = _DecodedLines(fh, path, encoding)
+        reader = csv.DictReader(lines)
         try:
             return _read_rows(reader, path, templates_dir, station)
         except csv.Error as exc:
-            raise ProvisionError(f"{path}:{reader.line_num}: not valid CSV ({exc}): "
+            raise ProvisionError(f"{path}:{lines.number}: not valid CSV ({exc}): "
                                  f"{_SAVE_AS_UTF8}") from exc
 
 

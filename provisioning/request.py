@@ -37,8 +37,9 @@ MOSQUITTO_PBKDF2_ITERATIONS = 101
 
 
 QR_PREFIX = "KESP1:"
-_QR_STRINGS = ("device_id", "station_id", "district", "serial", "broker_username",
-               "broker_password_hash", "created")
+_QR_STRINGS = ("device_id", "station_id", "district", "serial", "created")
+"""Packed as length + UTF-8. broker_username is device_id (parse_request insists);
+the password hash's salt and digest are packed as bytes."""
 _QR_RAW = ("verify_key", "box_key", "signature")
 _QR_RAW_SIZES = (32, 32, 64)
 _B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
@@ -102,9 +103,12 @@ class RegistrationRequest:
 
     def to_qr_text(self) -> str:
         """The whole request in the compact form the QR code holds."""
+        _, seven, iterations, salt, digest = self.broker_password_hash.split("$")
+        parts = [getattr(self, name).encode("utf-8") for name in _QR_STRINGS]
+        parts += [f"{seven}${iterations}".encode(), base64.b64decode(salt),
+                  base64.b64decode(digest)]
         packed = bytearray()
-        for name in _QR_STRINGS:
-            raw = getattr(self, name).encode("utf-8")
+        for raw in parts:
             packed += bytes((len(raw),)) + raw
         for name in _QR_RAW:
             packed += bytes.fromhex(getattr(self, name))
@@ -139,10 +143,18 @@ def _from_qr_text(text: str) -> dict[str, Any]:
     data: dict[str, Any] = {"format": REQUEST_FORMAT}
     at = 0
     try:
-        for name in _QR_STRINGS:
+        parts: list[bytes] = []
+        for _ in range(len(_QR_STRINGS) + 3):
             size = packed[at]
-            data[name] = packed[at + 1:at + 1 + size].decode("utf-8")
+            parts.append(packed[at + 1:at + 1 + size])
             at += 1 + size
+        for name, raw in zip(_QR_STRINGS, parts, strict=False):
+            data[name] = raw.decode("utf-8")
+        scheme, salt, digest = parts[len(_QR_STRINGS):]
+        b64 = base64.b64encode
+        data["broker_password_hash"] = \
+            f"${scheme.decode()}${b64(salt).decode()}${b64(digest).decode()}"
+        data["broker_username"] = data["device_id"]
         for name, size in zip(_QR_RAW, _QR_RAW_SIZES, strict=True):
             if at + size > len(packed):
                 raise IndexError(name)

@@ -126,6 +126,11 @@ def test_selftest_devices_fail(site: Site) -> None:
     status = lines(r.out)
     assert status["sensor"] == "FAIL" and status["printer"] == "FAIL", r.out
     assert r.code == 3
+    for name, port in (("sensor", site.sensor.path), ("printer", site.printer.path)):
+        line = next(x for x in r.out.splitlines() if x.split()[1:2] == [name])
+        # the cause once, in words, with what to do (drivers wrap the OS error twice)
+        assert line.count(str(port)) == 1, line
+        assert line.endswith(": not connected: check its cable"), line
 
 
 def test_selftest_paper_out(tmp_path: Path, site: Site) -> None:
