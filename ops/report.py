@@ -272,21 +272,28 @@ class ChartSummary:
 
 
 def report_png(report: TurnoutReport, *, day: dt.date | None = None,
-               today: dt.date | None = None, width: int = 1100, height: int = 680
+               now: dt.datetime | None = None, width: int = 1100, height: int = 680
                ) -> tuple[bytes, ChartSummary]:
     """Chart of one local day: cumulative admitted voters per district, and per hour.
 
     The upper panel has one line per district (cumulative, counting admissions
     of earlier days from the start); the lower panel the admissions of each
     hour, stacked by district. Axis labels, legend and notes say what is
-    counted and in which time zone. Returns the PNG bytes and what it shows.
+    counted and in which time zone. The lines stop at ``now`` (default: the
+    current time), or at the start of the last hour with data if that is
+    later (a kiosk clock ahead of ops'): hours still to come have no line yet.
+    Returns the PNG bytes and what it shows.
     """
     from PIL import Image, ImageDraw
 
     zone = report.zone
-    today = today or dt.datetime.now(zone).date()
-    day = day or default_day(report, today)
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(zone)
+    day = day or default_day(report, now.date())
     hours = _axis(report, day)
+    one_hour = dt.timedelta(hours=1)
+    bounds = [h.astimezone(dt.UTC) for h in hours] + [hours[-1].astimezone(dt.UTC) + one_hour]
+    now = max([now, *(r.hour for r in report.rows)])  # a kiosk clock ahead of ours
+    as_of = f";  as of {now:%H:%M}" if bounds[0] <= now < bounds[-1] else ""
     districts = sorted({r.district for r in report.rows})
     per_hour: dict[str, list[int]] = {d: [0] * len(hours) for d in districts}
     before: dict[str, int] = dict.fromkeys(districts, 0)
@@ -314,7 +321,7 @@ def report_png(report: TurnoutReport, *, day: dt.date | None = None,
     draw.text((30, 14), f"Voters admitted on {day:%A %d %B %Y}, by district", font=title,
               fill=ink)
     draw.text((30, 46), "admitted = identified by fingerprint + admitted by the commission "
-              f"(manual);  hours in {zone.key} time ({offset})", font=text, fill=muted)
+              f"(manual);  hours in {zone.key} time ({offset}){as_of}", font=text, fill=muted)
     left, right = 90, width - 260
     top1, bottom1 = 100, 100 + int((height - 190) * 0.62)
     top2, bottom2 = bottom1 + 45, height - 60
@@ -363,10 +370,19 @@ def report_png(report: TurnoutReport, *, day: dt.date | None = None,
                       font=small, fill=ink, anchor="mb")
     for k, d in enumerate(districts):
         colour = _PALETTE[k % len(_PALETTE)]
-        points = [(x_at(i), bottom1 - (bottom1 - top1) * v // top_value1)
-                  for i, v in enumerate(cumulative[d])]
-        draw.line(points, fill=colour, width=3, joint="curve")
-        for p in points:
+
+        def y_of(v: int) -> int:
+            return bottom1 - (bottom1 - top1) * v // top_value1
+
+        points = [(x_at(i), y_of(v)) for i, v in enumerate(cumulative[d]) if bounds[i] <= now]
+        dots = list(points)
+        current = [i for i in range(n) if bounds[i] <= now < bounds[i + 1]]
+        if current:  # the hour in progress: up to now, with what has arrived
+            i = current[0]
+            points.append((x_at(i + (now - bounds[i]) / one_hour), y_of(cumulative[d][i + 1])))
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=3, joint="curve")
+        for p in dots + points[len(dots):]:
             draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=colour)
     district_totals = report.districts()
     draw.text((right + 25, top1 - 22), "district: admitted", font=text, fill=ink)

@@ -444,6 +444,9 @@ class OpsService:
 
     def render_watch(self) -> str:
         """The ``kesp-ops watch`` screen for the current state (for demos and logs)."""
+        from ops.report import DEFAULT_TIMEZONE, load_zone
         from ops.view import render_watch
 
-        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning)
+        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning,
+                            registry=self.verifier.registry, broker=self.broker_link(),
+                            zone=load_zone(DEFAULT_TIMEZONE))

@@ -269,7 +269,7 @@ def test_chart_shows_the_whole_day_and_the_23h_votes(site: Path) -> None:
     report = build_report(store.turnout_history(), BISHKEK)
     assert disagreements(report, store.turnout()) == []
     store.close()
-    png, chart = report_png(report)
+    png, chart = report_png(report, now=dt.datetime(2026, 12, 7, 9, 0, tzinfo=BISHKEK))
     assert chart.day == dt.date(2026, 12, 6)
     assert [h.hour for h in chart.hours] == list(range(7, 24))
     assert dict(chart.admitted_by_district) == {"bishkek": 2, "osh-city": 8}
