@@ -11,6 +11,7 @@ import argparse
 import errno
 import http.server
 import logging
+import signal
 import socket
 import sys
 import time
@@ -205,7 +206,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     png, chart = report_png(report, day=day)
     if args.out.exists() and not args.out.is_dir():
         raise _RefusedError(f"--out {args.out} is a file: give a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _RefusedError(f"cannot create the --out folder {args.out}: {exc.strerror}"
+                            ) from exc
     atomic_write(args.out / "turnout.csv", report_csv(report).encode("utf-8"), mode=0o644)
     atomic_write(args.out / "turnout.png", png, mode=0o644)
     total = report.total()
@@ -329,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     else:
         logging.basicConfig(level=logging.WARNING, format="kesp-ops: %(message)s")
+    # systemd stops a service with SIGTERM: leave as on Ctrl-C, through the
+    # finally blocks (the broker is told ops went offline, the store is closed).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     try:
         return _COMMANDS[args.command](args)
     except (_RefusedError, StoreError, RegistryError, OpsError, ReportError) as exc:

@@ -293,7 +293,7 @@ def load_ops_key(path: str | os.PathLike[str]) -> SigningKey:
         st = p.stat()
         data = p.read_bytes()
     except OSError as exc:
-        raise RegistryError(f"cannot read ops key {p}: {exc.strerror}") from exc
+        raise RegistryError(f"cannot read ops key {p}: {exc.strerror}: check --ops-key") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise RegistryError(f"ops key {p} is accessible by group/others; chmod 600 it")
     if len(data) != 32:
