@@ -8,6 +8,7 @@ exist is refused, so a mistyped --store never shows an empty election.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import http.server
 import logging
@@ -15,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -91,14 +92,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="mqtt://host:port or mqtts://host:port: receive telemetry from it")
         s.add_argument("--ca-file", metavar="FILE",
                        help="CA certificate of an mqtts:// broker")
-        s.add_argument("--username", help="broker user of ops (default: none)")
+        s.add_argument("--username", metavar="NAME", help="broker user of ops (default: none)")
         s.add_argument("--password-file", type=Path, metavar="FILE",
                        help="file holding that user's password (e.g. ops.pass from "
                             "'kesp-provision ops broker-config')")
         s.add_argument("--ops-key", type=Path, metavar="FILE",
                        help="ops.sign: signs the rebirth/resend requests sent to kiosks "
                             "(without it ops never asks kiosks for missing data)")
-        s.add_argument("--client-id", default="kesp-ops-1",
+        s.add_argument("--client-id", default="kesp-ops-1", metavar="ID",
                        help="MQTT client id; unique per ops server (default: %(default)s)")
     watch = sub.choices["watch"]
     watch.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
@@ -323,6 +324,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             store.close()
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """systemd stops a service with SIGTERM: leave as on Ctrl-C, through the
+    finally blocks (the broker is told ops went offline, the store is closed)."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 _COMMANDS = {"init": cmd_init, "watch": cmd_watch, "serve": cmd_serve, "report": cmd_report}
 
 
@@ -334,10 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     else:
         logging.basicConfig(level=logging.WARNING, format="kesp-ops: %(message)s")
-    # systemd stops a service with SIGTERM: leave as on Ctrl-C, through the
-    # finally blocks (the broker is told ops went offline, the store is closed).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     try:
+        if args.command in ("watch", "serve"):
+            with _stop_on_sigterm():
+                return _COMMANDS[args.command](args)
         return _COMMANDS[args.command](args)
     except (_RefusedError, StoreError, RegistryError, OpsError, ReportError) as exc:
         sys.stderr.write(f"kesp-ops: {exc}\n")
