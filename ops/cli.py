@@ -294,8 +294,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if self.path != "/metrics":
                 self.send_error(404)
                 return
+            link = svc.broker_link() if svc is not None else None
             body = render_prometheus(store.turnout(), store.devices(), store.stats(),
-                                     tuning).encode()
+                                     tuning, broker=link).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

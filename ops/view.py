@@ -136,8 +136,9 @@ def _label(value: str) -> str:
 
 
 def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
-                      tuning: OpsTuning, now_ms: int | None = None) -> str:
-    """Prometheus text exposition format 0.0.4."""
+                      tuning: OpsTuning, now_ms: int | None = None, *,
+                      broker: BrokerLink | None = None) -> str:
+    """Prometheus text exposition format 0.0.4 (with ``broker``: whether it is connected)."""
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     out = ["# HELP kesp_turnout Cumulative identification outcomes per station.",
            "# TYPE kesp_turnout gauge"]
@@ -162,4 +163,8 @@ def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], s
             "# TYPE kesp_messages_rejected_total counter"]
     out += [f'kesp_messages_rejected_total{{reason="{r}"}} {c}'
             for r, c in sorted(stats.rejected.items())]
+    if broker is not None:
+        out += ["# HELP kesp_ops_broker_connected 1 while this ops instance is connected to "
+                "the broker.", "# TYPE kesp_ops_broker_connected gauge",
+                f"kesp_ops_broker_connected {int(broker.connected)}"]
     return "\n".join(out) + "\n"

@@ -7,14 +7,19 @@ import argparse
 import csv
 import datetime as dt
 import io
+import os
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cli_helpers import Run, one_line_refusal, run_module, tree
+from cli_helpers import REPO, Run, one_line_refusal, run_module, tree
 from nacl.signing import SigningKey
 from PIL import Image
 
@@ -168,6 +173,36 @@ def test_unreachable_broker_is_one_line_and_an_alert(site: Path) -> None:
     assert "connection refused" in alert
     assert "s-0001" in r.out  # what the store holds is still shown
     assert tree(site) == before
+
+
+def test_serve_with_an_unreachable_broker_says_it_once(site: Path) -> None:
+    port, broker_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "--store", "ops.sqlite", "serve", "--port",
+         str(port), "--registry", "registry.json", "--broker", f"mqtt://127.0.0.1:{broker_port}"],
+        cwd=site, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def metrics() -> list[str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    return str(r.read().decode()).splitlines()
+            except OSError:
+                return []
+
+        deadline = time.monotonic() + 15
+        while "kesp_ops_broker_connected 0" not in metrics() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "kesp_ops_broker_connected 0" in metrics()
+        time.sleep(3)  # paho retries every second meanwhile
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    # one line for the outage, not one per retry, and no raw paho lines
+    assert err.splitlines() == [f"kesp-ops: broker mqtt://127.0.0.1:{broker_port}: connection "
+                                "refused: is the broker running there? (check --broker); "
+                                "retrying (kiosks keep their data meanwhile)"], err
 
 
 def test_serve_on_a_port_in_use(site: Path) -> None:

@@ -122,6 +122,7 @@ def test_serve_ingests_and_exposes_metrics(tmp_path: Path) -> None:
             line = 'kesp_turnout{district="d-1",station="st-1",outcome="identified"} 7'
             assert until(lambda: line in metrics().splitlines(), 15), metrics()
             assert 'kesp_devices{state="online"} 1' in metrics().splitlines()
+            assert "kesp_ops_broker_connected 1" in metrics().splitlines()
             tel.stop()
         finally:
             proc.send_signal(signal.SIGINT)
