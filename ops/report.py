@@ -243,6 +243,21 @@ def hour_label(hour: dt.datetime, *, end: bool = False) -> str:
     return "24:00" if hour.hour == 23 else f"{hour.hour + 1:02d}:00"
 
 
+_OTHER = "other "
+CHART_DISTRICTS = 10
+"""Lines the chart can tell apart (its palette, its legend's height)."""
+
+
+def _chart_groups(totals: Mapping[str, Counts]) -> dict[str, str]:
+    """district -> its line: the largest districts their own, the rest one "other" line."""
+    if len(totals) <= CHART_DISTRICTS:
+        return {d: d for d in totals}
+    ranked = sorted(totals, key=lambda d: (-totals[d].admitted, d))
+    own = set(ranked[:CHART_DISTRICTS - 1])
+    other = f"{_OTHER}{len(totals) - len(own)} districts"
+    return {d: d if d in own else other for d in totals}
+
+
 def _font(size: int, bold: bool = False) -> Any:
     from PIL import ImageFont
 
@@ -280,8 +295,8 @@ def report_png(report: TurnoutReport, *, day: dt.date | None = None,
     of earlier days from the start); the lower panel the admissions of each
     hour, stacked by district. Axis labels, legend and notes say what is
     counted and in which time zone. The lines stop at ``now`` (default: the
-    current time), or at the start of the last hour with data if that is
-    later (a kiosk clock ahead of ops'): hours still to come have no line yet.
+    current time), or at the end of the last hour with data if that is later
+    (a kiosk clock ahead of ops'): hours still to come have no line yet.
     Returns the PNG bytes and what it shows.
     """
     from PIL import Image, ImageDraw
@@ -292,18 +307,21 @@ def report_png(report: TurnoutReport, *, day: dt.date | None = None,
     hours = _axis(report, day)
     one_hour = dt.timedelta(hours=1)
     bounds = [h.astimezone(dt.UTC) for h in hours] + [hours[-1].astimezone(dt.UTC) + one_hour]
-    now = max([now, *(r.hour for r in report.rows)])  # a kiosk clock ahead of ours
+    latest = max((r.hour for r in report.rows), default=now)
+    if latest > now:  # a kiosk clock ahead of ours: show what it sent, whole hours
+        now = latest + one_hour
     as_of = f";  as of {now:%H:%M}" if bounds[0] <= now < bounds[-1] else ""
-    districts = sorted({r.district for r in report.rows})
+    group = _chart_groups(report.districts())
+    districts = sorted(set(group.values()), key=lambda g: (g.startswith(_OTHER), g))
     per_hour: dict[str, list[int]] = {d: [0] * len(hours) for d in districts}
     before: dict[str, int] = dict.fromkeys(districts, 0)
     after = 0
     index = {h: i for i, h in enumerate(hours)}
     for r in report.rows:
         if r.hour in index:
-            per_hour[r.district][index[r.hour]] += r.counts.admitted
+            per_hour[group[r.district]][index[r.hour]] += r.counts.admitted
         elif r.hour < hours[0]:
-            before[r.district] += r.counts.admitted
+            before[group[r.district]] += r.counts.admitted
         else:
             after += r.counts.admitted
     earlier = sum(before.values())
@@ -384,7 +402,9 @@ def report_png(report: TurnoutReport, *, day: dt.date | None = None,
             draw.line(points, fill=colour, width=3, joint="curve")
         for p in dots + points[len(dots):]:
             draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=colour)
-    district_totals = report.districts()
+    district_totals: dict[str, Counts] = defaultdict(Counts)
+    for district, c in report.districts().items():
+        district_totals[group[district]] += c
     draw.text((right + 25, top1 - 22), "district: admitted", font=text, fill=ink)
     for k, d in enumerate(districts):
         colour = _PALETTE[k % len(_PALETTE)]

@@ -29,7 +29,7 @@ from ops.cli import _parser
 from ops.registry import register_device
 from ops.report import Counts, build_report, disagreements, report_png
 from ops.service import OpsService
-from ops.store import TurnoutCounts, TurnoutSummary, open_store
+from ops.store import TurnoutCounts, TurnoutRecord, TurnoutSummary, open_store
 
 BISHKEK = ZoneInfo("Asia/Bishkek")
 KEYS = {d: SigningKey(bytes([i + 1]) * 32) for i, d in enumerate(("a-1", "a-2", "b-1", "c-9"))}
@@ -330,3 +330,14 @@ def test_disagreeing_store_is_reported() -> None:
     latest = TurnoutSummary({}, {"s-1": TurnoutCounts(identified=3)}, {}, {"s-1": "d"})
     assert disagreements(report, latest) == [
         f"station s-1: hours add up to {Counts()}, latest record {Counts(identified=3)}"]
+
+
+def test_chart_of_many_districts_groups_the_smallest() -> None:
+    records = [TurnoutRecord(f"k-{i}", f"s-{i}", f"d-{i:02d}", 1,
+                             local_ms("2026-12-06 09:30"), i + 1, 0, 0, 0) for i in range(14)]
+    report = build_report(records, BISHKEK)
+    _, chart = report_png(report, now=dt.datetime(2026, 12, 6, 21, 0, tzinfo=BISHKEK))
+    shown = dict(chart.admitted_by_district)
+    assert len(shown) == 10
+    assert shown.pop("other 5 districts") == 1 + 2 + 3 + 4 + 5  # the five smallest
+    assert shown == {f"d-{i:02d}": i + 1 for i in range(5, 14)}
