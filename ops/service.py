@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import ssl
 import sys
 import threading
@@ -34,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.telemetry.envelope import Envelope, canonical_json, seal, topic_for
 from agent.telemetry.parameters import TOPIC_ROOT
+from ops.broker_link import BrokerLink, describe_connect_error
 from ops.parameters import OpsTuning
 from ops.registry import Registry, load_registry
 from ops.store import DeviceState, StateStore, Stats, TurnoutSummary, open_store
@@ -57,36 +57,6 @@ class _Incoming:
 
 class OpsError(RuntimeError):
     """The ops service cannot start (bad broker URL, unreadable registry or store)."""
-
-
-@dataclass(frozen=True)
-class BrokerLink:
-    """Ops' connection to the broker, as the console shows it."""
-
-    url: str
-    connected: bool
-    problem: str
-    """Why it is not connected, in words ("" while connected or before the first try)."""
-    since_ms: int
-    """Wall clock of the last change."""
-
-
-def describe_connect_error(exc: BaseException | None, host: str) -> str:
-    """One plain sentence for a failed connection attempt, naming what to check."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused: is the broker running there? (check --broker)"
-    if isinstance(exc, socket.gaierror):
-        return f"host name {host!r} not found: check --broker and the DNS of this machine"
-    if isinstance(exc, TimeoutError):
-        return "no answer: check the network and firewall towards the broker"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}): "
-                "check --ca-file")
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason}): check --ca-file and the port"
-    if isinstance(exc, OSError):
-        return f"unreachable: {exc.strerror or exc}"
-    return "unreachable"
 
 
 def _paho_only_when_debugging(record: logging.LogRecord) -> bool:

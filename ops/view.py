@@ -12,14 +12,12 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ops.broker_link import BrokerLink
 from ops.parameters import OpsTuning
 from ops.registry import Registry
 from ops.store import DeviceState, Stats, TurnoutCounts, TurnoutSummary
-
-if TYPE_CHECKING:
-    from ops.service import BrokerLink
 
 
 @dataclass(frozen=True)
