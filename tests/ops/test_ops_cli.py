@@ -341,3 +341,30 @@ def test_chart_of_many_districts_groups_the_smallest() -> None:
     assert len(shown) == 10
     assert shown.pop("other 5 districts") == 1 + 2 + 3 + 4 + 5  # the five smallest
     assert shown == {f"d-{i:02d}": i + 1 for i in range(5, 14)}
+
+
+def test_report_from_postgresql_matches_sqlite(site: Path) -> None:
+    """The slot query is plain SQL: both back ends give the same report."""
+    import uuid
+
+    import psycopg
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL not reachable at {url}: {exc}")
+    prefix = f"r{uuid.uuid4().hex[:10]}_"
+    store = open_store(url, prefix=prefix, create=True)
+    try:
+        svc = OpsService("mqtt://127.0.0.1:1", site / "registry.json", store)
+        assert svc.process_messages(DAY) == ["accepted"] * len(DAY)
+        r = kesp_ops("--store", url, "--prefix", prefix, "report", "--out", "pg", cwd=site)
+        assert r.code == 0, r
+        assert kesp_ops("--store", "ops.sqlite", "report", "--out", "lite", cwd=site).code == 0
+        assert (site / "pg" / "turnout.csv").read_text() == \
+            (site / "lite" / "turnout.csv").read_text()
+    finally:
+        store.drop()  # type: ignore[attr-defined]
+        store.close()
