@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from agent.config import atomic_write
+from agent.runtime.config import atomic_write
 from ops.parameters import OpsTuning
 from ops.registry import Registry, RegistryError, load_ops_key, load_registry
 from ops.report import (

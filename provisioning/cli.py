@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.config import ConfigError
-from agent.rollpackage import package_hash
+from agent.roll.package import package_hash
+from agent.runtime.config import ConfigError
 from provisioning import cec as cec_mod
 from provisioning import device as dev
 from provisioning.common import (
@@ -132,7 +132,7 @@ def cmd_device_request(args: argparse.Namespace) -> int:
     # 13: 77 columns with its quiet zone, so it does not wrap on an 80-column console.
     qr = segno.make(req.to_qr_text(), error="m", micro=False)
     if args.out:
-        from agent.config import atomic_write
+        from agent.runtime.config import atomic_write
 
         out = Path(args.out)
         png = io.BytesIO()

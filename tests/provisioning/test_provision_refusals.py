@@ -13,9 +13,9 @@ from cli_helpers import Run, one_line_refusal, tree
 from kiosk_helpers import ME, MakeKiosk, Result, fvc_templates, kp, ok
 from PIL import Image
 
-from agent.config import load_config
-from agent.keys import load_keys
-from agent.rollpackage import open_package
+from agent.roll.package import open_package
+from agent.runtime.config import load_config
+from agent.runtime.keys import load_keys
 from provisioning.cli import _parser
 from provisioning.keyfiles import read_public_key
 from provisioning.request import b45decode, b45encode, parse_request
