@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.results import write_section
 from hardware_sim.powerloss import run_power_losses
-from hardware_sim.voters import DEFAULT_DATA
+from hardware_sim.reference_data import reference_data
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     trials = int(os.environ.get("KESP_POWERLOSS_TRIALS", "1000"))
     budget = os.environ.get("KESP_POWERLOSS_BUDGET_S")
     t0 = time.monotonic()
-    report = run_power_losses(DEFAULT_DATA, Path("out/bench-powerloss"), trials, seed=2026,
+    report = run_power_losses(reference_data(), Path("out/bench-powerloss"), trials, seed=2026,
                               budget_s=float(budget) if budget else None)
     wall = time.monotonic() - t0
     restart = np.asarray(report.restart_s or [0.0])

@@ -44,6 +44,7 @@ import numpy as np
 
 from agent.drivers.sensor.types import Guidance
 from hardware_sim.powerfs import PowerFs, PowerFsError
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 from hardware_sim.rig import (
     DayFacts,
     Rig,
@@ -55,7 +56,7 @@ from hardware_sim.rig import (
     slip_kind,
 )
 from hardware_sim.rig import slip_list_number as list_number
-from hardware_sim.voters import DEFAULT_DATA, N_REAL
+from hardware_sim.voters import N_REAL
 from ops.service import OpsService
 
 VISITORS = (("first-time", 0.70), ("repeat", 0.15), ("stranger", 0.15))
@@ -379,13 +380,14 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--per-day", type=int, default=30)
     p.add_argument("--plant", choices=("sync-normal-marks",), default=None)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=None,
+                   help="fingerprint data folder (default: the data shipped with the package)")
     p.add_argument("--out", type=Path, default=Path("out/powerloss"))
     args = p.parse_args(argv)
     try:
-        report = run_power_losses(args.data, args.out, args.trials, seed=args.seed,
+        report = run_power_losses(args.data or reference_data(), args.out, args.trials, seed=args.seed,
                                   per_day=args.per_day, plant=args.plant, quiet=False)
-    except (RigError, PowerFsError) as exc:
+    except (RigError, PowerFsError, ReferenceDataError) as exc:
         print(f"POWER-LOSS TEST FAILED: {exc}", file=sys.stderr)
         return 1
     for problem in report.problems:

@@ -40,11 +40,11 @@ def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
 
 
 def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
-        shared_data: Path, tmp_path: Path) -> None:
+        ref_data: Path, tmp_path: Path) -> None:
     PowerFs.check_available()
     rng = np.random.default_rng(5)
     with PowerFs(tmp_path / "disk", tmp_path / "state") as fs, \
-            Rig(shared_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
+            Rig(ref_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
         rig.start_agent()
         rig.command("open")
         rig.printer.wait_for_documents(1, timeout=30)

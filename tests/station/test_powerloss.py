@@ -13,9 +13,9 @@ from pathlib import Path
 from hardware_sim.powerloss import run_power_losses, summary
 
 
-def test_power_cuts_along_turns_lose_and_double_nothing(shared_data: Path,
+def test_power_cuts_along_turns_lose_and_double_nothing(ref_data: Path,
                                                           tmp_path: Path) -> None:
-    report = run_power_losses(shared_data, tmp_path / "pl", trials=16, seed=20, per_day=16)
+    report = run_power_losses(ref_data, tmp_path / "pl", trials=16, seed=20, per_day=16)
     assert report.cuts == 16
     assert report.ok, "\n".join(report.problems)
     assert not report.lost_marks and not report.double_originals
@@ -26,10 +26,10 @@ def test_power_cuts_along_turns_lose_and_double_nothing(shared_data: Path,
         summary(report)
 
 
-def test_the_harness_catches_a_mark_store_without_full_sync(shared_data: Path,
+def test_the_harness_catches_a_mark_store_without_full_sync(ref_data: Path,
                                                             tmp_path: Path) -> None:
     """Self-check: ``synchronous=NORMAL`` planted on the mark store must be caught."""
-    report = run_power_losses(shared_data, tmp_path / "plant", trials=16, seed=4, per_day=16,
+    report = run_power_losses(ref_data, tmp_path / "plant", trials=16, seed=4, per_day=16,
                               plant="sync-normal-marks", stop_on_problem=True)
     assert not report.ok, f"the planted bug went unseen: {summary(report)}"
     assert report.lost_marks, report.problems
