@@ -385,8 +385,9 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("out/powerloss"))
     args = p.parse_args(argv)
     try:
-        report = run_power_losses(args.data or reference_data(), args.out, args.trials, seed=args.seed,
-                                  per_day=args.per_day, plant=args.plant, quiet=False)
+        report = run_power_losses(args.data or reference_data(), args.out, args.trials,
+                                  seed=args.seed, per_day=args.per_day, plant=args.plant,
+                                  quiet=False)
     except (RigError, PowerFsError, ReferenceDataError) as exc:
         print(f"POWER-LOSS TEST FAILED: {exc}", file=sys.stderr)
         return 1
