@@ -211,7 +211,7 @@ class _Day:
         delay = {"capture": self.rng.uniform(0.0, 0.4 * gap),
                  "match": self.rng.uniform(0.4 * gap, 0.9 * gap)}.get(stage)
         print_cut = int(self.rng.integers(1, cal.count(cal.slip_bytes) + 1))
-        impressions = [int(i) for i in self.rng.permutation(np.arange(2, 9))]
+        impressions = [int(i) for i in self.rng.permutation(self.rig.pressable(finger))]
         self.kiosk.press(finger, impressions[0])
         presses, t_capture, t_slip = 1, None, None
         deadline = time.monotonic() + TURN_TIMEOUT_S

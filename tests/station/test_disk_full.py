@@ -31,7 +31,7 @@ con.execute("COMMIT")
 
 def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
     before = len(rig.printer.documents)
-    rig.press(finger, 3)
+    rig.press(finger, rig.pressable(finger)[0])
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert len(rig.printer.documents) == before, rig.printer.documents[-1].text
@@ -65,7 +65,7 @@ def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
         for n, finger in enumerate(range(2, 6)):
             fs.enospc(n)
             before = len(rig.printer.documents)
-            rig.press(finger, 4)
+            rig.press(finger, rig.pressable(finger)[-1])
             time.sleep(2.5)
             rig.sensor.lift()
             fs.enospc(None)
