@@ -15,7 +15,7 @@ the paper it printed into :class:`DayFacts`, and :func:`disagreements` lists
 every way the stores, the paper, the audit log and central ops disagree.
 
 The voters and their real fingers come from :mod:`hardware_sim.voters`.
-Used by the tests, the crash harness (:mod:`hardware_sim.crash`) and the
+Used by the tests, the power-loss harness (:mod:`hardware_sim.powerloss`) and the
 demo (:mod:`hardware_sim.demo`); nothing here is mocked.
 """
 
