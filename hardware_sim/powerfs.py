@@ -159,12 +159,24 @@ class Store:
         return nodes
 
 
+class _PowerOff(Exception):  # noqa: N818 (not an error: the power went off mid-operation)
+    """Raised inside an operation the power cut interrupted; it never returns."""
+
+
 def _op(method: _F) -> _F:
-    """Serialise a filesystem operation; block for good once the power is off."""
+    """Serialise a filesystem operation; block for good once the power is off.
+
+    An operation the cut interrupts (a sync armed ``before``) must not return,
+    not even an error: its caller never learns that it did not happen.
+    """
     def wrapped(self: PowerLossOps, *args: Any) -> Any:
         self.power.wait_on()
-        with self.mutex:
-            return method(self, *args)
+        try:
+            with self.mutex:
+                return method(self, *args)
+        except _PowerOff:
+            self.power.wait_on()  # forever: the power is off
+            raise
     wrapped.__name__ = method.__name__
     wrapped.__doc__ = method.__doc__
     return wrapped  # type: ignore[return-value]
@@ -278,7 +290,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
             hit = left <= 0
         if hit and armed is not None and armed[2] == "before":
             self._freeze(path)
-            return
+            raise _PowerOff
         effect()
         if hit:
             self._freeze(path)

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,8 @@ def test_a_frozen_disk_keeps_nothing_after_the_armed_sync(disk: PowerFs) -> None
         os.fsync(fd)
         os._exit(0)
     assert disk.frozen.wait(10)
+    time.sleep(0.3)
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the interrupted fsync returned"
     os.kill(pid, 9)
     disk.unmount()  # only a dead filesystem lets the blocked writer die
     os.waitpid(pid, 0)
