@@ -144,13 +144,19 @@ def test_a_frozen_disk_keeps_nothing_after_the_armed_sync(disk: PowerFs) -> None
     disk.arm(1, "target", "before")
     fd = os.open(m / "target", os.O_CREAT | os.O_WRONLY, 0o600)
     os.write(fd, b"never durable")
+    told, tell = os.pipe()
     pid = os.fork()
     if pid == 0:  # the writer blocks in fsync for good: the power is off
         os.fsync(fd)
+        os.write(tell, b"fsync returned")
         os._exit(0)
+    os.close(tell)
     assert disk.frozen.wait(10)
     time.sleep(0.3)
-    assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the interrupted fsync returned"
+    os.set_blocking(told, False)
+    with pytest.raises(BlockingIOError):
+        os.read(told, 100)  # the interrupted fsync never returned to the writer
+    os.close(told)
     os.kill(pid, 9)
     disk.unmount()  # only a dead filesystem lets the blocked writer die
     os.waitpid(pid, 0)
