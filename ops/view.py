@@ -34,8 +34,13 @@ def _status_of(app: Mapping[str, Any], name: str) -> str:
     return str(value or "").lower()
 
 
+_PRINTER_DOWN = ("disconnected", "error", "cover-open", "offline")
+"""Printer states (besides paper) that stop a kiosk from serving voters."""
+
+
 def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning) -> list[Alert]:
-    """Offline kiosks, paper low/out, sensor errors, clock skew and lost records.
+    """Offline kiosks, paper low/out, printer/sensor/document-reader trouble, clock skew and
+    lost records.
 
     Printer and sensor states are read from the kiosk's health ``app`` map
     (``printer``/``sensor``: a status string or ``{"status": ...}``).
@@ -50,9 +55,14 @@ def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning) -> li
             printer = _status_of(app, "printer")
             if "paper" in printer:
                 out.append(Alert(d.device, "paper", printer))
+            elif printer in _PRINTER_DOWN:
+                out.append(Alert(d.device, "printer", printer))
             sensor = _status_of(app, "sensor")
             if sensor and sensor not in ("ready", "ok", "idle"):
                 out.append(Alert(d.device, "sensor", sensor))
+            reader = _status_of(app, "document_reader")
+            if reader and reader not in ("ready", "unknown"):
+                out.append(Alert(d.device, "document-reader", reader))
         system = (d.health or {}).get("system") or {}
         clock = system.get("clock") if isinstance(system, Mapping) else None
         if d.skew_ms is not None and abs(d.skew_ms) > tuning.skew_alert_s * 1000:
@@ -117,7 +127,8 @@ def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], s
         by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
     out += ["# HELP kesp_alerts Current alerts by kind.", "# TYPE kesp_alerts gauge"]
     out += [f'kesp_alerts{{kind="{k}"}} {by_kind.get(k, 0)}'
-            for k in ("offline", "paper", "sensor", "clock", "lost")]
+            for k in ("offline", "paper", "printer", "sensor", "document-reader", "clock",
+                      "lost")]
     out += ["# HELP kesp_messages_accepted_total Verified telemetry messages.",
             "# TYPE kesp_messages_accepted_total counter",
             f"kesp_messages_accepted_total {stats.accepted}",

@@ -2,9 +2,9 @@
 
 Every device the agent drives is opened here: the sensors' serial ports and
 USB interfaces, the printer's serial and USB links, the document reader's port
-or evdev node, and the start-up check that a configured serial path is there
-and free (:func:`preflight_serial`). Above this module no driver imports
-pyserial or pyusb to open anything. (The module is longer than most because
+or evdev node. A device that is not there is no reason to stop: the services
+above reopen it (:mod:`agent.drivers.sensor.supervised`). Above this module no
+driver imports pyserial or pyusb to open anything. (The module is longer than most because
 that one job spans three kinds of device; the codecs and services stay out.)
 
 Narrow hardware interfaces: only the pyserial / pyusb calls our drivers make.
@@ -29,7 +29,6 @@ import os
 import select
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agent.runtime.config import ConfigError
@@ -211,37 +210,6 @@ def open_evdev(path: str, *, grab: bool = True) -> BinaryIO:
                 exc.errno or errno.EIO, f"cannot grab {path}: {exc}"
             ) from exc
     return fh
-
-
-# --- start-up check ------------------------------------------------------------------
-
-
-class DeviceUnavailable(RuntimeError):  # noqa: N818 - reads as the operator sees it
-    """A configured device path is missing or held by another process at start-up."""
-
-
-def preflight_serial(what: str, port: str) -> None:
-    """Refuse to start on a missing or busy serial device, naming it and the fix.
-
-    Later disappearances are the drivers' business (they reconnect); at
-    start-up a wrong path is a provisioning mistake the technician must see.
-    """
-    import serial
-
-    if not Path(port).exists():
-        raise DeviceUnavailable(
-            f"{what} {port} not found: check the cable and the udev rule "
-            f"(docs/DEVICES.md), or the {what} port in the configuration"
-        )
-    try:
-        handle = serial.Serial(port, exclusive=True, timeout=0)
-    except serial.SerialException as exc:
-        busy = "lock" in str(exc).lower() or "busy" in str(exc).lower()
-        raise DeviceUnavailable(
-            f"{what} {port} is busy: another process holds it (see 'fuser {port}')"
-            if busy else f"{what} {port} cannot be opened: {exc}"
-        ) from exc
-    handle.close()
 
 
 # --- printer links --------------------------------------------------------------------------
