@@ -574,6 +574,10 @@ class EscposPrinterSimulator(_Controls):
         if not stalled:
             self._stall_after = None
 
+    def stall_after(self, more_bytes: int) -> None:
+        """Hang (as :meth:`stall`) once ``more_bytes`` more bytes have arrived: mid-slip."""
+        self._stall_after = self.engine.bytes_received + more_bytes
+
     # -- serving
     def _serve(self) -> None:
         sc = self.engine.scenario
