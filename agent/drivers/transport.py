@@ -286,12 +286,12 @@ class SerialLink:
     def read(self, size: int, timeout_s: float) -> bytes:
         # select + os.read rather than pyserial's read: setting ``Serial.timeout``
         # re-applies the termios settings on every call.
+        # A reader woken after its deadline (a loaded CPU) still takes what has
+        # arrived: the last select has timeout 0, it is not skipped.
         deadline = time.monotonic() + timeout_s
         out = b""
         while len(out) < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            remaining = max(0.0, deadline - time.monotonic())
             try:
                 ready, _, _ = select.select([self._fd], [], [], remaining)
                 if not ready:
@@ -433,10 +433,12 @@ class UsbLink:
             return b""
         deadline = time.monotonic() + timeout_s
         out = self._pending
+        tried = False
         while len(out) < size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and tried:  # at least one transfer, however late we woke
                 break
+            tried = True
             try:
                 got = bytes(self._dev.read(self._in, self._in_size,
                                            timeout=max(1, int(remaining * 1000))))
