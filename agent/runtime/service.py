@@ -356,6 +356,11 @@ def _printer_advice(port: str, status: PrinterStatus) -> str:
     fix = fixes.get(status.state)
     if fix is None:
         return ""
+    if status.state is PrinterState.ERROR and status.flags is None:
+        # no valid status bytes at all: something else is at that port, or a wrong profile
+        fix = "check that printer.port names the printer and printer.profile its model"
+    elif status.state is PrinterState.DISCONNECTED and Path(port).exists():
+        fix += ", and that printer.port names the printer"
     why = f" ({status.detail})" if status.detail else ""
     return f"receipt printer {port} {status.state.value}{why}: {fix}"
 

@@ -23,6 +23,7 @@ import pytest
 
 from agent.drivers.sensor.types import Guidance
 from agent.runtime.config import load_config, save_config
+from agent.runtime.control import ControlError
 from hardware_sim.link import PtyLink
 from hardware_sim.rig import Rig, Visit, is_duplicate, slip_kind, slip_serial
 
@@ -161,3 +162,24 @@ def test_wrong_device_at_the_sensor_port_is_named_and_the_agent_stays(rig: Rig,
         assert rig.stop_agent() == 0
     finally:
         other.close()
+
+
+def test_printer_answering_garbage_is_named_and_nothing_is_marked(rig: Rig) -> None:
+    normal = rig.printer.engine.scenario
+    rig.printer.engine.scenario = dataclasses.replace(normal, garbage_status=True)
+    rig.start_agent()
+    assert _until(lambda: _devices(rig)["printer"]["state"] == "error")
+    assert "printer.port" in _devices(rig)["printer"]["detail"]
+    with pytest.raises(ControlError, match="printer"):
+        rig.command("open")  # the zero report cannot be printed: the station stays closed
+    rig.press(4, 2)
+    time.sleep(1.0)
+    rig.sensor.lift()
+    assert _marks(rig) == [] and rig.printer.documents == []
+    rig.printer.engine.scenario = normal  # the right printer is connected
+    rig.command("open")
+    assert len(rig.printer.wait_for_documents(1, timeout=30)) == 1
+    assert _devices(rig)["printer"]["state"] == "ready"
+    time.sleep(1.0)
+    assert len(rig.printer.documents) == 1  # one zero report, not one per attempt
+    assert rig.agent is not None and rig.agent.poll() is None
