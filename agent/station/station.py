@@ -331,14 +331,23 @@ class Station:
             self._finish_identified(index, "manual", score=0.0, attempt_id=self._attempt_ids)
 
     def serve_once(self, wait_s: float = parameters.FINGER_POLL_S) -> None:
-        """One turn of the main loop: pending prints, then at most one voter session."""
+        """One turn of the main loop: pending prints, then at most one voter session.
+
+        Before opening and after closing it only keeps the printer's state current
+        (``status`` shows it; opening needs it) and waits ``wait_s``: it never spins.
+        """
         with self.lock:
-            if self.phase is not Phase.OPEN:
-                return
-            if not self.print_pending():
+            serving = self.phase is Phase.OPEN
+            if not serving:
+                self._note_printer(self.printer.status())
+            elif not self.print_pending():
                 self._guide(Guidance.FAULT)
                 return
-            self._guide(Guidance.READY)
+            else:
+                self._guide(Guidance.READY)
+        if not serving:
+            time.sleep(wait_s)
+            return
         capture = self.sensor.wait_for_finger(wait_s)
         if isinstance(capture, NoFinger):
             return
