@@ -74,8 +74,8 @@ def main() -> None:
             "import sys, time\nfrom hardware_sim.escpos_sim import EscposPrinterSimulator\n"
             f"EscposPrinterSimulator(sys.argv[1], profile={PROFILE!r}).start()\n"
             "time.sleep(3600)\n"), str(out)])
-        busy: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(BUSY)]
+        spin = [sys.executable, "-c", "while True: pass"]
+        busy = [subprocess.Popen(spin) for _ in range(BUSY)]
         hog = threading.Thread(target=gil_hog, daemon=True)
         hog.start()
         results: dict[str, dict[str, int]] = {"old": {}, "new": {}}
