@@ -25,7 +25,7 @@ class Alert:
     """One problem worth a human's attention."""
 
     device: str
-    kind: str  # offline | silent | paper | sensor | clock | lost | broker
+    kind: str  # offline|silent|paper|printer|sensor|document-reader|clock|lost|broker
     detail: str
 
 
