@@ -1,7 +1,8 @@
 """``kesp-ops``: the central ops console.
 
 * ``kesp-ops watch``  live terminal view (turnout, offline kiosks, alerts);
-* ``kesp-ops serve``  Prometheus metrics on ``/metrics``;
+* ``kesp-ops serve``  the live dashboard on ``/``, Prometheus metrics on ``/metrics``
+  and the published turnout feed on ``/public/`` (:mod:`ops.web`);
 * ``kesp-ops report`` turnout CSV and a PNG chart of turnout over the day.
 
 With ``--broker`` ``watch`` and ``serve`` also run an ingesting
@@ -12,7 +13,6 @@ ops instances write.
 from __future__ import annotations
 
 import argparse
-import http.server
 import logging
 import sys
 import time
@@ -22,7 +22,8 @@ from ops.parameters import OpsTuning
 from ops.registry import RegistryError, load_ops_key
 from ops.service import OpsError, OpsService
 from ops.store import StateStore, StoreError, open_store
-from ops.view import render_prometheus, render_watch, turnout_csv, turnout_png
+from ops.view import render_watch, turnout_csv, turnout_png
+from ops.web.cli import add_web_arguments, serve_web
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["watch"].add_argument("--once", action="store_true", help="print once and exit")
     sub.choices["serve"].add_argument("--port", type=int, default=9108)
     sub.choices["serve"].add_argument("--bind", default="127.0.0.1")
+    add_web_arguments(sub.choices["serve"])
     rep = sub.add_parser("report")
     rep.add_argument("--out", type=Path, required=True, help="output directory")
     return p
@@ -90,26 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
                 time.sleep(args.interval)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/metrics":
-                    self.send_error(404)
-                    return
-                body = render_prometheus(store.turnout(), store.devices(), store.stats(),
-                                         tuning).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        server = http.server.ThreadingHTTPServer((args.bind, args.port), Handler)
-        print(f"serving http://{args.bind}:{args.port}/metrics", flush=True)
-        server.serve_forever()
-        return 0
+        return serve_web(args, store, tuning)
     except KeyboardInterrupt:
         return 0
     finally:

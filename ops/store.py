@@ -398,6 +398,29 @@ class StateStore:
                                   " ORDER BY n"), (device,))
             return [(int(n), str(e), json.loads(p)) for n, e, p in cur.fetchall()]
 
+    def event_heads(self) -> dict[str, int]:
+        """Per kiosk, the highest counter of its stored events (for incremental readers)."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, MAX(n) FROM {p}events GROUP BY device"))
+            return {str(d): int(n) for d, n in cur.fetchall()}
+
+    def events_after(self, device: str, after_n: int,
+                     limit: int) -> list[tuple[int, Mapping[str, Any]]]:
+        """(n, payload) of ``device``'s events with counter above ``after_n``, oldest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, payload FROM {p}events WHERE device = ? AND n > ?"
+                                  " ORDER BY n LIMIT ?"), (device, after_n, limit))
+            return [(int(n), json.loads(p)) for n, p in cur.fetchall()]
+
+    def recent_events(self, device: str,
+                      limit: int) -> list[tuple[int, int, str, Mapping[str, Any], bool]]:
+        """(n, kiosk wall ms, event id, payload, historical) of the newest events, newest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, wall_ms, event, payload, historical FROM {p}events"
+                                  " WHERE device = ? ORDER BY n DESC LIMIT ?"), (device, limit))
+            return [(int(n), int(w), str(e), json.loads(p), bool(h))
+                    for n, w, e, p, h in cur.fetchall()]
+
     # ------------------------------------------------------------------ gaps
 
     def advance_contiguous(self, device: str) -> tuple[int, int]:
