@@ -3,7 +3,8 @@
 * ``kesp-ops watch``  live terminal view (turnout, offline kiosks, alerts);
 * ``kesp-ops serve``  the live dashboard on ``/``, Prometheus metrics on ``/metrics``
   and the published turnout feed on ``/public/`` (:mod:`ops.web`);
-* ``kesp-ops report`` turnout CSV and a PNG chart of turnout over the day.
+* ``kesp-ops report`` turnout CSV and a PNG chart of turnout over the day;
+* ``kesp-ops publish`` one signed public turnout snapshot (:mod:`ops.feed`).
 
 With ``--broker`` ``watch`` and ``serve`` also run an ingesting
 :class:`OpsService`; without it they only read the state store that other
@@ -23,7 +24,7 @@ from ops.registry import RegistryError, load_ops_key
 from ops.service import OpsError, OpsService
 from ops.store import StateStore, StoreError, open_store
 from ops.view import render_watch, turnout_csv, turnout_png
-from ops.web.cli import add_web_arguments, serve_web
+from ops.web.cli import add_publish_command, add_web_arguments, run_publish, serve_web
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     add_web_arguments(sub.choices["serve"])
     rep = sub.add_parser("report")
     rep.add_argument("--out", type=Path, required=True, help="output directory")
+    add_publish_command(sub)
     return p
 
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     tuning = OpsTuning()
     try:
         store = open_store(args.store, prefix=args.prefix)
+        if args.command == "publish":
+            return run_publish(args, store)
         if args.command == "report":
             args.out.mkdir(parents=True, exist_ok=True)
             summary = store.turnout()

@@ -23,6 +23,7 @@ instances commit does not change the result.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sqlite3
@@ -143,6 +144,8 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS {p}events (device TEXT NOT NULL, n BIGINT NOT NULL,"
     " wall_ms BIGINT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,"
     " historical INTEGER NOT NULL, PRIMARY KEY (device, n))",
+    "CREATE TABLE IF NOT EXISTS {p}turnout_signed (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " message TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}counters (instance TEXT NOT NULL, name TEXT NOT NULL,"
     " value BIGINT NOT NULL, PRIMARY KEY (instance, name))",
 ]
@@ -159,6 +162,7 @@ class _DeviceAgg:
     skew: tuple[int, int] | None = None  # received_ms, skew_ms
     health: tuple[int, int, str] | None = None  # n, wall_ms, json
     turnout: tuple[int, int, str] | None = None
+    signed: tuple[int, bytes] | None = None  # n, the latest turnout message as received
 
 
 class StateStore:
@@ -275,6 +279,7 @@ class StateStore:
                 elif env.type == "turnout":
                     if agg.turnout is None or env.n > agg.turnout[0]:
                         agg.turnout = (env.n, env.wall_ms, text)
+                        agg.signed = (env.n, acc.signed) if acc.signed else agg.signed
                     logs.append((env.device, env.n, env.station, env.district, env.wall_ms,
                                  *(int(env.payload[f]) for f in TURNOUT_FIELDS)))
                 else:
@@ -319,6 +324,12 @@ class StateStore:
                     " wall_ms = excluded.wall_ms, payload = excluded.payload"
                     " WHERE {p}turnout.n < excluded.n"),
                     (device, a.station, a.district, n, wall, text))
+            if a.signed is not None:
+                cur.execute(self._sql(
+                    "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
+                    " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
+                    " WHERE {p}turnout_signed.n < excluded.n"),
+                    (device, a.signed[0], base64.b64encode(a.signed[1]).decode("ascii")))
         if logs:
             cur.executemany(self._sql(
                 "INSERT INTO {p}turnout_log (device, n, station, district, wall_ms, identified,"
@@ -397,6 +408,12 @@ class StateStore:
             cur.execute(self._sql("SELECT n, event, payload FROM {p}events WHERE device = ?"
                                   " ORDER BY n"), (device,))
             return [(int(n), str(e), json.loads(p)) for n, e, p in cur.fetchall()]
+
+    def signed_turnout(self) -> dict[str, bytes]:
+        """Per kiosk, its latest turnout message exactly as received (signature || body)."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, message FROM {p}turnout_signed ORDER BY device"))
+            return {str(d): base64.b64decode(m) for d, m in cur.fetchall()}
 
     def event_heads(self) -> dict[str, int]:
         """Per kiosk, the highest counter of its stored events (for incremental readers)."""
@@ -503,7 +520,8 @@ class PostgresStore(StateStore):
     def drop(self) -> None:
         """Drop this prefix's tables (tests clean up with it)."""
         with self._tx() as cur:
-            for table in ("seen", "device", "turnout", "turnout_log", "events", "counters"):
+            for table in ("seen", "device", "turnout", "turnout_log", "events", "counters",
+                          "turnout_signed"):
                 cur.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
 
 

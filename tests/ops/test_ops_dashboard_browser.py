@@ -10,6 +10,7 @@ taken here (written into docs/img/ with ``KESP_UPDATE_SCREENSHOTS=1``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import tempfile
@@ -29,10 +30,14 @@ from fleet import (
     start_fleet,
     turnout_payload,
 )
+from nacl.signing import SigningKey
 from ops_helpers import World, until
 
 from hardware_sim.mosquitto import free_port
+from ops.feed import publish
+from ops.feed_verify import verify
 from ops.parameters import BoardTuning
+from ops.registry import load_registry
 from ops.store import open_store
 from ops.web.server import DashboardServer, close, make_server
 
@@ -173,6 +178,17 @@ def test_dashboard_in_chromium(served: tuple[DashboardServer, str], world: World
             _text(driver, "[data-fig=identified]")
         assert driver.execute_script("return window.kespMarker;") == 42  # type: ignore
         assert _text(driver, "#conn") == "live"
+
+        # The public feed built from these kiosks' messages (as they came through mosquitto)
+        # passes the observers' verifier.
+        key = SigningKey.generate()
+        done = publish(tmp_path / "feed", key, store.signed_turnout(),
+                       load_registry(world.registry), ZONE)
+        assert done.kiosks == 6 and done.identified == nation + 10
+        keys = json.loads((tmp_path / "feed" / "kiosk-keys.json").read_text())["kiosks"]
+        assert verify((tmp_path / "feed" / "snapshot.json").read_bytes(),
+                      (tmp_path / "feed" / "snapshot.json.sig").read_text(),
+                      bytes(key.verify_key).hex(), keys) == []
     finally:
         driver.quit()  # type: ignore[attr-defined]
         shutil.rmtree(profile, ignore_errors=True)
