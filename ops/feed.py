@@ -14,7 +14,7 @@ At each interval ops writes, into one directory that any web server can host:
 ``kiosk-keys.json``        every active kiosk's public key, station, district
 ``ops-key.txt``            the publishing key's public half (hex)
 ``verify_feed.py``         the standalone verifier (:mod:`ops.feed_verify`)
-``index.html``             a read-only page with the figures and how to check them
+``index.html``, ``feed.css``  a read-only page with the figures and how to check them
 =========================  ===================================================
 
 No personal data: only counts, ids of kiosks/stations/districts and times.
@@ -57,6 +57,9 @@ FORMAT = "kesp-turnout-feed"
 VERSION = 1
 FIELDS = feed_verify.FIELDS
 _SEQ_RE = re.compile(r"^snapshot-(\d{6})\.json$")
+# A file, not an inline style: the dashboard's Content-Security-Policy allows no inline CSS.
+_CSS = (b"body{font-family:sans-serif;margin:16px;max-width:960px}"
+        b"td,th{padding:3px 10px;border-bottom:1px solid #ddd}td.n{text-align:right}\n")
 
 
 class FeedError(RuntimeError):
@@ -158,9 +161,8 @@ def _page(snap: Mapping[str, Any], seq: str) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>KESP turnout (verifiable)</title><style>body{font-family:sans-serif;"
-        "margin:16px;max-width:960px}td,th{padding:3px 10px;border-bottom:1px solid #ddd}"
-        "td.n{text-align:right}</style></head><body>"
+        '<title>KESP turnout (verifiable)</title><link rel="stylesheet" href="feed.css">'
+        "</head><body>"
         f"<h1>Voters identified by the kiosks</h1><p>Snapshot {escape(seq)}, published "
         f"{escape(snap['published_local'])} ({escape(snap['time_zone'])}), "
         f"{escape(snap['published_at'])} UTC; {len(snap['kiosks']):,} kiosks reporting from "
@@ -200,7 +202,7 @@ def publish(directory: Path, key: SigningKey, signed: Mapping[str, bytes], regis
                                                  sort_keys=True) + "\n").encode()),
                  ("ops-key.txt", (public_hex + "\n").encode()),
                  ("verify_feed.py", Path(feed_verify.__file__).read_bytes()),
-                 ("index.html", _page(snap, tag).encode())]
+                 ("feed.css", _CSS), ("index.html", _page(snap, tag).encode())]
         for name, data in files:
             atomic_write(directory / name, data, mode=0o644)
     except OSError as exc:
