@@ -5,7 +5,7 @@ Standalone (Python 3.9+ and PyNaCl only); docs/OPS.md "Verifying the public
 feed" describes the same checks for a verifier in another language. Usage:
 
     python3 verify_feed.py --ops-key OPS_KEY_HEX --kiosk-keys kiosk-keys.json \
-        snapshot.json snapshot.json.sig [--csv turnout.csv]
+        snapshot.json snapshot.json.sig [--csv turnout.csv] [--previous OLDER.json]
 
 Exit 0 and "OK ..." when everything checks; exit 1 and one line per problem.
 """
@@ -96,11 +96,38 @@ def verify(snap_bytes: bytes, sig_hex: str, ops_key_hex: str, kiosk_keys: dict[s
     return problems
 
 
+def _counts_of(snap: dict[str, Any]) -> dict[str, tuple[int, list[int]]]:
+    out = {}
+    for dev, k in snap["kiosks"].items():
+        p = json.loads(base64.b64decode(k["message"])[64:])["p"]
+        out[dev] = (k["n"], [p[f] for f in FIELDS])
+    return out
+
+
+def compare(older: bytes, newer: bytes) -> list[str]:
+    """Problems between two snapshots (both already verified): counts may only grow."""
+    old, new = json.loads(older), json.loads(newer)
+    if new["sequence"] <= old["sequence"]:
+        return [f"snapshot: sequence {new['sequence']} is not after {old['sequence']}"]
+    problems: list[str] = []
+    now = _counts_of(new)
+    for dev, (n, counts) in sorted(_counts_of(old).items()):
+        if dev not in now:
+            if dev not in new["excluded"]:
+                problems.append(f"kiosk {dev}: counted in snapshot {old['sequence']}, "
+                                "missing now")
+        elif now[dev][0] < n or any(now[dev][1][i] < counts[i] for i in range(len(FIELDS))):
+            problems.append(f"kiosk {dev}: message {now[dev][0]} replaces the later or "
+                            f"higher message {n} of snapshot {old['sequence']}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Check a KESP public turnout snapshot.")
     p.add_argument("--ops-key", required=True, help="ops public key, 64 hex digits")
     p.add_argument("--kiosk-keys", required=True, help="kiosk-keys.json you trust")
     p.add_argument("--csv", help="turnout.csv published with the snapshot")
+    p.add_argument("--previous", help="an older snapshot (with its .sig beside it)")
     p.add_argument("snapshot")
     p.add_argument("signature")
     a = p.parse_args(argv)
@@ -116,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             csv_bytes = f.read()
     try:
         problems = verify(snap, sig, a.ops_key, keys, csv_bytes)
+        if a.previous and not problems:
+            with open(a.previous, "rb") as f:
+                older = f.read()
+            with open(a.previous + ".sig") as f:
+                problems = [f"previous {line}" for line in verify(older, f.read(), a.ops_key,
+                                                                   keys)]
+            problems = problems or compare(older, snap)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         problems = [f"snapshot: malformed ({type(exc).__name__}: {exc})"]
     for line in problems:

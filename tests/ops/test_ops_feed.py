@@ -51,6 +51,7 @@ class Feed:
                                    {"identified": part, "refused": 1, "not_identified": 2,
                                     "manual": 0, "by_hour": {"09": part}}))
         assert set(svc.process_messages(msgs)) == {"accepted"}
+        self.first_of_a1 = msgs[0][1]  # a-1's older turnout message (n = 1)
         svc.store.close()
         revoke_device(self.reg, "r-1", "stolen")  # its figures must not count any more
         store = open_store(self.store_path)
@@ -188,6 +189,21 @@ def test_publish_command_and_sequence(feed: Feed, capsys: pytest.CaptureFixture[
                      "--publish-key", str(feed.root / "publish.sign"),
                      "--registry", str(feed.reg)]) == 2
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_older_message_in_a_later_snapshot_is_refused(feed: Feed) -> None:
+    """Observers keep the numbered snapshots; a kiosk's figure may never go back."""
+    store = open_store(feed.store_path)
+    signed_now = store.signed_turnout()
+    store.close()
+    registry = load_registry(feed.reg)
+    publish(feed.dir, feed.key, signed_now, registry, ZONE)  # snapshot 2, honest
+    proc = feed.verify("--previous", "snapshot-000001.json")
+    assert proc.returncode == 0, proc.stdout
+    publish(feed.dir, feed.key, {**signed_now, "a-1": feed.first_of_a1}, registry, ZONE)
+    assert feed.verify().returncode == 0  # on its own the stale figure is consistent...
+    _refused(feed, "REFUSED kiosk a-1: message 1 replaces the later or higher message 2 of "
+                   "snapshot 2", extra=("--previous", "snapshot-000002.json"))
 
 
 def test_dashboard_serves_the_feed_read_only(feed: Feed) -> None:
