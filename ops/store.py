@@ -151,6 +151,27 @@ _DDL = [
 ]
 
 
+_DEVICE_UPDATES = {  # in this order: the device row must exist before it is updated
+    "insert": "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO NOTHING",
+    "seen": "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?",
+    "max_n": "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?",
+    "birth": "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
+             " WHERE device = ? AND birth_boot <= ?",
+    "death": "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?",
+    "skew": "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ? WHERE device = ? AND skew_at_ms <= ?",
+    "health": "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
+              " WHERE device = ? AND health_n < ?",
+    "turnout": "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
+               " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
+               " wall_ms = excluded.wall_ms, payload = excluded.payload"
+               " WHERE {p}turnout.n < excluded.n",
+    "signed": "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
+              " WHERE {p}turnout_signed.n < excluded.n",
+}
+
+
 @dataclass
 class _DeviceAgg:
     station: str
@@ -285,51 +306,34 @@ class StateStore:
                 else:
                     events.append((env.device, env.n, env.wall_ms, str(env.payload["event"]),
                                    text, int(env.historical)))
+        # One statement per kind of update, executed for all devices of the batch
+        # at once (psycopg pipelines an executemany; a statement per device and
+        # column cost a round trip each and bounded PostgreSQL ingest).
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in _DEVICE_UPDATES}
         for device, a in sorted(aggs.items()):
-            cur.execute(self._sql(
-                "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
-                " ON CONFLICT (device) DO NOTHING"), (device, a.station, a.district))
-            cur.execute(self._sql(
-                "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?"),
-                (a.last_seen_ms, device, a.last_seen_ms))
+            rows["insert"].append((device, a.station, a.district))
+            rows["seen"].append((a.last_seen_ms, device, a.last_seen_ms))
             if a.max_n:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?"),
-                    (a.max_n, device, a.max_n))
+                rows["max_n"].append((a.max_n, device, a.max_n))
             if a.birth is not None:
                 boot, last_n, oldest_n = a.birth
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
-                    " WHERE device = ? AND birth_boot <= ?"),
-                    (boot, last_n, oldest_n, device, boot))
+                rows["birth"].append((boot, last_n, oldest_n, device, boot))
             if a.death_boot:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?"),
-                    (a.death_boot, device, a.death_boot))
+                rows["death"].append((a.death_boot, device, a.death_boot))
             if a.skew is not None:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ?"
-                    " WHERE device = ? AND skew_at_ms <= ?"),
-                    (a.skew[1], a.skew[0], device, a.skew[0]))
+                rows["skew"].append((a.skew[1], a.skew[0], device, a.skew[0]))
             if a.health is not None:
                 n, wall, text = a.health
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
-                    " WHERE device = ? AND health_n < ?"), (text, n, wall, device, n))
+                rows["health"].append((text, n, wall, device, n))
             if a.turnout is not None:
                 n, wall, text = a.turnout
-                cur.execute(self._sql(
-                    "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
-                    " wall_ms = excluded.wall_ms, payload = excluded.payload"
-                    " WHERE {p}turnout.n < excluded.n"),
-                    (device, a.station, a.district, n, wall, text))
+                rows["turnout"].append((device, a.station, a.district, n, wall, text))
             if a.signed is not None:
-                cur.execute(self._sql(
-                    "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
-                    " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
-                    " WHERE {p}turnout_signed.n < excluded.n"),
-                    (device, a.signed[0], base64.b64encode(a.signed[1]).decode("ascii")))
+                rows["signed"].append((device, a.signed[0],
+                                       base64.b64encode(a.signed[1]).decode("ascii")))
+        for kind, sql in _DEVICE_UPDATES.items():
+            if rows[kind]:
+                cur.executemany(self._sql(sql), rows[kind])
         if logs:
             cur.executemany(self._sql(
                 "INSERT INTO {p}turnout_log (device, n, station, district, wall_ms, identified,"
