@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
                 time.sleep(args.interval)
 
-        return serve_web(args, store, tuning)
+        return serve_web(args, tuning)
     except KeyboardInterrupt:
         return 0
     finally:

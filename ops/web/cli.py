@@ -13,7 +13,7 @@ from ops.feed import FeedError, Publisher, publish
 from ops.metrics import render_metrics
 from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import RegistryError, load_ops_key, load_registry
-from ops.store import StateStore
+from ops.store import StateStore, StoreError, open_store
 from ops.web.server import make_server
 
 
@@ -31,8 +31,12 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between public snapshots (default %(default)s)")
 
 
-def serve_web(args: argparse.Namespace, store: StateStore, ops: OpsTuning) -> int:
-    """Serve until interrupted; 2 with one line on stderr if it cannot start."""
+def serve_web(args: argparse.Namespace, ops: OpsTuning) -> int:
+    """Serve until interrupted; 2 with one line on stderr if it cannot start.
+
+    The dashboard reads through a connection of its own, so a snapshot being
+    built never holds up the ingest's commits on ``store``.
+    """
     try:
         zone = load_zone(args.timezone)
     except ZoneError as exc:
@@ -54,6 +58,11 @@ def serve_web(args: argparse.Namespace, store: StateStore, ops: OpsTuning) -> in
             print(f"kesp-ops: publishing key: {exc}", file=sys.stderr)
             return 2
     try:
+        store = open_store(args.store, prefix=args.prefix, instance=f"{args.client_id}-web")
+    except StoreError as exc:
+        print(f"kesp-ops: {exc}", file=sys.stderr)
+        return 2
+    try:
         server = make_server(store, bind=args.bind, port=args.port, zone=zone,
                              registry_path=getattr(args, "registry", None), board=board, ops=ops,
                              metrics=render_metrics, public_dir=args.public_dir)
@@ -64,6 +73,7 @@ def serve_web(args: argparse.Namespace, store: StateStore, ops: OpsTuning) -> in
         else:
             print(f"kesp-ops: cannot listen on {args.bind}:{args.port}: {exc.strerror}",
                   file=sys.stderr)
+        store.close()
         return 2
     publisher = None
     if key is not None:
@@ -80,6 +90,7 @@ def serve_web(args: argparse.Namespace, store: StateStore, ops: OpsTuning) -> in
             publisher.stop()
         server.server_close()
         server.cache.stop()
+        store.close()
     return 0
 
 

@@ -199,3 +199,18 @@ def test_flood_of_idle_connections_is_bounded(own_server: DashboardServer) -> No
     finally:
         for s in idle:
             s.close()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--timezone", "Mars/Olympus"], "time zone 'Mars/Olympus' is not known"),
+    (["--refresh", "0"], "--refresh must be between 0.5 and 300 seconds"),
+    (["--publish-key", "publish.sign"], "--publish-key needs --public-dir"),
+])
+def test_serve_refuses_bad_options_in_one_line(tmp_path: Path, args: list[str], says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli import main
+
+    code = main(["--store", str(tmp_path / "ops.sqlite"), "serve", "--port", str(free_port()),
+                 *args])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and err.count("\n") == 1, err
