@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.drivers.sensor import Guidance
+from agent.drivers.sensor.types import Guidance
 from benchmarks.results import write_section
 from hardware_sim.day import DEFAULT_DATA, Rig
 

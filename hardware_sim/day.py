@@ -37,7 +37,10 @@ from pathlib import Path
 import numpy as np
 from nacl.signing import SigningKey
 
-from agent.config import (
+from agent.drivers.sensor.types import Guidance
+from agent.match import STANDARD_DPI, Template, load_template
+from agent.roll.package import Finger, Kiosk, Roll, Voter, build_package
+from agent.runtime.config import (
     AgentConfig,
     BrokerConfig,
     PrinterConfig,
@@ -45,11 +48,8 @@ from agent.config import (
     atomic_write,
     save_config,
 )
-from agent.control import ControlError, request
-from agent.drivers.sensor import Guidance
-from agent.keys import generate_keys
-from agent.match import STANDARD_DPI, Template, load_template
-from agent.rollpackage import Finger, Kiosk, Roll, Voter, build_package
+from agent.runtime.control import ControlError, request
+from agent.runtime.keys import generate_keys
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import FVC_DPI, load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
@@ -246,7 +246,7 @@ class SimKiosk:
         """Run ``kesp-agent run`` as its own process, as systemd would; seconds to ready."""
         log = (self.dir / "agent.log").open("ab")
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
+            [sys.executable, "-m", "agent.runtime.cli", "--config", str(self.config), "run"],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         log.close()

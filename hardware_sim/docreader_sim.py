@@ -1,11 +1,12 @@
 """A simulated serial ID-document reader on a real pty.
 
-The device side of :mod:`agent.drivers.docreader`: when a document is
+The device side of :mod:`agent.drivers.docreader.reader`: when a document is
 "presented" it writes the MRZ lines as a serial reader does (CR, LF or CR LF
 terminated, optionally STX/ETX framed or as one line), byte by byte if asked.
-Zones are composed with the production builders (:func:`agent.mrz.build_td1`
-/ :func:`agent.mrz.build_td3`), so every check digit follows the same rules
-the parser enforces. Fault scenarios: line noise between documents, documents
+Zones are composed with the production builders
+(:func:`agent.drivers.docreader.mrz.build_td1` /
+:func:`agent.drivers.docreader.mrz.build_td3`), so every check digit follows
+the same rules the parser enforces. Fault scenarios: line noise between documents, documents
 with a line missing, corrupted check digits, slow byte-at-a-time delivery,
 unplug/replug.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from agent.mrz import build_td1, build_td3
+from agent.drivers.docreader.mrz import build_td1, build_td3
 
 Framing = Literal["cr", "lf", "crlf", "stx-etx", "one-line"]
 

@@ -1,7 +1,7 @@
 """A simulated ESC/POS receipt printer: the device side of the byte protocol, with faults.
 
 The simulator decodes the stream with the production parser
-(:class:`agent.drivers.escpos.EscposParser`) and the same profile tables the
+(:class:`agent.drivers.printer.escpos.EscposParser`) and the same profile tables the
 encoder uses (code pages, status layout), answers ``DLE EOT`` at once and
 ``GS r`` in order, and renders every slip (everything up to a cut) to
 ``NNNN.png`` plus ``NNNN.txt`` (the decoded text; raster images appear as
@@ -39,9 +39,9 @@ import numpy.typing as npt
 import usb.backend
 from PIL import Image, ImageDraw
 
-from agent.drivers import escpos as e
-from agent.drivers.document import Align
-from agent.drivers.printer_profiles import (
+from agent.drivers.printer import escpos as e
+from agent.drivers.printer.document import Align
+from agent.drivers.printer.profiles import (
     FONT_MONO,
     FONT_MONO_BOLD,
     PROFILES,
@@ -49,7 +49,8 @@ from agent.drivers.printer_profiles import (
     PrinterProfile,
     get_profile,
 )
-from agent.drivers.printer_status import encode_status
+from agent.drivers.printer.render import load_font
+from agent.drivers.printer.status import encode_status
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class _Glyphs:
         key = (ch, bold, w, h)
         got = self._cache.get(key)
         if got is None:
-            font = e.load_font(FONT_MONO_BOLD if bold else FONT_MONO, 20)
+            font = load_font(FONT_MONO_BOLD if bold else FONT_MONO, 20)
             img = Image.new("L", (CELL_W, CELL_H), 255)
             ImageDraw.Draw(img).text((0, 1), ch, font=font, fill=0)
             if (w, h) != (1, 1):

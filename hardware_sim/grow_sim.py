@@ -1,8 +1,8 @@
 """A ZhianTec/Grow (R503) fingerprint module on a real pty, with fault scenarios.
 
-The simulator is the device-side peer of :mod:`agent.drivers.grow`: it decodes
+The simulator is the device-side peer of :mod:`agent.drivers.sensor.grow`: it decodes
 commands and encodes replies with the production codec
-(:mod:`agent.drivers.grow_codec`) over a pseudo-terminal, so the agent opens the
+(:mod:`agent.drivers.sensor.grow_codec`) over a pseudo-terminal, so the agent opens the
 slave side with pyserial exactly as it opens ``/dev/ttyUSB0``. A stable symlink
 (:attr:`GrowSensorSimulator.path`) points at the current slave; unplugging closes
 the pty and removes the link, replugging creates a new pty behind the same link.
@@ -38,8 +38,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.drivers.grow import AURA_FOR_GUIDANCE
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow import AURA_FOR_GUIDANCE
+from agent.drivers.sensor.grow_codec import (
     BAUD_UNIT,
     CHAR_FILE_BYTES,
     DATA_PACKET_SIZES,
@@ -58,7 +58,7 @@ from agent.drivers.grow_codec import (
     pack_image,
     split_data,
 )
-from agent.drivers.sensor import Guidance, ProtocolError
+from agent.drivers.sensor.types import Guidance, ProtocolError
 from hardware_sim.fingers import (
     PressVariation,
     list_impressions,

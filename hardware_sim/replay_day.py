@@ -20,11 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-from agent.config import SensorConfig, load_config
-from agent.drivers.sensor import Capture, open_sensor
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import Capture
 from agent.match import extract
-from agent.rollpackage import Finger, Voter
-from agent.service import Agent
+from agent.roll.package import Finger, Voter
+from agent.runtime.config import SensorConfig, load_config
+from agent.runtime.service import Agent
 from hardware_sim.day import (
     N_VOTERS,
     DemoError,

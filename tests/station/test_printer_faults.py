@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.sensor import Guidance
+from agent.drivers.sensor.types import Guidance
 from hardware_sim.day import Rig, is_duplicate, slip_kind, slip_serial
 
 
