@@ -30,9 +30,9 @@ import paho.mqtt.client as mqtt
 from nacl.signing import SigningKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.audit import GENESIS_HASH, canonical_bytes, entry_hash
-from agent.event_ids import EventId
-from agent.events import CATALOGUE
+from agent.audit.event_ids import EventId
+from agent.audit.events import CATALOGUE
+from agent.audit.log import GENESIS_HASH, canonical_bytes, entry_hash
 from agent.telemetry.envelope import Envelope, seal
 from benchmarks.results import write_section
 from hardware_sim.mosquitto import PrivateMosquitto, free_port

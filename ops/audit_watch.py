@@ -27,7 +27,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from agent.audit import GENESIS_HASH, canonical_bytes, checkpoint_message, entry_hash
+from agent.audit.log import GENESIS_HASH, canonical_bytes, checkpoint_message, entry_hash
 from ops.alerts import IntegrityFacts
 from ops.registry import Registry
 

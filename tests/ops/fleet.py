@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ops_helpers import FAST, World
 
-from agent.audit import AuditLog
-from agent.event_ids import EventId
-from agent.journal import AuditJournal
+from agent.audit.event_ids import EventId
+from agent.audit.log import AuditLog
+from agent.station.journal import AuditJournal
 from agent.telemetry import Telemetry
 
 PLACES = {
@@ -99,12 +99,12 @@ def start_fleet(world: World, tmp: Path) -> Fleet:
             tampered_log = audit
         else:
             journals[device] = AuditJournal(audit, tel)
-            journals[device].record(EventId.AGENT_STARTED.value, software_version="0.1.0",
+            journals[device].record(EventId.AGENT_STARTED, software_version="0.1.0",
                                     boot_count=1, clean_previous_stop=True)
         tel.emit("turnout", turnout_payload(TURNOUT[device]))
-    journals[ROLL_KIOSK].record(EventId.ROLL_INSTALLED.value, package_hash=SHA, roll_hash=SHA,
+    journals[ROLL_KIOSK].record(EventId.ROLL_INSTALLED, package_hash=SHA, roll_hash=SHA,
                                 voters=400, election_id="e2026", station_id="bsk-1")
-    journals[CONFLICT].record(EventId.MARK_CONFLICT.value, slip_serial="K02-000007",
+    journals[CONFLICT].record(EventId.MARK_CONFLICT, slip_serial="K02-000007",
                               mark_kiosk="bsk-2-k9", mark_seq=7, peer="bsk-2-k9")
     assert tampered_log is not None
     # An audit entry altered between the kiosk's log and ops: its hash no longer matches.
