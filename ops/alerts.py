@@ -35,7 +35,7 @@ Sources, per alert kind (``docs/OPS.md`` lists what kiosks do not send yet):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -117,12 +117,26 @@ class Alert:
 class IntegrityFacts:
     """What the audit-chain watch learnt from one kiosk's events."""
 
-    conflicts: int = 0
-    rogue_marks: int = 0
+    conflict_events: set[int] = field(default_factory=set)
+    """Telemetry counters of the kiosk's ``mark-conflict`` events (a set: reading an
+    event twice must not count it twice)."""
+    rogue_events: set[int] = field(default_factory=set)
     roll_refused: str | None = None
+    roll_seq: int = 0
+    """Audit seq of the roll event ``roll_refused`` reflects (the newest wins)."""
     audit_problem: str | None = None
     voters: int | None = None
     """Voters on the kiosk's installed roll (``roll-installed``/``roll-verified``)."""
+
+    @property
+    def conflicts(self) -> int:
+        """Voters identified at two kiosks, as this kiosk reported them."""
+        return len(self.conflict_events)
+
+    @property
+    def rogue_marks(self) -> int:
+        """Peer marks this kiosk refused."""
+        return len(self.rogue_events)
 
 
 def kiosk_status(d: DeviceState, now_ms: int, board: BoardTuning) -> KioskStatus:

@@ -15,7 +15,11 @@ the dashboard raises alerts for (mark conflicts, refused peer marks, a
 refused roll). The watch is incremental: each :meth:`AuditWatch.refresh`
 reads only events newer than the last it saw, at most
 ``BoardTuning.audit_rows_per_refresh`` rows, so a dashboard started late in
-the day catches up over a few refreshes instead of stalling.
+the day catches up over a few refreshes instead of stalling. An event that
+arrives after a newer one (a resend fills a gap) is noticed because the
+store's count of the kiosk's events is then ahead of what was read: that
+kiosk's events are read again from the start, which :meth:`AuditWatch.feed`
+makes harmless.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class _Chain:
     """Entries received ahead of a gap, by audit seq."""
     last_n: int = 0
     """Highest telemetry counter of this kiosk's events read so far."""
+    count: int = 0
+    """Events read so far (compared with the store's count to find late arrivals)."""
 
 
 def link_problem(entry: Mapping[str, Any], prev_hash: str, device: str,
@@ -89,25 +95,31 @@ class AuditWatch:
         """Events known to the store but not yet checked (0 once caught up)."""
 
     def feed(self, device: str, n: int, payload: Mapping[str, Any], registry: Registry) -> None:
-        """One stored event of ``device`` with telemetry counter ``n`` (in ``n`` order)."""
+        """One stored event of ``device`` with telemetry counter ``n``.
+
+        Idempotent: an event fed twice (a re-read after a late arrival) changes
+        nothing, so readers may re-read a kiosk's events from the start.
+        """
         chain = self._chains.setdefault(device, _Chain())
         facts = self.facts.setdefault(device, IntegrityFacts())
         chain.last_n = max(chain.last_n, n)
         event = payload.get("event")
         fields = payload.get("fields")
         fields = fields if isinstance(fields, Mapping) else {}
+        seq = payload.get("seq")
+        order = seq if isinstance(seq, int) else 0
         if event == CONFLICT_EVENT:
-            facts.conflicts += 1
+            facts.conflict_events.add(n)
         elif event == ROGUE_EVENT:
-            facts.rogue_marks += 1
-        elif event in ROLL_REFUSED_EVENTS:
+            facts.rogue_events.add(n)
+        elif event in ROLL_REFUSED_EVENTS and order >= facts.roll_seq:
             facts.roll_refused = f"{event}: {fields.get('reason', '')}".rstrip(": ")
-        elif event in ROLL_OK_EVENTS:
-            facts.roll_refused = None
+            facts.roll_seq = order
+        elif event in ROLL_OK_EVENTS and order >= facts.roll_seq:
+            facts.roll_refused, facts.roll_seq = None, order
             voters = fields.get("voters")
             if isinstance(voters, int) and not isinstance(voters, bool) and voters >= 0:
                 facts.voters = voters
-        seq = payload.get("seq")
         if facts.audit_problem is not None or not isinstance(seq, int) or seq <= chain.head_seq:
             return
         chain.waiting[seq] = payload
@@ -123,9 +135,14 @@ class AuditWatch:
             chain.head_seq += 1
             chain.head_hash = str(entry["hash"])
 
-    def watermarks(self) -> dict[str, int]:
-        """Per kiosk, the highest event counter already fed."""
-        return {d: c.last_n for d, c in self._chains.items()}
+    def watermarks(self) -> dict[str, tuple[int, int]]:
+        """Per kiosk, (highest event counter fed, events read)."""
+        return {d: (c.last_n, c.count) for d, c in self._chains.items()}
+
+    def read(self, device: str, rows: int, *, from_start: bool) -> None:
+        """Record that ``rows`` events of ``device`` were read (all of them if ``from_start``)."""
+        chain = self._chains.setdefault(device, _Chain())
+        chain.count = rows if from_start else chain.count + rows
 
     def checked_through(self, device: str) -> int:
         """Audit seq up to which ``device``'s chain has been verified."""

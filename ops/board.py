@@ -175,16 +175,21 @@ def refresh_audit(store: StateStore, registry: Registry, watch: AuditWatch,
     """Feed the watch the events stored since its last refresh, at most ``budget`` rows."""
     heads = store.event_heads()
     marks = watch.watermarks()
-    pending = {d: n for d, n in heads.items() if n > marks.get(d, 0)}
     behind = 0
-    for device in sorted(pending):
-        if budget <= 0:
-            behind += pending[device] - marks.get(device, 0)
+    for device, (head, count) in sorted(heads.items()):
+        last, read = marks.get(device, (0, 0))
+        if read >= count:
             continue
-        rows = store.events_after(device, marks.get(device, 0), budget)
+        if budget <= 0:
+            behind += count - read
+            continue
+        # Newer events only, unless one arrived late (below what was read): then all.
+        # A re-read is never cut short (a kiosk sends a few thousand events a day).
+        late = head <= last
+        rows = store.events_after(device, 0 if late else last, count if late else budget)
         budget -= len(rows)
         for n, payload in rows:
             watch.feed(device, n, payload, registry)
-        if rows and rows[-1][0] < pending[device]:
-            behind += pending[device] - rows[-1][0]
+        watch.read(device, len(rows), from_start=late)
+        behind += max(0, count - (len(rows) if late else read + len(rows)))
     watch.behind = behind

@@ -144,6 +144,8 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS {p}events (device TEXT NOT NULL, n BIGINT NOT NULL,"
     " wall_ms BIGINT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,"
     " historical INTEGER NOT NULL, PRIMARY KEY (device, n))",
+    "CREATE TABLE IF NOT EXISTS {p}event_head (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " count BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}turnout_signed (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
     " message TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}counters (instance TEXT NOT NULL, name TEXT NOT NULL,"
@@ -166,6 +168,10 @@ _DEVICE_UPDATES = {  # in this order: the device row must exist before it is upd
                " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
                " wall_ms = excluded.wall_ms, payload = excluded.payload"
                " WHERE {p}turnout.n < excluded.n",
+    "event_head": "INSERT INTO {p}event_head (device, n, count) VALUES (?,?,?)"
+                  " ON CONFLICT (device) DO UPDATE SET count = {p}event_head.count"
+                  " + excluded.count, n = CASE WHEN excluded.n > {p}event_head.n"
+                  " THEN excluded.n ELSE {p}event_head.n END",
     "signed": "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
               " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
               " WHERE {p}turnout_signed.n < excluded.n",
@@ -184,6 +190,8 @@ class _DeviceAgg:
     health: tuple[int, int, str] | None = None  # n, wall_ms, json
     turnout: tuple[int, int, str] | None = None
     signed: tuple[int, bytes] | None = None  # n, the latest turnout message as received
+    event_n: int = 0  # highest counter of an event in this batch
+    event_count: int = 0  # events of this batch
 
 
 class StateStore:
@@ -306,6 +314,8 @@ class StateStore:
                 else:
                     events.append((env.device, env.n, env.wall_ms, str(env.payload["event"]),
                                    text, int(env.historical)))
+                    agg.event_n = max(agg.event_n, env.n)
+                    agg.event_count += 1
         # One statement per kind of update, executed for all devices of the batch
         # at once (psycopg pipelines an executemany; a statement per device and
         # column cost a round trip each and bounded PostgreSQL ingest).
@@ -328,6 +338,8 @@ class StateStore:
             if a.turnout is not None:
                 n, wall, text = a.turnout
                 rows["turnout"].append((device, a.station, a.district, n, wall, text))
+            if a.event_n:
+                rows["event_head"].append((device, a.event_n, a.event_count))
             if a.signed is not None:
                 rows["signed"].append((device, a.signed[0],
                                        base64.b64encode(a.signed[1]).decode("ascii")))
@@ -419,11 +431,16 @@ class StateStore:
             cur.execute(self._sql("SELECT device, message FROM {p}turnout_signed ORDER BY device"))
             return {str(d): base64.b64decode(m) for d, m in cur.fetchall()}
 
-    def event_heads(self) -> dict[str, int]:
-        """Per kiosk, the highest counter of its stored events (for incremental readers)."""
+    def event_heads(self) -> dict[str, tuple[int, int]]:
+        """Per kiosk, (highest counter, number) of its stored events (for incremental readers).
+
+        Kept in its own small table at ingest: a GROUP BY over the events, which
+        grow to millions of rows by the evening, would make every dashboard
+        refresh slower as the day goes on.
+        """
         with self._tx() as cur:
-            cur.execute(self._sql("SELECT device, MAX(n) FROM {p}events GROUP BY device"))
-            return {str(d): int(n) for d, n in cur.fetchall()}
+            cur.execute(self._sql("SELECT device, n, count FROM {p}event_head"))
+            return {str(d): (int(n), int(c)) for d, n, c in cur.fetchall()}
 
     def events_after(self, device: str, after_n: int,
                      limit: int) -> list[tuple[int, Mapping[str, Any]]]:
@@ -525,7 +542,7 @@ class PostgresStore(StateStore):
         """Drop this prefix's tables (tests clean up with it)."""
         with self._tx() as cur:
             for table in ("seen", "device", "turnout", "turnout_log", "events", "counters",
-                          "turnout_signed"):
+                          "turnout_signed", "event_head"):
                 cur.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
 
 
