@@ -15,6 +15,8 @@ Tables::
     turnout     per kiosk: latest cumulative counts (highest n wins)
     turnout_log every accepted turnout record (turnout over the day)
     events      every accepted event record
+    event_head  per kiosk: highest event counter and number of events (dashboard reader)
+    turnout_signed  per kiosk: its latest turnout message as received (public feed)
     counters    (instance, name) -> value: accepted / rejected:<reason>
 
 Updates are monotone ("keep the higher n / boot"), so the order in which
