@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from agent.runtime.keys import load_keys
-from hardware_sim.day import Rig, is_duplicate
+from hardware_sim.rig import Rig, is_duplicate
 
 
 def _cli(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from agent.match import Matcher
 from agent.roll.installed import GALLERY_CACHE, ROLL_FILE, load_roll
 from agent.roll.package import Kiosk, build_package
 from agent.runtime.keys import generate_keys
-from hardware_sim.day import make_roll
+from hardware_sim.voters import make_roll
 
 
 def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:

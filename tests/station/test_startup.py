@@ -17,7 +17,8 @@ from nacl.signing import SigningKey
 from agent.roll.package import Kiosk, build_package
 from agent.runtime.config import atomic_write
 from agent.runtime.keys import generate_keys
-from hardware_sim.day import Rig, make_roll
+from hardware_sim.rig import Rig
+from hardware_sim.voters import make_roll
 
 EX_CONFIG = 78
 

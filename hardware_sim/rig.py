@@ -1,27 +1,26 @@
-"""``kesp-sim day`` (``make demo``): a whole simulated polling-station day, end to end.
+"""The test rig: a simulated polling station around real agent processes.
 
-Nothing is mocked. The day:
+:class:`Rig` provisions a station like the CEC and a technician would (a CEC
+key, each kiosk's own keys and configuration, a signed and encrypted roll of
+40 voters enrolled with real FVC2002 ISO templates, the kiosks registered with
+central ops), starts a private mosquitto (if installed), central ops'
+verifier, and per kiosk (:class:`SimKiosk`) the simulated Grow sensor and
+ESC/POS printer on real ptys; each kiosk's agent runs as its own process
+(``kesp-agent run``), exactly as systemd would, and can be stopped, killed
+(a power cut) and started again.
 
-1. provisions a station like the CEC and a technician would: a CEC key, the
-   kiosk's own keys and configuration, a signed and encrypted roll of 40
-   voters enrolled with real FVC2002 ISO templates (the register's
-   templates), the kiosk registered with central ops;
-2. starts a private mosquitto (if installed), the simulated Grow sensor and
-   ESC/POS printer on real ptys, central ops' verifier, and the agent itself
-   as a separate process (``kesp-agent run``), exactly as systemd would;
-3. opens the station (zero report), sends the visitors: voters pressing
-   *other* impressions of their enrolled finger, repeat visits, people not on
-   the list, a voter verified by ID document, a commission's manual decision;
-   each virtual voter reacts to the sensor's LED ring like a person would;
-4. closes the station (closing report), stops the agent and checks that the
-   mark store, the slips on paper and what central ops verified agree.
+A :class:`Visit` is one person at a kiosk, reacting to the sensor's LED ring
+like a person would. After the day, :func:`collect` reads a kiosk's stores and
+the paper it printed into :class:`DayFacts`, and :func:`disagreements` lists
+every way the stores, the paper, the audit log and central ops disagree.
 
-It ends with ``DEMO OK: ...`` and exit 0, or says what disagrees and exits 1.
+The voters and their real fingers come from :mod:`hardware_sim.voters`.
+Used by the tests, the crash harness (:mod:`hardware_sim.crash`) and the
+demo (:mod:`hardware_sim.demo`); nothing here is mocked.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -38,8 +37,7 @@ import numpy as np
 from nacl.signing import SigningKey
 
 from agent.drivers.sensor.types import Guidance
-from agent.match import STANDARD_DPI, Template, load_template
-from agent.roll.package import Finger, Kiosk, Roll, Voter, build_package
+from agent.roll.package import Kiosk, Roll, Voter, build_package
 from agent.runtime.config import (
     AgentConfig,
     BrokerConfig,
@@ -51,104 +49,12 @@ from agent.runtime.config import (
 from agent.runtime.control import ControlError, request
 from agent.runtime.keys import generate_keys
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import FVC_DPI, load_fvc
+from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
+from hardware_sim.voters import N_REAL, fvc_finger, make_roll
 from ops.registry import register_device
 from ops.service import OpsService
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
-DBS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
-
-SURNAMES = (  # (Kyrgyz, Russian) spellings
-    ("Асанов", "Асанов"), ("Үсөнбаев", "Усенбаев"), ("Төлөгөнов", "Тологонов"),
-    ("Жээнбеков", "Жээнбеков"), ("Өмүрбеков", "Омурбеков"), ("Сыдыков", "Сыдыков"),
-    ("Бөкөнбаев", "Боконбаев"), ("Мамытов", "Мамытов"), ("Түгөлбаев", "Тюгельбаев"),
-    ("Керимбеков", "Керимбеков"),
-)
-MALE = (("Үмөт", "Умот"), ("Бакыт", "Бакыт"), ("Нурлан", "Нурлан"), ("Эрмек", "Эрмек"))
-FEMALE = (("Гүлнара", "Гульнара"), ("Айгүл", "Айгуль"), ("Жаңыл", "Жаныл"),
-          ("Бүбүсара", "Бюбюсара"))
-
-N_VOTERS = 40
-N_REAL = 34  # voters enrolled with a real FVC finger; FVC fingers 34..39 are strangers
-
-
-def fvc_finger(index: int) -> tuple[str, int]:
-    """FVC (set, finger id) of the ``index``-th of the 40 real fingers."""
-    return DBS[index // 10], 101 + index % 10
-
-
-FVC_SIZE = {"DB1_B": (388, 374), "DB2_B": (296, 560), "DB3_B": (300, 300), "DB4_B": (288, 384)}
-
-
-def iso_bytes(data: Path, index: int, impression: int) -> bytes:
-    """The register's ISO template of a real finger, as the register would hold it.
-
-    The FVC2002 ISO files were extracted from images resized to 300 x 400
-    ignoring their aspect ratio (see the data README). A real register's
-    templates are in true geometry, so the demo's CEC maps each template back
-    to its image's native geometry and resolution before enrolment: x by W/300,
-    y by H/400, directions through the same anisotropic scale, then to 500 dpi.
-    """
-    db, finger = fvc_finger(index)
-    raw = (data / "fvc2002" / db / f"{finger}_{impression}.iso").read_bytes()
-    t = load_template(raw)
-    width, height = FVC_SIZE[db]
-    to_500 = STANDARD_DPI / FVC_DPI[db]
-    sx, sy = width / 300 * to_500, height / 400 * to_500
-    angle = np.arctan2(np.sin(t.angle) * sy, np.cos(t.angle) * sx)
-    native = Template.from_arrays(
-        t.x * sx, t.y * sy, angle, width=round(width * to_500), height=round(height * to_500),
-        kind=t.kind, minutia_quality=t.minutia_quality, quality=t.quality,
-        finger_position=t.finger_position,
-    )
-    return native.to_iso2005()
-
-
-def synthetic_iso(rng: np.random.Generator) -> bytes:
-    """An ISO 19794-2:2005 record with plausible random minutiae (voters who never come)."""
-    from provisioning.synthetic import iso_template
-
-    n = int(rng.integers(25, 45))
-    minutiae = np.stack([rng.integers(20, 280, n), rng.integers(20, 380, n),
-                         rng.integers(0, 256, n), rng.integers(1, 3, n)], axis=1)
-    return iso_template(2, minutiae)
-
-
-def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...],
-              extra_voters: int = 0, enrolled: tuple[Voter, ...] = ()) -> Roll:
-    """The demo station's roll: 40 voters, names in Kyrgyz and Russian.
-
-    ``extra_voters`` synthetic voters with 10 synthetic fingers each follow
-    (list numbers from 41), to load the gallery like the largest stations.
-    """
-    rng = np.random.default_rng(2026)
-    voters = []
-    for i in range(N_VOTERS):
-        sur_ky, sur_ru = SURNAMES[i % len(SURNAMES)]
-        female = i % 2 == 1
-        first_ky, first_ru = (FEMALE if female else MALE)[(i // 2) % 4]
-        suffix = "а" if female else ""
-        fingers = (Finger(2, iso_bytes(data, i, 1)) if i < N_REAL
-                   else Finger(2, synthetic_iso(rng)),)
-        voters.append(Voter(
-            list_number=i + 1,
-            name_ky=f"{sur_ky}{suffix} {first_ky}",
-            name_ru=f"{sur_ru}{suffix} {first_ru}",
-            document=f"ID{1_000_000 + 7919 * (i + 1):07d}",
-            fingers=fingers,
-        ))
-    voters.extend(enrolled)
-    if extra_voters:
-        from provisioning.synthetic import synthetic_voters
-
-        voters.extend(synthetic_voters(extra_voters, seed=41,
-                                       first_number=N_VOTERS + len(enrolled) + 1))
-    return Roll(election_id="kg-2026-demo", station_id=station, district=district,
-                roll_version=1, created="2026-11-27T06:00:00Z", kiosks=kiosks,
-                voters=tuple(voters))
 
 
 @dataclass(frozen=True)
@@ -162,23 +68,8 @@ class Visit:
     manual: int = 0  # list number the commission admits after a not-identified slip
 
 
-def plan(roll: Roll) -> list[Visit]:
-    """The day's visitors (deterministic): each repeat visit comes after the first one."""
-    visits = [Visit(f"voter {i + 1}", i, "identified") for i in range(0, 28)]
-    visits.insert(5, Visit("voter 30 with ID card", 29, "identified",
-                           document=roll.voters[29].document))
-    for i in (2, 11, 20):
-        first = next(k for k, v in enumerate(visits) if v.finger == i)
-        visits.insert(first + 4, Visit(f"voter {i + 1} again", i, "refused"))
-    for j in range(34, 38):
-        visits.append(Visit(f"stranger {j - 33}", j, "not-identified"))
-    visits.append(Visit("voter 31 with a cut finger", 38, "not-identified", manual=31))
-    visits.append(Visit("voter 30 again", 29, "refused"))
-    return visits
-
-
-class DemoError(RuntimeError):
-    """The day could not be run; the message says what to do."""
+class RigError(RuntimeError):
+    """The rig could not run the station; the message says what to do."""
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -187,7 +78,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if predicate():
             return
         time.sleep(0.05)
-    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise RigError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def slip_kind(text: str) -> str:
@@ -255,7 +146,7 @@ class SimKiosk:
 
         def ready() -> bool:
             if agent.poll() is not None:
-                raise DemoError(f"the agent of {self.device} exited with {agent.returncode}; "
+                raise RigError(f"the agent of {self.device} exited with {agent.returncode}; "
                                 f"see {self.dir / 'agent.log'}")
             try:
                 request(self.sock, "status", timeout_s=2)
@@ -306,7 +197,7 @@ class SimKiosk:
         while len(self.printer.documents) <= before:
             if time.monotonic() > deadline:
                 self.sensor.lift()
-                raise DemoError(f"no slip for {visit.label} after {timeout:.0f}s")
+                raise RigError(f"no slip for {visit.label} after {timeout:.0f}s")
             guidance = self.sensor.guidance
             if guidance is Guidance.RETRY and self.sensor.finger_present:
                 self.sensor.lift()  # asked to press again: lift, wait for the blue light
@@ -609,7 +500,7 @@ def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[
         try:
             _wait(lambda: ops_turnout(ops, device) == facts.turnout, 30,
                   "ops to see the final turnout")
-        except DemoError:
+        except RigError:
             problems.append(f"ops turnout {ops_turnout(ops, device)} != kiosk {facts.turnout}")
         # A message republished after a power cut (sent, but the PUBACK never reached
         # the outbox) is counted once by ops and refused as "duplicate": that is the
@@ -628,114 +519,3 @@ def merged_marks(kiosk: SimKiosk) -> set[tuple[str, int, int]]:
                 for k, n, v in con.execute("SELECT kiosk, origin_seq, voter FROM marks")}
     finally:
         con.close()
-
-
-def _route(visits: list[Visit], n_kiosks: int) -> list[tuple[int, Visit]]:
-    """Spread visitors over the kiosks; a repeat visit goes to another kiosk than the first."""
-    routed: list[tuple[int, Visit]] = []
-    first_at: dict[int, int] = {}
-    for i, v in enumerate(visits):
-        k = i % n_kiosks
-        if v.finger in first_at and n_kiosks > 1:
-            k = (first_at[v.finger] + 1) % n_kiosks
-        first_at.setdefault(v.finger, k)
-        routed.append((k, v))
-    return routed
-
-
-def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
-    """Run the demo day with ``kiosks`` kiosks in one station; returns the exit code."""
-    if not (data / "fvc2002" / "DB1_B").is_dir():
-        print(f"kesp-sim day: fingerprint data not found at {data}; set KESP_SHARED_DATA",
-              file=sys.stderr)
-        return 2
-    problems: list[str] = []
-    try:
-        with Rig(data, out, kiosks=kiosks) as rig:
-            rig.say("starting the agent (the very first start compiles the matching kernels "
-                    "into the Numba cache, about a minute; later starts take seconds)")
-            for k in rig.kiosks:
-                ready_s = k.start_agent()
-                rig.say(f"{k.device}: agent ready in {ready_s:.1f}s (process start to "
-                        "control socket)")
-            for k in rig.kiosks:
-                k.command("open")
-                k.printer.wait_for_documents(1, timeout=30)
-            rig.say("station opened: zero report printed" + (" on every kiosk"
-                                                              if kiosks > 1 else ""))
-            rng = np.random.default_rng(11)
-            assert rig.roll is not None
-            for index, visit in _route(plan(rig.roll), kiosks):
-                rig.kiosks[index].visit(visit, rng)
-            if kiosks > 1:
-                time.sleep(3.0)  # let the last marks reach every peer before closing
-            all_facts = []
-            for k in rig.kiosks:
-                before = len(k.printer.documents)
-                result = k.command("close")
-                k.printer.wait_for_documents(before + 1, timeout=30)
-                rig.say(f"{k.device}: closed, closing report {result.get('closing_report')}")
-            for k in rig.kiosks:
-                code = k.stop_agent()
-                if code != 0:
-                    problems.append(f"agent of {k.device} exited with {code}")
-                facts = collect(k)
-                all_facts.append(facts)
-                problems += [f"{k.device}: {p}" for p in disagreements(facts, rig.ops, k.device)]
-                if facts.paper["zero-report"] != 1 or facts.paper["closing-report"] != 1:
-                    problems.append(f"{k.device}: reports on paper: {dict(facts.paper)}")
-            if kiosks > 1:
-                sets = [merged_marks(k) for k in rig.kiosks]
-                if any(m != sets[0] for m in sets):
-                    problems.append("the kiosks' merged mark sets differ")
-                voters = [v for _, _, v in sets[0]]
-                twice = sorted({v for v in voters if voters.count(v) > 1})
-                if twice:
-                    problems.append(f"voters marked at two kiosks: {twice}")
-                rig.say(f"merged marks identical on all {kiosks} kiosks: "
-                        f"{len(sets[0])} marks, {len(twice)} conflicts")
-            problems += [f"false match: {w}" for w in rig.wrong]
-            verified = 0
-            if rig.ops is not None:
-                verified = rig.ops.stats().accepted
-                rig.say("\n--- central ops (kesp-ops watch) ---\n" + rig.ops.render_watch())
-    except DemoError as exc:
-        print(f"DEMO FAILED: {exc}", file=sys.stderr)
-        return 1
-    total: Counter[str] = Counter()
-    methods: Counter[str] = Counter()
-    slips = 0
-    for f in all_facts:
-        total.update(f.store_counts)
-        methods.update(f.methods)
-        slips += f.paper["identified"] + f.paper["refused"] + f.paper["not-identified"]
-    print(f"methods: {dict(methods)}; slips and reports under {out}/kiosk-*/slips")
-    if problems:
-        for p in problems:
-            print(f"DISAGREEMENT: {p}", file=sys.stderr)
-        return 1
-    print(f"DEMO OK: {total['identified']} identified, {total['refused']} refused, "
-          f"{total['not_identified']} not identified, {slips} slips, "
-          f"{verified} telemetry messages verified")
-    return 0
-
-
-def cli_main(argv: list[str]) -> int:
-    """``kesp-sim day [--data DIR] [--out DIR]``."""
-    p = argparse.ArgumentParser(prog="kesp-sim day", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="shared fingerprint data (default %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("out/demo"),
-                   help="where the kiosk state, slips and logs go (default %(default)s)")
-    p.add_argument("--kiosks", type=int, default=1, choices=range(1, 9),
-                   help="kiosks in the station, syncing their marks peer to peer")
-    p.add_argument("--sensor", default="grow-serial",
-                   choices=("grow-serial", "nb1010-replay", "aes3500-replay"),
-                   help="the simulated Grow sensor on a pty (default), or a real USB "
-                        "sensor's recorded traffic replayed through its real driver")
-    args = p.parse_args(argv)
-    if args.sensor != "grow-serial":
-        from hardware_sim.replay_day import run_replay_day
-
-        return run_replay_day(args.data, args.out, args.sensor)
-    return run_day(args.data, args.out, args.kiosks)
