@@ -10,6 +10,8 @@ import re
 from http import HTTPStatus
 from pathlib import Path
 
+from ops.web.errors import HttpError
+
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,80}$")
 _TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json; charset=utf-8",
           ".csv": "text/csv; charset=utf-8", ".txt": "text/plain; charset=utf-8",
@@ -18,8 +20,6 @@ _TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json; chars
 
 def public_file(directory: Path | None, path: str) -> tuple[bytes, str]:
     """(bytes, content type) of the feed file at URL ``path``, or an HTTP 404."""
-    from ops.web.server import HttpError
-
     if directory is None:
         raise HttpError(HTTPStatus.NOT_FOUND, "no public feed is published by this ops")
     name = path.removeprefix("/public").lstrip("/") or "index.html"

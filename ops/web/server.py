@@ -44,6 +44,8 @@ from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import Registry, RegistryError, load_registry
 from ops.store import StateStore
 from ops.web import pages
+from ops.web.errors import HttpError
+from ops.web.public import public_file
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,6 @@ _T = TypeVar("_T")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 _STATIC = {"board.js": "text/javascript; charset=utf-8", "board.css": "text/css; charset=utf-8"}
-
-
-class HttpError(Exception):
-    """An answer other than 200, with the sentence to show."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class BoardCache:
@@ -344,8 +337,6 @@ class DashboardHandler(BaseHTTPRequestHandler):
             data = resources.files("ops.web").joinpath("static", name).read_bytes()
             return data, _STATIC[name], True
         if path.startswith("/public"):
-            from ops.web.public import public_file
-
             _query(query, frozenset())
             data, ctype = public_file(self.server.public_dir, path)
             return data, ctype, False
