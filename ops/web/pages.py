@@ -320,7 +320,9 @@ def kiosk(board: Board, name: str,
              ("printer", row.printer or "-"), ("sensor", row.sensor or "-"),
              ("outbox (not yet delivered)", "-" if row.outbox is None else str(row.outbox))]
     if d is not None:
-        facts += [("clock skew", "-" if d.skew_ms is None else f"{-d.skew_ms / 1000 + 0.0:+.1f} s"),
+        # round, then + 0.0: a skew of -0.04 s reads +0.0, never -0.0
+        skew = "-" if d.skew_ms is None else f"{round(-d.skew_ms / 1000, 1) + 0.0:+.1f} s"
+        facts += [("clock skew", skew),
                   ("session (boot)", str(d.birth_boot)),
                   ("records received", f"{d.contig_n:,} contiguous of {d.max_n:,}"),
                   ("records lost", str(d.lost_n))]
