@@ -37,12 +37,13 @@ from agent.telemetry.envelope import Envelope, seal
 from benchmarks.results import write_section
 from hardware_sim.mosquitto import PrivateMosquitto, free_port
 from ops.audit_watch import AuditWatch
-from ops.board import build_board, load_zone
+from ops.board import build_board
 from ops.feed import publish
 from ops.metrics import render_metrics
 from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import DeviceRecord as _Rec
 from ops.registry import Registry, load_registry, save_registry
+from ops.report import load_zone
 from ops.service import OpsService
 from ops.store import PostgresStore, StateStore, open_store
 from ops.web import pages

@@ -19,7 +19,7 @@ import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from ops.alerts import Alert, AlertKind, IntegrityFacts, KioskStatus, all_alerts, kiosk_status
 from ops.audit_watch import AuditWatch
@@ -27,21 +27,7 @@ from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import Registry
 from ops.store import DeviceState, StateStore, Stats, TurnoutCounts
 
-DEFAULT_ZONE = "Asia/Bishkek"
 HOURS = tuple(f"{h:02d}" for h in range(24))
-
-
-class ZoneError(ValueError):
-    """The configured time zone is not a known IANA zone name."""
-
-
-def load_zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name`` (e.g. ``Asia/Bishkek``), or :class:`ZoneError` saying what to give."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ZoneError(f"time zone {name!r} is not known: give an IANA name such as "
-                        f"{DEFAULT_ZONE} (install the tzdata package if none is found)") from exc
 
 
 @dataclass(frozen=True)

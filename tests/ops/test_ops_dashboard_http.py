@@ -19,10 +19,10 @@ from nacl.signing import SigningKey
 from ops_helpers import signed
 
 from hardware_sim.mosquitto import free_port
-from ops.board import load_zone
 from ops.metrics import render_metrics
 from ops.parameters import BoardTuning
 from ops.registry import register_device
+from ops.report import load_zone
 from ops.service import OpsService
 from ops.store import open_store
 from ops.web.server import DashboardServer, close, make_server
@@ -202,15 +202,20 @@ def test_flood_of_idle_connections_is_bounded(own_server: DashboardServer) -> No
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["--timezone", "Mars/Olympus"], "time zone 'Mars/Olympus' is not known"),
-    (["--refresh", "0"], "--refresh must be between 0.5 and 300 seconds"),
-    (["--publish-key", "publish.sign"], "--publish-key needs --public-dir"),
+    (["--timezone", "Mars/Olympus", "serve"], "time zone 'Mars/Olympus' is unknown"),
+    (["serve", "--refresh", "0"], "--refresh must be between 0.5 and 300 seconds"),
+    (["serve", "--publish-key", "publish.sign"], "--publish-key needs --public-dir"),
+    (["serve", "--public-dir", "feed", "--publish-key", "missing.sign"],
+     "cannot read ops key missing.sign"),
 ])
 def test_serve_refuses_bad_options_in_one_line(tmp_path: Path, args: list[str], says: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from ops.cli import main
 
-    code = main(["--store", str(tmp_path / "ops.sqlite"), "serve", "--port", str(free_port()),
-                 *args])
+    monkeypatch.chdir(tmp_path)
+    assert main(["--store", "ops.sqlite", "init"]) == 0
+    capsys.readouterr()
+    code = main(["--store", "ops.sqlite", *args, "--port", str(free_port())])
     err = capsys.readouterr().err
-    assert code == 2 and says in err and err.count("\n") == 1, err
+    assert code == 1 and says in err and err.count("\n") == 1, err

@@ -20,10 +20,10 @@ from nacl.signing import SigningKey
 from ops_helpers import signed
 
 from agent.telemetry.envelope import Envelope, seal
-from ops.board import load_zone
 from ops.cli import main as ops_main
 from ops.feed import publish
 from ops.registry import create_ops_key, load_registry, register_device, revoke_device
+from ops.report import load_zone
 from ops.service import OpsService
 from ops.store import open_store
 
@@ -187,7 +187,7 @@ def test_publish_command_and_sequence(feed: Feed, capsys: pytest.CaptureFixture[
     (feed.root / "publish.sign").chmod(0o644)
     assert ops_main(["--store", feed.store_path, "publish", "--out", str(feed.dir),
                      "--publish-key", str(feed.root / "publish.sign"),
-                     "--registry", str(feed.reg)]) == 2
+                     "--registry", str(feed.reg)]) == 1
     assert "chmod 600" in capsys.readouterr().err
 
 

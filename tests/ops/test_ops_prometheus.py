@@ -19,10 +19,11 @@ from ops_helpers import signed
 
 from ops.alerts import AlertKind
 from ops.audit_watch import AuditWatch
-from ops.board import build_board, load_zone
+from ops.board import build_board
 from ops.metrics import render_metrics
 from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import load_registry, register_device
+from ops.report import load_zone
 from ops.service import OpsService
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
