@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -119,6 +120,19 @@ def _publish_all(url_port: int, msgs: list[tuple[str, bytes]]) -> float:
     return t0
 
 
+def _subscriber(broker: PrivateMosquitto, client_id: str, topic: str,
+                on_message: Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]
+                ) -> mqtt.Client:
+    """A running MQTT 5 client subscribed to ``topic`` (QoS 1)."""
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_message = on_message
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    return c
+
+
 def _harness_baseline(broker: PrivateMosquitto, msgs: list[tuple[str, bytes]]) -> float:
     got = threading.Event()
     count = [0]
@@ -128,12 +142,7 @@ def _harness_baseline(broker: PrivateMosquitto, msgs: list[tuple[str, bytes]]) -
         if count[0] >= len(msgs):
             got.set()
 
-    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-count",
-                      protocol=MQTTProtocolVersion.MQTTv5)
-    sub.on_message = on_message
-    sub.connect("127.0.0.1", broker.port)
-    sub.subscribe("kesp/v1/#", qos=1)
-    sub.loop_start()
+    sub = _subscriber(broker, "bench-count", "kesp/v1/#", on_message)
     time.sleep(0.5)
     t0 = _publish_all(broker.port, msgs)
     got.wait(300)
@@ -193,12 +202,7 @@ def _wait_online(broker: PrivateMosquitto, ids: list[str]) -> None:
         if online >= set(ids):
             done.set()
 
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-wait",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    c.on_message = on_message
-    c.connect("127.0.0.1", broker.port)
-    c.subscribe("kesp/state/+", qos=1)
-    c.loop_start()
+    c = _subscriber(broker, "bench-wait", "kesp/state/+", on_message)
     if not done.wait(60):
         raise RuntimeError(f"ops instances not online: {set(ids) - online}")
     c.disconnect()
