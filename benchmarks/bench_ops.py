@@ -158,11 +158,11 @@ def _ingest(tmp: Path, broker: PrivateMosquitto, reg: Path, msgs: list[tuple[str
     procs = []
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     try:
-        reader = open_store(store_url, prefix=prefix)
+        reader = open_store(store_url, prefix=prefix, create=True)
         if isinstance(reader, PostgresStore):  # left over by an interrupted run
             reader.drop()
             reader.close()
-            reader = open_store(store_url, prefix=prefix)
+            reader = open_store(store_url, prefix=prefix, create=True)
         for i in range(instances):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", "--store", store_url, "--prefix", prefix,
@@ -231,7 +231,9 @@ def bench_ingest(tmp: Path) -> dict[str, float]:
 
 def _pg_available() -> bool:
     try:
-        PostgresStore(PG_URL, prefix="bench0_").close()
+        probe = PostgresStore(PG_URL, prefix="bench0_", create=True)
+        probe.drop()
+        probe.close()
     except Exception:
         return False
     return True
