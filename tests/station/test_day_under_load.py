@@ -21,13 +21,12 @@ from hardware_sim.rig import is_duplicate
 
 
 @pytest.mark.slow
-def test_day_under_cpu_load(shared_data: Path, tmp_path: Path) -> None:
+def test_day_under_cpu_load(tmp_path: Path) -> None:
     n = max(2, min(4, 2 * (os.cpu_count() or 1)))
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "hardware_sim.cli", "day", "--data", str(shared_data),
-             "--out", str(tmp_path / "demo")],
+            [sys.executable, "-m", "hardware_sim.cli", "day", "--out", str(tmp_path / "demo")],
             capture_output=True, text=True, timeout=1500, check=False,
         )
     finally:

@@ -40,8 +40,8 @@ def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 
 @pytest.fixture
-def rig(shared_data: Path, tmp_path: Path) -> Iterator[Rig]:
-    with Rig(shared_data, tmp_path / "station", quiet=True) as rig:
+def rig(ref_data: Path, tmp_path: Path) -> Iterator[Rig]:
+    with Rig(ref_data, tmp_path / "station", quiet=True) as rig:
         cfg = load_config(rig.config)
         save_config(dataclasses.replace(cfg, device_retry_max_s=1.0,
                                         document_reader=str(tmp_path / "ttyDOCREADER")),
