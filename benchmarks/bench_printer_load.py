@@ -132,6 +132,14 @@ already waiting), so "before" understates the old failures: what differs is
 the time-out and the re-read. A timed-out read is retried once by the status
 query itself (reopening the port), so a slip turns uncertain only when both
 tries, and then the re-reads, fail.
+
+A completed read longer than its time-out (in the "before" row: over 1 s, yet
+no read timed out) is a reply taken by the late-wake read: the reply was
+waiting when the reader, kept off the CPU and the GIL, woke past its deadline.
+The old loop returned "0 of 4 bytes" there, which is the issue's
+`no reply to DLE EOT`. The simulator itself answered in milliseconds (max
+0.35 s with 4 busy loops when nothing else ran in the reader's process): the
+delay is on the reading side, which a Pi under matching load shares.
 """
     print(body)
     write_section("printer-load", "Receipt printer with the CPUs saturated (issue 18)", body)
