@@ -46,5 +46,8 @@ class EventId(Enum):
     PEER_STATUS_CHANGED = "peer-status-changed"
     MARK_CONFLICT = "mark-conflict"
     MARK_REJECTED = "mark-rejected"
+    MARK_QUARANTINED = "mark-quarantined"
+    PEER_RATE_EXCEEDED = "peer-rate-exceeded"
+    PEER_REVOKED = "peer-revoked"
     AUDIT_CHECKPOINT = "audit-checkpoint"
     CLOCK_ADJUSTED = "clock-adjusted"

@@ -82,6 +82,9 @@ EVENT_PEER_STATUS = "peer_status"
 EVENT_CONFLICT = "mark_conflict"
 EVENT_MARK_REJECTED = "mark_rejected"
 EVENT_PEER_REJECTED = "peer_rejected"
+EVENT_MARK_QUARANTINED = "mark_quarantined"
+EVENT_RATE_EXCEEDED = "peer_rate_exceeded"
+EVENT_PEER_REVOKED = "peer_revoked"
 
 _READ_CHUNK = 1 << 16
 
@@ -183,9 +186,12 @@ class PeerSync:
     ``on_event(name, fields)`` is called from the sync thread for
     ``peer_status`` changes (debounced), ``mark_conflict`` (a voter now holds
     marks from two identifications), ``mark_rejected`` (a mark that failed
-    verification) and ``peer_rejected`` (a refused connection or frame: forged,
-    replayed, foreign). It must not block for long. ``on_merge(peer, result)``,
-    optional, sees every merge result (tests and benchmarks time arrivals).
+    verification or the bounds of docs/PEERS.md "Trust model"), ``mark_quarantined``
+    (a mark stamped ahead of this kiosk's clock), ``peer_rate_exceeded``,
+    ``peer_revoked`` (a revocation learnt from a peer) and ``peer_rejected`` (a
+    refused connection or frame: forged, replayed, foreign). It must not block
+    for long. ``on_merge(peer, result)``, optional, sees every merge result
+    (tests and benchmarks time arrivals).
     """
 
     def __init__(
@@ -228,6 +234,7 @@ class PeerSync:
         }
         self._since_wall = {k: time.time() for k in self._peers}
         self._my_vector: dict[str, int] = {}
+        self._my_revoked: tuple[tuple[str, int], ...] = ()
 
         self._sessions: dict[str, _Session] = {}
         self._addr_kiosk: dict[PeerAddress, str] = {}
@@ -423,8 +430,10 @@ class PeerSync:
 
     async def _refresh_vector(self) -> dict[str, int]:
         vector = await self._store_call(self._store.version_vector)
+        revoked = await self._store_call(self._store.revocations)
         with self._lock:
             self._my_vector = vector
+            self._my_revoked = tuple((r.kiosk, r.upto_seq) for r in revoked)
         return vector
 
     async def _ticker(self) -> None:
@@ -438,7 +447,8 @@ class PeerSync:
                 hlc = self._store.clock.last
                 links = tuple(sorted(self._sessions))
                 for s in list(self._sessions.values()):
-                    self._spawn(self._send_guarded(s, Vector(hlc, vector, links)))
+                    self._spawn(self._send_guarded(
+                        s, Vector(hlc, vector, links, self._my_revoked)))
             self._update_states(time.monotonic())
             await asyncio.sleep(self._timing.status_tick_s)
 
@@ -582,7 +592,8 @@ class PeerSync:
             session.unverified = unverified
             sender_task = asyncio.create_task(self._sender(session))
             links = tuple(sorted(self._sessions))
-            await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links))
+            await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links,
+                                             self._my_revoked))
             await self._read_loop(session, reader, decoder, pending)
         except PeerProtocolError as exc:
             self._report_reject(remote, exc)
@@ -737,6 +748,8 @@ class PeerSync:
             session.links = frozenset(payload.links)
             session.synced = True
             session.kick.set()
+            if payload.revoked:
+                await self._store_call(self._learn_revocations, session.peer, payload.revoked)
         elif isinstance(payload, Marks):
             result = await self._store_call(self._store.merge, payload.marks)
             # The peer holds what it sent us, except what we refused (we may
@@ -757,6 +770,22 @@ class PeerSync:
             session.closed = True
         else:
             raise PeerProtocolError("unexpected-frame", "HELLO inside a session", session.peer)
+
+    def _learn_revocations(self, peer: str, revoked: tuple[tuple[str, int], ...]) -> None:
+        """Apply the revocations a peer passed on (store thread); never one of this kiosk,
+        never one passed on by a kiosk that is itself revoked."""
+        if peer in {r.kiosk for r in self._store.revocations()}:
+            return
+        for kiosk, upto in revoked:
+            if kiosk == self._me:
+                continue
+            try:
+                applied = self._store.revoke(kiosk, by=peer, upto_seq=upto)
+            except ValueError as exc:
+                log.warning("revocation from %s ignored: %s", peer, exc)
+                continue
+            if applied is not None:
+                self._emit(EVENT_PEER_REVOKED, {"kiosk": kiosk, "upto_seq": upto, "by": peer})
 
     async def _sender(self, session: _Session) -> None:
         """Send the peer what it lacks whenever kicked (new local mark, new peer vector)."""
@@ -838,7 +867,20 @@ class PeerSync:
             log.exception("on_event(%s) failed", name)
 
     def _report_merge(self, peer: str, result: MergeResult) -> None:
+        for mark, ahead_ms in result.quarantined:
+            self._emit(
+                EVENT_MARK_QUARANTINED,
+                {"via_peer": peer, "kiosk": mark.kiosk, "origin_seq": mark.origin_seq,
+                 "ahead_ms": ahead_ms},
+            )
+        for rate in result.rate_exceeded:
+            self._emit(
+                EVENT_RATE_EXCEEDED,
+                {"kiosk": rate.kiosk, "marks": rate.marks, "window_ms": rate.window_ms},
+            )
         for mark, reason in result.rejected:
+            if reason == "clock-ahead":
+                continue  # reported as mark_quarantined above
             self._emit(
                 EVENT_MARK_REJECTED,
                 {

@@ -22,8 +22,10 @@ the kiosk that made them; the frame signature only says who relayed them.
 Payloads:
 
 * HELLO  ``nonce (32) | echo (32)`` (echo all-zero from the initiator)
-* VECTOR ``hlc (8) | n (2) | n x (kiosk str8, origin_seq (8)) | m (1) | m x kiosk str8``
-  (the version vector, then the kiosks the sender has a live session with)
+* VECTOR ``hlc (8) | n (2) | n x (kiosk str8, origin_seq (8)) | m (1) | m x kiosk str8
+  | r (1) | r x (kiosk str8, upto_seq (8))``
+  (the version vector, the kiosks the sender has a live session with, and the
+  kiosks revoked by a commission with the last origin_seq still accepted)
 * MARKS  ``n (2) | n x (length (2), Mark.to_bytes())``
 * BYE    ``reason str8``
 """
@@ -126,6 +128,8 @@ class Vector:
     hlc: int
     entries: Mapping[str, int]
     links: tuple[str, ...] = ()
+    revoked: tuple[tuple[str, int], ...] = ()
+    """Revoked kiosks known to the sender: ``(kiosk, upto_seq)`` (see MarkStore.revoke)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,11 @@ def encode_payload(payload: Payload) -> tuple[FrameType, bytes]:
             raise ValueError("too many links in a vector")
         parts.append(bytes([len(payload.links)]))
         parts += [_str8(k) for k in payload.links]
+        if len(payload.revoked) > 255:
+            raise ValueError("too many revocations in a vector")
+        parts.append(bytes([len(payload.revoked)]))
+        for kiosk, upto in payload.revoked:
+            parts += [_str8(kiosk), _SEQ.pack(upto)]
         return FrameType.VECTOR, b"".join(parts)
     if isinstance(payload, Marks):
         if len(payload.marks) > MAX_MARKS_PER_FRAME:
@@ -265,7 +274,10 @@ def decode_payload(ftype: FrameType, data: bytes) -> Payload:
                 raise MalformedFrameError(f"bad vector entry for {kiosk!r}")
             entries[kiosk] = seq
         links = tuple(r.str8() for _ in range(r.u8()))
-        out = Vector(hlc=hlc, entries=entries, links=links)
+        revoked = tuple((r.str8(), r.u64()) for _ in range(r.u8()))
+        if any(upto >= 2**63 for _k, upto in revoked):
+            raise MalformedFrameError("bad revocation entry")
+        out = Vector(hlc=hlc, entries=entries, links=links, revoked=revoked)
     elif ftype is FrameType.MARKS:
         count = r.u16()
         if count > MAX_MARKS_PER_FRAME:

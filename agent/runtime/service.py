@@ -46,9 +46,12 @@ from agent.match import Matcher
 from agent.match.matcher import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
+    EVENT_PEER_REVOKED,
     EVENT_PEER_STATUS,
+    EVENT_RATE_EXCEEDED,
     PeerSync,
 )
 from agent.roll.installed import RollError, load_cec_key, load_roll
@@ -60,7 +63,7 @@ from agent.station import parameters
 from agent.station.journal import AuditJournal
 from agent.station.ledger import Ledger
 from agent.station.lifecycle import Command, Lifecycle, Phase
-from agent.station.marks import MarkStore
+from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
@@ -122,6 +125,8 @@ class Agent:
         self.marks = MarkStore(
             state / "marks.sqlite", cfg.device_id, self.keys.signing,
             {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
+            policy=MarkPolicy(max_ahead_ms=int(cfg.peer_max_clock_ahead_s * 1000)),
+            in_roll=self.roll.by_list_number.__contains__,
         )
         self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, cfg.device_id)
         self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
@@ -211,6 +216,19 @@ class Agent:
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
+        elif name == EVENT_MARK_QUARANTINED:
+            self.journal.record(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
+                                mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])),
+                                ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
+        elif name == EVENT_RATE_EXCEEDED:
+            self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
+                                marks_in_window=int(str(fields["marks"])),
+                                window_s=int(str(fields["window_ms"])) // 1000)
+        elif name == EVENT_PEER_REVOKED:
+            self.journal.record(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
+                                revoked_upto=int(str(fields["upto_seq"])),
+                                revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
             self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)

@@ -44,6 +44,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from agent.runtime.sqlite_util import connect_durable, immediate
+from agent.station.parameters import PEER_MAX_MARKS_PER_WINDOW, PEER_RATE_WINDOW_S
 
 Method = Literal["verify", "identify", "identify-2f", "manual"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -81,9 +82,9 @@ class MarkPolicy:
 
     max_ahead_ms: int = 300_000
     """A mark stamped more than this ahead of our wall clock is quarantined."""
-    rate_window_ms: int = 300_000
+    rate_window_ms: int = PEER_RATE_WINDOW_S * 1000
     """Window of claimed (HLC) time over which a kiosk's rate of marks is checked."""
-    max_marks_per_window: int = 100
+    max_marks_per_window: int = PEER_MAX_MARKS_PER_WINDOW
     """More marks than this from one kiosk inside one window is not physically possible."""
 
 

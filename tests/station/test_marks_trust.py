@@ -17,6 +17,7 @@ from agent.station.marks import (
 )
 
 NOW_MS = 1_780_000_000_000  # a fixed "now" for the honest kiosk's wall clock
+TEN_YEARS_MS = 10 * 365 * 86_400_000
 
 
 def _signed(key: SigningKey, kiosk: str, seq: int, voter: int, hlc: int) -> Mark:
@@ -34,7 +35,7 @@ def pair(tmp_path: Path) -> tuple[MarkStore, SigningKey]:
     return store, rogue
 
 
-@pytest.mark.parametrize("stamp", [2**63 - 1, 2**64 - 1, hlc_pack(NOW_MS + 10 * 365 * 86_400_000, 0)])
+@pytest.mark.parametrize("stamp", [2**63 - 1, 2**64 - 1, hlc_pack(NOW_MS + TEN_YEARS_MS, 0)])
 def test_future_stamp_is_quarantined_and_never_poisons_the_clock(
     pair: tuple[MarkStore, SigningKey], tmp_path: Path, stamp: int
 ) -> None:
