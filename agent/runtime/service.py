@@ -62,7 +62,7 @@ from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
 from agent.station.ledger import Ledger
-from agent.station.lifecycle import Command, Lifecycle, Phase
+from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_roll_pin
 from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
@@ -115,6 +115,13 @@ class Agent:
                                   write_cache=False, before_build=warming.result)
             t2 = time.monotonic()
             warm_s = warming.result()
+        installed = RollPin(self.roll.roll.election_id, self.roll.roll.roll_version,
+                            self.roll.package_hash)
+        pin = read_roll_pin(state / "lifecycle.sqlite")
+        refusal = pin.refusal(installed) if pin is not None else None
+        if refusal is not None:
+            raise RollError(f"{refusal}: a rolled-back or swapped roll is refused; reinstall the "
+                            "roll package the commission opened with")
         if cfg.sensor.kind == "grow-serial" and sensor is None:
             preflight_serial("sensor", cfg.sensor.port)
         if cfg.printer.kind == "escpos-serial":
@@ -155,6 +162,8 @@ class Agent:
                             voters=len(self.roll.roll.voters))
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
+        elif self.lifecycle.phase is not Phase.PROVISIONED and pin is None:
+            self.lifecycle.pin_roll(installed)  # opened by a release that kept no pin
         self.station.recover()
         self.control = ControlServer(cfg.control_socket, self.operator.command)
         self.times = StartupTimes(warm_s, t2 - t1, time.monotonic() - t0)

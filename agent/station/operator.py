@@ -19,7 +19,7 @@ from typing import Any
 from agent.audit.event_ids import EventId
 from agent.runtime.config import atomic_write
 from agent.station.ledger import SlipKind, SlipState
-from agent.station.lifecycle import Command, Phase
+from agent.station.lifecycle import Command, Phase, RollPin
 from agent.station.station import VOTER_SLIPS, Station, StationError
 
 
@@ -80,6 +80,10 @@ class Operator:
             )
         self.station.journal.record(EventId.ZERO_REPORT_PRINTED, report_serial=rec.serial,
                             roll_hash=self.station.roll.package_hash)
+        roll = self.station.roll
+        # Pinned before the phase changes: a start after a cut in between still has it.
+        self.station.lifecycle.pin_roll(RollPin(roll.roll.election_id, roll.roll.roll_version,
+                                                roll.package_hash))
         self.station.lifecycle.apply(Command.OPEN)
         self.station.journal.record(EventId.STATION_OPENED,
                                     roll_hash=self.station.roll.package_hash)
