@@ -50,4 +50,5 @@ class EventId(Enum):
     PEER_RATE_EXCEEDED = "peer-rate-exceeded"
     PEER_REVOKED = "peer-revoked"
     AUDIT_CHECKPOINT = "audit-checkpoint"
+    CLOCK_UNSYNCHRONISED = "clock-unsynchronised"
     CLOCK_ADJUSTED = "clock-adjusted"

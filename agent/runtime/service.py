@@ -67,6 +67,7 @@ from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
+from agent.telemetry.health import clock_sync_state
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class Agent:
         )
         self.journal.record(EventId.ROLL_VERIFIED, roll_hash=self.roll.package_hash,
                             voters=len(self.roll.roll.voters))
+        if clock_sync_state() == "unsynchronised":
+            log.warning("the clock is not NTP-synchronised: stamping from the saved clock")
+            self.journal.record(EventId.CLOCK_UNSYNCHRONISED)
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
         elif self.lifecycle.phase is not Phase.PROVISIONED and pin is None:

@@ -44,7 +44,11 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from agent.runtime.sqlite_util import connect_durable, immediate
-from agent.station.parameters import PEER_MAX_MARKS_PER_WINDOW, PEER_RATE_WINDOW_S
+from agent.station.parameters import (
+    CLOCK_STEP_MS,
+    PEER_MAX_MARKS_PER_WINDOW,
+    PEER_RATE_WINDOW_S,
+)
 
 Method = Literal["verify", "identify", "identify-2f", "manual"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -183,20 +187,40 @@ class HybridClock:
     """Hybrid logical clock (Kulkarni et al.): monotonic even when the wall clock steps back.
 
     A kiosk without a battery-backed RTC may boot with a clock in the past;
-    the persisted high-water mark (``floor``) keeps its stamps increasing.
+    the persisted high-water mark (``floor``) keeps its stamps increasing. But
+    a floor further ahead of the wall clock than ``max_lead_ms`` came from a
+    clock that was wrong (set years ahead, then corrected): stamps follow the
+    wall clock again rather than stay frozen ahead, where peers would
+    quarantine every mark and turnout hours would stop. Per-kiosk order never
+    depends on it (``origin_seq``). Steps of the wall clock against the
+    monotonic clock are kept for :meth:`take_steps` (the station audits them).
     """
 
-    def __init__(self, floor: int = 0, wall_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, floor: int = 0, wall_ms: Callable[[], int] | None = None, *,
+                 max_lead_ms: int | None = None,
+                 mono_ms: Callable[[], int] | None = None) -> None:
         self._last = floor
         self._wall = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self._mono = mono_ms or (lambda: time.monotonic_ns() // 1_000_000)
+        self._max_lead = max_lead_ms
+        self._ref: tuple[int, int] | None = None
+        self._steps: list[int] = []
         self._lock = threading.Lock()
 
     def now(self) -> int:
-        """A fresh stamp, greater than every stamp issued or observed before."""
+        """A fresh stamp, greater than every stamp issued or observed before
+        (unless the floor was more than ``max_lead_ms`` ahead: see the class docstring)."""
         with self._lock:
-            wall = self._wall()
+            wall, mono = self._wall(), self._mono()
+            if self._ref is not None:
+                step = (wall - self._ref[0]) - (mono - self._ref[1])
+                if abs(step) >= CLOCK_STEP_MS:
+                    self._steps.append(step)
+            self._ref = (wall, mono)
             last_wall, counter = hlc_wall_ms(self._last), self._last & 0xFFFF
-            if wall > last_wall:
+            if wall > last_wall or (
+                self._max_lead is not None and last_wall - wall > self._max_lead
+            ):
                 stamp = hlc_pack(wall, 0)
             else:
                 stamp = hlc_pack(last_wall, counter + 1) if counter < 0xFFFF else hlc_pack(
@@ -206,6 +230,12 @@ class HybridClock:
                 raise ClockOverflowError(f"hybrid clock at {self._last} cannot advance")
             self._last = stamp
             return self._last
+
+    def take_steps(self) -> list[int]:
+        """Wall-clock steps (ms, new minus expected) seen since the last call."""
+        with self._lock:
+            steps, self._steps = self._steps, []
+        return steps
 
     def observe(self, remote: int) -> None:
         """Move past a stamp seen on a peer's mark (callers bound it first: see MarkStore.merge)."""
@@ -312,9 +342,11 @@ class MarkStore:
         policy: MarkPolicy | None = None,
         in_roll: Callable[[int], bool] | None = None,
         wall_ms: Callable[[], int] | None = None,
+        mono_ms: Callable[[], int] | None = None,
     ) -> None:
         """``in_roll(list_number)`` says whether a voter is on the station's roll
-        (None: every number is); ``wall_ms`` replaces the system clock in tests."""
+        (None: every number is); ``wall_ms`` and ``mono_ms`` replace the system's
+        wall and monotonic clocks in tests."""
         self.device_id = device_id
         self._key = signing_key
         self._trusted = dict(trusted)
@@ -337,7 +369,8 @@ class MarkStore:
                 "SELECT COALESCE(MAX(hlc), 0) FROM marks WHERE kiosk=?", (device_id,)
             ).fetchone()[0]
             floor = floor if floor < _FLOOR_LIMIT else 0
-        self.clock = HybridClock(floor, wall_ms)
+        self.clock = HybridClock(floor, wall_ms, max_lead_ms=self.policy.max_ahead_ms,
+                                 mono_ms=mono_ms)
 
     @property
     def trusted(self) -> Mapping[str, VerifyKey]:

@@ -424,6 +424,8 @@ class Station:
             self._finish_refused(voter.list_number, mark, attempt_id)
             return
         self.ledger.make_pending(rec.serial)
+        for step in self.marks.clock.take_steps():
+            self.journal.record(EventId.CLOCK_ADJUSTED, offset_ms=step, clock_source="system")
         self._on_mark(mark)
         self._record_outcome(self.ledger.get(rec.serial))
         self.emit_turnout()

@@ -126,3 +126,55 @@ def test_revoked_kiosk_new_marks_refused_earlier_flagged(
         store.revoke("a", by="a")
     with pytest.raises(ValueError, match="not one of"):
         store.revoke("stranger", by="a")
+
+
+class _Clocks:
+    """A wall clock that can be stepped, and a monotonic clock that cannot."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = NOW_MS, 0
+
+    def tick(self, ms: int) -> None:
+        self.wall += ms
+        self.mono += ms
+
+
+def test_clock_stepping_back_mid_day_keeps_stamps_sane(tmp_path: Path) -> None:
+    c = _Clocks()
+    store = MarkStore(tmp_path / "a.sqlite", "a", SigningKey.generate(), {},
+                      policy=MarkPolicy(max_ahead_ms=300_000), wall_ms=lambda: c.wall,
+                      mono_ms=lambda: c.mono)
+    first = store.mark_local(1, "identify", "S-1")
+    c.tick(10_000)
+    c.wall -= 60_000  # NTP steps back one minute: within the bound, stamps stay increasing
+    second = store.mark_local(2, "identify", "S-2")
+    assert second.hlc > first.hlc and hlc_wall_ms(second.hlc) == hlc_wall_ms(first.hlc)
+    assert store.clock.take_steps() == [-60_000]
+    c.tick(10_000)
+    c.wall -= 3 * 3600_000  # the morning's clock was 3 h fast: stamps follow the fixed clock
+    third = store.mark_local(3, "identify", "S-3")
+    assert hlc_wall_ms(third.hlc) == c.wall
+    assert store.clock.take_steps() == [-3 * 3600_000]
+    c.tick(10_000)
+    fourth = store.mark_local(4, "identify", "S-4")
+    assert fourth.hlc > third.hlc  # increasing again from the corrected clock
+    assert [m.origin_seq for m in store.local_marks()] == [1, 2, 3, 4]
+    store.close()
+    again = MarkStore(tmp_path / "a.sqlite", "a", SigningKey.generate(), {},
+                      wall_ms=lambda: c.wall + 5000)  # a restart keeps following the clock
+    assert hlc_wall_ms(again.mark_local(5, "identify", "S-5").hlc) == c.wall + 5000
+
+
+def test_clock_stepping_forward_mid_day_moves_stamps_and_is_reported(tmp_path: Path) -> None:
+    c = _Clocks()
+    store = MarkStore(tmp_path / "a.sqlite", "a", SigningKey.generate(), {},
+                      wall_ms=lambda: c.wall, mono_ms=lambda: c.mono)
+    first = store.mark_local(1, "identify", "S-1")
+    c.tick(10_000)
+    c.wall += 2 * 3600_000  # a slow clock (booted offline) set right by NTP
+    second = store.mark_local(2, "identify", "S-2")
+    assert hlc_wall_ms(second.hlc) - hlc_wall_ms(first.hlc) == 2 * 3600_000 + 10_000
+    assert store.clock.take_steps() == [2 * 3600_000]
+    c.tick(10_000)
+    store.mark_local(3, "identify", "S-3")
+    assert store.clock.take_steps() == []  # a step is reported once
