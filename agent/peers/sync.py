@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from agent.peers.channel import Channel, ChannelError, KxKeys
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
 from agent.runtime.config import AgentConfig
 from agent.runtime.keys import DeviceKeys
@@ -69,6 +70,8 @@ from agent.peers.wire import (
     encode_frame,
     open_frame,
     session_id,
+    unseal_frame,
+    verify_raw,
 )
 
 log = logging.getLogger(__name__)
@@ -171,6 +174,8 @@ class _Session:
     unverified: bool = False
     #: Kiosks the peer has its own live session with (from its last vector).
     links: frozenset[str] = frozenset()
+    #: The session's encryption (set once the handshake derived the keys).
+    channel: Channel | None = None
 
     def learn(self, marks: tuple[Mark, ...] | list[Mark]) -> None:
         """Record that the peer holds ``marks`` (sorted by kiosk, origin_seq)."""
@@ -562,8 +567,9 @@ class PeerSync:
                 self._unverified += 1
             # One deadline for the whole handshake: a trickle of bytes cannot
             # keep an unauthenticated connection open.
+            kx = KxKeys()
             hello, peer = await asyncio.wait_for(
-                self._handshake(reader, writer, decoder, pending, dialed),
+                self._handshake(reader, writer, decoder, pending, dialed, kx),
                 self._timing.connect_timeout_s,
             )
             if peer is None:
@@ -573,14 +579,20 @@ class PeerSync:
                 with self._lock:
                     self._peers[peer].address = str(dialed)
             decoder.max_body = MAX_BODY
-            nonce_i, nonce_r = hello
+            nonce_i, nonce_r, peer_kx = hello
             initiator, responder = (self._me, peer) if dialed is not None else (peer, self._me)
+            sid = session_id(initiator, responder, nonce_i, nonce_r)
+            try:
+                channel = kx.channel(peer_kx, initiator=dialed is not None, session=sid)
+            except ChannelError as exc:
+                raise PeerProtocolError("undecryptable", str(exc), peer) from exc
             session = _Session(
                 peer=peer,
                 initiator=initiator,
-                sid=session_id(initiator, responder, nonce_i, nonce_r),
+                sid=sid,
                 writer=writer,
                 address=remote,
+                channel=channel,
             )
             # A dialled session is fresh (the responder echoed our nonce); an
             # accepted one only once its initiator signs a frame in it, so a
@@ -641,13 +653,15 @@ class PeerSync:
         decoder: FrameDecoder,
         pending: collections.deque[RawFrame],
         dialed: PeerAddress | None,
-    ) -> tuple[tuple[bytes, bytes], str | None]:
+        kx: KxKeys,
+    ) -> tuple[tuple[bytes, bytes, bytes], str | None]:
         nonce = os.urandom(NONCE_LEN)
         if dialed is not None:
-            self._write_raw(writer, Envelope(self._station, self._me, NO_SESSION, 0), Hello(nonce))
+            self._write_raw(writer, Envelope(self._station, self._me, NO_SESSION, 0),
+                            Hello(nonce, kx=kx.public))
         raw = await self._next_frame(reader, decoder, pending, self._timing.connect_timeout_s)
         if raw is None:
-            return (b"", b""), None
+            return (b"", b"", b""), None
         frame = open_frame(raw, self._station, self._trusted)
         hello = frame.payload
         env = frame.envelope
@@ -659,22 +673,23 @@ class PeerSync:
             # Our own listener (an address list that names this kiosk twice): not an attack.
             if dialed is not None:
                 self._self_addrs.add(dialed)
-            return (b"", b""), None
+            return (b"", b"", b""), None
         if dialed is not None:
             if hello.echo != nonce:
                 raise PeerProtocolError(
                     "stale-hello", "responder did not echo our nonce", env.sender
                 )
-            return (nonce, hello.nonce), env.sender
+            return (nonce, hello.nonce, hello.kx), env.sender
         if hello.nonce in self._nonces:
             raise PeerProtocolError("replayed-hello", "handshake nonce seen before", env.sender)
         self._nonces[hello.nonce] = None
         while len(self._nonces) > NONCE_MEMORY:
             self._nonces.popitem(last=False)
         self._write_raw(
-            writer, Envelope(self._station, self._me, NO_SESSION, 0), Hello(nonce, echo=hello.nonce)
+            writer, Envelope(self._station, self._me, NO_SESSION, 0),
+            Hello(nonce, echo=hello.nonce, kx=kx.public),
         )
-        return (hello.nonce, nonce), env.sender
+        return (hello.nonce, nonce, hello.kx), env.sender
 
     def _register(self, new: _Session) -> bool:
         """Make ``new`` the session with its peer, unless an established one is preferred.
@@ -713,8 +728,8 @@ class PeerSync:
             raw = await self._next_frame(reader, decoder, pending, self._timing.dead_after_s)
             if raw is None:
                 return
-            frame = open_frame(raw, self._station, self._trusted)
-            env = frame.envelope
+            verify_raw(raw, self._station, self._trusted)
+            env = raw.envelope
             if env.sender != session.peer:
                 raise PeerProtocolError("wrong-peer", f"frame from {env.sender!r}", env.sender)
             if env.session != session.sid:
@@ -723,6 +738,8 @@ class PeerSync:
                 raise PeerProtocolError(
                     "out-of-sequence", f"seq {env.seq} after {session.recv_seq}", env.sender
                 )
+            # Only the next signed frame of this session reaches the decrypter.
+            frame = unseal_frame(raw, session.channel)
             session.recv_seq = env.seq
             if not session.registered:
                 if session.unverified:
@@ -818,8 +835,9 @@ class PeerSync:
 
     # -- sending ----------------------------------------------------------------------
 
-    def _write_raw(self, writer: asyncio.StreamWriter, env: Envelope, payload: Payload) -> None:
-        data = encode_frame(env, payload, self._key)
+    def _write_raw(self, writer: asyncio.StreamWriter, env: Envelope, payload: Payload,
+                   channel: Channel | None = None) -> None:
+        data = encode_frame(env, payload, self._key, channel)
         writer.write(data)
         with self._lock:
             self._counters.bytes_sent += len(data)
@@ -833,6 +851,7 @@ class PeerSync:
             session.writer,
             Envelope(self._station, self._me, session.sid, session.send_seq),
             payload,
+            session.channel,
         )
         await asyncio.wait_for(session.writer.drain(), self._timing.write_timeout_s)
 
@@ -854,6 +873,7 @@ class PeerSync:
                     session.writer,
                     Envelope(self._station, self._me, session.sid, session.send_seq),
                     Bye(reason),
+                    session.channel,
                 )
         session.closed = True
         session.writer.close()
