@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ops.verify import TURNOUT_FIELDS, Accepted
 
@@ -77,6 +78,22 @@ class TurnoutSummary:
     by_station: Mapping[str, TurnoutCounts]
     by_district: Mapping[str, TurnoutCounts]
     station_district: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TurnoutRecord:
+    """One cumulative turnout record as a kiosk sent it (``turnout_log``)."""
+
+    device: str
+    station: str
+    district: str
+    n: int
+    wall_ms: int
+    """The kiosk's clock when it wrote the record (epoch ms, UTC)."""
+    identified: int
+    refused: int
+    not_identified: int
+    manual: int
 
 
 @dataclass(frozen=True)
@@ -166,20 +183,26 @@ class StateStore:
 
     placeholder = "?"
 
-    def __init__(self, conn: _Conn, prefix: str, instance: str) -> None:
-        if not _PREFIX_RE.match(prefix):
-            raise StoreError(f"table prefix {prefix!r} must match {_PREFIX_RE.pattern}")
+    def __init__(self, conn: _Conn, prefix: str, instance: str, *, create: bool,
+                 where: str) -> None:
         self._conn = conn
         self.prefix = prefix
         self.instance = instance
         self._lock = threading.RLock()
         with self._tx() as cur:
             self._lock_schema(cur)
-            for stmt in _DDL:
+            _check_schema(self._tables(cur), prefix, create=create, where=where,
+                          shared=self.placeholder != "?")
+            for stmt in _DDL:  # also adds tables a newer version introduced
                 cur.execute(stmt.format(p=prefix))
 
     def _lock_schema(self, cur: Any) -> None:
         """Serialise concurrent schema creation (PostgreSQL only)."""
+
+    def _tables(self, cur: Any) -> set[str]:
+        """Names of the tables in the database."""
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in cur.fetchall()}
 
     def _sql(self, text: str) -> str:
         text = text.replace("{p}", self.prefix)
@@ -384,6 +407,26 @@ class StateStore:
             station_district[station] = district
         return TurnoutSummary(by_device, by_station, by_district, station_district)
 
+    def turnout_history(self, slot_ms: int = 15 * 60_000) -> list[TurnoutRecord]:
+        """Each kiosk's last cumulative turnout record in every ``slot_ms`` of its clock.
+
+        Sorted by device and counter. Differences between consecutive records
+        add up to the latest counts whatever the slot; a 15-minute slot keeps
+        every local hour of every time zone apart (UTC offsets are multiples
+        of 15 minutes) with a few hundred rows per kiosk and day instead of
+        one per voter.
+        """
+        with self._tx() as cur:
+            cur.execute(self._sql(
+                "SELECT t.device, t.station, t.district, t.n, t.wall_ms, t.identified,"
+                " t.refused, t.not_identified, t.manual FROM {p}turnout_log t JOIN"
+                " (SELECT device, MAX(n) AS n FROM {p}turnout_log"
+                "  GROUP BY device, wall_ms / ?) last ON t.device = last.device AND t.n = last.n"
+                " ORDER BY t.device, t.n"), (slot_ms,))
+            rows = cur.fetchall()
+        return [TurnoutRecord(str(r[0]), str(r[1]), str(r[2]), *(int(v) for v in r[3:]))
+                for r in rows]
+
     def turnout_log(self, device: str) -> list[tuple[int, int]]:
         """(n, identified) of every accepted turnout record of ``device``, in counter order."""
         with self._tx() as cur:
@@ -447,17 +490,46 @@ class StateStore:
 
 
 class SqliteStore(StateStore):
-    """Single-instance store in a SQLite file (WAL, synchronous=FULL)."""
+    """Single-instance store in a SQLite file (WAL, synchronous=FULL).
 
-    def __init__(self, path: str | Path, *, prefix: str = "kesp_", instance: str = "ops") -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Opening never creates the file unless ``create`` is set: a mistyped path
+    must not turn into a new, empty store that shows no kiosks.
+    """
+
+    def __init__(self, path: str | Path, *, prefix: str = "kesp_", instance: str = "ops",
+                 create: bool = False) -> None:
+        p = Path(path)
+        _check_prefix(prefix)
+        if p.is_dir():
+            raise StoreError(f"ops store {p} is a directory; give the store's file, e.g. "
+                             f"{p / 'ops.sqlite'}")
+        if not p.exists():
+            if not create:
+                raise StoreError(f"ops store {p} does not exist; check --store, or create it "
+                                 f"once with 'kesp-ops --store {p} init'")
+            if not p.parent.is_dir():
+                raise StoreError(f"cannot create ops store {p}: folder {p.parent} does not "
+                                 "exist")
+        uri = f"file:{quote(str(p.absolute()))}?mode={'rwc' if create else 'rw'}"
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+            # Checked before the PRAGMAs: WAL mode would change a file we refuse.
+            tables = {str(r[0]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            _check_schema(tables, prefix, create=create, where=str(p), shared=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            super().__init__(conn, prefix, instance, create=create, where=str(p))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        super().__init__(conn, prefix, instance)
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"ops store {p} is not a usable SQLite database ({exc}); check "
+                             "--store") from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
 
 
 class PostgresStore(StateStore):
@@ -465,14 +537,25 @@ class PostgresStore(StateStore):
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops") -> None:
+    def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops",
+                 create: bool = False) -> None:
         import psycopg
 
+        _check_prefix(prefix)
         try:
             conn = psycopg.connect(url)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {url}: {exc}") from exc
-        super().__init__(conn, prefix, instance)
+            raise StoreError(f"cannot connect to ops store {_redact(url)}: "
+                             f"{str(exc).strip().splitlines()[0]}") from exc
+        try:
+            super().__init__(conn, prefix, instance, create=create, where=_redact(url))
+        except BaseException:
+            conn.close()
+            raise
+
+    def _tables(self, cur: Any) -> set[str]:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        return {str(r[0]) for r in cur.fetchall()}
 
     def _lock_schema(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.prefix + "schema",))
@@ -480,12 +563,55 @@ class PostgresStore(StateStore):
     def drop(self) -> None:
         """Drop this prefix's tables (tests clean up with it)."""
         with self._tx() as cur:
-            for table in ("seen", "device", "turnout", "turnout_log", "events", "counters"):
+            for table in _TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
 
 
-def open_store(target: str, *, prefix: str = "kesp_", instance: str = "ops") -> StateStore:
-    """``postgresql://...`` opens PostgreSQL, anything else is a SQLite file path."""
+_TABLES = ("seen", "device", "turnout", "turnout_log", "events", "counters")
+
+
+def _check_schema(tables: set[str], prefix: str, *, create: bool, where: str,
+                  shared: bool) -> None:
+    """Refuse a database that is not (yet) this prefix's store, unless creating one.
+
+    ``shared``: a PostgreSQL database may hold other programs' tables; a SQLite
+    file that does is another program's file (a kiosk's marks.sqlite...).
+    """
+    if f"{prefix}device" in tables:
+        return
+    if not create:
+        what = (f"has no {prefix}* tables (wrong --store or --prefix?)" if tables
+                else "is empty")
+        raise StoreError(f"ops store {where} {what}; create a new store with "
+                         "'kesp-ops --store ... init'")
+    foreign = sorted(t for t in tables if not t.endswith(_TABLES))
+    if foreign and not shared:
+        raise StoreError(f"{where} is another program's database (tables "
+                         f"{', '.join(foreign[:4])}); choose a new file for --store")
+
+
+def _check_prefix(prefix: str) -> None:
+    if not _PREFIX_RE.match(prefix):
+        raise StoreError(f"table prefix {prefix!r} must be 1-31 lowercase letters, digits or "
+                         "'_', starting with a letter (check --prefix)")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (it ends up in error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_store(target: str, *, prefix: str = "kesp_", instance: str = "ops",
+               create: bool = False) -> StateStore:
+    """``postgresql://...`` opens PostgreSQL, anything else is a SQLite file path.
+
+    Without ``create`` the store must exist and hold this prefix's tables;
+    otherwise :class:`StoreError` says so (nothing is created or changed).
+    """
     if target.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(target, prefix=prefix, instance=instance)
-    return SqliteStore(target, prefix=prefix, instance=instance)
+        return PostgresStore(target, prefix=prefix, instance=instance, create=create)
+    return SqliteStore(target, prefix=prefix, instance=instance, create=create)
