@@ -97,6 +97,8 @@ class AgentConfig:
     peer_listen: str = "0.0.0.0:7341"
     #: Also find station peers by mDNS/DNS-SD (``_kesp-peer._tcp``) besides ``peers``.
     peer_mdns: bool = False
+    #: A peer's mark stamped more than this ahead of this kiosk's clock is quarantined.
+    peer_max_clock_ahead_s: float = 300.0
     language_order: tuple[str, ...] = ("ky", "ru")
 
     def __post_init__(self) -> None:
@@ -124,6 +126,9 @@ class AgentConfig:
             raise ConfigError("must be positive", field="device_retry_max_s")
         if self.sensor.reply_timeout_s <= 0:
             raise ConfigError("must be positive", field="sensor.reply_timeout_s")
+        if not 1.0 <= self.peer_max_clock_ahead_s <= 86_400.0:
+            raise ConfigError("must be between 1 and 86400 seconds",
+                              field="peer_max_clock_ahead_s")
 
     @property
     def broker_host(self) -> str:
