@@ -64,6 +64,7 @@ class AlertKind(Enum):
     PRINTER_ERROR = "printer_error"
     SENSOR_MISSING = "sensor_missing"
     SENSOR_FAULT = "sensor_fault"
+    DOCUMENT_READER_MISSING = "document_reader_missing"
     CLOCK_SKEW = "clock_skew"
     CLOCK_UNSYNCED = "clock_unsynced"
     DISK_LOW = "disk_low"
@@ -189,6 +190,9 @@ def device_alerts(d: DeviceState, now_ms: int, board: BoardTuning, ops: OpsTunin
         sensor = _status_of(app, "sensor")
         if sensor in _SENSOR:
             add(_SENSOR[sensor], f"sensor {sensor}", d.health_ms)
+        if _status_of(app, "document_reader") == "unplugged":
+            # not severe: the station types document numbers meanwhile
+            add(AlertKind.DOCUMENT_READER_MISSING, "document reader unplugged", d.health_ms)
     if d.skew_ms is not None and abs(d.skew_ms) > ops.skew_alert_s * 1000:
         add(AlertKind.CLOCK_SKEW, f"kiosk clock {-d.skew_ms / 1000:+.0f} s off ops")
     system = health.get("system")

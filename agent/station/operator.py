@@ -72,7 +72,11 @@ class Operator:
             r.kind in VOTER_SLIPS for r in self.station.ledger.all()
         ):
             raise StationError("refusing to open: this kiosk already holds marks or slips")
-        rec = self.station.ledger.allocate(SlipKind.ZERO_REPORT, state=SlipState.PENDING)
+        # A zero report that a missing printer could not print is retried, not doubled.
+        earlier = [r for r in self.station.ledger.in_state(SlipState.PENDING, SlipState.SENDING)
+                   if r.kind is SlipKind.ZERO_REPORT]
+        rec = earlier[0] if earlier else self.station.ledger.allocate(SlipKind.ZERO_REPORT,
+                                                                      state=SlipState.PENDING)
         if not self.station.print_slip(rec):
             raise StationError(
                 f"zero report {rec.serial} could not be printed "

@@ -301,6 +301,12 @@ class Telemetry:
                 log.error("health sample refused: %s", exc)
         return max(0.0, self._next_health - now)
 
+    def health_soon(self) -> None:
+        """Queue a health sample now rather than at the next interval (a device
+        came or went: ops should not wait a minute to see it)."""
+        self._next_health = time.monotonic()
+        self._wake()
+
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
