@@ -54,3 +54,14 @@ STORAGE_RETRY_S = 3.0
 
 STORAGE_REPEAT_S = 600.0
 """A disk that stays full is reported again in the log at most this often."""
+
+PEER_RATE_WINDOW_S = 300
+"""Window of a peer kiosk's own stamps over which its rate of marks is checked."""
+
+PEER_MAX_MARKS_PER_WINDOW = 100
+"""More marks than this from one kiosk in one window (one per 3 s for 5 min) is not a
+kiosk at work: a voter's turn (press, match, slip) takes well over 3 s, so an alert."""
+
+CLOCK_STEP_MS = 2000
+"""A wall-clock jump against the monotonic clock this large is a step (audited as
+clock-adjusted); NTP slews smaller errors without stepping."""
