@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from agent.runtime.durable import (
-    atomic_write as atomic_write,  # its old home: still importable here
-)
+from agent.runtime.durable import atomic_write
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
