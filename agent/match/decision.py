@@ -38,6 +38,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match import parameters as prm
+from agent.match import scale
+from agent.match.calibration import Calibration
 from agent.match.matcher import Gallery, Matcher, Prepared
 from agent.match.template import Template
 
@@ -91,6 +93,8 @@ def verify(
     probe: Template,
     candidates: Sequence[Template],
     fmr: float = prm.VERIFY_FMR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Verification:
     """Probe against the (up to 10) templates of the voter named by the ID document."""
     if not candidates:
@@ -98,7 +102,7 @@ def verify(
     q = matcher.prepare(probe)
     scores = [matcher.compare_prepared(q, matcher.prepare(c)) for c in candidates]
     best = int(np.argmax(scores))
-    t = prm.threshold(fmr / len(candidates))
+    t = calibration.threshold(fmr / len(candidates))
     return Verification(scores[best] >= t, float(scores[best]), best, t)
 
 
@@ -128,6 +132,8 @@ def identify(
     probe: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """1:N identification of one finger over the station's gallery.
 
@@ -140,14 +146,28 @@ def identify(
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    q = probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)
-    if len(q) == 0:
+    if len(probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    return decide(gallery.scores(q), own, fmr)
+    return decide(_scores(gallery, probe), own, fmr, calibration=calibration)
+
+
+def _scores(gallery: Gallery, probe: Template | Prepared) -> NDArray[np.float32]:
+    """The scores the calibration is for: best over the scale hypotheses on the shortlist.
+
+    A probe that is already prepared cannot be rescaled: its plain scores
+    (never higher, so the decision stays on the safe side).
+    """
+    if isinstance(probe, Prepared):
+        return gallery.scores(probe)
+    return scale.scores(gallery, probe)
 
 
 def decide(
-    scores: NDArray[np.float32], owners: NDArray[np.integer], fmr: float = prm.IDENTIFY_FPIR
+    scores: NDArray[np.float32],
+    owners: NDArray[np.integer],
+    fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """The :func:`identify` decision from one probe's scores against the whole gallery.
 
@@ -160,7 +180,7 @@ def decide(
     best, counts = _voter_evidence(scores, own)
     present = np.nonzero(counts)[0]
     bound = fmr / len(present)
-    pvals = _p_values(best[present], counts[present])
+    pvals = _p_values(best[present], counts[present], calibration)
     order = np.argsort(pvals, kind="stable")
     top = int(present[order[0]])
     p_top = float(pvals[order[0]])
@@ -169,17 +189,18 @@ def decide(
     return Identification(outcome, top, float(best[top]), p_top, bound)
 
 
-_fmr_scalar = np.frompyfunc(prm.false_match_rate, 1, 1)
+def _fmr(scores: NDArray[np.floating], calibration: Calibration) -> NDArray[np.float64]:
+    """``calibration.false_match_rate`` of every score."""
+    flat = np.asarray(scores, np.float64).ravel()
+    out = np.fromiter((calibration.false_match_rate(float(x)) for x in flat), np.float64,
+                      count=len(flat))
+    return out.reshape(np.shape(scores))
 
 
-def _fmr(scores: NDArray[np.floating]) -> NDArray[np.float64]:
-    """:func:`~agent.match.parameters.false_match_rate` of every score."""
-    return np.asarray(_fmr_scalar(np.asarray(scores, np.float64)), np.float64)
-
-
-def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64]) -> NDArray[np.float64]:
+def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64],
+              calibration: Calibration) -> NDArray[np.float64]:
     """p-values of voters' best-of-``k`` scores; a negative score means "no evidence"."""
-    p = np.minimum(1.0, k * _fmr(np.maximum(scores, 0.0)))
+    p = np.minimum(1.0, k * _fmr(np.maximum(scores, 0.0), calibration))
     return np.where(scores < 0.0, 1.0, p)
 
 
@@ -188,12 +209,27 @@ def _fisher(p1: NDArray[np.float64], p2: NDArray[np.float64]) -> NDArray[np.floa
     return np.minimum(1.0, c * (1.0 - np.log(c)))
 
 
+def _fused(x: NDArray[np.float64], y: NDArray[np.float64], k: NDArray[np.int64],
+           calibration: Calibration) -> NDArray[np.float64]:
+    """Fisher's p-value of two presses' scores, or 1 when either finger is too weak alone.
+
+    The floor (``prm.FUSION_FINGER_FMR``) bounds what fusion can add: two
+    fingers that are each unconvincing do not make a match, however small
+    the product of their extrapolated p-values.
+    """
+    floor = calibration.threshold(prm.FUSION_FINGER_FMR)
+    p = _fisher(_p_values(x, k, calibration), _p_values(y, k, calibration))
+    return np.where((x >= floor) & (y >= floor), p, 1.0)
+
+
 def identify_fused(
     gallery: Gallery,
     probe1: Template | Prepared,
     probe2: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """1:N identification from two different fingers of the same person.
 
@@ -204,7 +240,8 @@ def identify_fused(
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    return decide_fused(gallery.scores(probe1), gallery.scores(probe2), own, fmr)
+    return decide_fused(_scores(gallery, probe1), _scores(gallery, probe2), own, fmr,
+                        calibration=calibration)
 
 
 def _top2(
@@ -227,6 +264,8 @@ def decide_fused(
     scores2: NDArray[np.float32],
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """The :func:`identify_fused` decision from two presses' scores (no search)."""
     own = _validate_owners(scores1, owners)
@@ -249,12 +288,16 @@ def decide_fused(
     single = k == 1
     x1 = np.where(single & (s1[a1] < s2[a2]), -1.0, s1[a1])
     y1 = np.where(single & (s1[a1] >= s2[a2]), -1.0, np.where(a1 != a2, s2[a2], s2[b2]))
-    p = _fisher(_p_values(x1, k), _p_values(y1, k))
+    p = _fused(x1, y1, k, calibration)
     # Both probes' best is the same template: also try the other assignment.
     clash = ~single & (a1 == a2)
     x2 = np.where(clash, s1[b1], -1.0)
     y2 = np.where(clash, s2[a2], -1.0)
-    p = np.where(clash, np.minimum(p, _fisher(_p_values(x2, k), _p_values(y2, k))), p)
+    p2 = _fused(x2, y2, k, calibration)
+    better = clash & (p2 < p)
+    p = np.where(better, p2, p)
+    x1 = np.where(better, x2, x1)
+    y1 = np.where(better, y2, y1)
     order = np.argsort(p, kind="stable")
     best_p = float(p[order[0]])
     second_p = float(p[order[1]]) if len(order) > 1 else 1.0
