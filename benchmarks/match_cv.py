@@ -39,6 +39,7 @@ from agent.match.scale import rescaled
 from agent.match.template import Template
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data")) / "fvc2002"
 CACHE = REPO / ".cache" / "bench-match"
 SETS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 CASES = ("register", "kiosk", "field")
@@ -125,22 +126,23 @@ _EARLIER = _K[:, 1][:, None] < _K[:, 1][None, :]
 _UPPER = np.arange(len(KEYS))[:, None] < np.arange(len(KEYS))[None, :]
 
 
-def genuine(mats: Matrices, case: str, s: str) -> NDArray[np.float32]:
+def genuine(mats: Matrices, case: str, s: str) -> NDArray[np.float64]:
     """FVC genuine pairs: impression i in the gallery, j > i as the probe (280)."""
-    return mats[(case, s, s)][_SAME & _EARLIER]
+    return np.asarray(mats[(case, s, s)][_SAME & _EARLIER], np.float64)
 
 
-def impostors_within(mats: Matrices, case: str, s: str) -> NDArray[np.float32]:
+def impostors_within(mats: Matrices, case: str, s: str) -> NDArray[np.float64]:
     """Every cross-finger pair of one set (2,880; 5,760 for the asymmetric field case)."""
     m = mats[(case, s, s)]
-    return m[~_SAME & _UPPER] if case != "field" else m[~_SAME]
+    return np.asarray(m[~_SAME & _UPPER] if case != "field" else m[~_SAME], np.float64)
 
 
 def impostors_of(mats: Matrices, case: str, s: str, exclude: tuple[str, ...] = ()
-                 ) -> NDArray[np.float32]:
+                 ) -> NDArray[np.float64]:
     """Set ``s``'s impostors in ``case``: within the set and against the other sets."""
     parts = [impostors_within(mats, case, s)]
-    parts += [mats[(case, s, b)].ravel() for b in SETS if b != s and b not in exclude]
+    parts += [mats[(case, s, b)].ravel().astype(np.float64) for b in SETS
+              if b != s and b not in exclude]
     return np.concatenate(parts)
 
 
@@ -169,7 +171,7 @@ def clopper_pearson_upper(events: int, n: int, confidence: float = 0.95) -> floa
         return 1.0
     alpha = 1.0 - confidence
     if events == 0:
-        return 1.0 - alpha ** (1.0 / n)
+        return float(1.0 - alpha ** (1.0 / n))
 
     def cdf(p: float) -> float:
         logs = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
@@ -331,3 +333,62 @@ def outsiders_cross_sensor(mats: Matrices, case: str, s: str, cal: cb.Calibratio
 def rates(mats: Matrices, case: str, s: str) -> Rates:
     """FVC error rates of one set and case, all cross-finger impostors."""
     return error_rates(genuine(mats, case, s), impostors_within(mats, case, s))
+
+
+CANDIDATES: dict[str, tuple[tuple[float, float], ...]] = {
+    "none": ((1.0, 1.0),),
+    "axes 0.8/1.25": ((1.0, 1.0), (0.8, 1.0), (1.25, 1.0), (1.0, 0.8), (1.0, 1.25)),
+    "grid 3x3 0.8/1/1.25": prm.SCALE_HYPOTHESES,
+}
+"""Scale-hypothesis sets the cross-validation chooses among (the shipped one is the last)."""
+
+
+def _others(*sets: str) -> tuple[str, ...]:
+    return tuple(s for s in SETS if s not in sets)
+
+
+@dataclass
+class Fold:
+    """What was chosen without set ``held_out`` and how it did there."""
+
+    held_out: str
+    hypotheses: str
+    inner: dict[str, float]
+    """Candidate -> mean field identification on the three training sets (nested CV)."""
+    calibration: cb.Calibration
+    mats: Matrices
+
+
+def choose_hypotheses(data: Path, held_out: str) -> tuple[str, dict[str, float]]:
+    """Nested leave-one-out on the three training sets: the candidate that identifies most
+    voters in the field pairing (each inner set scored with a calibration fitted without it)."""
+    inner = {}
+    for name, hyps in CANDIDATES.items():
+        mats = best_of(data, hyps)
+        rates_ = []
+        for t in _others(held_out):
+            cal = fit_calibration(mats, _others(held_out, t))
+            tally = mates(mats, "field", t, cal)
+            rates_.append(tally.identified / tally.attempts)
+        inner[name] = float(np.mean(rates_))
+    return max(inner, key=lambda k: inner[k]), inner
+
+
+def folds(data: Path) -> list[Fold]:
+    """One fold per dev set: every choice made on the other three."""
+    out = []
+    for s in SETS:
+        name, inner = choose_hypotheses(data, s)
+        mats = best_of(data, CANDIDATES[name])
+        out.append(Fold(s, name, inner, fit_calibration(mats, _others(s)), mats))
+    return out
+
+
+def shortlist_misses(data: Path, case: str, s: str, gallery_size: int, shortlist: int) -> int:
+    """Genuine pairs of set ``s`` whose plain score would rank below the shortlist's cut in a
+    gallery of ``gallery_size`` impostor templates (estimated from the plain impostor scores:
+    a mate misses when ``gallery_size * FMR(plain score) >= shortlist``)."""
+    plain = score_matrices(data)
+    imp = np.sort(np.concatenate([impostors_of(plain, case, x) for x in SETS]))
+    cut = imp[int(len(imp) * (1.0 - shortlist / gallery_size))]
+    return int(np.sum(genuine(plain, case, s) < cut))

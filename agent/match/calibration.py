@@ -7,12 +7,13 @@ by *condition* (one sensor and one pairing of extractors, e.g. "DB3, register
 template against kiosk probe"), because a station meets one sensor, and the
 sensors the kiosk will meet were not in the data:
 
-* **Empirical part** (FMR 1e-1 down to the smallest level the pooled sample
-  resolves with at least ``MIN_EVENTS`` exceedances): pooled quantiles,
-  interpolated log-linearly; each point is the *highest* of the pooled and
-  the per-condition quantiles that resolve it, so no condition seen in the
-  data is looser than promised.
-* **Tail** (below that): an exponential tail ``FMR(t) = fmr0 exp(-(t - t0) /
+* **Empirical part** (FMR 1e-1 down to the tail's start ``fmr0``, 1e-3):
+  quantiles, interpolated log-linearly; each point is the *highest* of the
+  pooled and the per-condition quantiles that resolve it (at least
+  ``MIN_EVENTS`` exceedances), so no condition seen in the data is looser
+  than promised.
+* **Tail** (below ``fmr0``, where single conditions no longer resolve the
+  quantiles): an exponential tail ``FMR(t) = fmr0 exp(-(t - t0) /
   beta)``; ``t0`` is the empirical point at ``fmr0`` and ``beta`` the
   *largest* per-condition maximum-likelihood slope (mean excess over that
   condition's own ``fmr0`` quantile): the heaviest tail seen, not the
@@ -42,8 +43,8 @@ MIN_EVENTS = 25
 """Exceedances a quantile needs before the empirical part trusts it."""
 MIN_TAIL_EVENTS = 10
 """Exceedances a condition needs before its tail slope counts."""
-LEVELS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-"""Candidate FMR levels of the empirical part (the fit keeps those it resolves)."""
+LEVELS = (1e-1, 1e-2, 1e-3)
+"""FMR levels of the empirical part (down to the tail's start)."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,13 @@ def fit(conditions: Mapping[str, NDArray[np.floating]], margin: float = 1.0,
     pooled = np.concatenate(groups)
     points = []
     for f in LEVELS:
-        if f * len(pooled) < MIN_EVENTS:
+        if f < tail_fmr0 or f * len(pooled) < MIN_EVENTS:
             break
         qs = [float(np.quantile(g, 1 - f)) for g in [pooled, *groups]
               if f * len(g) >= MIN_EVENTS]
         points.append((f, max(qs)))
     # Thresholds must not decrease as FMR falls (max over groups can break that).
-    fixed = []
+    fixed: list[tuple[float, float]] = []
     for f, t in points:
         fixed.append((f, max(t, fixed[-1][1]) if fixed else t))
     if not any(f == tail_fmr0 for f, _ in fixed):

@@ -109,7 +109,6 @@ CALIBRATION = Calibration(
         (0.1, 0.01911),
         (0.01, 0.02565),
         (0.001, 0.03325),
-        (0.0001, 0.04309),
     ),
     tail_t0=0.03325,
     tail_fmr0=0.001,
@@ -153,5 +152,8 @@ SCALE_HYPOTHESES: tuple[tuple[float, float], ...] = (
 (:mod:`agent.match.scale`): a register scanned or resampled at another
 resolution or aspect ratio. Chosen by leave-one-sensor-out cross-validation
 among a few grids (benchmarks/RESULTS.md, "match_cv")."""
-SCALE_SHORTLIST = 64
-"""Templates of the exact search re-scored under the scale hypotheses."""
+SCALE_SHORTLIST = 1024
+"""Templates of the exact search re-scored under the scale hypotheses: 8 x 1,024
+extra comparisons a press (about +15 % on a 56,000-template search). At 64 the
+plain score of about 2 in 3 field-pairing mates of DB3 fell below the cut at
+station scale; at 1,024 about 1 in 3 (benchmarks/RESULTS.md, "match_decisions")."""
