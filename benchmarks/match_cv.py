@@ -154,11 +154,18 @@ def fit_calibration(mats: Matrices, sets: tuple[str, ...],
                   margin=margin)
 
 
-def heldout_ratio(mats: Matrices, s: str) -> dict[str, float]:
-    """Per case: worst observed / promised impostor pass rate on ``s``, fitted without it."""
+def heldout_ratio(mats: Matrices, s: str, within_only: bool = False) -> dict[str, float]:
+    """Per case: worst observed / promised impostor pass rate on ``s``, fitted without it.
+
+    ``within_only``: only the pairs inside set ``s`` (the station's situation,
+    but few events: levels with >= 2 expected exceedances count).
+    """
     cal = fit_calibration(mats, tuple(x for x in SETS if x != s), margin=1.0)
     out = {}
     for c in CASES:
+        if within_only:
+            out[c] = cb.observed_ratio(cal, impostors_within(mats, c, s), min_expected=2.0)
+            continue
         imp = np.concatenate([impostors_of(mats, c, s)]
                              + [mats[(c, b, s)].ravel() for b in SETS if b != s])
         out[c] = cb.observed_ratio(cal, imp)

@@ -3,28 +3,29 @@
 Outcomes are values (closed types), never exceptions: "no match" and "ask
 for another finger" are ordinary results at a polling station.
 
-Thresholds come from :mod:`agent.match.parameters` (calibrated impostor
-score distribution). The rules, documented in docs/MATCHING.md:
+Thresholds come from a :class:`~agent.match.calibration.Calibration`
+(default :data:`agent.match.parameters.CALIBRATION`: fitted across sensors
+and extractor pairings, heaviest tail, a x10 margin), for the scores of
+:func:`agent.match.scale.scores` (best over the scale hypotheses on the
+shortlist). The rules, documented in docs/MATCHING.md:
 
 * **Verification** (ID document names the voter): the probe is compared with
   that voter's templates (up to 10 fingers); accepted when the best score
   clears ``threshold(fmr / k)`` for ``k`` candidates, so the claim as a whole
   keeps false-match rate ``fmr`` however many fingers are enrolled.
-* **Identification** (1:N over the station): the per-comparison FMR is sized
-  for the gallery, ``fpir / N`` for ``N`` templates, so a search of the whole
-  station falsely matches with probability about ``fpir``. A MATCH needs the
-  best voter to clear it and no *other* voter to clear it too (an ambiguous
-  result asks for a second finger instead of guessing).
-* **Fusion** (second finger): each voter's evidence from probe ``i`` is the
-  p-value ``p_i = min(1, k_v * FMR(s_i))`` of the best of their ``k_v``
-  templates (two different templates for the two probes); the two are
-  combined with Fisher's rule for two independent p-values,
-  ``p = c * (1 - ln c)`` with ``c = p_1 * p_2``, and the voter is identified when
-  ``p <= fpir / V`` over ``V`` voters. A single finger alone gives
-  ``p = k_v * FMR(s)`` and the same bound, so fusion never accepts what
-  neither finger supports in combination, and a second moderately good finger
-  turns many "need another finger" cases into MATCH (effect measured in
-  docs/MATCHING.md).
+* **Identification** (1:N over the station): each voter's evidence is the
+  p-value ``k_v * FMR(best score)`` over their ``k_v`` templates; a MATCH
+  needs the best voter at ``p <= fpir / V`` (``V`` voters) and no *other*
+  voter there too (an ambiguous result asks for a second finger instead of
+  guessing).
+* **Fusion** (second finger): the two presses are assigned to two different
+  templates of a voter, their p-values combined with Fisher's rule for two
+  independent p-values, ``p = c * (1 - ln c)`` with ``c = p_1 * p_2``,
+  against the same bound -- but only when *each* finger alone clears
+  ``threshold(FUSION_FINGER_FMR)``. Fusion multiplies two extrapolated
+  p-values, so an optimistic calibration tail counts twice; the floor bounds
+  what fusion can add when neither finger is convincing alone (issue 23: an
+  outsider fused to p = 3e-9 from two presses that each missed the bound).
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ def verify(
     """Probe against the (up to 10) templates of the voter named by the ID document."""
     if not candidates:
         return Verification(False, 0.0, -1, math.inf)
-    q = matcher.prepare(probe)
-    scores = [matcher.compare_prepared(q, matcher.prepare(c)) for c in candidates]
+    # Best over the scale hypotheses, the score the calibration is for (10 x 9 comparisons).
+    qs = [matcher.prepare(scale.rescaled(probe, sx, sy)) for sx, sy in prm.SCALE_HYPOTHESES]
+    prepared = [matcher.prepare(c) for c in candidates]
+    scores = [max(matcher.compare_prepared(q, c) for q in qs) for c in prepared]
     best = int(np.argmax(scores))
     t = calibration.threshold(fmr / len(candidates))
     return Verification(scores[best] >= t, float(scores[best]), best, t)
