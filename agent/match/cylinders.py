@@ -17,9 +17,9 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit, njit_parallel
 from agent.match import parameters as prm
 from agent.match.template import Template
+from agent.runtime.jit import njit, njit_parallel
 
 
 @njit

@@ -37,7 +37,6 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit, njit_parallel
 from agent.match import parameters as prm
 from agent.match.bits import popcount
 from agent.match.cylinders import (
@@ -51,6 +50,7 @@ from agent.match.cylinders import (
     disk_cells,
     wrap_angle,
 )
+from agent.runtime.jit import njit, njit_parallel
 
 LUT_SIZE = 1024
 """Entries per compatibility lookup table (distance and the two angle terms)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from kiosk_helpers import fvc_templates, kp, ok, write_csv
 
-from agent.drivers.printer_profiles import SIMULATOR_DEFAULT_PROFILE
+from agent.drivers.printer.profiles import SIMULATOR_DEFAULT_PROFILE
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import PrivateMosquitto

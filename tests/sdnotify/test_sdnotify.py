@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, SdNotifyError, Watchdog, watchdog_interval
+from agent.runtime.sdnotify import Notifier, SdNotifyError, Watchdog, watchdog_interval
 
 
 @pytest.fixture
