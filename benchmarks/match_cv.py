@@ -19,6 +19,7 @@ other choice the rule makes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -229,7 +230,8 @@ def _rows(e: int, voters: list[int]) -> list[int]:
 
 
 def _turn(s1: NDArray[np.float32], s2: NDArray[np.float32], owners: NDArray[np.int64],
-          fmr: float, cal: cb.Calibration) -> tuple[str, int, float]:
+          fmr: float, cal: cb.Calibration, floor_fmr: float = prm.FUSION_FINGER_FMR
+          ) -> tuple[str, int, float]:
     """One voter's turn as the station runs it: press, second press alone, fused.
 
     Returns (how, voter, smallest p-value / bound seen on the way).
@@ -242,7 +244,7 @@ def _turn(s1: NDArray[np.float32], s2: NDArray[np.float32], owners: NDArray[np.i
     closest = min(closest, r2.p_value / r2.bound)
     if r2.outcome is Outcome.MATCH:
         return "second", r2.voter, closest
-    f = decide_fused(s1, s2, owners, fmr, calibration=cal)
+    f = decide_fused(s1, s2, owners, fmr, calibration=cal, floor_fmr=floor_fmr)
     closest = min(closest, f.p_value / f.bound if f.bound > 0 else math.inf)
     if f.outcome is Outcome.MATCH:
         return "fused", f.voter, closest
@@ -254,7 +256,8 @@ def _fmr_for(n_voters: int) -> float:
     return prm.IDENTIFY_FPIR * n_voters / STATION_VOTERS
 
 
-def mates(mats: Matrices, case: str, s: str, cal: cb.Calibration) -> Tally:
+def mates(mats: Matrices, case: str, s: str, cal: cb.Calibration,
+          floor_fmr: float = prm.FUSION_FINGER_FMR) -> Tally:
     """Voters of set ``s`` (5 x 2 fingers) identifying themselves, every enrolment impression.
 
     Gallery: impression ``e`` of both fingers of the 5 voters; each voter
@@ -273,7 +276,7 @@ def mates(mats: Matrices, case: str, s: str, cal: cb.Calibration) -> Tally:
                     continue
                 for a, b in ((2 * v, 2 * v + 1), (2 * v + 1, 2 * v)):
                     how, who, _ = _turn(m[rows, KEYS.index((a, j))], m[rows, KEYS.index((b, j))],
-                                        owners, fmr, cal)
+                                        owners, fmr, cal, floor_fmr)
                     t.attempts += 1
                     if how == "none":
                         continue
@@ -285,7 +288,8 @@ def mates(mats: Matrices, case: str, s: str, cal: cb.Calibration) -> Tally:
 
 
 def _outsider_turns(m: NDArray[np.float32], rows: list[int], n_voters: int, out: list[int],
-                    cal: cb.Calibration) -> Iterator[tuple[str, float]]:
+                    cal: cb.Calibration, floor_fmr: float = prm.FUSION_FINGER_FMR
+                    ) -> Iterator[tuple[str, float]]:
     """Every two-press turn of person ``out`` (two fingers, all impressions) at a gallery."""
     owners = _voters(n_voters)
     fmr = _fmr_for(n_voters)
@@ -294,11 +298,13 @@ def _outsider_turns(m: NDArray[np.float32], rows: list[int], n_voters: int, out:
         for j in range(1, 9):
             s1 = m[rows, KEYS.index((a, j))]
             for j2 in range(1, 9):
-                how, _, closest = _turn(s1, m[rows, KEYS.index((b, j2))], owners, fmr, cal)
+                how, _, closest = _turn(s1, m[rows, KEYS.index((b, j2))], owners, fmr, cal,
+                                        floor_fmr)
                 yield how, closest
 
 
-def outsiders_same_sensor(mats: Matrices, case: str, s: str, cal: cb.Calibration) -> Tally:
+def outsiders_same_sensor(mats: Matrices, case: str, s: str, cal: cb.Calibration,
+                          floor_fmr: float = prm.FUSION_FINGER_FMR) -> Tally:
     """Leave-one-voter-out on one sensor: each voter removed in turn and probed (all presses).
 
     8 enrolment impressions x 5 voters x 2 finger orders x 8 x 8 impressions
@@ -309,7 +315,8 @@ def outsiders_same_sensor(mats: Matrices, case: str, s: str, cal: cb.Calibration
     for e in range(1, 9):
         for v in range(5):
             rest = [w for w in range(5) if w != v]
-            for how, closest in _outsider_turns(m, _rows(e, rest), 4, [2 * v, 2 * v + 1], cal):
+            for how, closest in _outsider_turns(m, _rows(e, rest), 4, [2 * v, 2 * v + 1], cal,
+                                                floor_fmr):
                 t.attempts += 1
                 t.wrong += how != "none"
                 t.closest = min(t.closest, closest)
@@ -371,10 +378,9 @@ def choose_hypotheses(data: Path, held_out: str) -> tuple[str, dict[str, float]]
     voters in the field pairing (each inner set scored with a calibration fitted without it)."""
     inner = {}
     for name, hyps in CANDIDATES.items():
-        mats = best_of(data, hyps)
         rates_ = []
         for t in _others(held_out):
-            cal = fit_calibration(mats, _others(held_out, t))
+            mats, cal, _ = combined(data, hyps, _others(held_out, t))
             tally = mates(mats, "field", t, cal)
             rates_.append(tally.identified / tally.attempts)
         inner[name] = float(np.mean(rates_))
@@ -386,8 +392,8 @@ def folds(data: Path) -> list[Fold]:
     out = []
     for s in SETS:
         name, inner = choose_hypotheses(data, s)
-        mats = best_of(data, CANDIDATES[name])
-        out.append(Fold(s, name, inner, fit_calibration(mats, _others(s)), mats))
+        mats, cal, _ = combined(data, CANDIDATES[name], _others(s))
+        out.append(Fold(s, name, inner, cal, mats))
     return out
 
 
@@ -399,3 +405,43 @@ def shortlist_misses(data: Path, case: str, s: str, gallery_size: int, shortlist
     imp = np.sort(np.concatenate([impostors_of(plain, case, x) for x in SETS]))
     cut = imp[int(len(imp) * (1.0 - shortlist / gallery_size))]
     return int(np.sum(genuine(plain, case, s) < cut))
+
+
+PRE_ISSUE_23 = cb.Calibration(
+    points=((0.1, 0.01613), (0.01, 0.02057), (0.001, 0.02624), (0.0001, 0.03253)),
+    tail_t0=0.02624, tail_fmr0=0.001, tail_beta=0.00325,
+)
+"""The calibration shipped before issue 23 (pooled ISO impostors, plain scores, no margin)."""
+
+
+def variants(data: Path) -> dict[str, tuple[Matrices, Callable[[str], cb.Calibration], float]]:
+    """The shipped rule's ancestors on the same protocol: (scores, calibration per held-out
+    set, fusion floor FMR)."""
+    plain = score_matrices(data)
+    return {
+        "rule before issue 23 (pooled calibration, no margin, no floor, plain scores)":
+            (plain, lambda s: PRE_ISSUE_23, 1.0),
+        "issue-23 rule without scale hypotheses (plain scores, fold calibration)":
+            (plain, lambda s: fit_calibration(plain, _others(s)), prm.FUSION_FINGER_FMR),
+    }
+
+
+def combined(data: Path, hypotheses: tuple[tuple[float, float], ...], sets: tuple[str, ...]
+             ) -> tuple[Matrices, cb.Calibration, cb.Calibration]:
+    """What the station computes, with calibrations fitted on ``sets`` only.
+
+    Returns the matrices of ``max(plain, translated best-over-hypotheses)``
+    (:func:`agent.match.scale.rescore` on a gallery its shortlist covers), the
+    calibration the decisions use (the plain fit, margin x2 for the two
+    chances when there are hypotheses) and the scaled fit (``SCALED_CALIBRATION``).
+    """
+    plain = score_matrices(data)
+    plain_fit = fit_calibration(plain, sets, margin=1.0)
+    if len(hypotheses) == 1:
+        return plain, dataclasses.replace(plain_fit, margin=prm.CALIBRATION_MARGIN), plain_fit
+    best = best_of(data, hypotheses)
+    scaled_fit = fit_calibration(best, sets, margin=1.0)
+    mats = {k: np.maximum(plain[k], cb.translate(best[k], scaled_fit, plain_fit)
+                          .astype(np.float32)) for k in plain}
+    cal = dataclasses.replace(plain_fit, margin=prm.CALIBRATION_MARGIN * prm.SCALE_CHANCES)
+    return mats, cal, scaled_fit

@@ -7,9 +7,10 @@
   minutiae, and the pairs of a comparison.
 * ``calibrate DIR...`` - impostor score distribution of every non-mated pair
   across the folders (one folder = one sensor), fitted as
-  :func:`agent.match.calibration.fit` does; prints the ``CALIBRATION`` block
-  for ``agent/match/parameters.py`` (the shipped one also covers the kiosk's
-  extraction: ``python -m benchmarks match`` prints it).
+  :func:`agent.match.calibration.fit` does; prints the ``CALIBRATION`` and
+  ``SCALED_CALIBRATION`` blocks for ``agent/match/parameters.py`` (the
+  shipped ones also cover the kiosk's extraction: ``python -m benchmarks
+  match`` prints them).
 """
 
 from __future__ import annotations
@@ -86,26 +87,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def impostor_scores(m: Matcher, dirs: list[Path]) -> dict[str, NDArray[np.float64]]:
-    """Per folder: its scores against every template that is not the same finger.
+def impostor_scores(m: Matcher, dirs: list[Path]
+                    ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.float64]]]:
+    """Per folder: its plain and its best-over-hypotheses scores against every template
+    that is not the same finger.
 
     A folder is one condition of the fit (one sensor); a pair across two
-    folders counts for the first of them. A pair's score is the best over
-    the scale hypotheses (``prm.SCALE_HYPOTHESES``, the second template
-    rescaled), the statistic the decision rules use.
+    folders counts for the first of them. The hypotheses (``prm.SCALE_HYPOTHESES``)
+    rescale the second template of a pair, as the station rescales its probe.
     """
     items: list[tuple[tuple[int, int], Prepared, list[Prepared]]] = []
     for si, d in enumerate(dirs):
         for (f, _), t in sorted(load_set(d).items()):
             items.append(((si, f), m.prepare(t),
                           [m.prepare(rescaled(t, sx, sy)) for sx, sy in prm.SCALE_HYPOTHESES]))
-    out: dict[str, list[float]] = {str(d): [] for d in dirs}
+    plain: dict[str, list[float]] = {str(d): [] for d in dirs}
+    best: dict[str, list[float]] = {str(d): [] for d in dirs}
     for i in range(len(items)):
         for j in range(i + 1, len(items)):
             if items[i][0] != items[j][0]:
-                out[str(dirs[items[i][0][0]])].append(
-                    max(m.compare_prepared(items[i][1], q) for q in items[j][2]))
-    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+                group = str(dirs[items[i][0][0]])
+                plain[group].append(m.compare_prepared(items[i][1], items[j][1]))
+                best[group].append(max(m.compare_prepared(items[i][1], q) for q in items[j][2]))
+    return ({k: np.asarray(v, np.float64) for k, v in plain.items()},
+            {k: np.asarray(v, np.float64) for k, v in best.items()})
 
 
 def cmd_show_extraction(args: argparse.Namespace) -> int:
@@ -121,13 +126,15 @@ def cmd_show_extraction(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    groups = impostor_scores(Matcher(), [Path(d) for d in args.dirs])
+    plain, best = impostor_scores(Matcher(), [Path(d) for d in args.dirs])
     try:
-        cal = fit(groups, margin=prm.CALIBRATION_MARGIN)
+        cal = fit(plain, margin=prm.CALIBRATION_MARGIN * prm.SCALE_CHANCES)
+        scaled = fit(best)
     except ValueError as exc:
         print(f"error: {exc}; give more folders of NNN_M.iso templates", file=sys.stderr)
         return 2
     print(source(cal))
+    print(source(scaled).replace("CALIBRATION =", "SCALED_CALIBRATION ="))
     return 0
 
 

@@ -104,6 +104,32 @@ class Calibration:
         """Inverse of :meth:`threshold`: the FMR this calibration promises at ``score``."""
         return min(1.0, self.margin * self._fitted_rate(score))
 
+    def _fitted_rates(self, scores: NDArray[np.floating]) -> NDArray[np.float64]:
+        """:meth:`_fitted_rate` of every score (vectorised, same values)."""
+        s = np.asarray(scores, np.float64)
+        fs = np.array([f for f, _ in self.points])
+        ts = np.array([t for _, t in self.points])
+        low = fs[0] ** (np.maximum(s, 0.0) / ts[0])
+        mid = np.exp(np.interp(s, ts, np.log(fs)))
+        tail = np.minimum(self.tail_fmr0 * np.exp(-(s - self.tail_t0) / self.tail_beta), fs[-1])
+        return np.asarray(np.where(s <= ts[0], low, np.where(s <= ts[-1], mid, tail)), np.float64)
+
+    def _fitted_thresholds(self, fmrs: NDArray[np.floating]) -> NDArray[np.float64]:
+        """:meth:`_fitted_threshold` of every FMR in (0, 1) (vectorised, same values)."""
+        f = np.asarray(fmrs, np.float64)
+        fs = np.array([x for x, _ in self.points])
+        ts = np.array([t for _, t in self.points])
+        lf = np.log(f)
+        high = ts[0] * lf / np.log(fs[0])
+        mid = np.interp(lf, np.log(fs[::-1]), ts[::-1])
+        tail = np.maximum(self.tail_t0 + self.tail_beta * np.log(self.tail_fmr0 / f), ts[-1])
+        return np.asarray(np.where(f >= fs[0], high, np.where(f >= fs[-1], mid, tail)),
+                          np.float64)
+
+    def false_match_rates(self, scores: NDArray[np.floating]) -> NDArray[np.float64]:
+        """:meth:`false_match_rate` of every score (vectorised)."""
+        return np.minimum(1.0, self.margin * self._fitted_rates(scores))
+
 
 def fit(conditions: Mapping[str, NDArray[np.floating]], margin: float = 1.0,
         tail_fmr0: float = 1e-3) -> Calibration:
@@ -135,6 +161,18 @@ def fit(conditions: Mapping[str, NDArray[np.floating]], margin: float = 1.0,
         raise ValueError(f"no condition has {MIN_TAIL_EVENTS} impostors above FMR {tail_fmr0:g}")
     return Calibration(points=tuple(fixed), tail_t0=t0, tail_fmr0=tail_fmr0,
                        tail_beta=max(betas), margin=margin, impostors=len(pooled))
+
+
+def translate(scores: NDArray[np.floating], source: Calibration, target: Calibration
+              ) -> NDArray[np.float64]:
+    """The ``target`` scores whose fitted FMR equals that of ``scores`` under ``source``.
+
+    Puts two statistics on one scale (margins aside): the best score over the
+    scale hypotheses (its own, heavier-tailed calibration) expressed as the
+    plain score that is equally rare among impostors.
+    """
+    rates = np.minimum(source._fitted_rates(scores), 0.999999)
+    return target._fitted_thresholds(rates)
 
 
 def observed_ratio(cal: Calibration, impostors: NDArray[np.floating],

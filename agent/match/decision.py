@@ -194,10 +194,7 @@ def decide(
 
 def _fmr(scores: NDArray[np.floating], calibration: Calibration) -> NDArray[np.float64]:
     """``calibration.false_match_rate`` of every score."""
-    flat = np.asarray(scores, np.float64).ravel()
-    out = np.fromiter((calibration.false_match_rate(float(x)) for x in flat), np.float64,
-                      count=len(flat))
-    return out.reshape(np.shape(scores))
+    return calibration.false_match_rates(scores)
 
 
 def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64],
@@ -213,14 +210,14 @@ def _fisher(p1: NDArray[np.float64], p2: NDArray[np.float64]) -> NDArray[np.floa
 
 
 def _fused(x: NDArray[np.float64], y: NDArray[np.float64], k: NDArray[np.int64],
-           calibration: Calibration) -> NDArray[np.float64]:
+           calibration: Calibration, floor_fmr: float) -> NDArray[np.float64]:
     """Fisher's p-value of two presses' scores, or 1 when either finger is too weak alone.
 
-    The floor (``prm.FUSION_FINGER_FMR``) bounds what fusion can add: two
+    The floor (``floor_fmr``, default ``prm.FUSION_FINGER_FMR``) bounds what fusion can add: two
     fingers that are each unconvincing do not make a match, however small
     the product of their extrapolated p-values.
     """
-    floor = calibration.threshold(prm.FUSION_FINGER_FMR)
+    floor = calibration.threshold(floor_fmr) if floor_fmr < 1.0 else 0.0
     p = _fisher(_p_values(x, k, calibration), _p_values(y, k, calibration))
     return np.where((x >= floor) & (y >= floor), p, 1.0)
 
@@ -269,8 +266,14 @@ def decide_fused(
     fmr: float = prm.IDENTIFY_FPIR,
     *,
     calibration: Calibration = prm.CALIBRATION,
+    floor_fmr: float = prm.FUSION_FINGER_FMR,
 ) -> Identification:
-    """The :func:`identify_fused` decision from two presses' scores (no search)."""
+    """The :func:`identify_fused` decision from two presses' scores (no search).
+
+    ``floor_fmr`` is the per-finger evidence each press needs before it is
+    fused (1 = none: the rule before issue 23, kept for the benchmark's
+    comparison).
+    """
     own = _validate_owners(scores1, owners)
     _validate_owners(scores2, owners)
     if len(scores1) == 0:
@@ -291,12 +294,12 @@ def decide_fused(
     single = k == 1
     x1 = np.where(single & (s1[a1] < s2[a2]), -1.0, s1[a1])
     y1 = np.where(single & (s1[a1] >= s2[a2]), -1.0, np.where(a1 != a2, s2[a2], s2[b2]))
-    p = _fused(x1, y1, k, calibration)
+    p = _fused(x1, y1, k, calibration, floor_fmr)
     # Both probes' best is the same template: also try the other assignment.
     clash = ~single & (a1 == a2)
     x2 = np.where(clash, s1[b1], -1.0)
     y2 = np.where(clash, s2[a2], -1.0)
-    p2 = _fused(x2, y2, k, calibration)
+    p2 = _fused(x2, y2, k, calibration, floor_fmr)
     better = clash & (p2 < p)
     p = np.where(better, p2, p)
     x1 = np.where(better, x2, x1)

@@ -6,13 +6,17 @@ or, as with the FVC2002 vendor templates, an anisotropic stretch (images
 resized to 300 x 400 px ignoring their aspect ratio: x 0.77 / y 1.07 on DB1,
 y 1.33 on DB3). MCC tolerates a few per cent; beyond that a mate scores like
 an impostor. As some MCC variants do, the probe is also compared under a
-few (x, y) scale hypotheses and a template's score is the best of them.
+few (x, y) scale hypotheses; a template's best score over them is mapped to
+the plain score that is equally rare among impostors (:func:`equivalent`),
+and the template's score is the higher of that and its plain score. A
+register in true geometry thus keeps its plain-score thresholds (paying only
+the x2 for two chances), a stretched one gets the hypotheses.
 
 Only the ``shortlist`` best templates of the exact search (all of them in a
 small gallery) are re-scored, so a press costs one full search plus
-``shortlist x (hypotheses - 1)`` comparisons. The calibration is fitted to
-the best-of-hypotheses score of every impostor pair, which bounds the
-impostors outside the shortlist too (they keep their lower plain score).
+``shortlist x (hypotheses - 1)`` comparisons. The scaled calibration is
+fitted to the best-of-hypotheses score of every impostor pair, which bounds
+the impostors outside the shortlist too (they keep their plain score).
 A mate outside the shortlist loses only the re-scoring (it keeps its plain
 score): the benchmark reports how often a mate's plain score is below the
 shortlist's cut at station scale.
@@ -24,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match import parameters as prm
+from agent.match.calibration import translate
 from agent.match.matcher import Gallery, Prepared
 from agent.match.template import Template
 
@@ -58,17 +63,41 @@ def scores(gallery: Gallery, probe: Template, *,
     """Every template's score, the ``shortlist`` best re-scored under the scale hypotheses.
 
     The vector the decision rules (:func:`agent.match.decision.decide`) are
-    calibrated for.
+    calibrated for: :meth:`Gallery.scores` followed by :func:`rescore`.
     """
     plain = gallery.scores(probe, threads=threads)
+    return rescore(gallery, probe, plain, hypotheses=hypotheses, shortlist=shortlist,
+                   threads=threads)
+
+
+def rescore(gallery: Gallery, probe: Template, plain: NDArray[np.float32], *,
+            hypotheses: tuple[tuple[float, float], ...] = prm.SCALE_HYPOTHESES,
+            shortlist: int = prm.SCALE_SHORTLIST,
+            threads: int | None = None) -> NDArray[np.float32]:
+    """``plain`` (the exact search's scores) with its ``shortlist`` best raised to their best
+    score under the hypotheses; a new array."""
     others = prepare_hypotheses(gallery, probe, hypotheses)
     if not others or len(plain) == 0 or shortlist <= 0:
         return plain
     k = min(shortlist, len(plain))
     top = np.argpartition(-plain, k - 1)[:k] if k < len(plain) else np.arange(len(plain))
     sub = gallery.subset(top)
-    best = plain.copy()
+    best = plain[top].copy()
     for q in others:
         if len(q):
-            best[top] = np.maximum(best[top], sub.scores(q, threads=threads))
-    return best
+            best = np.maximum(best, sub.scores(q, threads=threads))
+    out = plain.copy()
+    out[top] = np.maximum(plain[top], equivalent(best))
+    return out
+
+
+def equivalent(best: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Best-over-hypotheses scores as the plain scores equally rare among impostors.
+
+    The best of nine comparisons has a heavier impostor tail than one; mapped
+    through the two fitted calibrations (:data:`~agent.match.parameters.SCALED_CALIBRATION`
+    to :data:`~agent.match.parameters.CALIBRATION`), a template's evidence is
+    the stronger of its plain and its mapped score, and the plain calibration
+    counts the two chances (its margin includes x2 for them).
+    """
+    return translate(best, prm.SCALED_CALIBRATION, prm.CALIBRATION).astype(np.float32)
