@@ -36,8 +36,9 @@ from agent.match.template import Template
 from agent.runtime.jit import set_threads
 from benchmarks import baseline_kernel, match_cv
 from benchmarks.results import write_section
+from hardware_sim.reference_data import reference_data
 
-DATA = match_cv.DATA
+DATA = reference_data() / "fvc2002"  # every ISO template is in the repository
 REPO = Path(__file__).resolve().parents[1]
 GALLERY_N = 64_000
 STATION_N = 56_000
@@ -282,7 +283,7 @@ def _bound(events: int, n: int) -> str:
 
 def cross_validation(folds: list[match_cv.Fold]) -> str:
     """Cross-validated accuracy, the hypothesis choice and the calibration check per set."""
-    plain = match_cv.score_matrices(DATA)
+    plain = match_cv.score_matrices(match_cv.DATA)
     lines = [
         "Every choice is made without the set it is reported on (leave-one-sensor-out): the "
         "scale-hypothesis set (nested: chosen by field identification on the three training "
@@ -315,8 +316,8 @@ def cross_validation(folds: list[match_cv.Fold]) -> str:
                      f"**{100 * mean['fmr1000']:.2f}** | **{100 * mean['zero_fmr']:.2f}** | "
                      f"{100 * mo['eer']:.2f} / {100 * mo['fmr1000']:.2f} / "
                      f"{100 * mo['zero_fmr']:.2f} |")
-    plain = match_cv.score_matrices(DATA)
-    best = match_cv.best_of(DATA, prm.SCALE_HYPOTHESES)
+    plain = match_cv.score_matrices(match_cv.DATA)
+    best = match_cv.best_of(match_cv.DATA, prm.SCALE_HYPOTHESES)
     lines += ["", "Calibration check: on each set, the largest ratio of observed to promised "
               "impostor pass rate (FMR 1e-2 ... 1e-4, levels with >= 5 expected events) of a "
               "calibration fitted on the other three without margin, for both statistics the "
@@ -335,7 +336,7 @@ def cross_validation(folds: list[match_cv.Fold]) -> str:
                 r = match_cv.heldout_ratio(mats, f.held_out, within_only=within)
                 cells += [f"{r[c]:.2f}" for c in match_cv.CASES]
             lines.append(f"| {f.held_out} | " + " | ".join(cells) + " |")
-    _, shipped, scaled = match_cv.combined(DATA, prm.SCALE_HYPOTHESES, match_cv.SETS)
+    _, shipped, scaled = match_cv.combined(match_cv.DATA, prm.SCALE_HYPOTHESES, match_cv.SETS)
     lines += ["", "Shipped calibrations (all four sets, the shipped hypotheses; paste into "
               "`agent/match/parameters.py` after a matcher or extractor change; `margin` is "
               f"{prm.CALIBRATION_MARGIN:g} x {prm.SCALE_CHANCES} chances):", "",
@@ -394,7 +395,7 @@ def decisions(folds: list[match_cv.Fold]) -> str:
               "under the rule's ancestors:", "",
               "| rule | pairing | first press % | identified % | wrong voters | outsiders same "
               "sensor (closest) |", "|---|---|---|---|---|---|"]
-    for label, (mats, cal_for, floor) in match_cv.variants(DATA).items():
+    for label, (mats, cal_for, floor) in match_cv.variants(match_cv.DATA).items():
         for case in match_cv.CASES:
             total, same = match_cv.Tally(), match_cv.Tally()
             for s in match_cv.SETS:
@@ -417,7 +418,7 @@ def decisions(folds: list[match_cv.Fold]) -> str:
         + "; ".join(
             f"{case} " + ", ".join(
                 f"{s[:3]} "
-                f"{match_cv.shortlist_misses(DATA, case, s, STATION_N, prm.SCALE_SHORTLIST)}"
+                f"{match_cv.shortlist_misses(match_cv.DATA, case, s, STATION_N, prm.SCALE_SHORTLIST)}"
                 for s in match_cv.SETS) + " of 280"
             for case in match_cv.CASES) + ".",
     ]
@@ -429,7 +430,7 @@ def main() -> None:
     base = [t for _, ts in sets for t in ts.values()]
     write_section("match_accuracy", "Matching accuracy: FVC2002 DB1-4_B ISO templates",
                   accuracy(sets))
-    cv_folds = match_cv.folds(DATA)
+    cv_folds = match_cv.folds(match_cv.DATA)  # images too: the full set beside the repo
     write_section("match_cv", "Cross-validated accuracy and calibration, three pairings "
                   "(issue 23)", cross_validation(cv_folds))
     write_section("match_decisions", "Identification decisions at station scale: mates and "

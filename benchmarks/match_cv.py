@@ -38,9 +38,11 @@ from agent.match.evaluation import Rates, error_rates, load_set
 from agent.match.matcher import Matcher
 from agent.match.scale import rescaled
 from agent.match.template import Template
+from hardware_sim.reference_data import reference_data
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data")) / "fvc2002"
+DATA = reference_data(full=True) / "fvc2002"
+"""The full FVC2002 sets (images too, for the kiosk's extraction): beside the repository."""
 CACHE = REPO / ".cache" / "bench-match"
 SETS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 CASES = ("register", "kiosk", "field")

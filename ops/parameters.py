@@ -9,15 +9,14 @@ from dataclasses import dataclass
 class OpsTuning:
     """Windows, batch sizes and alert thresholds of :class:`ops.service.OpsService`."""
 
-    max_age_s: float = 36 * 3600.0
-    """Oldest acceptable ``sent`` time. Kiosks re-sign buffered records when they
-    publish them, so only a message that sat in the broker (ops offline) or a
-    replay is this old; replays are caught by the dedup store anyway, so the
-    window only bounds how long dedup state must be kept (one election day)."""
-    max_future_s: float = 300.0
-    """A kiosk clock this far ahead of ops is refused (and shown as clock skew)."""
     skew_alert_s: float = 30.0
-    """|sent - received| above this on a live message raises a clock-skew alert."""
+    """|sent - received| above this on a live message raises a clock-skew alert.
+
+    There is no time window that refuses a message: a kiosk with a wrong clock
+    (no RTC, booted offline) would be dropped unseen. Its validly signed data
+    is counted and the device is listed with a ``clock`` alert naming the skew;
+    replays are caught by the dedup store (``n``; ``boot`` for a death, which is
+    signed at connect time and so may be days old when the broker sends it)."""
     offline_alert_s: float = 300.0
     """A kiosk not heard from for this long is listed as offline in ``watch``."""
     batch_max: int = 500
@@ -37,3 +36,32 @@ class OpsTuning:
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     """paho's reconnect backoff towards the broker (whole seconds)."""
+
+
+@dataclass(frozen=True)
+class BoardTuning:
+    """Thresholds of the dashboard, the per-kiosk metrics and the public feed."""
+
+    silent_after_s: float = 150.0
+    """A kiosk whose session is open but that sent nothing for this long is *silent*
+    (kiosks send a health sample every 60 s, so two missed samples and a margin)."""
+    offline_after_s: float = 900.0
+    """A silent kiosk becomes *offline* after this long, as does one whose session ended."""
+    disk_low_fraction: float = 0.10
+    """Free share of the kiosk's state file system below which ``disk_low`` is raised."""
+    outbox_backlog: int = 200
+    """Unacknowledged records in a kiosk's outbox above which ``outbox_backlog`` is raised."""
+    refresh_s: float = 5.0
+    """How often the dashboard's snapshot is rebuilt from the store."""
+    stale_after_s: float = 60.0
+    """A snapshot older than this (store unreachable) is refused with HTTP 503."""
+    store_timeout_s: float = 5.0
+    """A request that needs the store gives up (HTTP 503) after this long."""
+    request_timeout_s: float = 10.0
+    """Socket time-out of one HTTP connection (slow or idle clients are dropped)."""
+    max_workers: int = 16
+    """Concurrent HTTP requests; more are answered 503 at once instead of queueing."""
+    recent_events: int = 50
+    """Events listed on a kiosk's page."""
+    audit_rows_per_refresh: int = 20_000
+    """Audit-chain check: events read from the store per refresh (catches up over time)."""

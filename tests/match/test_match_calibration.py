@@ -74,8 +74,8 @@ def test_source_round_trips() -> None:
 
 
 @pytest.fixture
-def db1(shared_data: Path) -> list:
-    d = shared_data / "fvc2002" / "DB1_B"
+def db1(ref_data: Path) -> list:
+    d = ref_data / "fvc2002" / "DB1_B"
     return [load_template((d / f"10{f}_{i}.iso").read_bytes()) for f in (1, 2, 3) for i in (1, 2)]
 
 

@@ -8,7 +8,6 @@ are each unconvincing alone.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,16 @@ from agent.match.decision import (
 )
 from agent.match.evaluation import load_set
 
-DATA = Path(os.environ.get("KESP_SHARED_DATA",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-
 
 @pytest.fixture(scope="module")
-def fingers() -> list[list[Template]]:
+def fingers(ref_data: Path) -> list[list[Template]]:
     """40 real fingers (DB1..DB4_B), 8 impressions each (the vendor ISO templates)."""
-    root = DATA / "fvc2002"
     out = []
-    for d in sorted(root.glob("DB*_B")):
-        s = load_set(d)
+    for db in ("DB1_B", "DB2_B", "DB3_B", "DB4_B"):
+        s = load_set(ref_data / "fvc2002" / db)
+        if len(s) != 80:
+            pytest.fail(f"{ref_data / 'fvc2002' / db} holds {len(s)} ISO templates; "
+                        "these tests need all 80 (10 fingers x 8 impressions)")
         out += [[s[(f, i)] for i in range(1, 9)] for f in range(10)]
     return out
 
@@ -249,11 +247,11 @@ def test_margin_makes_the_calibration_conservative() -> None:
         ("DB3_B", "105_2", "108_2", 0.0, 0.03),   # impostor, stretched set
     ],
 )
-def test_real_pairs_score_bands(shared_data: Path, folder: str, a: str, b: str, low: float,
+def test_real_pairs_score_bands(ref_data: Path, folder: str, a: str, b: str, low: float,
                                 high: float) -> None:
     """Scores of real vendor-template pairs (best over the scale hypotheses) stay in band;
     impostors stay below the fusion floor, genuine pairs above the single-press bound."""
-    d = shared_data / "fvc2002" / folder
+    d = ref_data / "fvc2002" / folder
     g = Matcher().gallery([load_template((d / f"{a}.iso").read_bytes())])
     s = float(scale.scores(g, load_template((d / f"{b}.iso").read_bytes()))[0])
     assert low <= s <= high
