@@ -345,6 +345,10 @@ def cross_validation(folds: list[match_cv.Fold]) -> str:
     return "\n".join(lines)
 
 
+def _misses(case: str, s: str) -> int:
+    return match_cv.shortlist_misses(match_cv.DATA, case, s, STATION_N, prm.SCALE_SHORTLIST)
+
+
 def decisions(folds: list[match_cv.Fold]) -> str:
     """Station-scale decisions per held-out set and pairing, mates and outsiders."""
     lines = [
@@ -417,8 +421,7 @@ def decisions(folds: list[match_cv.Fold]) -> str:
         "re-scored under the hypotheses; estimated from the impostor scores): "
         + "; ".join(
             f"{case} " + ", ".join(
-                f"{s[:3]} "
-                f"{match_cv.shortlist_misses(match_cv.DATA, case, s, STATION_N, prm.SCALE_SHORTLIST)}"
+                f"{s[:3]} {_misses(case, s)}"
                 for s in match_cv.SETS) + " of 280"
             for case in match_cv.CASES) + ".",
     ]
