@@ -89,7 +89,16 @@ class Journal(Protocol):
 
 
 class StationError(RuntimeError):
-    """An operator command could not be carried out; the message says why."""
+    """An operator command could not be carried out; the message says why.
+
+    ``code`` names the kind of refusal (``kesp-agent`` words it in Kyrgyz and
+    Russian from the code and ``params``; the message is the English fallback).
+    """
+
+    def __init__(self, message: str, code: str = "refused", **params: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass
@@ -301,7 +310,8 @@ class Station:
         with self.lock:
             index = self.roll.by_document.get(number.strip().upper())
             if index is None:
-                raise StationError("no voter with that document number on this station's list")
+                raise StationError("no voter with that document number on this station's list",
+                                   "unknown-document")
             self._document_voter = index
             self._document_lookup = lookup
             self._document_deadline = time.monotonic() + parameters.DOCUMENT_HOLD_S
