@@ -82,9 +82,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def slip_kind(text: str) -> str:
-    """What a printed document is, from its (Russian) title line."""
+    """What a printed document is, from its (Russian) title, however it was wrapped."""
+    text = " ".join(text.split())
     for marker, kind in (("НУЛЕВОЙ ОТЧЕТ", "zero-report"), ("ИТОГОВЫЙ ОТЧЕТ", "closing-report"),
                          ("ИДЕНТИФИКАЦИЯ ПРОЙДЕНА", "identified"),
+                         # a commission's admission counts with the identified (a ballot)
+                         ("ДОПУЩЕН ПО РЕШЕНИЮ КОМИССИИ", "identified"),
                          ("УЖЕ ИДЕНТИФИЦИРОВАН", "refused"),
                          ("НЕ ИДЕНТИФИЦИРОВАН", "not-identified")):
         if marker in text:

@@ -138,6 +138,7 @@ class Agent:
             lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
+            zone=cfg.zone(),
         )
         self.operator = Operator(self.station)
         self.operator.status_extras = self._status_extras

@@ -50,7 +50,14 @@ from agent.station import parameters
 from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import Lifecycle, Phase
 from agent.station.marks import Mark, MarkStore, hlc_wall_ms
-from agent.station.slips import ReportFacts, SlipError, VoterLine, local_time, render_slip
+from agent.station.slips import (
+    Place,
+    ReportFacts,
+    SlipError,
+    VoterLine,
+    local_time,
+    render_slip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +174,11 @@ class Station:
         peers: Callable[[], list[str]] = list,
         on_mark: Callable[[Mark], None] = lambda _mark: None,
         clock: Callable[[], dt.datetime] = _now,
+        zone: dt.tzinfo | None = None,
     ) -> None:
         self.device_id = device_id
+        #: The commission's time zone: times on slips and reports (None: the system's).
+        self.zone = zone
         self.station_id = station_id
         self.district = district
         self.roll = roll
@@ -273,15 +283,20 @@ class Station:
             f"№{c.voter}: " + ", ".join(f"{m.kiosk}/{m.slip_serial}" for m in c.marks)
             for c in self.marks.conflicts()
         ]
+        roll = self.roll.roll
+        at = self._clock()
         return ReportFacts(
             station_id=self.station_id,
             district=self.district,
+            station_name=roll.station_name,
+            district_name=roll.district_name,
+            zone=str(getattr(self.zone, "key", "")) if self.zone else "",
             kiosk=self.device_id,
             software_version=__version__,
             roll_hash=self.roll.package_hash,
             roll_voters=len(self.roll.roll.voters),
             audit_head=self.journal.head_hash,
-            at=self._clock(),
+            at=at.astimezone(self.zone) if self.zone else at.astimezone(),
             counts=self.counts(),
             first_serial=records[0].serial if records else "-",
             last_serial=records[-1].serial if records else "-",
@@ -497,9 +512,11 @@ class Station:
 
     def _render(self, rec: SlipRecord, duplicate: bool) -> Document:
         try:
-            return render_slip(rec, station_id=self.station_id, kiosk=self.device_id,
-                               duplicate=duplicate, voter=self._voter_line,
-                               facts=self.report_facts)
+            roll = self.roll.roll
+            place = Place(self.station_id, self.device_id, self.district, roll.station_name,
+                          roll.district_name)
+            return render_slip(rec, place=place, duplicate=duplicate, voter=self._voter_line,
+                               facts=self.report_facts, zone=self.zone)
         except SlipError as exc:
             raise StationError(str(exc)) from exc
 
