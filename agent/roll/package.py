@@ -9,9 +9,9 @@ The writer and the reader of the same bytes stay in this one module (past 450
 lines): it has one job, the format, and the two directions must not drift.
 
 Wire format, version 2 (version 1 is the same without the two names, and is
-still written when a roll has no names, so older kiosks read it; all integers big-endian; ``str8``/``str16`` are UTF-8
-strings prefixed by a 1- or 2-byte length; the full description with
-rationale is in ``docs/PACKAGE.md``)::
+still written when a roll has no names, so older kiosks read it; all integers
+big-endian; ``str8``/``str16`` are UTF-8 strings prefixed by a 1- or 2-byte
+length; the full description with rationale is in ``docs/PACKAGE.md``)::
 
     offset  size  field
     0       8     magic  b"KESPROLL"

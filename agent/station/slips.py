@@ -284,8 +284,8 @@ def render_slip(
                 duplicate=duplicate, first_at=local_time(int(rec.details["first_ms"]), zone),
                 first_kiosk=str(rec.details["first_kiosk"]),
             )
-        return identified_slip(serial=rec.serial, place=place, voter=line, at=at, duplicate=duplicate,
-                               method=str(rec.details.get("method", "manual")))
+        return identified_slip(serial=rec.serial, place=place, voter=line, at=at,
+                               duplicate=duplicate, method=str(rec.details.get("method", "manual")))
     if rec.kind is SlipKind.NOT_IDENTIFIED:
         return not_identified_slip(serial=rec.serial, place=place, at=at, duplicate=duplicate,
                                    attempts=int(rec.details.get("attempts", 0)))

@@ -13,8 +13,8 @@ from nacl.signing import SigningKey
 
 from agent.roll.package import (
     FORMAT_VERSION,
-    NAMELESS_VERSION,
     MAGIC,
+    NAMELESS_VERSION,
     Finger,
     Kiosk,
     PackageError,

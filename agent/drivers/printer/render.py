@@ -181,13 +181,15 @@ def layout_raster(text: str, width_dots: int, *, bold: bool, large: bool) -> tup
     """
     top = RASTER_FONT_PX_LARGE if large else RASTER_FONT_PX
     for px in range(top, RASTER_FONT_PX_MIN - 1, -1):
-        font = raster_font(bold, px)
-        lines = wrap_words(text, lambda s, f=font: f.getlength(s) <= width_dots, hyphenate=False)
+        lines = wrap_words(text, _fits(raster_font(bold, px), width_dots), hyphenate=False)
         if lines is not None:
             return px, lines
-    font = raster_font(bold, RASTER_FONT_PX_MIN)
-    return RASTER_FONT_PX_MIN, wrap_words(
-        text, lambda s: font.getlength(s) <= width_dots, hyphenate=True) or [""]
+    fits = _fits(raster_font(bold, RASTER_FONT_PX_MIN), width_dots)
+    return RASTER_FONT_PX_MIN, wrap_words(text, fits, hyphenate=True) or [""]
+
+
+def _fits(font: ImageFont.FreeTypeFont, width_dots: int) -> Callable[[str], bool]:
+    return lambda s: font.getlength(s) <= width_dots
 
 
 def layout_cells(text: str, chars_per_line: int, *, large: bool) -> tuple[bool, list[str]]:
