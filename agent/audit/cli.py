@@ -96,6 +96,11 @@ def audit_cli(argv: list[str]) -> int:
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     path = _log_path(args)
+    if not path.is_file():
+        print(f"kesp-agent audit: no audit log at {path}: name the kiosk's configuration "
+              "(kesp-agent --config /etc/kesp/agent.json audit ...) or the log (--file)",
+              file=sys.stderr)
+        return 2
     try:
         if args.command == "show":
             return _show(path, args)
