@@ -227,7 +227,7 @@ class Station:
         counts = self.counts(local)
         by_hour: dict[str, int] = {}
         for m in local:
-            hour = local_time(hlc_wall_ms(m.hlc)).strftime("%H")
+            hour = local_time(hlc_wall_ms(m.hlc), self.zone).strftime("%H")
             by_hour[hour] = by_hour.get(hour, 0) + 1
         return {
             "identified": counts["identified"],
