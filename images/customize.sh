@@ -46,7 +46,7 @@ systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
 # --- Numba cache, compiled for the target CPU (LLVM cpu name), kept
 # read-only in the image; first boot copies it onto the state partition.
 chroot "$root" env NUMBA_CACHE_DIR=/usr/lib/kesp/numba-cache NUMBA_CPU_NAME="$cpu" \
-    /opt/kesp/venv/bin/python -c "from agent.match.matcher import warm_up; warm_up()"
+    /opt/kesp/venv/bin/python -c "from agent.match.warm import warm_up; warm_up()"
 chmod -R a+rX "$root/usr/lib/kesp/numba-cache"
 
 # --- reproducibility and first boot: no machine identity baked in

@@ -3,6 +3,8 @@
 Every command reads (and, with --broker, fills) the ops store: the database
 of what the kiosks reported. Create it once with 'init'; a store that does not
 exist is refused, so a mistyped --store never shows an empty election.
+'serve' also serves the live dashboard and the public turnout feed, which
+'publish' writes (docs/OPS.md).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import http.server
 import logging
 import signal
 import socket
@@ -22,6 +23,9 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from agent.runtime.config import atomic_write
+from ops.board import Board
+from ops.feed import FeedError, Publisher
+from ops.metrics import render_metrics
 from ops.parameters import OpsTuning
 from ops.registry import Registry, RegistryError, load_ops_key, load_registry
 from ops.report import (
@@ -37,7 +41,15 @@ from ops.report import (
 )
 from ops.service import OpsError, OpsService
 from ops.store import StateStore, StoreError, open_store
-from ops.view import render_prometheus, render_watch
+from ops.view import broker_lines, render_watch
+from ops.web.cli import (
+    WebOptionError,
+    add_publish_command,
+    add_web_arguments,
+    run_publish,
+    web_settings,
+)
+from ops.web.server import DashboardServer, make_server
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -80,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                                "left as it is.")
     for name, text in (
         ("watch", "show turnout, kiosks and alerts in the terminal, refreshed"),
-        ("serve", "serve Prometheus metrics over HTTP on /metrics"),
+        ("serve", "serve the live dashboard (/), Prometheus metrics (/metrics) and the public "
+                  "turnout feed (/public/) over HTTP"),
     ):
         s = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ". "
                            "With --broker it also receives the kiosks' telemetry into the store; "
@@ -115,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="HTTP port (default: %(default)s)")
     serve.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                        help="address to listen on (default: %(default)s, this machine only)")
+    add_web_arguments(serve)
     rep = sub.add_parser(
         "report", help="write turnout.csv and turnout.png (admissions per local hour)",
         description="Write turnout.csv (every station's admissions per local hour, with "
@@ -125,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--day", metavar="YYYY-MM-DD",
                      help="local date the chart shows (default: the day with the most "
                           "admissions)")
+    add_publish_command(sub)
     return p
 
 
@@ -156,11 +171,11 @@ def _ops_key(path: Path | None) -> SigningKey | None:
     return load_ops_key(path) if path is not None else None
 
 
-def _http_server(bind: str, port: int,
-                 handler: type[http.server.BaseHTTPRequestHandler]
-                 ) -> http.server.ThreadingHTTPServer:
+@contextlib.contextmanager
+def _listening(bind: str, port: int) -> Iterator[None]:
+    """Say in one line why the HTTP port cannot be opened."""
     try:
-        return http.server.ThreadingHTTPServer((bind, port), handler)
+        yield
     except OverflowError as exc:
         raise _RefusedError(f"--port {port} is not a port number (1-65535)") from exc
     except socket.gaierror as exc:
@@ -286,39 +301,50 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     registry = _registry(args)
     password, ops_key = _password(args.password_file), _ops_key(args.ops_key)
+    zone = load_zone(args.timezone)
+    web = web_settings(args)
     store = open_store(args.store, prefix=args.prefix)
-    tuning = OpsTuning()
+    svc: OpsService | None = None
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/metrics":
-                self.send_error(404)
-                return
-            link = svc.broker_link() if svc is not None else None
-            body = render_prometheus(store.turnout(), store.devices(), store.stats(),
-                                     tuning, broker=link).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
+    def metrics(board: Board) -> str:
+        link = svc.broker_link() if svc is not None else None
+        return render_metrics(board) + "".join(f"{line}\n" for line in broker_lines(link))
 
     try:
-        server = _http_server(args.bind, args.port, Handler)  # before connecting anywhere
+        # The dashboard reads through a connection of its own: building a
+        # snapshot never holds up the ingest's commits.
+        board_store = open_store(args.store, prefix=args.prefix,
+                                 instance=f"{args.client_id}-web")
+        try:
+            with _listening(args.bind, args.port):  # before connecting anywhere
+                server: DashboardServer = make_server(
+                    board_store, bind=args.bind, port=args.port, zone=zone,
+                    registry_path=args.registry, board=web.board, metrics=metrics,
+                    public_dir=args.public_dir)
+        except BaseException:
+            board_store.close()
+            raise
     except BaseException:
         store.close()
         raise
-    svc: OpsService | None = None
+    publisher: Publisher | None = None
     try:
         svc = _start_service(args, store, registry, password, ops_key)
-        print(f"serving http://{args.bind}:{args.port}/metrics", flush=True)
+        if web.publish_key is not None:
+            cache = server.cache
+            publisher = Publisher(args.public_dir, web.publish_key, args.publish_every,
+                                  lambda: (cache.store.signed_turnout(), cache.registry), zone)
+            publisher.start()
+        print(f"serving the dashboard on http://{args.bind}:{args.port}/ (metrics on /metrics)",
+              flush=True)
         server.serve_forever()
         return EXIT_OK
     finally:
+        if publisher is not None:
+            publisher.stop()
         server.server_close()
+        server.cache.stop()
+        board_store.close()
         if svc is not None:
             svc.stop()
         else:
@@ -336,7 +362,8 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_COMMANDS = {"init": cmd_init, "watch": cmd_watch, "serve": cmd_serve, "report": cmd_report}
+_COMMANDS = {"init": cmd_init, "watch": cmd_watch, "serve": cmd_serve, "report": cmd_report,
+             "publish": run_publish}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -352,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _stop_on_sigterm():
                 return _COMMANDS[args.command](args)
         return _COMMANDS[args.command](args)
-    except (_RefusedError, StoreError, RegistryError, OpsError, ReportError) as exc:
+    except (_RefusedError, StoreError, RegistryError, OpsError, ReportError, WebOptionError,
+            FeedError) as exc:
         sys.stderr.write(f"kesp-ops: {exc}\n")
         return EXIT_FAILED
     except OSError as exc:

@@ -15,6 +15,8 @@ Tables::
     turnout     per kiosk: latest cumulative counts (highest n wins)
     turnout_log every accepted turnout record (turnout over the day)
     events      every accepted event record
+    event_head  per kiosk: highest event counter and number of events (dashboard reader)
+    turnout_signed  per kiosk: its latest turnout message as received (public feed)
     counters    (instance, name) -> value: accepted / rejected:<reason>
 
 Updates are monotone ("keep the higher n / boot"), so the order in which
@@ -23,6 +25,7 @@ instances commit does not change the result.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sqlite3
@@ -160,9 +163,38 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS {p}events (device TEXT NOT NULL, n BIGINT NOT NULL,"
     " wall_ms BIGINT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,"
     " historical INTEGER NOT NULL, PRIMARY KEY (device, n))",
+    "CREATE TABLE IF NOT EXISTS {p}event_head (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " count BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {p}turnout_signed (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " message TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}counters (instance TEXT NOT NULL, name TEXT NOT NULL,"
     " value BIGINT NOT NULL, PRIMARY KEY (instance, name))",
 ]
+
+
+_DEVICE_UPDATES = {  # in this order: the device row must exist before it is updated
+    "insert": "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO NOTHING",
+    "seen": "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?",
+    "max_n": "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?",
+    "birth": "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
+             " WHERE device = ? AND birth_boot <= ?",
+    "death": "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?",
+    "skew": "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ? WHERE device = ? AND skew_at_ms <= ?",
+    "health": "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
+              " WHERE device = ? AND health_n < ?",
+    "turnout": "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
+               " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
+               " wall_ms = excluded.wall_ms, payload = excluded.payload"
+               " WHERE {p}turnout.n < excluded.n",
+    "event_head": "INSERT INTO {p}event_head (device, n, count) VALUES (?,?,?)"
+                  " ON CONFLICT (device) DO UPDATE SET count = {p}event_head.count"
+                  " + excluded.count, n = CASE WHEN excluded.n > {p}event_head.n"
+                  " THEN excluded.n ELSE {p}event_head.n END",
+    "signed": "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
+              " WHERE {p}turnout_signed.n < excluded.n",
+}
 
 
 @dataclass
@@ -176,6 +208,9 @@ class _DeviceAgg:
     skew: tuple[int, int] | None = None  # received_ms, skew_ms
     health: tuple[int, int, str] | None = None  # n, wall_ms, json
     turnout: tuple[int, int, str] | None = None
+    signed: tuple[int, bytes] | None = None  # n, the latest turnout message as received
+    event_n: int = 0  # highest counter of an event in this batch
+    event_count: int = 0  # events of this batch
 
 
 class StateStore:
@@ -298,50 +333,44 @@ class StateStore:
                 elif env.type == "turnout":
                     if agg.turnout is None or env.n > agg.turnout[0]:
                         agg.turnout = (env.n, env.wall_ms, text)
+                        agg.signed = (env.n, acc.signed) if acc.signed else agg.signed
                     logs.append((env.device, env.n, env.station, env.district, env.wall_ms,
                                  *(int(env.payload[f]) for f in TURNOUT_FIELDS)))
                 else:
                     events.append((env.device, env.n, env.wall_ms, str(env.payload["event"]),
                                    text, int(env.historical)))
+                    agg.event_n = max(agg.event_n, env.n)
+                    agg.event_count += 1
+        # One statement per kind of update, executed for all devices of the batch
+        # at once (psycopg pipelines an executemany; a statement per device and
+        # column cost a round trip each and bounded PostgreSQL ingest).
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in _DEVICE_UPDATES}
         for device, a in sorted(aggs.items()):
-            cur.execute(self._sql(
-                "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
-                " ON CONFLICT (device) DO NOTHING"), (device, a.station, a.district))
-            cur.execute(self._sql(
-                "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?"),
-                (a.last_seen_ms, device, a.last_seen_ms))
+            rows["insert"].append((device, a.station, a.district))
+            rows["seen"].append((a.last_seen_ms, device, a.last_seen_ms))
             if a.max_n:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?"),
-                    (a.max_n, device, a.max_n))
+                rows["max_n"].append((a.max_n, device, a.max_n))
             if a.birth is not None:
                 boot, last_n, oldest_n = a.birth
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
-                    " WHERE device = ? AND birth_boot <= ?"),
-                    (boot, last_n, oldest_n, device, boot))
+                rows["birth"].append((boot, last_n, oldest_n, device, boot))
             if a.death_boot:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?"),
-                    (a.death_boot, device, a.death_boot))
+                rows["death"].append((a.death_boot, device, a.death_boot))
             if a.skew is not None:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ?"
-                    " WHERE device = ? AND skew_at_ms <= ?"),
-                    (a.skew[1], a.skew[0], device, a.skew[0]))
+                rows["skew"].append((a.skew[1], a.skew[0], device, a.skew[0]))
             if a.health is not None:
                 n, wall, text = a.health
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
-                    " WHERE device = ? AND health_n < ?"), (text, n, wall, device, n))
+                rows["health"].append((text, n, wall, device, n))
             if a.turnout is not None:
                 n, wall, text = a.turnout
-                cur.execute(self._sql(
-                    "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
-                    " wall_ms = excluded.wall_ms, payload = excluded.payload"
-                    " WHERE {p}turnout.n < excluded.n"),
-                    (device, a.station, a.district, n, wall, text))
+                rows["turnout"].append((device, a.station, a.district, n, wall, text))
+            if a.event_n:
+                rows["event_head"].append((device, a.event_n, a.event_count))
+            if a.signed is not None:
+                rows["signed"].append((device, a.signed[0],
+                                       base64.b64encode(a.signed[1]).decode("ascii")))
+        for kind, sql in _DEVICE_UPDATES.items():
+            if rows[kind]:
+                cur.executemany(self._sql(sql), rows[kind])
         if logs:
             cur.executemany(self._sql(
                 "INSERT INTO {p}turnout_log (device, n, station, district, wall_ms, identified,"
@@ -440,6 +469,40 @@ class StateStore:
             cur.execute(self._sql("SELECT n, event, payload FROM {p}events WHERE device = ?"
                                   " ORDER BY n"), (device,))
             return [(int(n), str(e), json.loads(p)) for n, e, p in cur.fetchall()]
+
+    def signed_turnout(self) -> dict[str, bytes]:
+        """Per kiosk, its latest turnout message exactly as received (signature || body)."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, message FROM {p}turnout_signed ORDER BY device"))
+            return {str(d): base64.b64decode(m) for d, m in cur.fetchall()}
+
+    def event_heads(self) -> dict[str, tuple[int, int]]:
+        """Per kiosk, (highest counter, number) of its stored events (for incremental readers).
+
+        Kept in its own small table at ingest: a GROUP BY over the events, which
+        grow to millions of rows by the evening, would make every dashboard
+        refresh slower as the day goes on.
+        """
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, n, count FROM {p}event_head"))
+            return {str(d): (int(n), int(c)) for d, n, c in cur.fetchall()}
+
+    def events_after(self, device: str, after_n: int,
+                     limit: int) -> list[tuple[int, Mapping[str, Any]]]:
+        """(n, payload) of ``device``'s events with counter above ``after_n``, oldest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, payload FROM {p}events WHERE device = ? AND n > ?"
+                                  " ORDER BY n LIMIT ?"), (device, after_n, limit))
+            return [(int(n), json.loads(p)) for n, p in cur.fetchall()]
+
+    def recent_events(self, device: str,
+                      limit: int) -> list[tuple[int, int, str, Mapping[str, Any], bool]]:
+        """(n, kiosk wall ms, event id, payload, historical) of the newest events, newest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, wall_ms, event, payload, historical FROM {p}events"
+                                  " WHERE device = ? ORDER BY n DESC LIMIT ?"), (device, limit))
+            return [(int(n), int(w), str(e), json.loads(p), bool(h))
+                    for n, w, e, p, h in cur.fetchall()]
 
     # ------------------------------------------------------------------ gaps
 
@@ -567,7 +630,8 @@ class PostgresStore(StateStore):
                 cur.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
 
 
-_TABLES = ("seen", "device", "turnout", "turnout_log", "events", "counters")
+_TABLES = ("seen", "device", "turnout", "turnout_log", "events", "counters", "event_head",
+           "turnout_signed")
 
 
 def _check_schema(tables: set[str], prefix: str, *, create: bool, where: str,

@@ -133,6 +133,15 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def broker_lines(broker: BrokerLink | None) -> list[str]:
+    """Exposition lines of ``kesp_ops_broker_connected`` (none without a broker)."""
+    if broker is None:
+        return []
+    return ["# HELP kesp_ops_broker_connected 1 while this ops instance is connected to "
+            "the broker.", "# TYPE kesp_ops_broker_connected gauge",
+            f"kesp_ops_broker_connected {int(broker.connected)}"]
+
+
 def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
                       tuning: OpsTuning, now_ms: int | None = None, *,
                       broker: BrokerLink | None = None) -> str:
@@ -161,8 +170,5 @@ def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], s
             "# TYPE kesp_messages_rejected_total counter"]
     out += [f'kesp_messages_rejected_total{{reason="{r}"}} {c}'
             for r, c in sorted(stats.rejected.items())]
-    if broker is not None:
-        out += ["# HELP kesp_ops_broker_connected 1 while this ops instance is connected to "
-                "the broker.", "# TYPE kesp_ops_broker_connected gauge",
-                f"kesp_ops_broker_connected {int(broker.connected)}"]
+    out += broker_lines(broker)
     return "\n".join(out) + "\n"

@@ -15,9 +15,8 @@ from agent.match.matcher import warm_up
 
 
 @pytest.fixture(scope="module")
-def db1() -> dict[tuple[int, int], Template]:
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fvc2002" / "DB1_B"
-    return load_set(root)
+def db1(ref_data: Path) -> dict[tuple[int, int], Template]:
+    return load_set(ref_data / "fvc2002" / "DB1_B")
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +122,10 @@ def test_gallery_keeps_indices_with_empty_templates(matcher: Matcher,
     assert res[1] > res[3] > 0.0
 
 
-def test_register_template_file(matcher: Matcher, shared_data: Path) -> None:
-    a = load_template((shared_data / "fvc2002" / "DB4_B" / "102_1.iso").read_bytes())
-    b = load_template((shared_data / "fvc2002" / "DB4_B" / "102_2.iso").read_bytes())
-    c = load_template((shared_data / "fvc2002" / "DB4_B" / "107_1.iso").read_bytes())
+def test_register_template_file(matcher: Matcher, ref_data: Path) -> None:
+    a = load_template((ref_data / "fvc2002" / "DB4_B" / "102_1.iso").read_bytes())
+    b = load_template((ref_data / "fvc2002" / "DB4_B" / "102_2.iso").read_bytes())
+    c = load_template((ref_data / "fvc2002" / "DB4_B" / "107_1.iso").read_bytes())
     assert matcher.compare(a, b) > matcher.compare(a, c)
 
 

@@ -230,7 +230,7 @@ def test_report_options_refused(site: Path) -> None:
 def test_help_texts_describe_every_command_and_option(tmp_path: Path) -> None:
     parser = _parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(subs.choices) == ["init", "report", "serve", "watch"]
+    assert sorted(subs.choices) == ["init", "publish", "report", "serve", "watch"]
     assert all(choice.help for choice in subs._choices_actions)
     for p in (parser, *subs.choices.values()):
         assert p.description, p.prog

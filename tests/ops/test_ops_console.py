@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
+from ops_helpers import signed
 
-from agent.telemetry.envelope import Envelope, seal
 from ops.cli import main
 from ops.parameters import OpsTuning
 from ops.registry import register_device
@@ -20,12 +20,7 @@ PLACE = {"a-1": ("osh", "osh-1"), "a-2": ("osh", "osh-1"), "b-1": ("bishkek", "b
 
 
 def _env(device: str, n: int, kind: str, payload: dict[str, object]) -> tuple[str, bytes, int]:
-    now = time.time_ns() // 1_000_000
-    district, station = PLACE[device]
-    env = Envelope(device=device, station=station, district=district, boot=1, seq=n, n=n,
-                   wall_ms=now, mono_ms=1, sent_ms=now, type=kind,  # type: ignore[arg-type]
-                   historical=False, payload=payload)
-    return env.topic, seal(env, KEYS[device]), now
+    return signed(KEYS[device], PLACE[device], device, n, kind, payload)
 
 
 @pytest.fixture
