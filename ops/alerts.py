@@ -26,7 +26,8 @@ Sources, per alert kind (``docs/OPS.md`` lists what kiosks do not send yet):
 ``outbox_backlog``  health ``outbox_depth`` above ``outbox_backlog``
 ``lost_records``    counter values the kiosk no longer retains and ops never got
 ``peer_conflict``   a ``mark-conflict`` event (two kiosks identified one voter)
-``rogue_mark``      a ``mark-rejected`` event (a peer's mark failed its checks)
+``rogue_mark``      a ``mark-rejected``, ``mark-quarantined`` or ``peer-rate-exceeded`` event
+                    (a peer's mark failed its checks, was stamped far ahead, or came too fast)
 ``roll_refused``    a ``roll-rejected`` or ``roll-verification-failed`` event
 ``audit_broken``    the kiosk's audit events do not chain (hash, prev, checkpoint)
 ==================  ==========================================================

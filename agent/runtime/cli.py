@@ -49,7 +49,10 @@ ARG_COMMANDS = {
                            "checked against that voter only"),
     "manual": ("LIST_NUMBER", "the commission admits the voter with this list number "
                               "(after a failed identification)"),
+    "revoke": ("KIOSK", "the commission revokes a kiosk of this station (stolen, faulty): "
+                        "its new marks are refused at every kiosk"),
 }
+_KIOSK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SERIAL_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-\d{5}$")
 _DOCUMENT_RE = re.compile(r"^[A-Za-z0-9]{4,20}$")
 _MAX_LIST_NUMBER = 10_000_000
@@ -110,6 +113,14 @@ def _checked_arg(command: str, value: str) -> str:
                 "s-0001-kiosk-a-00007",
                 f"номер чека {value!r} неверен: введите как напечатано на чеке, например "
                 "s-0001-kiosk-a-00007")))
+        return value
+    if command == "revoke":
+        if not _KIOSK_RE.match(value):
+            raise _UsageError(one_line((
+                f"киосктун аты {value!r} туура эмес: kesp-agent status көрсөткөндөй териңиз, "
+                "мисалы kiosk-0001-b",
+                f"имя киоска {value!r} неверно: введите как в kesp-agent status, например "
+                "kiosk-0001-b")))
         return value
     if not _DOCUMENT_RE.match(value):
         raise _UsageError(one_line((

@@ -93,6 +93,8 @@ class AgentConfig:
     peer_listen: str = "0.0.0.0:7341"
     #: Also find station peers by mDNS/DNS-SD (``_kesp-peer._tcp``) besides ``peers``.
     peer_mdns: bool = False
+    #: A peer's mark stamped more than this ahead of this kiosk's clock is quarantined.
+    peer_max_clock_ahead_s: float = 300.0
     language_order: tuple[str, ...] = ("ky", "ru")
     #: IANA time zone of the times on slips and reports (the commission's local time).
     timezone: str = "Asia/Bishkek"
@@ -118,6 +120,9 @@ class AgentConfig:
             raise ConfigError(f"{self.broker.url!r} has no port", field="broker.url")
         if self.health_interval_s <= 0:
             raise ConfigError("must be positive", field="health_interval_s")
+        if not 1.0 <= self.peer_max_clock_ahead_s <= 86_400.0:
+            raise ConfigError("must be between 1 and 86400 seconds",
+                              field="peer_max_clock_ahead_s")
         self.zone()
 
     def zone(self) -> ZoneInfo:

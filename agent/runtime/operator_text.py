@@ -296,6 +296,12 @@ def command_answer(command: str, result: Mapping[str, Any]) -> Answer:
         else:
             lines.extend(_held([str(serial)], outcome.get("printer")))
             code = EXIT_HELD
+    elif command == "revoke":
+        revoked = ", ".join(str(k) for k in result.get("revoked", [])) or "—"
+        lines.append((f"Чакырылып алынган киоскулар: {revoked}. Алардын жаңы белгилери "
+                      "кабыл алынбайт; мурунку белгилери жабуу отчетунда көрсөтүлөт.",
+                      f"Отозванные киоски: {revoked}. Их новые отметки не принимаются; "
+                      "прежние будут отмечены в итоговом отчёте."))
     elif command == "manual" and isinstance(outcome, Mapping):
         more, code = _slip_outcome(outcome)
         lines.extend(more)

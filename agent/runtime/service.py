@@ -48,9 +48,12 @@ from agent.match import Matcher
 from agent.match.warm import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
+    EVENT_PEER_REVOKED,
     EVENT_PEER_STATUS,
+    EVENT_RATE_EXCEEDED,
     PeerSync,
 )
 from agent.roll.installed import RollError, load_cec_key, load_roll
@@ -61,11 +64,12 @@ from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
 from agent.station.ledger import Ledger
-from agent.station.lifecycle import Command, Lifecycle, Phase
-from agent.station.marks import MarkStore
+from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_roll_pin
+from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
+from agent.telemetry.health import clock_sync_state
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,13 @@ class Agent:
                                   write_cache=False, before_build=warming.result)
             t2 = time.monotonic()
             warm_s = warming.result()
+        installed = RollPin(self.roll.roll.election_id, self.roll.roll.roll_version,
+                            self.roll.package_hash)
+        pin = read_roll_pin(state / "lifecycle.sqlite")
+        refusal = pin.refusal(installed) if pin is not None else None
+        if refusal is not None:
+            raise RollError(f"{refusal}: a rolled-back or swapped roll is refused; reinstall the "
+                            "roll package the commission opened with")
         if cfg.sensor.kind == "grow-serial" and sensor is None:
             preflight_serial("sensor", cfg.sensor.port)
         if cfg.printer.kind == "escpos-serial":
@@ -124,6 +135,8 @@ class Agent:
         self.marks = MarkStore(
             state / "marks.sqlite", cfg.device_id, self.keys.signing,
             {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
+            policy=MarkPolicy(max_ahead_ms=int(cfg.peer_max_clock_ahead_s * 1000)),
+            in_roll=self.roll.by_list_number.__contains__,
         )
         self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, cfg.device_id)
         self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
@@ -152,8 +165,13 @@ class Agent:
         )
         self.journal.record(EventId.ROLL_VERIFIED, roll_hash=self.roll.package_hash,
                             voters=len(self.roll.roll.voters))
+        if clock_sync_state() == "unsynchronised":
+            log.warning("the clock is not NTP-synchronised: stamping from the saved clock")
+            self.journal.record(EventId.CLOCK_UNSYNCHRONISED)
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
+        elif self.lifecycle.phase is not Phase.PROVISIONED and pin is None:
+            self.lifecycle.pin_roll(installed)  # opened by a release that kept no pin
         self.station.recover()
         self.control = ControlServer(cfg.control_socket, self.operator.command)
         self.times = StartupTimes(warm_s, t2 - t1, time.monotonic() - t0)
@@ -230,6 +248,19 @@ class Agent:
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
+        elif name == EVENT_MARK_QUARANTINED:
+            self.journal.record(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
+                                mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])),
+                                ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
+        elif name == EVENT_RATE_EXCEEDED:
+            self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
+                                marks_in_window=int(str(fields["marks"])),
+                                window_s=int(str(fields["window_ms"])) // 1000)
+        elif name == EVENT_PEER_REVOKED:
+            self.journal.record(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
+                                revoked_upto=int(str(fields["upto_seq"])),
+                                revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
             self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)

@@ -303,7 +303,17 @@ class Station:
             peers=self._peers(),
             merged_voters=self.marks.voters_marked(),
             conflicts=conflicts,
+            revoked=self._revoked_lines(),
         )
+
+    def _revoked_lines(self) -> list[str]:
+        held = self.marks.revoked_marks()
+        return [
+            f"{r.kiosk} (№ > {r.upto_seq}): "
+            + (", ".join(f"№{m.voter}/{m.slip_serial}" for m in held if m.kiosk == r.kiosk)
+               or "-")
+            for r in self.marks.revocations()
+        ]
 
 
     def status(self) -> dict[str, Any]:
@@ -439,6 +449,8 @@ class Station:
             self._finish_refused(voter.list_number, mark, attempt_id)
             return
         self.ledger.make_pending(rec.serial)
+        for step in self.marks.clock.take_steps():
+            self.journal.record(EventId.CLOCK_ADJUSTED, offset_ms=step, clock_source="system")
         self._on_mark(mark)
         self._record_outcome(self.ledger.get(rec.serial))
         self.emit_turnout()

@@ -82,6 +82,9 @@ def test_operator_day_through_the_cli(ref_data: Path, tmp_path: Path) -> None:
         before = _state_files(rig)
         one_line_refusal(_cli(rig, "manual", "99999"), "99999", "бумажным списком")
         assert _state_files(rig) == before
+        one_line_refusal(_cli(rig, "revoke", "kiosk-9999-z"), "not one of this station's kiosks")
+        one_line_refusal(_cli(rig, "revoke", rig.kiosk.device), "cannot revoke itself")
+        one_line_refusal(_cli(rig, "revoke", "Kiosk 9"), "'Kiosk 9'", code=2)
 
         admitted = _cli(rig, "manual", "7")
         assert admitted.code == 0 and "№7" in admitted.out and "допущен по решению комиссии" \

@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from agent.roll.package import Kiosk, build_package
 from agent.runtime.config import atomic_write
 from agent.runtime.keys import generate_keys
+from agent.station.lifecycle import Command, Lifecycle, RollPin
 from hardware_sim.rig import Rig
 from hardware_sim.voters import make_roll
 
@@ -92,3 +93,22 @@ def test_agent_leaves_no_state_behind_when_refusing_a_device(rig: Rig) -> None:
     before = sorted(p.name for p in state.iterdir())
     _run_agent(rig)
     assert sorted(p.name for p in state.iterdir()) == before
+
+
+@pytest.mark.parametrize("newer, election, needle", [
+    (1, None, "older than"),
+    (0, "another-election", "for election"),
+    (0, None, "not the package"),
+])
+def test_roll_rolled_back_or_from_another_election_is_refused(
+    rig: Rig, newer: int, election: str | None, needle: str
+) -> None:
+    """Opened with roll v(N+1), or of another election: the installed v(N) is refused."""
+    assert rig.roll is not None
+    lifecycle = Lifecycle(rig.kiosk.state / "lifecycle.sqlite")
+    lifecycle.apply(Command.INSTALL)
+    lifecycle.pin_roll(RollPin(election or rig.roll.election_id, rig.roll.roll_version + newer,
+                               "0" * 64 if newer == 0 and election is None else "x"))
+    lifecycle.apply(Command.OPEN)
+    lifecycle.close()
+    _expect_refusal(rig, needle, "reinstall the roll package")
