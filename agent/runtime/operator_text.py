@@ -84,6 +84,15 @@ _PRINTER_FIX: dict[str, Pair] = {
               "Выключите и включите принтер; если повторится, вызовите техника."),
 }
 _PRINTER_FIX_DEFAULT: Pair = ("Принтерди текшериңиз.", "Проверьте принтер.")
+# The sensor and the document reader: a missing one is a cable, a failing one the technician.
+# (The agent's own detail, naming the port, follows in brackets for the technician.)
+_DEVICE_FIX: dict[str, Pair] = {
+    "disconnected": ("Кабелин текшериңиз: түзмөк кайра туташканда иш өзү уланат.",
+                     "Проверьте кабель: работа продолжится сама, когда устройство подключится."),
+    "unplugged": ("Кабелин текшериңиз: түзмөк кайра туташканда иш өзү уланат.",
+                  "Проверьте кабель: работа продолжится сама, когда устройство подключится."),
+}
+_DEVICE_FIX_DEFAULT: Pair = ("Техникке кайрылыңыз.", "Вызовите техника.")
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,12 @@ def _phase(value: object) -> Pair:
 
 def _printer_fix(state: object) -> Pair:
     return _PRINTER_FIX.get(str(state), _PRINTER_FIX_DEFAULT)
+
+
+def _device_fix(device: str, state: object) -> Pair:
+    if device == "printer":
+        return _printer_fix(state)
+    return _DEVICE_FIX.get(str(state), _DEVICE_FIX_DEFAULT)
 
 
 def _held(serials: Iterable[str], printer: object | None) -> list[Pair]:
@@ -179,8 +194,10 @@ def status_lines(result: Mapping[str, Any]) -> list[Pair]:
             s_ky, s_ru = _state(state)
             lines.append((f"{name_ky}: {s_ky}.", f"{name_ru}: {s_ru}."))
             detail = dev.get("detail")
-            if state not in ("ready", "busy", "paper-near-end", "not-configured") and detail:
-                todo.append((f"{name_ky}: {detail}", f"{name_ru}: {detail}"))
+            if state not in ("ready", "busy", "paper-near-end", "not-configured"):
+                fix_ky, fix_ru = _device_fix(key, state)
+                why = f" ({detail})" if detail else ""
+                todo.append((f"{name_ky}: {fix_ky}{why}", f"{name_ru}: {fix_ru}{why}"))
             if key == "printer" and state == "paper-near-end":
                 todo.append(("Кагаз бүтүп баратат: жаңы түрмөктү даярдаңыз.",
                              "Бумага заканчивается: приготовьте новый рулон."))

@@ -57,3 +57,19 @@ def test_audit_show_works_from_the_kiosk_config(tmp_path: Path) -> None:
     r = run_module("agent.runtime.cli", "--config", cfg, "audit", "show")
     assert "unrecognized arguments" not in r.err
     one_line_refusal(r, "no audit log at", str(tmp_path / "state"), "--config", code=2)
+
+
+def test_status_says_what_to_do_for_a_missing_device_in_both_languages() -> None:
+    from agent.runtime.operator_text import status_lines
+
+    detail = "sensor at /dev/kesp-sensor not found: check the cable"
+    lines = status_lines({"station": "s-1", "device": "kiosk-1", "phase": "open",
+                          "devices": {"sensor": {"state": "disconnected", "detail": detail},
+                                      "printer": {"state": "cover-open", "detail": ""},
+                                      "document_reader": {"state": "fault", "detail": ""}}})
+    ky = "\n".join(k for k, _ in lines)
+    ru = "\n".join(r for _, r in lines)
+    assert "Проверьте кабель" in ru and "Кабелин текшериңиз" in ky
+    assert detail in ru  # the technician's detail kept, in brackets
+    assert "Закройте крышку принтера" in ru and "капкагын жабыңыз" in ky
+    assert "Вызовите техника" in ru  # a failing reader is the technician's
