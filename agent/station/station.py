@@ -47,7 +47,7 @@ from agent.drivers.printer.status import (
 )
 from agent.drivers.sensor.service import FingerprintSensor
 from agent.drivers.sensor.types import Capture, Guidance, NoFinger
-from agent.match import Matcher, Template, extract
+from agent.match import Matcher, Template, extract, scale
 from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
@@ -439,7 +439,7 @@ class Station:
             return (session.document_voter, "verify", v.score) if v.accepted else None
         # One exhaustive search per press; a later press is fused with the previous
         # one's kept scores, so a second finger costs one search, not three.
-        scores = self.roll.gallery.scores(probe)
+        scores = scale.scores(self.roll.gallery, probe)
         result = decide(scores, self.roll.owners)
         method = "identify"
         if result.outcome is not Outcome.MATCH and session.scores:
