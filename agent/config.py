@@ -10,6 +10,7 @@ day. Tuned algorithm constants are *not* here; they live in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,15 @@ from urllib.parse import urlsplit
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def mdns_installed() -> bool:
+    """Whether the optional ``[mdns]`` extra (zeroconf, ifaddr) that ``peer_mdns`` needs is here."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("zeroconf", "ifaddr"))
+    except (ImportError, ValueError):  # a module entry present but unusable
+        return False
+
 
 SensorKind = Literal["grow-serial", "nb1010-usb", "aes3500-usb"]
 PrinterKind = Literal["escpos-serial", "escpos-usb"]
@@ -115,6 +125,12 @@ class AgentConfig:
             raise ConfigError(f"{self.broker.url!r} has no port", field="broker.url")
         if self.health_interval_s <= 0:
             raise ConfigError("must be positive", field="health_interval_s")
+        if self.peer_mdns and not mdns_installed():
+            raise ConfigError(
+                "is true but mDNS support is not installed: "
+                "pip install 'kesp-kiosk-agent[mdns]' (the kiosk image has it) or set it to false",
+                field="peer_mdns",
+            )
 
     @property
     def broker_host(self) -> str:

@@ -466,8 +466,12 @@ class PostgresStore(StateStore):
     placeholder = "%s"
 
     def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops") -> None:
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError(
+                "a PostgreSQL store needs psycopg: pip install 'kesp-kiosk-agent[ops]'"
+            ) from exc
         try:
             conn = psycopg.connect(url)
         except psycopg.Error as exc:
