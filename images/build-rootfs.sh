@@ -53,7 +53,7 @@ command -v mmdebstrap >/dev/null 2>&1 || need "mmdebstrap: apt-get install mmdeb
 if [ "$(id -u)" != 0 ] && [ -z "${KESP_MODE:-}" ]; then
     need "root: run with sudo (or KESP_MODE=unshare with subuid/subgid ranges for this user)"
 fi
-if ! "$python" -m pip --version >/dev/null 2>&1; then
+if ! "$python" -c "import pip" >/dev/null 2>&1; then
     need "pip for $python: apt-get install python3-pip (or set PYTHON=)"
 fi
 host=$(dpkg --print-architecture 2>/dev/null || uname -m)
