@@ -9,6 +9,10 @@ wheels=${KESP_WHEELHOUSE:?}
 cpu=${KESP_TARGET_CPU:?}
 features=${KESP_TARGET_FEATURES?}
 files=$src/images/files
+# The build host's pip settings (extra indexes, find-links, constraints) must
+# not reach the chroot's offline install.
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+export PIP_CONFIG_FILE=/dev/null
 
 # --- the agent, offline from the pinned wheelhouse
 mkdir -p "$root/opt/kesp" "$root/tmp/wheelhouse"
