@@ -14,11 +14,11 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit, njit_parallel
 from agent.match import parameters as prm
 from agent.match.bits import popcount
 from agent.match.cylinders import G_COS, G_SIN, G_T, G_X, G_Y, _dphi, disk_cells
 from agent.match.lssr import LUT_D_MAX, LUT_SIZE
+from agent.runtime.jit import njit, njit_parallel
 
 
 @njit

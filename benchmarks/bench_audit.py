@@ -1,12 +1,12 @@
 """Audit-log benchmark: durable append latency and whole-chain verification speed.
 
-* append: :meth:`agent.audit.AuditLog.append` (SQLite WAL, ``synchronous=FULL``,
+* append: :meth:`agent.audit.log.AuditLog.append` (SQLite WAL, ``synchronous=FULL``,
   one commit per entry, a signed checkpoint every 32) against the baseline of
   the alternative storage, an ``O_APPEND`` file with one ``fdatasync`` per
   JSON line, written in the same run on the same disk. The append sits on the
   path from finger to slip (the mark and the audit entry are both durable
   before printing), so its p95 matters for the 1.5 s target.
-* verify: :func:`agent.audit.verify_chain` over a day-sized log (5,610 voters,
+* verify: :func:`agent.audit.verify.verify_chain` over a day-sized log (5,610 voters,
   about 4 entries each plus status events, ~25,000 entries) — what
   ``kesp-agent audit verify`` costs at closing. The log is built on tmpfs
   (fsync is then free) because only verification is timed.
@@ -25,8 +25,9 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from agent.audit import AuditLog, canonical_bytes, entry_hash, verify_chain
-from agent.events import EventId
+from agent.audit.events import EventId
+from agent.audit.log import AuditLog, canonical_bytes, entry_hash
+from agent.audit.verify import verify_chain
 from benchmarks.results import write_section
 
 APPENDS = 400

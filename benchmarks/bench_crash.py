@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmarks.results import write_section
 from hardware_sim.crash import run_trials
-from hardware_sim.day import DEFAULT_DATA
+from hardware_sim.voters import DEFAULT_DATA
 
 
 def main() -> None:

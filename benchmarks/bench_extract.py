@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agent.jit import set_threads
 from agent.match.codecs import load_template
 from agent.match.evaluation import (
     Key,
@@ -40,6 +39,7 @@ from agent.match.evaluation import (
 from agent.match.extraction import QUALITY_THRESHOLD, extract
 from agent.match.matcher import Matcher, Prepared
 from agent.match.template import STANDARD_DPI, Template
+from agent.runtime.jit import set_threads
 from benchmarks.results import write_section
 
 DATA = Path(

@@ -16,53 +16,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent.match.codecs import load_template
+from agent.match.codecs import load_template, to_ansi378, to_iso2005
 from agent.match.template import Template, TemplateError
 from benchmarks.results import write_section
+from hardware_sim.fuzz import mutate
 
 HANG_SECONDS = 1.0
 DATA = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" /
                            "data"))
-
-# Offsets of length/count fields worth lying about (2005/ANSI and 2011 layouts).
-_LENGTH_FIELDS = (8, 10, 12, 14, 15, 22, 27, 28)
-
-
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    """One random structural or bit-level mutation of ``data``."""
-    b = bytearray(data)
-    kind = rng.randrange(8)
-    if kind == 0 and b:  # truncation
-        return bytes(b[: rng.randrange(len(b))])
-    if kind == 1 and b:  # bit flips
-        for _ in range(rng.randint(1, 8)):
-            i = rng.randrange(len(b))
-            b[i] ^= 1 << rng.randrange(8)
-        return bytes(b)
-    if kind == 2 and b:  # random bytes
-        for _ in range(rng.randint(1, 4)):
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        return bytes(b)
-    if kind == 3:  # length lie in a 16- or 32-bit field
-        at = rng.choice(_LENGTH_FIELDS)
-        width = rng.choice((2, 4))
-        if at + width <= len(b):
-            value = rng.choice((0, 1, len(b) - 1, len(b) + 1, 2 ** (8 * width) - 1,
-                                rng.randrange(2 ** (8 * width))))
-            b[at : at + width] = value.to_bytes(width, "big")
-        return bytes(b)
-    if kind == 4 and len(b) > 28:  # huge counts (views, minutiae, blocks)
-        b[rng.choice((22, 27, 28, 26, 19))] = 255
-        return bytes(b)
-    if kind == 5:  # insertion
-        i = rng.randrange(len(b) + 1)
-        return bytes(b[:i] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))) + b[i:])
-    if kind == 6 and b:  # deletion
-        i = rng.randrange(len(b))
-        return bytes(b[:i] + b[i + rng.randint(1, 16) :])
-    # random garbage with a valid magic
-    return b"FMR\x00" + bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
-
 
 def _iso2011_seed() -> bytes:
     rep = bytes(9) + b"\x00\x00\x01\x00\x02" + b"\x01" + bytes((50, 0, 1, 0, 2))
@@ -78,9 +39,9 @@ def _iso2011_seed() -> bytes:
 def seeds() -> list[bytes]:
     """Valid records of every supported format."""
     out = [p.read_bytes() for p in sorted((DATA / "fvc2002").glob("DB*_B/10[15]_[12].iso"))]
-    out += [load_template(s).to_ansi378() for s in out[:4]]
+    out += [to_ansi378(load_template(s)) for s in out[:4]]
     out.append(_iso2011_seed())
-    out.append(Template.from_arrays([1], [1], [0.0], width=2, height=2).to_iso2005())
+    out.append(to_iso2005(Template.from_arrays([1], [1], [0.0], width=2, height=2)))
     return out
 
 

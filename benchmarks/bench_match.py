@@ -26,7 +26,6 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import set_threads
 from agent.match import parameters as prm
 from agent.match.__main__ import prepared_comparator
 from agent.match.cylinders import ROW
@@ -34,6 +33,7 @@ from agent.match.decision import Outcome, identify, identify_fused
 from agent.match.evaluation import average, evaluate_set, format_markdown, load_set
 from agent.match.matcher import Gallery, Matcher, Prepared
 from agent.match.template import Template
+from agent.runtime.jit import set_threads
 from benchmarks import baseline_kernel
 from benchmarks.results import write_section
 

@@ -32,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "peers"))
 
-from agent.marks import Mark
 from agent.peers import PeerTiming
+from agent.station.marks import Mark
 from benchmarks.results import write_section
 
 ROLL = 5_610

@@ -8,11 +8,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.config import PrinterConfig
-from agent.drivers.document import Align, Document, QRCode, Rule, Text
-from agent.drivers.escpos import RasterImage, document_commands, encode_commands
-from agent.drivers.printer import Printed, open_printer
-from agent.drivers.printer_profiles import get_profile
+from agent.drivers.printer.document import Align, Document, QRCode, Rule, Text
+from agent.drivers.printer.encoder import document_commands
+from agent.drivers.printer.escpos import RasterImage, encode_commands
+from agent.drivers.printer.printer import open_printer
+from agent.drivers.printer.profiles import get_profile
+from agent.drivers.printer.status import Printed
+from agent.runtime.config import PrinterConfig
 from benchmarks.results import write_section
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 

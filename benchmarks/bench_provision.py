@@ -30,7 +30,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from numpy.typing import NDArray
 
-from agent.rollpackage import Kiosk, Roll, build_package, open_package, package_hash
+from agent.roll.package import Kiosk, Roll, build_package, open_package, package_hash
 from benchmarks.results import write_section
 from provisioning.progress import Progress
 from provisioning.synthetic import synthetic_voters

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.drivers.grow import GrowDevice, GrowSensor
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow import GrowSensor
+from agent.drivers.sensor.grow_codec import (
     DATA_PACKET_SIZES,
     PREFIX_LEN,
     UART_IMAGE_BYTES,
@@ -19,8 +19,10 @@ from agent.drivers.grow_codec import (
     PacketReader,
     split_data,
 )
-from agent.drivers.sensor import Capture, SensorTimings
-from agent.drivers.usb_sensors import Aes3500Driver, Nb1010Driver, UsbSensor
+from agent.drivers.sensor.grow_device import GrowDevice
+from agent.drivers.sensor.parameters import SensorTimings
+from agent.drivers.sensor.types import Capture
+from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver, UsbSensor
 from benchmarks.results import write_section
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator

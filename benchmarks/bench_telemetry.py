@@ -19,8 +19,8 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import generate_keys
+from agent.runtime.config import AgentConfig, BrokerConfig
+from agent.runtime.keys import generate_keys
 from agent.telemetry import Telemetry
 from agent.telemetry.envelope import Envelope, seal
 from agent.telemetry.outbox import Outbox

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "day": ("hardware_sim.day", "run a simulated polling-station day end to end"),
+    "day": ("hardware_sim.demo", "run a simulated polling-station day end to end"),
     "docreader": ("hardware_sim.docreader_sim", "ID-document (MRZ) reader on a pty"),
     "crash": ("hardware_sim.crash", "power-cut the agent at random moments of a simulated day"),
     "sensor": ("hardware_sim.grow_sim", "ZhianTec/Grow fingerprint sensor on a pty"),

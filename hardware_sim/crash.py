@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware_sim.day import DEFAULT_DATA, N_REAL, DemoError, Rig, Visit, collect, disagreements
+from hardware_sim.rig import Rig, RigError, Visit, collect, disagreements
+from hardware_sim.voters import DEFAULT_DATA, N_REAL
 
 
 @dataclass
@@ -97,7 +98,7 @@ def cli_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         report = run_trials(args.data, args.out, args.trials, args.seed, quiet=False)
-    except DemoError as exc:
+    except RigError as exc:
         print(f"CRASH TEST FAILED: {exc}", file=sys.stderr)
         return 1
     for problem in report.problems:

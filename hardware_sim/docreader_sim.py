@@ -1,11 +1,12 @@
 """A simulated serial ID-document reader on a real pty.
 
-The device side of :mod:`agent.drivers.docreader`: when a document is
+The device side of :mod:`agent.drivers.docreader.reader`: when a document is
 "presented" it writes the MRZ lines as a serial reader does (CR, LF or CR LF
 terminated, optionally STX/ETX framed or as one line), byte by byte if asked.
-Zones are composed with the production builders (:func:`agent.mrz.build_td1`
-/ :func:`agent.mrz.build_td3`), so every check digit follows the same rules
-the parser enforces. Fault scenarios: line noise between documents, documents
+Zones are composed with the production builders
+(:func:`agent.drivers.docreader.mrz.build_td1` /
+:func:`agent.drivers.docreader.mrz.build_td3`), so every check digit follows
+the same rules the parser enforces. Fault scenarios: line noise between documents, documents
 with a line missing, corrupted check digits, slow byte-at-a-time delivery,
 unplug/replug.
 
@@ -16,21 +17,19 @@ side that survives unplug/replug (as a udev ``SYMLINK+=`` rule would).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
-import tty
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from agent.mrz import build_td1, build_td3
+from agent.drivers.docreader.mrz import build_td1, build_td3
+from hardware_sim.link import PtyLink
 
 Framing = Literal["cr", "lf", "crlf", "stx-etx", "one-line"]
 
@@ -112,40 +111,25 @@ class DocReaderSimulator:
     """The reader's side of a pty; write documents with :meth:`present`."""
 
     def __init__(self, link: str | Path | None = None) -> None:
-        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        if link is None:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="kesp-docreader-")
-            link = Path(self._tmpdir.name) / "ttyMRZ"
-        self.path = str(link)
-        self._master = -1
-        self._slave = -1
+        self._link = PtyLink(link, prefix="kesp-docreader-", name="ttyMRZ")
         self._lock = threading.Lock()
         self.documents = 0
+
+    @property
+    def path(self) -> str:
+        """The stable symlink the host opens; it survives unplug/replug."""
+        return str(self._link.path)
 
     def start(self) -> DocReaderSimulator:
         """Create the pty and the symlink (plug the reader in)."""
         with self._lock:
-            if self._master >= 0:
-                return self
-            master, slave = os.openpty()
-            tty.setraw(slave)  # no echo, no CR/LF translation before the host opens it
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(os.ttyname(slave), tmp)
-            os.replace(tmp, self.path)
-            self._master, self._slave = master, slave
+            self._link.plug()
         return self
 
     def unplug(self) -> None:
         """Pull the cable: the pty closes (host reads fail with EIO), the link goes away."""
         with self._lock:
-            for fd in (self._master, self._slave):
-                if fd >= 0:
-                    os.close(fd)
-            self._master = self._slave = -1
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            self._link.unplug()
 
     def replug(self) -> None:
         """Plug back in: a new pty behind the same link."""
@@ -153,10 +137,8 @@ class DocReaderSimulator:
 
     def stop(self) -> None:
         """Unplug and remove the temporary directory."""
-        self.unplug()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
+        with self._lock:
+            self._link.close()
 
     def __enter__(self) -> DocReaderSimulator:
         return self.start()
@@ -172,13 +154,14 @@ class DocReaderSimulator:
     def write(self, data: bytes, byte_delay_s: float = 0.0) -> None:
         """Send raw bytes to the host (all at once, or one byte per ``byte_delay_s``)."""
         with self._lock:
-            if self._master < 0:
+            master = self._link.master
+            if master is None:
                 raise OSError("document reader simulator is unplugged")
             chunks = [data[i : i + 1] for i in range(len(data))] if byte_delay_s else [data]
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(self._master, view) :]
+                    view = view[os.write(master, view) :]
                 if byte_delay_s:
                     time.sleep(byte_delay_s)
 

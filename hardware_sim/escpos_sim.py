@@ -1,7 +1,7 @@
 """A simulated ESC/POS receipt printer: the device side of the byte protocol, with faults.
 
 The simulator decodes the stream with the production parser
-(:class:`agent.drivers.escpos.EscposParser`) and the same profile tables the
+(:class:`agent.drivers.printer.escpos.EscposParser`) and the same profile tables the
 encoder uses (code pages, status layout), answers ``DLE EOT`` at once and
 ``GS r`` in order, and renders every slip (everything up to a cut) to
 ``NNNN.png`` plus ``NNNN.txt`` (the decoded text; raster images appear as
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import errno
 import logging
 import os
@@ -28,7 +27,6 @@ import select
 import sys
 import threading
 import time
-import tty
 from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,9 +37,9 @@ import numpy.typing as npt
 import usb.backend
 from PIL import Image, ImageDraw
 
-from agent.drivers import escpos as e
-from agent.drivers.document import Align
-from agent.drivers.printer_profiles import (
+from agent.drivers.printer import escpos as e
+from agent.drivers.printer.document import Align
+from agent.drivers.printer.profiles import (
     FONT_MONO,
     FONT_MONO_BOLD,
     PROFILES,
@@ -49,7 +47,9 @@ from agent.drivers.printer_profiles import (
     PrinterProfile,
     get_profile,
 )
-from agent.drivers.printer_status import encode_status
+from agent.drivers.printer.render import load_font
+from agent.drivers.printer.status import encode_status
+from hardware_sim.link import PtyLink
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class _Glyphs:
         key = (ch, bold, w, h)
         got = self._cache.get(key)
         if got is None:
-            font = e.load_font(FONT_MONO_BOLD if bold else FONT_MONO, 20)
+            font = load_font(FONT_MONO_BOLD if bold else FONT_MONO, 20)
             img = Image.new("L", (CELL_W, CELL_H), 255)
             ImageDraw.Draw(img).text((0, 1), ch, font=font, fill=0)
             if (w, h) != (1, 1):
@@ -519,9 +519,7 @@ class EscposPrinterSimulator(_Controls):
     ) -> None:
         self.out_dir = Path(out_dir)
         self.engine = _engine(out_dir, profile, paper_mm, scenario)
-        self.path = self.out_dir / "printer.tty"
-        self._master: int | None = None
-        self._slave: int | None = None
+        self._link = PtyLink(self.out_dir / "printer.tty")
         self._thread: threading.Thread | None = None
         self._running = False
         self._stalled = False
@@ -555,27 +553,17 @@ class EscposPrinterSimulator(_Controls):
     def unplug(self) -> None:
         """Pull the cable: close the pty; the host's reads and writes fail."""
         with self._fd_lock:
-            for fd in (self._master, self._slave):
-                if fd is not None:
-                    os.close(fd)
-            self._master = self._slave = None
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self._link.unplug()
 
     def plug(self) -> None:
         """Plug the printer (back) in: a fresh pty behind the same :attr:`path`."""
         with self._fd_lock:
-            if self._master is not None:
-                return
-            master, slave = os.openpty()
-            # Raw from the start: no echo, no CR/LF translation of binary data.
-            tty.setraw(slave)
-            tmp = self.path.with_name(self.path.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(os.ttyname(slave))
-            tmp.replace(self.path)
-            self._master, self._slave = master, slave
+            self._link.plug()
+
+    @property
+    def path(self) -> Path:
+        """The symlink in ``out_dir`` the host opens; it survives unplug/plug."""
+        return self._link.path
 
     def stall(self, stalled: bool = True) -> None:
         """Stop (or resume) reading input: the host's writes block, queries go unanswered.
@@ -590,7 +578,7 @@ class EscposPrinterSimulator(_Controls):
     def _serve(self) -> None:
         sc = self.engine.scenario
         while self._running:
-            master = self._master
+            master = self._link.master
             if master is None:
                 time.sleep(0.02)
                 continue
@@ -625,7 +613,7 @@ class EscposPrinterSimulator(_Controls):
                 if out:
                     os.write(master, out)
             except OSError as exc:
-                if self._master is None:  # unplugged underneath us
+                if not self._link.plugged:  # unplugged underneath us
                     continue
                 log.warning("printer simulator I/O error: %s", exc)
                 time.sleep(0.02)

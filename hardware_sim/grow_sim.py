@@ -1,11 +1,12 @@
 """A ZhianTec/Grow (R503) fingerprint module on a real pty, with fault scenarios.
 
-The simulator is the device-side peer of :mod:`agent.drivers.grow`: it decodes
+The simulator is the device-side peer of :mod:`agent.drivers.sensor.grow`: it decodes
 commands and encodes replies with the production codec
-(:mod:`agent.drivers.grow_codec`) over a pseudo-terminal, so the agent opens the
+(:mod:`agent.drivers.sensor.grow_codec`) over a pseudo-terminal, so the agent opens the
 slave side with pyserial exactly as it opens ``/dev/ttyUSB0``. A stable symlink
-(:attr:`GrowSensorSimulator.path`) points at the current slave; unplugging closes
-the pty and removes the link, replugging creates a new pty behind the same link.
+(:attr:`GrowSensorSimulator.path`, a :class:`~hardware_sim.link.PtyLink`) points at
+the current slave; unplugging closes the pty and removes the link, replugging
+creates a new pty behind the same link.
 
 The line speed is checked: the simulator reads the termios speed the host set
 on the slave and ignores bytes sent at any other rate, as a real UART would, so
@@ -24,11 +25,9 @@ import os
 import queue
 import select
 import sys
-import tempfile
 import termios
 import threading
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.drivers.grow import AURA_FOR_GUIDANCE
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow import AURA_FOR_GUIDANCE
+from agent.drivers.sensor.grow_codec import (
     BAUD_UNIT,
     CHAR_FILE_BYTES,
     DATA_PACKET_SIZES,
@@ -58,7 +57,7 @@ from agent.drivers.grow_codec import (
     pack_image,
     split_data,
 )
-from agent.drivers.sensor import Guidance, ProtocolError
+from agent.drivers.sensor.types import Guidance, ProtocolError
 from hardware_sim.fingers import (
     PressVariation,
     list_impressions,
@@ -66,6 +65,7 @@ from hardware_sim.fingers import (
     random_variation,
     render_press,
 )
+from hardware_sim.link import PtyLink
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +147,13 @@ class GrowSensorSimulator:
     def __init__(self, scenario: Scenario | str = "normal", link: str | Path | None = None,
                  seed: int = 0, address: int = DEFAULT_ADDRESS) -> None:
         self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
-        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        if link is None:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="kesp-grow-")
-            link = Path(self._tmpdir.name) / "ttyGROW"
-        self.path = str(link)
+        self._link = PtyLink(link, prefix="kesp-grow-", name="ttyGROW", nonblocking=True)
         self.address = address
         self.rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._finger: NDArray[np.uint8] | None = None
         self._module = _Module(baud=self.scenario.baud, password=self.scenario.password)
-        self._master = -1
-        self._slave = -1
         self._stop = threading.Event()
-        self._plugged = threading.Event()
         self._thread: threading.Thread | None = None
         self._requests: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
         self._replies = 0
@@ -218,9 +211,14 @@ class GrowSensorSimulator:
         return self._module.baud
 
     @property
+    def path(self) -> str:
+        """The stable symlink the host opens; it survives unplug/replug."""
+        return str(self._link.path)
+
+    @property
     def plugged(self) -> bool:
         """Whether the pty currently exists."""
-        return self._plugged.is_set()
+        return self._link.plugged
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -239,10 +237,8 @@ class GrowSensorSimulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self._unplug_now()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
+        with self._lock:
+            self._link.close()
 
     def __enter__(self) -> GrowSensorSimulator:
         return self.start()
@@ -284,37 +280,17 @@ class GrowSensorSimulator:
 
     def _plug(self) -> None:
         with self._lock:
-            if self._plugged.is_set():
+            if not self._link.plug():
                 return
-            master, slave = os.openpty()
-            # Raw from the start: no echo or CR/LF translation before the host
-            # configures the port (pyserial makes it raw too, but only on open).
-            tty.setraw(slave)
-            os.set_blocking(master, False)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(os.ttyname(slave), tmp)
-            os.replace(tmp, self.path)
-            self._master, self._slave = master, slave
             m = self._module
             m.verified, m.image, m.led = False, None, None
             m.char_buffers.clear()
-            self._plugged.set()
         # A real module announces power-up with a lone 0x55; drivers must skip it.
         self._write(bytes([READY_BYTE]))
 
     def _unplug_now(self) -> None:
         with self._lock:
-            if not self._plugged.is_set():
-                return
-            self._plugged.clear()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            for fd in (self._master, self._slave):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._master = self._slave = -1
+            self._link.unplug()
 
     # --- serving -----------------------------------------------------------------------
 
@@ -322,8 +298,11 @@ class GrowSensorSimulator:
         expected = getattr(termios, f"B{self._module.baud}", None)
         if expected is None:
             return True  # a rate termios cannot name: trust the host
+        master = self._link.master
+        if master is None:
+            return False
         try:
-            attrs = termios.tcgetattr(self._master)
+            attrs = termios.tcgetattr(master)
         except termios.error:
             return False
         return bool(attrs[5] == expected)
@@ -336,10 +315,10 @@ class GrowSensorSimulator:
                 action()
                 reader.clear()
                 done.set()
-            if not self._plugged.is_set():
+            master = self._link.master
+            if master is None:
                 time.sleep(0.02)
                 continue
-            master = self._master
             try:
                 ready, _, _ = select.select([master], [], [], 0.05)
                 if not ready:
@@ -506,8 +485,8 @@ class GrowSensorSimulator:
         view = memoryview(data)
         deadline = time.monotonic() + _WRITE_STALL_S
         while view and not self._stop.is_set() and time.monotonic() < deadline:
-            master = self._master
-            if master < 0:
+            master = self._link.master
+            if master is None:
                 return
             try:
                 n = os.write(master, view)

@@ -20,20 +20,21 @@ import threading
 import time
 from pathlib import Path
 
-from agent.config import SensorConfig, load_config
-from agent.drivers.sensor import Capture, open_sensor
-from agent.match import extract
-from agent.rollpackage import Finger, Voter
-from agent.service import Agent
-from hardware_sim.day import (
-    N_VOTERS,
-    DemoError,
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import Capture
+from agent.match import extract, to_iso2005
+from agent.roll.package import Finger, Voter
+from agent.runtime.config import SensorConfig, load_config
+from agent.runtime.service import Agent
+from hardware_sim.rig import (
     Rig,
+    RigError,
     collect,
     disagreements,
     slip_kind,
 )
 from hardware_sim.usb_replay import ReplayBackend, load_recording
+from hardware_sim.voters import N_VOTERS
 
 RECORDINGS = {"nb1010-replay": ("nb1010", "nb1010-usb"), "aes3500-replay": ("aes3500",
                                                                            "aes3500-usb")}
@@ -48,8 +49,8 @@ def _enrolled(recording: Path, kind: str) -> Voter:
     finally:
         sensor.close()
     if not isinstance(capture, Capture):
-        raise DemoError(f"the recording {recording} yields no capture")
-    template = extract(capture.image, capture.dpi).to_iso2005()
+        raise RigError(f"the recording {recording} yields no capture")
+    template = to_iso2005(extract(capture.image, capture.dpi))
     return Voter(list_number=N_VOTERS + 1, name_ky="Сүйүнбаева Нургүл",
                  name_ru="Суйунбаева Нургуль", document="ID9000041",
                  fingers=(Finger(2, template),))
@@ -98,7 +99,7 @@ def run_replay_day(data: Path, out: Path, sensor: str) -> int:
                 problems.append(f"outcomes {kinds}, expected identified then refused")
             if result != [0]:
                 problems.append(f"agent ended with {result}")
-    except DemoError as exc:
+    except RigError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
     if problems:

@@ -5,7 +5,7 @@ The recordings (``shared/data/usb-recordings/<sensor>/``) are umockdev files:
 (the usbdevfs URBs a mature driver stack exchanged with the real sensor).
 :class:`ReplayBackend` is a ``usb.backend.IBackend``: ``usb.core.find(...,
 backend=ReplayBackend(rec))`` yields a device with the recorded descriptors,
-and the unchanged drivers of :mod:`agent.drivers.usb_sensors` talk to it.
+and the unchanged drivers of :mod:`agent.drivers.sensor.usb` talk to it.
 
 Matching rules: OUT transfers must equal the recorded ones, in order; an IN
 transfer returns the next recorded IN of that endpoint, with the recorded
@@ -41,9 +41,9 @@ import usb.core
 from numpy.typing import NDArray
 from PIL import Image
 
-from agent.drivers.sensor import SensorTimings
+from agent.drivers.sensor.parameters import SensorTimings
+from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver
 from agent.drivers.transport import find_usb
-from agent.drivers.usb_sensors import Aes3500Driver, Nb1010Driver
 
 URB_BULK = 3
 DRIVERS: dict[tuple[int, int], type[Nb1010Driver] | type[Aes3500Driver]] = {

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.config import atomic_write
-from agent.rollpackage import (
+from agent.roll.package import (
     Finger,
     Kiosk,
     PackageError,
@@ -43,6 +42,7 @@ from agent.rollpackage import (
     package_hash,
     peek_header,
 )
+from agent.runtime.config import atomic_write
 from provisioning.common import ProvisionError
 
 REQUIRED_COLUMNS = ("list_number", "name_ky", "name_ru", "document")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.config import ConfigError
-from agent.rollpackage import package_hash
+from agent.roll.package import package_hash
+from agent.runtime.config import ConfigError
 from provisioning import cec as cec_mod
 from provisioning import device as dev
 from provisioning.common import (
@@ -116,7 +116,7 @@ def cmd_device_request(args: argparse.Namespace) -> int:
     req = dev.make_request(Path(args.config_dir))
     text = req.to_json()
     if args.out:
-        from agent.config import atomic_write
+        from agent.runtime.config import atomic_write
 
         atomic_write(Path(args.out), (text + "\n").encode(), mode=0o644)
         _out(f"request written to {args.out}")

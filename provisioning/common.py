@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.config import atomic_write
+from agent.runtime.config import atomic_write
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

@@ -30,7 +30,15 @@ from typing import Any, Literal
 
 from nacl.signing import VerifyKey
 
-from agent.config import (
+from agent.roll.package import (
+    PackageError,
+    PackageHeader,
+    Roll,
+    open_package,
+    package_hash,
+    peek_header,
+)
+from agent.runtime.config import (
     CONFIG_FILE,
     AgentConfig,
     ConfigError,
@@ -39,16 +47,8 @@ from agent.config import (
     parse_config,
     save_config,
 )
-from agent.keys import BOX_FILE, SIGN_FILE, KeyFileError, generate_keys, load_keys
-from agent.lifecycle import Phase, read_phase
-from agent.rollpackage import (
-    PackageError,
-    PackageHeader,
-    Roll,
-    open_package,
-    package_hash,
-    peek_header,
-)
+from agent.runtime.keys import BOX_FILE, SIGN_FILE, KeyFileError, generate_keys, load_keys
+from agent.station.lifecycle import Phase, read_phase
 from provisioning.common import (
     CEC_PUB_FILE,
     Owner,
@@ -288,7 +288,7 @@ def load_installed_roll(cfg: AgentConfig) -> tuple[Roll, str]:
     """Re-verify and open ``<state_dir>/roll.pkg``: the roll and its hash (for the agent's start).
 
     Raises :class:`ProvisionError` when no roll is installed, or with the
-    :class:`~agent.rollpackage.PackageError` reason when it no longer verifies.
+    :class:`~agent.roll.package.PackageError` reason when it no longer verifies.
     """
     path = cfg.state_path / ROLL_FILE
     try:

@@ -15,8 +15,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.config import atomic_write
-from agent.rollpackage import Kiosk
+from agent.roll.package import Kiosk
+from agent.runtime.config import atomic_write
 from ops.broker_config import (
     BrokerConfigError,
     TlsFiles,

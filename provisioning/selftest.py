@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, ConfigError
-from agent.keys import KeyFileError, load_keys
+from agent.runtime.config import AgentConfig, ConfigError
+from agent.runtime.keys import KeyFileError, load_keys
 from provisioning.common import ProvisionError
 from provisioning.device import load_cec_key, load_installed_roll
 
@@ -179,7 +179,8 @@ def check_broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Check:
 def check_sensor(cfg: AgentConfig) -> Check:
     """Open the fingerprint sensor and read its status."""
     try:
-        from agent.drivers.sensor import SensorError, SensorState, open_sensor
+        from agent.drivers.sensor.service import open_sensor
+        from agent.drivers.sensor.types import SensorError, SensorState
     except ImportError as exc:
         return Check("sensor", "warn", f"sensor driver not available: {exc}")
     try:
@@ -200,8 +201,8 @@ def check_sensor(cfg: AgentConfig) -> Check:
 
 def check_printer(cfg: AgentConfig) -> Check:
     """Open the receipt printer and read its real-time status (paper, cover, errors)."""
-    from agent.drivers.printer import open_printer
-    from agent.drivers.printer_status import PrinterState
+    from agent.drivers.printer.printer import open_printer
+    from agent.drivers.printer.status import PrinterState
 
     try:
         printer = open_printer(cfg.printer)

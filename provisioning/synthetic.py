@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from agent.rollpackage import Finger, Voter
+from agent.roll.package import Finger, Voter
 
 _ISO_HEADER = struct.Struct(">4s4sIHHHHHBB")
 _VIEW = struct.Struct(">BBBB")

@@ -4,6 +4,7 @@ Public, stable API (used by the station application and by external evaluation):
 
     from agent.match import load_template, Matcher, TemplateError, extract
     t = load_template(data)            # ISO 19794-2:2005/2011 or ANSI 378, auto-detected
+    to_iso2005(t), to_ansi378(t)       # writers (one view, 197 px/cm)
     m = Matcher()                      # default parameters
     m.compare(a, b) -> float           # higher = more similar, symmetric
     g = m.gallery(templates)
@@ -11,7 +12,7 @@ Public, stable API (used by the station application and by external evaluation):
     t = extract(image, dpi=500)        # uint8 HxW -> Template, t.quality 0-100
 """
 
-from agent.match.codecs import load_template
+from agent.match.codecs import load_template, to_ansi378, to_iso2005
 from agent.match.extraction import ImageError, extract
 from agent.match.matcher import Gallery, Matcher
 from agent.match.template import STANDARD_DPI, MinutiaType, Template, TemplateError
@@ -26,4 +27,6 @@ __all__ = [
     "TemplateError",
     "extract",
     "load_template",
+    "to_ansi378",
+    "to_iso2005",
 ]

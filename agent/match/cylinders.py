@@ -17,11 +17,11 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit, njit_parallel
 from agent.match import exact
 from agent.match import parameters as prm
 from agent.match.exact import DIR_TABLE_SIZE
 from agent.match.template import Template
+from agent.runtime.jit import njit, njit_parallel
 
 
 @njit

@@ -37,7 +37,6 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit, njit_parallel
 from agent.match import exact
 from agent.match import parameters as prm
 from agent.match.bits import popcount
@@ -53,6 +52,7 @@ from agent.match.cylinders import (
     wrap_angle,
 )
 from agent.match.exact import LUT_D_MAX, LUT_SIZE
+from agent.runtime.jit import njit, njit_parallel
 
 PAD = 8
 """Words after the last template of a column-stored gallery: the kernel reads

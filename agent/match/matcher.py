@@ -28,11 +28,11 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import set_threads
 from agent.match import cylinders, lssr
 from agent.match import parameters as prm
 from agent.match.cylinders import G_T, ROW
 from agent.match.template import Template
+from agent.runtime.jit import set_threads
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,6 @@
 """Every tuned constant of the matcher and its decision thresholds, in one place.
 
-Site configuration (which FMR a station runs at) lives in ``agent.config``;
+Site configuration (which FMR a station runs at) lives in ``agent.runtime.config``;
 this module holds what the algorithm needs and what calibration produced.
 Lengths are in pixels at ``STANDARD_DPI`` (500 dpi), angles in radians.
 

@@ -84,18 +84,6 @@ class Template:
     def __len__(self) -> int:
         return len(self.x)
 
-    def to_iso2005(self) -> bytes:
-        """This template as a one-view ISO/IEC 19794-2:2005 record (197 px/cm)."""
-        from agent.match.codecs import to_iso2005
-
-        return to_iso2005(self)
-
-    def to_ansi378(self) -> bytes:
-        """This template as a one-view ANSI INCITS 378-2004 record (197 px/cm)."""
-        from agent.match.codecs import to_ansi378
-
-        return to_ansi378(self)
-
     @classmethod
     def from_arrays(
         cls,

@@ -2,7 +2,7 @@
 
 Direct TCP between kiosks (full mesh, no hub), every frame signed by the
 sending kiosk and bound to the station and to a fresh session; marks merged
-as a grow-only set (:mod:`agent.marks`). See docs/PEERS.md.
+as a grow-only set (:mod:`agent.station.marks`). See docs/PEERS.md.
 
 Public API: :class:`PeerSync` (run by the agent), :class:`PeerStatus` /
 :class:`PeerState` (what it reports), :class:`PeerTiming` (timers).

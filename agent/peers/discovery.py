@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from agent.config import ConfigError
 from agent.peers.parameters import DEFAULT_PORT
+from agent.runtime.config import ConfigError
 
 
 @dataclass(frozen=True, order=True)

@@ -1,6 +1,6 @@
 """Tuned constants of station peer sync, in one place.
 
-Site configuration (addresses, listen port) lives in :mod:`agent.config`;
+Site configuration (addresses, listen port) lives in :mod:`agent.runtime.config`;
 these are protocol and timing choices. :class:`PeerTiming` groups the ones a
 test may shorten; the defaults below are what a kiosk runs with.
 """

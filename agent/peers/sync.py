@@ -14,7 +14,7 @@ On each connection, after the signed handshake (:mod:`agent.peers.wire`):
   anything a push missed (a peer that was down, a partition, a mark relayed
   through a third kiosk) and is also the heartbeat.
 
-Marks received are merged into the :class:`~agent.marks.MarkStore` (which
+Marks received are merged into the :class:`~agent.station.marks.MarkStore` (which
 verifies each mark's own signature and reports conflicts). All network work
 runs on one asyncio loop in a background thread; store calls run on a single
 worker thread so an fsync never stalls heartbeats.
@@ -35,10 +35,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from agent.config import AgentConfig
-from agent.keys import DeviceKeys
-from agent.marks import Mark, MarkStore, MergeResult
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
+from agent.runtime.config import AgentConfig
+from agent.runtime.keys import DeviceKeys
+from agent.station.marks import Mark, MarkStore, MergeResult
 
 if TYPE_CHECKING:
     from agent.peers.mdns import MdnsDiscovery

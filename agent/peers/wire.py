@@ -40,8 +40,8 @@ from typing import Literal
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.marks import Mark, MarkError
 from agent.peers.parameters import MAX_BODY, MAX_MARKS_PER_FRAME
+from agent.station.marks import Mark, MarkError
 
 MAGIC = b"KP"
 VERSION = 1

@@ -1,7 +1,7 @@
 """Tuned constants of the telemetry link, in one place.
 
 Site configuration (broker URL, credentials, health interval) lives in
-:mod:`agent.config`; these are engineering defaults that tests shorten by
+:mod:`agent.runtime.config`; these are engineering defaults that tests shorten by
 passing their own :class:`TelemetryTuning`.
 """
 

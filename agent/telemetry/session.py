@@ -45,8 +45,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
-from agent.config import AgentConfig
-from agent.keys import DeviceKeys
+from agent.runtime.config import AgentConfig
+from agent.runtime.keys import DeviceKeys
 from agent.telemetry.envelope import (
     Envelope,
     EnvelopeError,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from agent.audit import AUDIT_FILE
+from agent.audit.log import AUDIT_FILE
 
 
 @pytest.fixture

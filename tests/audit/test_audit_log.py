@@ -18,20 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from agent.audit import (
+from agent.audit.cli import audit_cli
+from agent.audit.events import EventFieldError, EventId
+from agent.audit.log import (
     AUDIT_FILE,
     GENESIS_HASH,
     AuditCorruptError,
     AuditError,
     AuditLog,
     AuditProblem,
-    audit_cli,
     canonical_bytes,
     entry_hash,
-    verify_chain,
-    verify_payloads,
 )
-from agent.events import EventFieldError, EventId
+from agent.audit.verify import verify_chain, verify_payloads
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE = "kiosk-01"
@@ -269,8 +268,8 @@ def test_corrupt_head_refuses_to_chain(log_path: Path, key: SigningKey) -> None:
 _WRITER = """
 import sys
 from nacl.signing import SigningKey
-from agent.audit import AuditLog
-from agent.events import EventId
+from agent.audit.log import AuditLog
+from agent.audit.events import EventId
 log = AuditLog(sys.argv[1], SigningKey(bytes.fromhex(sys.argv[2])), "kiosk-01",
                checkpoint_every=5)
 i = 0
@@ -451,7 +450,7 @@ def test_malformed_body(log_path: Path, key: SigningKey) -> None:
 def test_cli_verify_and_show(
     tmp_path: Path, key: SigningKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.keys import generate_keys
+    from agent.runtime.keys import generate_keys
 
     keys = generate_keys(tmp_path / "keys")
     state = tmp_path / "state"

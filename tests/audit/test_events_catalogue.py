@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from agent.events import (
+from agent.audit.events import (
     CATALOGUE,
-    DOCS_PATH,
-    ENUM_PATH,
     CatalogueError,
     Disposition,
     EventFieldError,
     EventId,
-    main,
     parse_catalogue,
-    render_docs,
-    render_enum,
-    stale_outputs,
 )
+from agent.audit.generate import DOCS_PATH, ENUM_PATH, main, render_docs, render_enum, stale_outputs
 
 
 def test_generated_files_are_fresh() -> None:
-    """Fails when events.toml changed without `python -m agent.events --write`."""
-    assert stale_outputs() == [], "run: python -m agent.events --write"
+    """Fails when events.toml changed without `python -m agent.audit.generate --write`."""
+    assert stale_outputs() == [], "run: python -m agent.audit.generate --write"
     assert DOCS_PATH.read_text(encoding="utf-8") == render_docs(CATALOGUE)
     assert ENUM_PATH.read_text(encoding="utf-8") == render_enum(CATALOGUE)
     assert main(["--check"]) == 0

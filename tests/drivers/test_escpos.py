@@ -9,9 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.drivers import escpos as e
-from agent.drivers.document import Align, Document, Feed, QRCode, Rule, Text
-from agent.drivers.printer_profiles import get_profile
+from agent.drivers.printer import escpos as e
+from agent.drivers.printer.document import Align, Document, Feed, QRCode, Rule, Text
+from agent.drivers.printer.encoder import document_commands, encode_document
+from agent.drivers.printer.errors import DocumentError, FontMissingError, FrameError
+from agent.drivers.printer.profiles import get_profile
+from agent.drivers.printer.qr import qr_dots
+from agent.drivers.printer.render import load_font, raster_bands, render_text_line, wrap_raster_text
 from hardware_sim.escpos_sim import PrinterEngine, Scenario
 
 EPSON = get_profile("epson-tm-t20iii")
@@ -67,11 +71,11 @@ def test_kz1048_positions_of_kyrgyz_letters() -> None:
 
 
 def test_frame_constructors_refuse_bad_fields() -> None:
-    with pytest.raises(e.FrameError):
+    with pytest.raises(FrameError):
         e.RasterImage(0, 2, 2, b"\x00")  # 2 x 2 needs 4 bytes
-    with pytest.raises(e.FrameError):
+    with pytest.raises(FrameError):
         e.RasterImage(7, 1, 1, b"\x00")
-    with pytest.raises(e.FrameError):
+    with pytest.raises(FrameError):
         e.RealtimeStatus(5)
 
 
@@ -135,7 +139,7 @@ def _slip(duplicate: bool = False) -> Document:
 @pytest.mark.parametrize("profile", ["epson-tm-t20iii", "generic-58", "citizen-ct-s310ii"])
 def test_encoded_document_parses_back_identically_in_any_chunking(profile: str) -> None:
     prof = get_profile(profile)
-    cmds = e.document_commands(_slip(), prof)
+    cmds = document_commands(_slip(), prof)
     wire = e.encode_commands(cmds)
     assert e.parse_all(wire) == cmds
     p = e.EscposParser()
@@ -159,7 +163,7 @@ def _merge_text(cmds: list[e.Command]) -> list[e.Command]:
 
 
 def test_kyrgyz_text_uses_kz1048_on_epson(tmp_path: Path) -> None:
-    cmds = e.document_commands(_slip(), EPSON)
+    cmds = document_commands(_slip(), EPSON)
     wire = e.encode_commands(cmds)
     assert wire.startswith(b"\x1b@")
     assert b"\x1bt\x35" in wire
@@ -174,7 +178,7 @@ def test_kyrgyz_text_uses_kz1048_on_epson(tmp_path: Path) -> None:
 
 
 def test_kyrgyz_text_is_rasterised_without_kz1048(tmp_path: Path) -> None:
-    cmds = e.document_commands(_slip(), GENERIC)
+    cmds = document_commands(_slip(), GENERIC)
     wire = e.encode_commands(cmds)
     assert b"\x1bt\x35" not in wire
     assert all(b"?" not in c.data for c in cmds if isinstance(c, e.TextBytes))
@@ -191,11 +195,11 @@ def test_kyrgyz_text_is_rasterised_without_kz1048(tmp_path: Path) -> None:
 
 
 def test_raster_text_has_ink_where_the_letters_are() -> None:
-    dots = e.render_text_line("Ңң", 384, bold=False, large=False, align=Align.LEFT)
+    dots = render_text_line("Ңң", 384, bold=False, large=False, align=Align.LEFT)
     assert dots.shape == (30, 384)
     cols = np.flatnonzero(dots.any(axis=0))
     assert 0 <= cols[0] < 5 and 20 < cols[-1] < 60  # two glyphs at the left edge
-    centred = e.render_text_line("Ңң", 384, bold=False, large=False, align=Align.CENTER)
+    centred = render_text_line("Ңң", 384, bold=False, large=False, align=Align.CENTER)
     ccols = np.flatnonzero(centred.any(axis=0))
     assert abs((ccols[0] + ccols[-1]) / 2 - 192) < 6
 
@@ -203,17 +207,17 @@ def test_raster_text_has_ink_where_the_letters_are() -> None:
 def test_long_lines_wrap_to_the_profile_width(tmp_path: Path) -> None:
     words = "Кыргыз Республикасынын Борбордук шайлоо комиссиясы " * 3
     doc = Document("slip", "1", (Text(words.strip()),))
-    [text] = _decode(e.encode_document(doc, EPSON), tmp_path)
+    [text] = _decode(encode_document(doc, EPSON), tmp_path)
     lines = text.splitlines()
     assert len(lines) >= 3 and all(len(line) <= EPSON.chars_per_line for line in lines)
     assert " ".join(lines) == words.strip()
-    raster_lines = e.wrap_raster_text(words.strip(), 384, bold=False, large=False)
+    raster_lines = wrap_raster_text(words.strip(), 384, bold=False, large=False)
     assert len(raster_lines) >= 4 and " ".join(raster_lines) == words.strip()
 
 
 def test_duplicate_banner_only_on_reprints(tmp_path: Path) -> None:
-    [original] = _decode(e.encode_document(_slip(), EPSON), tmp_path / "a")
-    [reprint] = _decode(e.encode_document(_slip(duplicate=True), EPSON), tmp_path / "b")
+    [original] = _decode(encode_document(_slip(), EPSON), tmp_path / "a")
+    [reprint] = _decode(encode_document(_slip(duplicate=True), EPSON), tmp_path / "b")
     assert "ДУБЛИКАТ" not in original and "DUPLICATE" not in original
     lines = reprint.splitlines()
     assert lines[:2] == ["ДУБЛИКАТ", "DUPLICATE"]
@@ -234,26 +238,26 @@ def test_duplicate_banner_only_on_reprints(tmp_path: Path) -> None:
 def test_bad_documents_are_refused_with_the_block_index(block: Text | QRCode | Feed,
                                                         message: str) -> None:
     doc = Document("slip", "1", (Text("ok"), block))
-    with pytest.raises(e.DocumentError, match=message) as info:
-        e.encode_document(doc, EPSON)
+    with pytest.raises(DocumentError, match=message) as info:
+        encode_document(doc, EPSON)
     assert info.value.block_index == 1
 
 
 def test_missing_font_is_named() -> None:
-    with pytest.raises(e.FontMissingError, match=r"nonexistent\.ttf.*fonts-dejavu-core"):
-        e.load_font(Path("/nonexistent.ttf"), 20)
+    with pytest.raises(FontMissingError, match=r"nonexistent\.ttf.*fonts-dejavu-core"):
+        load_font(Path("/nonexistent.ttf"), 20)
 
 
 def test_raster_bands_avoid_heights_that_are_multiples_of_48() -> None:
-    bands = e.raster_bands(np.ones((96, 16), dtype=np.bool_), 64)
+    bands = raster_bands(np.ones((96, 16), dtype=np.bool_), 64)
     assert [b.height for b in bands] == [64, 32]
-    assert [b.height for b in e.raster_bands(np.ones((48, 16), dtype=np.bool_), 64)] == [49]
+    assert [b.height for b in raster_bands(np.ones((48, 16), dtype=np.bool_), 64)] == [49]
 
 
 def test_qr_raster_fallback_decodes_to_the_segno_matrix() -> None:
     import segno
 
-    dots = e.qr_dots(b"KESP:1", 3, "M", 384)
+    dots = qr_dots(b"KESP:1", 3, "M", 384)
     matrix = np.array([list(r) for r in segno.make_qr(b"KESP:1", error="m",
                                                       boost_error=False).matrix], dtype=bool)
     rows = np.flatnonzero(dots.any(axis=1))
@@ -272,7 +276,7 @@ def test_any_kyrgyz_russian_line_round_trips_through_the_simulator(line: str) ->
 
     line = " ".join(line.split()) or "x"
     with tempfile.TemporaryDirectory() as tmp:
-        [text] = _decode(e.encode_document(Document("t", "1", (Text(line),)), EPSON), Path(tmp))
+        [text] = _decode(encode_document(Document("t", "1", (Text(line),)), EPSON), Path(tmp))
     assert text == line
 
 

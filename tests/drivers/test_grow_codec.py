@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow_codec import (
     DATA_PACKET_SIZES,
     MAX_LENGTH,
     UART_IMAGE_BYTES,
@@ -27,7 +27,7 @@ from agent.drivers.grow_codec import (
     split_data,
     unpack_image,
 )
-from agent.drivers.sensor import (
+from agent.drivers.sensor.types import (
     ChecksumError,
     FrameLengthError,
     ProtocolError,
@@ -317,7 +317,7 @@ def test_map_status_table(args: tuple[int | None, ...], kwargs: dict[str, object
 
 
 def test_map_status_faults() -> None:
-    from agent.drivers.sensor import SensorBusyError, SensorDisconnected
+    from agent.drivers.sensor.types import SensorBusyError, SensorDisconnected
 
     assert map_status(0x1A).state is SensorState.FAULT
     assert map_status(0x1A).last_code == 0x1A

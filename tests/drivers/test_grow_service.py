@@ -11,26 +11,27 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from agent.config import SensorConfig
-from agent.drivers.grow import AURA_FOR_GUIDANCE, GrowDevice, GrowSensor
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow import AURA_FOR_GUIDANCE, GrowSensor
+from agent.drivers.sensor.grow_codec import (
     DATA_PACKET_SIZES,
     Confirmation,
     Instruction,
     Packet,
     Register,
 )
-from agent.drivers.sensor import (
+from agent.drivers.sensor.grow_device import GrowDevice
+from agent.drivers.sensor.parameters import SensorTimings
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import (
     Capture,
     DeviceRefusedError,
     Guidance,
     NoFinger,
     SensorDisconnected,
     SensorState,
-    SensorTimings,
-    open_sensor,
 )
 from agent.drivers.transport import open_serial
+from agent.runtime.config import SensorConfig
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import SCENARIOS, GrowSensorSimulator, Scenario
 
@@ -144,7 +145,7 @@ def test_persistent_corruption_becomes_a_typed_error() -> None:
         port = open_serial(sim.path, 57600, 0.02)
         dev = GrowDevice(port, timings=FAST)
         try:
-            from agent.drivers.sensor import ChecksumError
+            from agent.drivers.sensor.types import ChecksumError
 
             with pytest.raises(ChecksumError):
                 dev.gen_img()
@@ -204,7 +205,7 @@ def test_baud_negotiation_finds_and_resets_the_module() -> None:
 
 
 def test_late_reply_is_not_taken_for_the_next_answer() -> None:
-    from agent.drivers.sensor import SensorTimeoutError
+    from agent.drivers.sensor.types import SensorTimeoutError
 
     with GrowSensorSimulator(Scenario("late", "test", reply_delay_s=0.4)) as sim:
         port = open_serial(sim.path, 57600, 0.02)
@@ -224,7 +225,7 @@ def test_port_at_wrong_speed_hears_nothing() -> None:
         port = open_serial(sim.path, 9600, 0.02)
         try:
             dev = GrowDevice(port, timings=FAST)
-            from agent.drivers.sensor import SensorTimeoutError
+            from agent.drivers.sensor.types import SensorTimeoutError
 
             with pytest.raises(SensorTimeoutError):
                 dev.gen_img()

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, PrinterConfig
-from agent.drivers.document import Align, Document, QRCode, Text
-from agent.drivers.escpos import DocumentError
-from agent.drivers.printer import (
-    NotPrinted,
-    Printed,
-    PrinterState,
-    ReceiptPrinter,
-    Uncertain,
-    open_printer,
-)
-from agent.drivers.printer_profiles import PrinterTimings
+from agent.drivers.printer.document import Align, Document, QRCode, Text
+from agent.drivers.printer.errors import DocumentError
+from agent.drivers.printer.printer import ReceiptPrinter, open_printer
+from agent.drivers.printer.profiles import PrinterTimings
+from agent.drivers.printer.status import NotPrinted, Printed, PrinterState, Uncertain
+from agent.runtime.config import ConfigError, PrinterConfig
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 
 FAST = PrinterTimings(

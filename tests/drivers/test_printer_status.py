@@ -6,13 +6,9 @@ import itertools
 
 import pytest
 
-from agent.drivers.printer_profiles import CITIZEN_STATUS, EPSON_STATUS
-from agent.drivers.printer_status import (
-    PrinterState,
-    StatusReplyError,
-    decode_status,
-    encode_status,
-)
+from agent.drivers.printer.errors import StatusReplyError
+from agent.drivers.printer.profiles import CITIZEN_STATUS, EPSON_STATUS
+from agent.drivers.printer.status import PrinterState, decode_status, encode_status
 
 
 @pytest.mark.parametrize(

@@ -7,19 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import PrinterConfig
-from agent.drivers.document import Document, QRCode, Text
-from agent.drivers.printer import (
-    NotPrinted,
-    Printed,
-    PrinterState,
-    ReceiptPrinter,
-    Uncertain,
-    UsbLink,
-    open_printer,
-)
-from agent.drivers.printer_profiles import PrinterTimings, get_profile
-from agent.drivers.transport import TransportUnavailableError
+from agent.drivers.printer.document import Document, QRCode, Text
+from agent.drivers.printer.printer import ReceiptPrinter, open_printer
+from agent.drivers.printer.profiles import PrinterTimings, get_profile
+from agent.drivers.printer.status import NotPrinted, Printed, PrinterState, Uncertain
+from agent.drivers.transport import TransportUnavailableError, UsbLink
+from agent.runtime.config import PrinterConfig
 from hardware_sim.escpos_sim import EscposUsbSimulator, Scenario
 
 FAST = PrinterTimings(status_timeout_s=0.3, write_timeout_s=0.3, print_timeout_s=2.0,
@@ -144,12 +137,12 @@ def test_usb_absent_device_and_busy_interface(tmp_path: Path) -> None:
     sim = EscposUsbSimulator(tmp_path)
     sim.unplug()
     with pytest.raises(TransportUnavailableError, match="no USB printer"):
-        UsbLink(sim.port, get_profile("generic-58"), sim.backend)
+        UsbLink(sim.port, get_profile("generic-58").usb_ids, sim.backend)
     sim.plug()
     # A kernel driver that refuses to let go: claim fails with EBUSY, reported as unavailable.
     sim.backend.detach_kernel_driver = _refuse  # type: ignore[method-assign]
     with pytest.raises(TransportUnavailableError) as info:
-        UsbLink(sim.port, get_profile("generic-58"), sim.backend)
+        UsbLink(sim.port, get_profile("generic-58").usb_ids, sim.backend)
     assert info.value.errno == 16
 
 

@@ -10,9 +10,9 @@ import usb.core
 import usb.util
 from PIL import Image
 
-from agent.drivers.sensor import SensorTimings
+from agent.drivers.sensor.parameters import SensorTimings
+from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver
 from agent.drivers.transport import find_usb
-from agent.drivers.usb_sensors import Aes3500Driver, Nb1010Driver
 from hardware_sim.usb_replay import (
     RecordingError,
     ReplayBackend,

@@ -10,8 +10,9 @@ import pytest
 import usb.core
 from numpy.typing import NDArray
 
-from agent.config import SensorConfig
-from agent.drivers.sensor import (
+from agent.drivers.sensor.parameters import SensorTimings
+from agent.drivers.sensor.service import open_sensor
+from agent.drivers.sensor.types import (
     Capture,
     Guidance,
     NoFinger,
@@ -19,11 +20,10 @@ from agent.drivers.sensor import (
     SensorDisconnected,
     SensorState,
     SensorTimeoutError,
-    SensorTimings,
     UsbTransferError,
-    open_sensor,
 )
-from agent.drivers.usb_sensors import Aes3500Driver, Nb1010Driver, UsbSensor, usb_fault
+from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver, UsbSensor, usb_fault
+from agent.runtime.config import SensorConfig
 from hardware_sim.usb_replay import Fault, ReplayBackend, load_recording, replay_frame
 
 FAST = SensorTimings(reconnect_interval_s=0.02, poll_interval_s=0.0, usb_timeout_ms=200)

@@ -34,14 +34,15 @@ from pathlib import Path
 import pytest
 from arm64 import REPO, run
 
-from agent.control import ControlError, request
-from agent.drivers.printer_profiles import SIMULATOR_DEFAULT_PROFILE
-from agent.drivers.sensor import Guidance
-from hardware_sim.day import fvc_finger, iso_bytes, slip_kind
+from agent.drivers.printer.profiles import SIMULATOR_DEFAULT_PROFILE
+from agent.drivers.sensor.types import Guidance
+from agent.runtime.control import ControlError, request
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import PrivateMosquitto
+from hardware_sim.rig import slip_kind
+from hardware_sim.voters import fvc_finger, iso_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400),
               pytest.mark.skipif(shutil.which("systemd-nspawn") is None,

@@ -26,15 +26,16 @@ def _without(modules: list[str], code: str) -> subprocess.CompletedProcess[str]:
 def test_peer_mdns_without_the_extra_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps(CONFIG))
-    proc = _without(["zeroconf"], "from agent.cli import main\n"
+    proc = _without(["zeroconf"], "from agent.runtime.cli import main\n"
                     f"sys.exit(main(['--config', {str(cfg)!r}, 'run']))")
     assert proc.returncode == 78, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "peer_mdns" in lines[0] and "kesp-kiosk-agent[mdns]" in lines[0]
     # with the extra installed the same file is accepted
-    ok = subprocess.run([sys.executable, "-c", "import sys; from agent.config import load_config;"
-                         f" print(load_config({str(cfg)!r}).peer_mdns)"],
+    check = ("from agent.runtime.config import load_config;"
+             f" print(load_config({str(cfg)!r}).peer_mdns)")
+    ok = subprocess.run([sys.executable, "-c", check],
                         capture_output=True, text=True, check=False, timeout=120)
     assert ok.returncode == 0 and ok.stdout.strip() == "True", ok.stderr
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.match.codecs import detect_format, load_template, load_templates, to_ansi378, to_iso2005
 from agent.match.template import MinutiaType, Template, TemplateError
+from hardware_sim.fuzz import mutate
 
 
 def iso2005(minutiae: list[tuple[int, int, int, int, int]], *, width: int = 300, height: int = 400,
@@ -71,7 +72,7 @@ def test_real_fvc_template(shared_data: Path) -> None:
     # First minutia bytes 80 a5 00 30 6b 00: bifurcation at (165, 48), 107 * 360/256 degrees.
     assert (t.kind[0], t.x[0], t.y[0]) == (MinutiaType.BIFURCATION, 165.0, 48.0)
     assert math.degrees(float(t.angle[0])) == pytest.approx(107 * 360 / 256, abs=1e-4)
-    assert t.to_iso2005() == raw
+    assert to_iso2005(t) == raw
 
 
 def test_every_fvc_template_round_trips(shared_data: Path) -> None:
@@ -80,8 +81,8 @@ def test_every_fvc_template_round_trips(shared_data: Path) -> None:
     for f in files:
         raw = f.read_bytes()
         t = load_template(raw)
-        assert t.to_iso2005() == raw
-        back = load_template(t.to_ansi378())
+        assert to_iso2005(t) == raw
+        back = load_template(to_ansi378(t))
         np.testing.assert_array_equal(back.x, t.x)
         np.testing.assert_array_equal(back.y, t.y)
         # ANSI keeps 2-degree steps, ISO 1.40625-degree steps.
@@ -199,15 +200,13 @@ def test_non_bytes_input() -> None:
 
 
 def test_fuzz_slice(shared_data: Path) -> None:
-    """A fast slice of the 1,000,000-mutation fuzz (benchmarks/bench_fuzz.py)."""
+    """A fast slice of the 1,000,000-mutation fuzz (``python -m benchmarks fuzz``)."""
     seeds = [
         (shared_data / "fvc2002" / "DB2_B" / "101_1.iso").read_bytes(),
         iso2011([(1, 10, 20, 30)] * 4),
         to_ansi378(load_template((shared_data / "fvc2002" / "DB3_B" / "105_3.iso").read_bytes())),
     ]
     rng = random.Random(1234)
-    from benchmarks.bench_fuzz import mutate
-
     for _ in range(3000):
         data = mutate(rng, rng.choice(seeds))
         # Accepted or TemplateError are both fine; anything else fails the test.
@@ -230,9 +229,9 @@ def test_iso2005_round_trip(ms: list[tuple[int, int, int, int, int]], quality: i
         kind=[m[0] for m in ms], minutia_quality=[m[4] for m in ms], width=300, height=400,
         quality=quality, finger_position=position,
     )
-    data = t.to_iso2005()
+    data = to_iso2005(t)
     back = load_template(data)
-    assert back.to_iso2005() == data
+    assert to_iso2005(back) == data
     np.testing.assert_array_equal(back.x, t.x)
     np.testing.assert_array_equal(back.kind, t.kind)
     assert (back.quality, back.finger_position) == (quality, position)
@@ -245,9 +244,9 @@ def test_ansi378_round_trip(ms: list[tuple[int, int, int, int, int]]) -> None:
         [m[1] for m in ms], [m[2] for m in ms], [math.radians(2 * (m[3] % 180)) for m in ms],
         kind=[m[0] for m in ms], minutia_quality=[m[4] for m in ms], width=300, height=400,
     )
-    data = t.to_ansi378()
+    data = to_ansi378(t)
     back = load_template(data)
-    assert back.to_ansi378() == data
+    assert to_ansi378(back) == data
     np.testing.assert_array_equal(back.y, t.y)
     np.testing.assert_array_equal(back.minutia_quality, t.minutia_quality)
 
@@ -255,7 +254,7 @@ def test_ansi378_round_trip(ms: list[tuple[int, int, int, int, int]]) -> None:
 def test_writer_rejects_what_it_cannot_encode() -> None:
     t = Template.from_arrays([400], [20], [0.0], width=300, height=400)
     with pytest.raises(TemplateError):
-        t.to_iso2005()
+        to_iso2005(t)
     many = Template.from_arrays([1] * 256, [1] * 256, [0.0] * 256, width=300, height=400)
     with pytest.raises(TemplateError):
-        many.to_ansi378()
+        to_ansi378(many)

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from agent.drivers.docreader import (
+from agent.drivers.docreader.reader import (
     EvdevDecoder,
     EvdevDocumentReader,
     KeyboardDocumentReader,
@@ -237,7 +237,7 @@ def test_evdev_reader_over_a_pipe() -> None:
 
 def test_outcomes_fit_the_audit_catalogue() -> None:
     """What the station logs about a read (format, failing field) passes the catalogue."""
-    from agent.events import CATALOGUE, EventId
+    from agent.audit.events import CATALOGUE, EventId
 
     ok = MrzAssembler().feed("\r".join(PASSPORT) + "\r")[0]
     assert isinstance(ok, MrzRead)

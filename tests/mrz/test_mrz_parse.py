@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.mrz import MRZError, build_td1, build_td3, char_value, check_digit, parse_mrz
+from agent.drivers.docreader.mrz import (
+    MRZError,
+    build_td1,
+    build_td3,
+    char_value,
+    check_digit,
+    parse_mrz,
+)
 
 TODAY = dt.date(2026, 11, 27)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from agent.config import parse_config
-from agent.keys import load_keys
+from agent.runtime.config import parse_config
+from agent.runtime.keys import load_keys
 from agent.telemetry import Telemetry
 from agent.telemetry.parameters import TelemetryTuning
 

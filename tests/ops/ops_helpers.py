@@ -12,8 +12,8 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import DeviceKeys, generate_keys
+from agent.runtime.config import AgentConfig, BrokerConfig
+from agent.runtime.keys import DeviceKeys, generate_keys
 from agent.telemetry import Telemetry
 from agent.telemetry.parameters import TelemetryTuning
 from hardware_sim.mosquitto import PrivateMosquitto

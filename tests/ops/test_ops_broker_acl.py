@@ -21,8 +21,8 @@ from nacl.signing import SigningKey
 from ops_helpers import FAST, OPS_FAST, until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import generate_keys
+from agent.runtime.config import AgentConfig, BrokerConfig
+from agent.runtime.keys import generate_keys
 from agent.telemetry import Telemetry, Uplink
 from agent.telemetry.envelope import Envelope, seal
 from hardware_sim.mosquitto import PrivateMosquitto, free_port

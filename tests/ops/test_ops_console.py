@@ -105,8 +105,8 @@ def test_serve_ingests_and_exposes_metrics(tmp_path: Path) -> None:
 
     from ops_helpers import FAST, until
 
-    from agent.config import AgentConfig, BrokerConfig
-    from agent.keys import generate_keys
+    from agent.runtime.config import AgentConfig, BrokerConfig
+    from agent.runtime.keys import generate_keys
     from agent.telemetry import Telemetry
     from hardware_sim.mosquitto import PrivateMosquitto, free_port
 

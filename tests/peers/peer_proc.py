@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nacl.signing import VerifyKey
 
-from agent.config import load_config
-from agent.keys import load_keys
-from agent.marks import Mark, MarkStore, MergeResult
 from agent.peers import PeerSync, PeerTiming
+from agent.runtime.config import load_config
+from agent.runtime.keys import load_keys
+from agent.station.marks import Mark, MarkStore, MergeResult
 
 
 class Kiosk:

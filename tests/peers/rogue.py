@@ -29,8 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nacl.signing import SigningKey
 
-from agent.keys import load_keys
-from agent.marks import Mark
 from agent.peers.wire import (
     DOMAIN,
     NO_SESSION,
@@ -43,6 +41,8 @@ from agent.peers.wire import (
     encode_frame,
     session_id,
 )
+from agent.runtime.keys import load_keys
+from agent.station.marks import Mark
 
 ETH_P_ALL = 0x0003
 

@@ -37,9 +37,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from agent.config import AgentConfig, save_config  # noqa: E402
-from agent.keys import generate_keys  # noqa: E402
 from agent.peers import PeerTiming  # noqa: E402
+from agent.runtime.config import AgentConfig, save_config  # noqa: E402
+from agent.runtime.keys import generate_keys  # noqa: E402
 
 PEER_PROC = Path(__file__).with_name("peer_proc.py")
 PORT = 7341

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
 from agent.peers.status import Debounced, PeerState, lag, observed_state
+from agent.runtime.config import ConfigError
 
 C, S, U = PeerState.CONNECTED, PeerState.STALE, PeerState.UNREACHABLE
 

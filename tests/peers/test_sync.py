@@ -12,10 +12,10 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from agent.config import AgentConfig
-from agent.keys import DeviceKeys
-from agent.marks import MarkStore
 from agent.peers import PeerState, PeerSync, PeerSyncError, PeerTiming
+from agent.runtime.config import AgentConfig
+from agent.runtime.keys import DeviceKeys
+from agent.station.marks import MarkStore
 
 TIMING = PeerTiming(
     vector_interval_s=0.2, dead_after_s=1.0, connect_timeout_s=0.5, backoff_initial_s=0.05,

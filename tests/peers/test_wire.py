@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from agent.marks import Mark
 from agent.peers.parameters import MAX_MARKS_PER_FRAME
 from agent.peers.wire import (
     HEADER_LEN,
@@ -29,6 +28,7 @@ from agent.peers.wire import (
     open_frame,
     session_id,
 )
+from agent.station.marks import Mark
 
 KEY = SigningKey(bytes(range(32)))
 OTHER = SigningKey(bytes(range(1, 33)))

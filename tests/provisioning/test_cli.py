@@ -14,11 +14,11 @@ from kiosk_helpers import ME, MakeKiosk, fvc_templates, kp, ok, write_csv
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.config import load_config
-from agent.keys import load_keys
-from agent.lifecycle import Command, Lifecycle
-from agent.rollpackage import Kiosk as PkgKiosk
-from agent.rollpackage import Roll, build_package, open_package
+from agent.roll.package import Kiosk as PkgKiosk
+from agent.roll.package import Roll, build_package, open_package
+from agent.runtime.config import load_config
+from agent.runtime.keys import load_keys
+from agent.station.lifecycle import Command, Lifecycle
 from provisioning.device import load_installed_roll
 from provisioning.opscmd import requests_dir, station_kiosks
 from provisioning.request import parse_request

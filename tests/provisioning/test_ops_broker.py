@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kiosk_helpers import ME, MakeKiosk, kp, make_ca, ok
 
-from agent.config import load_config
+from agent.runtime.config import load_config
 from hardware_sim.mosquitto import PrivateMosquitto, free_port
 from provisioning.selftest import check_broker
 

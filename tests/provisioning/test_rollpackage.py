@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from agent.rollpackage import (
+from agent.roll.package import (
     FORMAT_VERSION,
     MAGIC,
     Finger,
@@ -104,7 +104,7 @@ def test_package_hash_is_sha256_of_exact_bytes(package: bytes) -> None:
 
 
 def test_body_serialisation_is_deterministic(roll: Roll) -> None:
-    from agent.rollpackage import _encode_body
+    from agent.roll.package import _encode_body
 
     assert _encode_body(roll.voters) == _encode_body(make_roll().voters)
 
@@ -194,7 +194,7 @@ def test_bad_magic_and_version(package: bytes) -> None:
 
 def test_malformed_body_signed_by_cec_is_caught() -> None:
     """A CEC bug producing a bad body is still refused, not half-read."""
-    from agent import rollpackage as rp
+    from agent.roll import package as rp
 
     roll = make_roll(2)
     good_body = rp._encode_body(roll.voters)
@@ -213,7 +213,7 @@ def test_malformed_body_signed_by_cec_is_caught() -> None:
 
 def _build_with_body(roll: Roll, body: bytes) -> bytes:
     """Seal a hand-made body with the codec's own sealing stage (header claims the roll's count)."""
-    from agent import rollpackage as rp
+    from agent.roll import package as rp
 
     return rp._seal(roll, rp._validate_kiosks(roll.kiosks), body, len(roll.voters), CEC)
 
@@ -330,7 +330,7 @@ _FINGER = struct.pack(">BI", 1, 8) + b"FMR\x00 20\x00"
 def test_malformed_bodies(body: bytes, message: str) -> None:
     """Signed by the CEC but inconsistent: refused with the place of the fault."""
     roll = make_roll(0, voters=(Voter(1, "a", "b", "D1", ()),))  # header only; body is ours
-    from agent import rollpackage as rp
+    from agent.roll import package as rp
 
     pkg = rp._seal(roll, rp._validate_kiosks(roll.kiosks), body, len(roll.voters), CEC)
     with pytest.raises(PackageError, match=message) as exc:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kiosk_helpers import ME, Kiosk, MakeKiosk, fvc_templates, kp, make_ca, ok, write_csv
 
-from agent.config import load_config
-from agent.drivers.printer_profiles import SIMULATOR_DEFAULT_PROFILE
+from agent.drivers.printer.profiles import SIMULATOR_DEFAULT_PROFILE
+from agent.runtime.config import load_config
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import PrivateMosquitto, free_port

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, SdNotifyError, Watchdog, extend_while, watchdog_interval
+from agent.runtime.sdnotify import (
+    Notifier,
+    SdNotifyError,
+    Watchdog,
+    extend_while,
+    watchdog_interval,
+)
 
 
 @pytest.fixture

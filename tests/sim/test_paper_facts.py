@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hardware_sim.day import DayFacts, disagreements, read_paper
+from hardware_sim.rig import DayFacts, disagreements, read_paper
 
 
 def _slip(title: str, serial: str, duplicate: bool = False) -> str:

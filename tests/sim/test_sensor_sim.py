@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import serial
 
-from agent.drivers.grow_codec import (
+from agent.drivers.sensor.grow_codec import (
     READY_BYTE,
     Confirmation,
     Instruction,

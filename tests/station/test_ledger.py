@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.ledger import Ledger, LedgerError, SlipKind, SlipState
+from agent.station.ledger import Ledger, LedgerError, SlipKind, SlipState
 
 
 @pytest.fixture

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.lifecycle import TRANSITIONS, Command, Lifecycle, Phase, TransitionError, next_phase
+from agent.station.lifecycle import (
+    TRANSITIONS,
+    Command,
+    Lifecycle,
+    Phase,
+    TransitionError,
+    next_phase,
+)
 
 
 def test_a_whole_day_in_order(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from agent.marks import HybridClock, Mark, MarkError, MarkStore, hlc_pack
+from agent.station.marks import HybridClock, Mark, MarkError, MarkStore, hlc_pack
 
 
 def _stores(tmp_path: Path, n: int) -> list[MarkStore]:

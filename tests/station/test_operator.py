@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.keys import load_keys
-from hardware_sim.day import Rig, is_duplicate
+from agent.runtime.keys import load_keys
+from hardware_sim.rig import Rig, is_duplicate
 
 
 def _cli(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "--config", str(rig.config), *args],
+        [sys.executable, "-m", "agent.runtime.cli", "--config", str(rig.config), *args],
         check=False, capture_output=True, text=True, timeout=60, env=dict(os.environ),
     )
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.sensor import Guidance
-from hardware_sim.day import Rig, is_duplicate, slip_kind, slip_serial
+from agent.drivers.sensor.types import Guidance
+from hardware_sim.rig import Rig, is_duplicate, slip_kind, slip_serial
 
 
 @pytest.fixture

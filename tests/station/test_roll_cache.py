@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from nacl.signing import SigningKey
 
-from agent.keys import generate_keys
 from agent.match import Matcher
-from agent.roll import GALLERY_CACHE, ROLL_FILE, load_roll
-from agent.rollpackage import Kiosk, build_package
-from hardware_sim.day import make_roll
+from agent.roll.installed import GALLERY_CACHE, ROLL_FILE, load_roll
+from agent.roll.package import Kiosk, build_package
+from agent.runtime.keys import generate_keys
+from hardware_sim.voters import make_roll
 
 
 def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:
@@ -28,7 +28,7 @@ def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]
 
 
 def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Path) -> None:
-    from agent.keys import load_keys
+    from agent.runtime.keys import load_keys
 
     keys_dir, state, cec = _install(shared_data, tmp_path)
     keys, m = load_keys(keys_dir), Matcher()
@@ -48,7 +48,7 @@ def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Pat
 
 
 def test_damaged_or_foreign_cache_is_rebuilt(shared_data: Path, tmp_path: Path) -> None:
-    from agent.keys import load_keys
+    from agent.runtime.keys import load_keys
 
     keys_dir, state, cec = _install(shared_data, tmp_path)
     keys, m = load_keys(keys_dir), Matcher()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.slips import (
+from agent.station.slips import (
     ReportFacts,
     VoterLine,
     closing_report,

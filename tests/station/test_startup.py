@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from agent.config import atomic_write
-from agent.keys import generate_keys
-from agent.rollpackage import Kiosk, build_package
-from hardware_sim.day import Rig, make_roll
+from agent.roll.package import Kiosk, build_package
+from agent.runtime.config import atomic_write
+from agent.runtime.keys import generate_keys
+from hardware_sim.rig import Rig
+from hardware_sim.voters import make_roll
 
 EX_CONFIG = 78
 
@@ -32,7 +33,7 @@ def rig(shared_data: Path, tmp_path: Path) -> Rig:
 
 def _run_agent(rig: Rig, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "--config", str(rig.config), "run"],
+        [sys.executable, "-m", "agent.runtime.cli", "--config", str(rig.config), "run"],
         check=False, capture_output=True, text=True, timeout=timeout,
         env=dict(os.environ),
     )

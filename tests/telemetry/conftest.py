@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from telemetry_helpers import OPS_KEY, Spy
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import DeviceKeys, generate_keys
+from agent.runtime.config import AgentConfig, BrokerConfig
+from agent.runtime.keys import DeviceKeys, generate_keys
 from hardware_sim.mosquitto import PrivateMosquitto
 
 

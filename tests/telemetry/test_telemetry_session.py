@@ -11,8 +11,8 @@ import pytest
 from nacl.signing import SigningKey
 from telemetry_helpers import FAST, OPS_KEY, Spy
 
-from agent.config import AgentConfig, BrokerConfig
-from agent.keys import DeviceKeys
+from agent.runtime.config import AgentConfig, BrokerConfig
+from agent.runtime.keys import DeviceKeys
 from agent.telemetry import (
     PayloadError,
     PersonalDataError,

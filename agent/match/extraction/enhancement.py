@@ -11,11 +11,11 @@ import functools
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
 from agent.match.extraction import parameters as prm
 from agent.match.extraction.frequency import RidgePeriod
 from agent.match.extraction.orientation import OrientationField
 from agent.match.extraction.resampling import _bilinear
+from agent.runtime.jit import njit
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
 from agent.match.extraction import parameters as prm
 from agent.match.extraction.orientation import OrientationField, gaussian_blocks
+from agent.runtime.jit import njit
 
 
 @dataclass(frozen=True)

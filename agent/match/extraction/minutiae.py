@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
 from agent.match.extraction import parameters as prm
 from agent.match.template import MinutiaType
+from agent.runtime.jit import njit
 
 STOP_LENGTH = 0
 """Trace went the full length without meeting anything."""

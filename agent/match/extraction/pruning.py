@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
 from agent.match.extraction import parameters as prm
 from agent.match.extraction.minutiae import STOP_BRANCH, STOP_ENDING, Candidates
 from agent.match.template import MinutiaType
+from agent.runtime.jit import njit
 
 
 def _nearest(c: Candidates, x: int, y: int, kind: int, radius: float) -> int:

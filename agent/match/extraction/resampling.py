@@ -7,8 +7,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
 from agent.match.template import STANDARD_DPI
+from agent.runtime.jit import njit
 
 
 @njit

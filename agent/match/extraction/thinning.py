@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.jit import njit
+from agent.runtime.jit import njit
 
 
 @njit

@@ -1,0 +1,411 @@
+"""Marks: "voter V was identified at kiosk K", the grow-only set every kiosk of a station shares.
+
+A :class:`Mark` is signed by the kiosk that made it, numbered gap-free per
+kiosk (``origin_seq``) and stamped with a hybrid logical clock, so
+
+* merging two kiosks' sets is a plain union (order and repetition do not
+  matter: the set is a CRDT keyed by ``(kiosk, origin_seq)``),
+* a peer can ask "what do you have of kiosk K after n?" (version vectors),
+* a forged or altered mark fails its signature and is rejected.
+
+A voter with more than one mark is a *conflict*: it can only arise when two
+kiosks identified the same voter while partitioned (or raced within the
+propagation delay). Conflicts are never hidden; they are listed on the closing
+report so the commission can reconcile with the paper list.
+
+The store is SQLite (WAL, ``synchronous=FULL``): :meth:`MarkStore.mark_local`
+returns only after the mark is on disk, which is what lets the station print
+the slip *after* the mark and never lose one to a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, get_args
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from agent.runtime.sqlite_util import connect_durable, immediate
+
+Method = Literal["verify", "identify", "identify-2f", "manual"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+_MAGIC = b"KMK1"
+_DOMAIN = b"kesp-mark-v1\x00"
+_SIG_LEN = 64
+_HEAD = struct.Struct(">4sIQQB")  # magic, voter, origin_seq, hlc, method index
+_MAX_TEXT = 255
+
+
+class MarkError(ValueError):
+    """A mark could not be decoded or is not valid."""
+
+
+def hlc_pack(wall_ms: int, counter: int) -> int:
+    """Pack a hybrid logical clock value: 48 bits of milliseconds, 16 bits of counter."""
+    return (wall_ms << 16) | (counter & 0xFFFF)
+
+
+def hlc_wall_ms(hlc: int) -> int:
+    """The wall-clock milliseconds part of a packed HLC value."""
+    return hlc >> 16
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One voter identified at one kiosk (see module docstring)."""
+
+    voter: int
+    kiosk: str
+    origin_seq: int
+    method: str
+    slip_serial: str
+    hlc: int
+    signature: bytes = field(default=b"", repr=False)
+
+    def signed_bytes(self) -> bytes:
+        """The exact bytes the kiosk's Ed25519 signature covers."""
+        return _DOMAIN + self._body()
+
+    def _body(self) -> bytes:
+        if self.method not in METHODS:
+            raise MarkError(f"unknown method {self.method!r}")
+        if not 0 < self.voter < 2**32:
+            raise MarkError(f"voter {self.voter} out of range")
+        if not 0 < self.origin_seq < 2**63:
+            raise MarkError(f"origin_seq {self.origin_seq} out of range")
+        if not 0 <= self.hlc < 2**64:
+            raise MarkError(f"hlc {self.hlc} out of range")
+        kiosk = self.kiosk.encode("utf-8")
+        serial = self.slip_serial.encode("utf-8")
+        if not 0 < len(kiosk) <= _MAX_TEXT or len(serial) > _MAX_TEXT:
+            raise MarkError("kiosk id or slip serial too long or empty")
+        return (
+            _HEAD.pack(_MAGIC, self.voter, self.origin_seq, self.hlc, METHODS.index(self.method))
+            + bytes([len(kiosk)])
+            + kiosk
+            + bytes([len(serial)])
+            + serial
+        )
+
+    def to_bytes(self) -> bytes:
+        """Wire/storage form: body followed by the 64-byte signature."""
+        if len(self.signature) != _SIG_LEN:
+            raise MarkError("mark is not signed")
+        return self._body() + self.signature
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Mark:
+        """Decode :meth:`to_bytes` output; :class:`MarkError` on anything malformed."""
+        if len(data) < _HEAD.size + 2 + _SIG_LEN:
+            raise MarkError(f"mark too short ({len(data)} bytes)")
+        magic, voter, origin_seq, hlc, method_ix = _HEAD.unpack_from(data)
+        if magic != _MAGIC:
+            raise MarkError("bad magic")
+        if method_ix >= len(METHODS):
+            raise MarkError(f"unknown method code {method_ix}")
+        pos = _HEAD.size
+        klen = data[pos]
+        kiosk_b = data[pos + 1 : pos + 1 + klen]
+        pos += 1 + klen
+        if pos >= len(data):
+            raise MarkError("truncated before slip serial")
+        slen = data[pos]
+        serial_b = data[pos + 1 : pos + 1 + slen]
+        pos += 1 + slen
+        if len(kiosk_b) != klen or len(serial_b) != slen or len(data) - pos != _SIG_LEN:
+            raise MarkError("length fields disagree with the data")
+        try:
+            kiosk, serial = kiosk_b.decode("utf-8"), serial_b.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MarkError("text field is not UTF-8") from exc
+        mark = cls(voter, kiosk, origin_seq, METHODS[method_ix], serial, hlc, data[pos:])
+        mark._body()  # range checks
+        return mark
+
+    def verify(self, key: VerifyKey) -> bool:
+        """True when the signature is the kiosk's over :meth:`signed_bytes`."""
+        try:
+            key.verify(self.signed_bytes(), self.signature)
+        except (BadSignatureError, MarkError, ValueError):
+            return False
+        return True
+
+
+class HybridClock:
+    """Hybrid logical clock (Kulkarni et al.): monotonic even when the wall clock steps back.
+
+    A kiosk without a battery-backed RTC may boot with a clock in the past;
+    the persisted high-water mark (``floor``) keeps its stamps increasing.
+    """
+
+    def __init__(self, floor: int = 0, wall_ms: Callable[[], int] | None = None) -> None:
+        self._last = floor
+        self._wall = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self._lock = threading.Lock()
+
+    def now(self) -> int:
+        """A fresh stamp, greater than every stamp issued or observed before."""
+        with self._lock:
+            wall = self._wall()
+            last_wall, counter = hlc_wall_ms(self._last), self._last & 0xFFFF
+            if wall > last_wall:
+                self._last = hlc_pack(wall, 0)
+            else:
+                self._last = hlc_pack(last_wall, counter + 1) if counter < 0xFFFF else hlc_pack(
+                    last_wall + 1, 0
+                )
+            return self._last
+
+    def observe(self, remote: int) -> None:
+        """Move past a stamp seen on a peer's mark."""
+        with self._lock:
+            self._last = max(self._last, remote)
+
+    @property
+    def last(self) -> int:
+        """The highest stamp issued or observed."""
+        return self._last
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A voter holding marks from more than one identification."""
+
+    voter: int
+    marks: tuple[Mark, ...]
+
+
+@dataclass
+class MergeResult:
+    """What a merge did: new marks, repeats, rejects with reasons, voters now in conflict."""
+
+    added: list[Mark] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[Mark, str]] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS marks (
+    kiosk TEXT NOT NULL,
+    origin_seq INTEGER NOT NULL,
+    voter INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    slip_serial TEXT NOT NULL,
+    hlc INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (kiosk, origin_seq)
+);
+CREATE INDEX IF NOT EXISTS marks_voter ON marks(voter);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class MarkStore:
+    """The kiosk's durable, mergeable set of marks (thread-safe)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device_id: str,
+        signing_key: SigningKey,
+        trusted: Mapping[str, VerifyKey],
+    ) -> None:
+        self.device_id = device_id
+        self._key = signing_key
+        self._trusted = dict(trusted)
+        self._trusted.setdefault(device_id, signing_key.verify_key)
+        self._con = connect_durable(path)
+        self._con.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        row = self._con.execute(
+            "SELECT value FROM meta WHERE key='hlc'"
+        ).fetchone()
+        top = self._con.execute("SELECT MAX(hlc) FROM marks").fetchone()[0] or 0
+        self.clock = HybridClock(max(row[0] if row else 0, top))
+
+    @property
+    def trusted(self) -> Mapping[str, VerifyKey]:
+        """The kiosks whose marks this store accepts (the station's roll package), read-only."""
+        return MappingProxyType(self._trusted)
+
+    # -- reading -------------------------------------------------------------
+
+    @staticmethod
+    def _row(r: tuple[str, int, int, str, str, int, bytes]) -> Mark:
+        return Mark(
+            kiosk=r[0], origin_seq=r[1], voter=r[2], method=r[3], slip_serial=r[4],
+            hlc=r[5], signature=bytes(r[6]),
+        )
+
+    _COLS = "kiosk, origin_seq, voter, method, slip_serial, hlc, signature"
+
+    def marks_for(self, voter: int) -> tuple[Mark, ...]:
+        """Every mark held for ``voter`` (own and merged), oldest first."""
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT {self._COLS} FROM marks WHERE voter=? ORDER BY hlc", (voter,)
+            ).fetchall()
+        return tuple(self._row(r) for r in rows)
+
+    def all_marks(self) -> list[Mark]:
+        """The whole set, ordered by kiosk and origin sequence."""
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT {self._COLS} FROM marks ORDER BY kiosk, origin_seq"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def local_marks(self) -> list[Mark]:
+        """Marks this kiosk made, in the order it made them."""
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT {self._COLS} FROM marks WHERE kiosk=? ORDER BY origin_seq",
+                (self.device_id,),
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def count(self, *, local_only: bool = False) -> int:
+        """Number of marks held (or made here)."""
+        with self._lock:
+            if local_only:
+                q = self._con.execute("SELECT COUNT(*) FROM marks WHERE kiosk=?", (self.device_id,))
+            else:
+                q = self._con.execute("SELECT COUNT(*) FROM marks")
+            return int(q.fetchone()[0])
+
+    def voters_marked(self) -> int:
+        """Distinct voters holding at least one mark (the station's merged turnout)."""
+        with self._lock:
+            return int(self._con.execute("SELECT COUNT(DISTINCT voter) FROM marks").fetchone()[0])
+
+    def version_vector(self) -> dict[str, int]:
+        """Per kiosk, the highest origin_seq held with no gap below it."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT kiosk, origin_seq FROM marks ORDER BY kiosk, origin_seq"
+            ).fetchall()
+        vector: dict[str, int] = {}
+        for kiosk, seq in rows:
+            if seq == vector.get(kiosk, 0) + 1:
+                vector[kiosk] = seq
+        return vector
+
+    def marks_after(self, vector: Mapping[str, int]) -> list[Mark]:
+        """The marks a peer holding ``vector`` lacks (by kiosk, in origin order)."""
+        out: list[Mark] = []
+        with self._lock:
+            kiosks = [r[0] for r in self._con.execute("SELECT DISTINCT kiosk FROM marks")]
+            for kiosk in sorted(kiosks):
+                rows = self._con.execute(
+                    f"SELECT {self._COLS} FROM marks WHERE kiosk=? AND origin_seq>? "
+                    "ORDER BY origin_seq",
+                    (kiosk, int(vector.get(kiosk, 0))),
+                ).fetchall()
+                out.extend(self._row(r) for r in rows)
+        return out
+
+    def conflicts(self) -> list[Conflict]:
+        """Voters marked more than once, each with all their marks."""
+        with self._lock:
+            voters = [
+                r[0]
+                for r in self._con.execute(
+                    "SELECT voter FROM marks GROUP BY voter HAVING COUNT(*) > 1 ORDER BY voter"
+                )
+            ]
+        return [Conflict(v, self.marks_for(v)) for v in voters]
+
+    # -- writing -------------------------------------------------------------
+
+    def _insert(self, con: sqlite3.Connection, mark: Mark) -> None:
+        con.execute(
+            f"INSERT INTO marks ({self._COLS}, received_ms) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                mark.kiosk, mark.origin_seq, mark.voter, mark.method, mark.slip_serial,
+                mark.hlc, mark.signature, time.time_ns() // 1_000_000,
+            ),
+        )
+        con.execute(
+            "INSERT INTO meta(key, value) VALUES('hlc', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=MAX(value, excluded.value)",
+            (self.clock.last,),
+        )
+
+    def _new_local(self, con: sqlite3.Connection, voter: int, method: str, serial: str) -> Mark:
+        seq = con.execute(
+            "SELECT COALESCE(MAX(origin_seq), 0) FROM marks WHERE kiosk=?", (self.device_id,)
+        ).fetchone()[0] + 1
+        unsigned = Mark(voter, self.device_id, seq, method, serial, self.clock.now())
+        mark = Mark(
+            voter, self.device_id, seq, method, serial, unsigned.hlc,
+            self._key.sign(unsigned.signed_bytes()).signature,
+        )
+        self._insert(con, mark)
+        return mark
+
+    def mark_local(self, voter: int, method: str, slip_serial: str) -> Mark:
+        """Record that this kiosk identified ``voter``; durable before it returns."""
+        with self._lock, immediate(self._con) as con:
+            return self._new_local(con, voter, method, slip_serial)
+
+    def mark_if_unmarked(
+        self, voter: int, method: str, slip_serial: str
+    ) -> Mark | tuple[Mark, ...]:
+        """Atomically: the new mark, or the existing marks when ``voter`` already has one."""
+        with self._lock, immediate(self._con) as con:
+            rows = con.execute(
+                f"SELECT {self._COLS} FROM marks WHERE voter=? ORDER BY hlc", (voter,)
+            ).fetchall()
+            if rows:
+                return tuple(self._row(r) for r in rows)
+            return self._new_local(con, voter, method, slip_serial)
+
+    def merge(self, marks: Iterable[Mark]) -> MergeResult:
+        """Union ``marks`` into the set: verify, skip repeats, report new conflicts."""
+        result = MergeResult()
+        with self._lock, immediate(self._con) as con:
+            for mark in marks:
+                key = self._trusted.get(mark.kiosk)
+                if key is None:
+                    result.rejected.append((mark, "unknown-kiosk"))
+                    continue
+                if not mark.verify(key):
+                    result.rejected.append((mark, "bad-signature"))
+                    continue
+                held = con.execute(
+                    "SELECT signature FROM marks WHERE kiosk=? AND origin_seq=?",
+                    (mark.kiosk, mark.origin_seq),
+                ).fetchone()
+                if held is not None:
+                    if bytes(held[0]) == mark.signature:
+                        result.duplicates += 1
+                    else:
+                        # Two different validly signed marks with one number: the
+                        # kiosk's key or store is compromised. Keep the first.
+                        result.rejected.append((mark, "equivocation"))
+                    continue
+                before = con.execute(
+                    "SELECT COUNT(*) FROM marks WHERE voter=?", (mark.voter,)
+                ).fetchone()[0]
+                self.clock.observe(mark.hlc)
+                self._insert(con, mark)
+                result.added.append(mark)
+                if before >= 1:
+                    result.conflicts.append(mark.voter)
+        return result
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._con.close()
