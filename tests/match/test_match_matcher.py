@@ -130,8 +130,24 @@ def test_register_template_file(matcher: Matcher, shared_data: Path) -> None:
     assert matcher.compare(a, b) > matcher.compare(a, c)
 
 
-def test_warm_up_runs() -> None:
+def test_warm_up_compiles_every_kernel_of_the_package() -> None:
+    """Matching and extraction: the first voter after a start never waits for the JIT
+    (and the kiosk image's cache, made by warm_up, holds every kernel)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.dispatcher import Dispatcher
+
+    import agent.match
+
+    modules = [importlib.import_module(m.name)
+               for m in pkgutil.walk_packages(agent.match.__path__, "agent.match.")]
     warm_up()
+    kernels = {f"{mod.__name__}.{name}": obj for mod in modules
+               for name, obj in vars(mod).items()
+               if isinstance(obj, Dispatcher) and obj.__module__ == mod.__name__}
+    assert len(kernels) > 30
+    assert not [name for name, k in kernels.items() if not k.signatures]
 
 
 def test_gallery_save_and_load(matcher: Matcher, db1: dict[tuple[int, int], Template],
