@@ -14,14 +14,14 @@ import numpy as np
 
 from benchmarks.results import write_section
 from hardware_sim.crash import run_trials
-from hardware_sim.voters import DEFAULT_DATA
+from hardware_sim.reference_data import reference_data
 
 
 def main() -> None:
     """Run the trials and write the RESULTS.md section."""
     trials = int(os.environ.get("KESP_CRASH_TRIALS", "1000"))
     t0 = time.monotonic()
-    report = run_trials(DEFAULT_DATA, Path("out/bench-crash"), trials, seed=2026)
+    report = run_trials(reference_data(), Path("out/bench-crash"), trials, seed=2026)
     wall = time.monotonic() - t0
     restart = np.asarray(report.restart_s[1:]) if len(report.restart_s) > 1 else np.zeros(1)
     rows = [

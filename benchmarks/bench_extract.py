@@ -13,6 +13,7 @@ Run with ``python -m benchmarks extract``.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -41,11 +42,13 @@ from agent.match.matcher import Matcher, Prepared
 from agent.match.template import STANDARD_DPI, Template
 from agent.runtime.jit import set_threads
 from benchmarks.results import write_section
+from hardware_sim.reference_data import reference_data
 
-DATA = Path(
-    os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-FVC = DATA / "fvc2002"
+
+@functools.cache
+def _fvc() -> Path:
+    """All eight impressions of every finger: the full set beside the repository."""
+    return reference_data(full=True) / "fvc2002"
 
 SETS: dict[str, tuple[int, int, int]] = {
     "DB1_B": (388, 374, 500),
@@ -111,7 +114,7 @@ def extract_set(
             times.append((time.perf_counter() - t0, time.process_time() - c0))
         return t
 
-    return load_set_png(FVC / name, loader)
+    return load_set_png(_fvc() / name, loader)
 
 
 def load_set_png(directory: Path, loader: Callable[[Path], Template]) -> dict[Key, Template]:
@@ -121,7 +124,7 @@ def load_set_png(directory: Path, loader: Callable[[Path], Template]) -> dict[Ke
 
 def iso_set(name: str) -> dict[Key, Template]:
     """The set's SecuGen templates mapped to native geometry."""
-    return load_set(FVC / name, lambda p: iso_to_native(load_template(p.read_bytes()), name))
+    return load_set(_fvc() / name, lambda p: iso_to_native(load_template(p.read_bytes()), name))
 
 
 def prepared_compare(matcher: Matcher) -> Callable[[Template, Template], float]:
@@ -172,7 +175,7 @@ _COLD = (
 def cold_start(cache_dir: str) -> tuple[float, float]:
     """(import seconds, first-extraction seconds) in a fresh process using ``cache_dir``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, NUMBA_NUM_THREADS="1")
-    code = _COLD.format(path=FVC / "DB1_B" / "101_1.png")
+    code = _COLD.format(path=_fvc() / "DB1_B" / "101_1.png")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
     ).stdout.split()
@@ -192,7 +195,7 @@ def run_accuracy(names: list[str]) -> tuple[
     qualities: dict[str, list[int]] = {}
     # Compile (or load) every kernel before anything is timed; cold start is
     # measured separately in fresh processes.
-    extract(read_grey(FVC / names[0] / "101_1.png"), dpi=SETS[names[0]][2])
+    extract(read_grey(_fvc() / names[0] / "101_1.png"), dpi=SETS[names[0]][2])
     for name in names:
         probes = extract_set(name, times)
         qualities[name] = [t.quality for t in probes.values()]

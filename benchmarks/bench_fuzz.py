@@ -14,16 +14,15 @@ import os
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 from agent.match.codecs import load_template, to_ansi378, to_iso2005
 from agent.match.template import Template, TemplateError
 from benchmarks.results import write_section
 from hardware_sim.fuzz import mutate
+from hardware_sim.reference_data import reference_data
 
 HANG_SECONDS = 1.0
-DATA = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" /
-                           "data"))
+DATA = reference_data()  # every ISO template is in the repository
 
 def _iso2011_seed() -> bytes:
     rep = bytes(9) + b"\x00\x00\x01\x00\x02" + b"\x01" + bytes((50, 0, 1, 0, 2))

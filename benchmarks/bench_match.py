@@ -36,9 +36,9 @@ from agent.match.template import Template
 from agent.runtime.jit import set_threads
 from benchmarks import baseline_kernel
 from benchmarks.results import write_section
+from hardware_sim.reference_data import reference_data
 
-DATA = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" /
-                           "data")) / "fvc2002"
+DATA = reference_data() / "fvc2002"  # every ISO template is in the repository
 REPO = Path(__file__).resolve().parents[1]
 GALLERY_N = 64_000
 STATION_N = 56_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -26,9 +25,10 @@ from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver, UsbSensor
 from benchmarks.results import write_section
 from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
+from hardware_sim.reference_data import reference_data
 from hardware_sim.usb_replay import ReplayBackend, load_recording
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = reference_data()
 TIMINGS = SensorTimings(reply_timeout_s=0.5, data_timeout_s=0.5, poll_interval_s=0.0,
                         reconnect_interval_s=0.02)
 CAPTURES = 12
@@ -89,7 +89,7 @@ def _captures(sim: GrowSensorSimulator, sensor: GrowSensor, finger: tuple[np.nda
 
 
 def main() -> None:
-    finger = load_fvc(DATA / "fvc2002", "DB1_B", 101, 1)
+    finger = load_fvc(DATA / "fvc2002", "DB1_B", 101, 2)
     mbps, bulk_ms, bytewise_ms = _codec()
 
     size_rows = []

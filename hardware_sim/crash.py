@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 from hardware_sim.rig import Rig, RigError, Visit, collect, disagreements
-from hardware_sim.voters import DEFAULT_DATA, N_REAL
+from hardware_sim.voters import N_REAL
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run_trials(data: Path, out: Path, trials: int, seed: int = 1,
         for trial in range(1, trials + 1):
             report.trials = trial
             visit = _visitor(rng, trial)
-            rig.press(visit.finger, int(rng.integers(2, 9)))
+            rig.press(visit.finger, int(rng.choice(rig.pressable(visit.finger))))
             time.sleep(float(rng.uniform(0.0, max_delay_s)))
             rig.kill_agent()
             report.kills += 1
@@ -93,12 +94,14 @@ def cli_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="kesp-sim crash", description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=None,
+                   help="fingerprint data folder (default: the data shipped with the package)")
     p.add_argument("--out", type=Path, default=Path("out/crash"))
     args = p.parse_args(argv)
     try:
-        report = run_trials(args.data, args.out, args.trials, args.seed, quiet=False)
-    except RigError as exc:
+        report = run_trials(args.data or reference_data(), args.out, args.trials, args.seed,
+                            quiet=False)
+    except (RigError, ReferenceDataError) as exc:
         print(f"CRASH TEST FAILED: {exc}", file=sys.stderr)
         return 1
     for problem in report.problems:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.roll.package import Roll
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 from hardware_sim.rig import (
     Rig,
     RigError,
@@ -39,7 +40,6 @@ from hardware_sim.rig import (
     disagreements,
     merged_marks,
 )
-from hardware_sim.voters import DEFAULT_DATA
 
 
 def plan(roll: Roll) -> list[Visit]:
@@ -73,14 +73,16 @@ def _route(visits: list[Visit], n_kiosks: int) -> list[tuple[int, Visit]]:
 def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
     """Run the demo day with ``kiosks`` kiosks in one station; returns the exit code."""
     if not (data / "fvc2002" / "DB1_B").is_dir():
-        print(f"kesp-sim day: fingerprint data not found at {data}; set KESP_SHARED_DATA",
+        print(f"kesp-sim day: no fingerprint data at {data} (expected fvc2002/DB1_B..DB4_B "
+              "there); leave out --data to use the data shipped with the package",
               file=sys.stderr)
         return 2
     problems: list[str] = []
     try:
         with Rig(data, out, kiosks=kiosks) as rig:
-            rig.say("starting the agent (the very first start compiles the matching kernels "
-                    "into the Numba cache, about a minute; later starts take seconds)")
+            rig.say("starting the agent (the very first start compiles the extraction and "
+                    "matching kernels into the Numba cache, a minute or two; later starts "
+                    "take seconds)")
             for k in rig.kiosks:
                 ready_s = k.start_agent()
                 rig.say(f"{k.device}: agent ready in {ready_s:.1f}s (process start to "
@@ -150,8 +152,9 @@ def run_day(data: Path, out: Path, kiosks: int = 1) -> int:
 def cli_main(argv: list[str]) -> int:
     """``kesp-sim day [--data DIR] [--out DIR]``."""
     p = argparse.ArgumentParser(prog="kesp-sim day", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="shared fingerprint data (default %(default)s)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="fingerprint data folder (default: the data shipped with the package;"
+                        " ../shared/data also works)")
     p.add_argument("--out", type=Path, default=Path("out/demo"),
                    help="where the kiosk state, slips and logs go (default %(default)s)")
     p.add_argument("--kiosks", type=int, default=1, choices=range(1, 9),
@@ -161,8 +164,13 @@ def cli_main(argv: list[str]) -> int:
                    help="the simulated Grow sensor on a pty (default), or a real USB "
                         "sensor's recorded traffic replayed through its real driver")
     args = p.parse_args(argv)
+    try:
+        data: Path = args.data or reference_data()
+    except ReferenceDataError as exc:
+        print(f"kesp-sim day: {exc}", file=sys.stderr)
+        return 2
     if args.sensor != "grow-serial":
         from hardware_sim.replay_day import run_replay_day
 
-        return run_replay_day(args.data, args.out, args.sensor)
-    return run_day(args.data, args.out, args.kiosks)
+        return run_replay_day(data, args.out, args.sensor)
+    return run_day(data, args.out, args.kiosks)

@@ -61,6 +61,11 @@ def list_impressions(root: str | Path, db: str) -> list[tuple[int, int]]:
     return sorted(found)
 
 
+def impressions_of(root: str | Path, db: str, finger: int) -> list[int]:
+    """The impressions of one finger present as images in a set, sorted."""
+    return [i for f, i in list_impressions(root, db) if f == finger]
+
+
 @dataclass(frozen=True)
 class PressVariation:
     """How one press differs from the reference impression.

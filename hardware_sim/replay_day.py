@@ -2,7 +2,7 @@
 
 The real pyusb driver of the NB-1010-U or AES3500 runs unchanged against a
 :class:`~hardware_sim.usb_replay.ReplayBackend` that replays real USB traffic
-recorded from that sensor (``../shared/data/usb-recordings``). The agent runs
+recorded from that sensor (``hardware_sim/data/usb-recordings``). The agent runs
 in this process (the replay backend is a Python object, not a device node), on
 the same stores, printer simulator, broker and ops as the ordinary day.
 

@@ -49,7 +49,7 @@ from agent.runtime.config import (
 from agent.runtime.control import ControlError, request
 from agent.runtime.keys import generate_keys
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import load_fvc
+from hardware_sim.fingers import impressions_of, load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
 from hardware_sim.voters import N_REAL, fvc_finger, make_roll
@@ -190,7 +190,7 @@ class SimKiosk:
         before = len(self.printer.documents)
         if visit.document:
             self.command("document", visit.document)
-        impressions = [int(i) for i in rng.permutation(np.arange(2, 9))]
+        impressions = [int(i) for i in rng.permutation(self.rig.pressable(visit.finger))]
         self.press(visit.finger, impressions[0])
         presses = 1
         deadline = time.monotonic() + timeout
@@ -255,6 +255,19 @@ class Rig:
         self.roll: Roll | None = None
         self.wrong: list[str] = []
         """Visitors who were given another voter's slip (a false match)."""
+        self._pressable: dict[int, list[int]] = {}
+
+    def pressable(self, finger: int) -> list[int]:
+        """Impressions of real finger ``finger`` a visitor may press: every image in
+        the data but impression 1, whose register template enrolled the voter."""
+        if finger not in self._pressable:
+            db, fid = fvc_finger(finger)
+            found = [i for i in impressions_of(self.data / "fvc2002", db, fid) if i != 1]
+            if not found:
+                raise RigError(f"no image of {db} finger {fid} other than impression 1 "
+                               f"under {self.data / 'fvc2002'}")
+            self._pressable[finger] = found
+        return self._pressable[finger]
 
     # single-kiosk conveniences
     @property

@@ -1,6 +1,6 @@
 """Replay recorded USB traffic to the real drivers through a pyusb backend.
 
-The recordings (``shared/data/usb-recordings/<sensor>/``) are umockdev files:
+The recordings (``hardware_sim/data/usb-recordings/<sensor>/``) are umockdev files:
 ``device`` (sysfs attributes and the raw descriptors) and ``capture.ioctl``
 (the usbdevfs URBs a mature driver stack exchanged with the real sensor).
 :class:`ReplayBackend` is a ``usb.backend.IBackend``: ``usb.core.find(...,

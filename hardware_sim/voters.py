@@ -9,7 +9,6 @@ the sensor as strangers. Names are in Kyrgyz and Russian. Used by the rig
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ from agent.match import STANDARD_DPI, Template, load_template, to_iso2005
 from agent.roll.package import Finger, Kiosk, Roll, Voter
 from hardware_sim.fingers import FVC_DPI
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
 DBS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 
 SURNAMES = (  # (Kyrgyz, Russian) spellings

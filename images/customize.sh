@@ -62,7 +62,7 @@ systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
 # here reports.
 chroot "$root" env NUMBA_CACHE_DIR=/usr/lib/kesp/numba-cache NUMBA_CPU_NAME="$cpu" \
     NUMBA_CPU_FEATURES="$features" \
-    /opt/kesp/venv/bin/python -c "from agent.match.matcher import warm_up; warm_up()"
+    /opt/kesp/venv/bin/python -c "from agent.match.warm import warm_up; warm_up()"
 chmod -R a+rX "$root/usr/lib/kesp/numba-cache"
 
 # --- reproducibility and first boot: no machine identity baked in

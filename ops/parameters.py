@@ -37,3 +37,32 @@ class OpsTuning:
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     """paho's reconnect backoff towards the broker (whole seconds)."""
+
+
+@dataclass(frozen=True)
+class BoardTuning:
+    """Thresholds of the dashboard, the per-kiosk metrics and the public feed."""
+
+    silent_after_s: float = 150.0
+    """A kiosk whose session is open but that sent nothing for this long is *silent*
+    (kiosks send a health sample every 60 s, so two missed samples and a margin)."""
+    offline_after_s: float = 900.0
+    """A silent kiosk becomes *offline* after this long, as does one whose session ended."""
+    disk_low_fraction: float = 0.10
+    """Free share of the kiosk's state file system below which ``disk_low`` is raised."""
+    outbox_backlog: int = 200
+    """Unacknowledged records in a kiosk's outbox above which ``outbox_backlog`` is raised."""
+    refresh_s: float = 5.0
+    """How often the dashboard's snapshot is rebuilt from the store."""
+    stale_after_s: float = 60.0
+    """A snapshot older than this (store unreachable) is refused with HTTP 503."""
+    store_timeout_s: float = 5.0
+    """A request that needs the store gives up (HTTP 503) after this long."""
+    request_timeout_s: float = 10.0
+    """Socket time-out of one HTTP connection (slow or idle clients are dropped)."""
+    max_workers: int = 16
+    """Concurrent HTTP requests; more are answered 503 at once instead of queueing."""
+    recent_events: int = 50
+    """Events listed on a kiosk's page."""
+    audit_rows_per_refresh: int = 20_000
+    """Audit-chain check: events read from the store per refresh (catches up over time)."""

@@ -157,9 +157,9 @@ def parse_registry(text: str) -> Registry:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RegistryError(f"registry is not valid JSON: {exc}") from exc
+        raise RegistryError(f"not valid JSON ({exc}): is it the device registry?") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise RegistryError(f"not a {FORMAT} file")
+        raise RegistryError(f"not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
     if doc.get("version") != VERSION:
         raise RegistryError(f"registry version {doc.get('version')!r} is not {VERSION}")
     entries = doc.get("devices")
@@ -182,14 +182,26 @@ def load_registry(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
     """Read the registry; a missing file is an empty registry only with ``missing_ok``."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError as exc:
         if missing_ok:
             return Registry({})
-        raise RegistryError(f"registry {p} not found") from exc
+        raise RegistryError(f"registry {p} not found: check the path (it is created by "
+                            "'kesp-provision ops register')") from exc
+    except IsADirectoryError as exc:
+        raise RegistryError(f"registry {p} is a folder: give the registry file, e.g. "
+                            f"{p / 'registry.json'}") from exc
     except OSError as exc:
         raise RegistryError(f"cannot read registry {p}: {exc.strerror}") from exc
-    return parse_registry(text)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{p} is not a device registry (binary data at byte {exc.start}): "
+                            "check the path") from exc
+    try:
+        return parse_registry(text)
+    except RegistryError as exc:
+        raise RegistryError(f"registry {p}: {exc}") from exc
 
 
 def save_registry(registry: Registry, path: str | os.PathLike[str]) -> None:
@@ -275,11 +287,13 @@ def create_ops_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> 
 def load_ops_key(path: str | os.PathLike[str]) -> SigningKey:
     """Load the ops signing key, refusing a file readable by group or others."""
     p = Path(path)
+    if p.name == "cec.sign":
+        raise RegistryError(f"{p} is the CEC's secret key: give --ops-key the ops key ops.sign")
     try:
         st = p.stat()
         data = p.read_bytes()
     except OSError as exc:
-        raise RegistryError(f"cannot read ops key {p}: {exc.strerror}") from exc
+        raise RegistryError(f"cannot read ops key {p}: {exc.strerror}: check --ops-key") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise RegistryError(f"ops key {p} is accessible by group/others; chmod 600 it")
     if len(data) != 32:

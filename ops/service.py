@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -31,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.telemetry.envelope import Envelope, canonical_json, seal, topic_for
 from agent.telemetry.parameters import TOPIC_ROOT
+from ops.broker_link import BrokerLink, describe_connect_error
 from ops.parameters import OpsTuning
 from ops.registry import Registry, load_registry
 from ops.store import DeviceState, StateStore, Stats, TurnoutSummary, open_store
@@ -56,6 +59,13 @@ class OpsError(RuntimeError):
     """The ops service cannot start (bad broker URL, unreadable registry or store)."""
 
 
+def _paho_only_when_debugging(record: logging.LogRecord) -> bool:
+    """paho's own log lines ("Client is not connected. Socket: None") mean nothing
+    to an operator: the connection state is said in words by ``_set_link``. They
+    are kept for ``--debug``."""
+    return log.isEnabledFor(logging.DEBUG)
+
+
 class OpsService:
     """One ops instance. Several instances with the same PostgreSQL store share the load."""
 
@@ -73,17 +83,24 @@ class OpsService:
         ca_file: str | None = None,
         prefix: str = "kesp_",
     ) -> None:
-        parsed = urlsplit(broker_url)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname or not parsed.port:
-            raise OpsError(f"broker URL {broker_url!r} is not mqtt(s)://host:port")
-        self.host, self.port = parsed.hostname, parsed.port
+        try:
+            parsed = urlsplit(broker_url)
+            port = parsed.port
+        except ValueError:
+            port = None
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname or not port:
+            raise OpsError(f"broker URL {broker_url!r} is not mqtt://host:port or "
+                           "mqtts://host:port: check --broker")
+        self.host, self.port = parsed.hostname, port
+        self.url = broker_url
         self.tls = parsed.scheme == "mqtts"
         self.tuning = tuning or OpsTuning()
         self.registry_path = Path(registry_path)
         self._registry_mtime = 0.0
         self.verifier = Verifier(self._load_registry(), self.tuning)
+        # A service given a path is the one that fills the store: it may create it.
         self.store = store if isinstance(store, StateStore) else open_store(
-            store, prefix=prefix, instance=client_id)
+            store, prefix=prefix, instance=client_id, create=True)
         self.ops_key = ops_key
         self.client_id = client_id
         self._queue: queue.Queue[_Incoming] = queue.Queue()
@@ -97,6 +114,8 @@ class OpsService:
         self._gap_since: dict[str, tuple[int, float]] = {}
         self._last_cmd: dict[str, float] = {}
         self.commands_sent = 0
+        self._link = BrokerLink(broker_url, False, "", time.time_ns() // 1_000_000)
+        self._link_lock = threading.Lock()
         self._client = self._make_client(username, password, ca_file)
 
     # ------------------------------------------------------------------ setup
@@ -116,15 +135,20 @@ class OpsService:
         )
         client.reconnect_delay_set(self.tuning.reconnect_min_s, self.tuning.reconnect_max_s)
         paho_log = logging.getLogger(f"ops.paho.{self.client_id}")
-        paho_log.addFilter(self._after_own_disconnect)
+        paho_log.addFilter(_paho_only_when_debugging)
         client.enable_logger(paho_log)
         if username:
             client.username_pw_set(username, password)
         if self.tls:
-            client.tls_set(ca_certs=ca_file)
+            try:
+                client.tls_set(ca_certs=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise OpsError(f"CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}; "
+                               "check --ca-file") from exc
         client.will_set(f"{STATE_TOPIC}/{self.client_id}", canonical_json({"online": False}),
                         qos=1, retain=True)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         return client
@@ -144,11 +168,26 @@ class OpsService:
         """True once subscribed to the shared subscription."""
         return self._connected.wait(timeout_s)
 
-    def _after_own_disconnect(self, record: logging.LogRecord) -> bool:
-        """Drop paho's "Client is not connected" error that follows our own clean
-        disconnect (paho 2.2 runs its network loop once more after closing the
-        socket); the same message at any other time still reaches the log."""
-        return not (self._stop.is_set() and "Client is not connected" in record.getMessage())
+    def broker_link(self) -> BrokerLink:
+        """The current state of the connection to the broker."""
+        with self._link_lock:
+            return self._link
+
+    def _set_link(self, connected: bool, problem: str) -> None:
+        """Record a change of the broker connection; say it in one line when it changes."""
+        with self._link_lock:
+            old = self._link
+            if (old.connected, old.problem) == (connected, problem):
+                return
+            self._link = BrokerLink(self.url, connected, problem, time.time_ns() // 1_000_000)
+        if self._stop.is_set():
+            return
+        if connected:
+            if old.problem:
+                log.warning("broker %s: connected again", self.url)
+        else:
+            log.warning("broker %s: %s; retrying (kiosks keep their data meanwhile)",
+                        self.url, problem)
 
     def stop(self) -> None:
         """Process what is queued, mark the host offline and disconnect."""
@@ -168,8 +207,10 @@ class OpsService:
     def _on_connect(self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags,
                     rc: ReasonCode, _p: Properties | None) -> None:
         if rc.is_failure:
-            log.error("broker refused ops connection: %s", rc)
+            self._set_link(False, f"the broker refused ops' login ({rc}): check --username "
+                           "and --password-file")
             return
+        self._set_link(True, "")
         self._generation += 1
         if not flags.session_present:
             # A resumed session keeps its subscription; subscribing again to a
@@ -180,9 +221,16 @@ class OpsService:
                        qos=1, retain=True)
         self._connected.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _rc: ReasonCode,
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        # paho calls this from inside its ``except OSError`` block without the
+        # exception itself; sys.exception() is that OSError.
+        self._set_link(False, describe_connect_error(sys.exception(), self.host))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
                        _p: Properties | None) -> None:
         self._connected.clear()
+        if not self._stop.is_set():
+            self._set_link(False, f"connection lost ({rc})")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(_Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
@@ -366,6 +414,9 @@ class OpsService:
 
     def render_watch(self) -> str:
         """The ``kesp-ops watch`` screen for the current state (for demos and logs)."""
+        from ops.report import DEFAULT_TIMEZONE, load_zone
         from ops.view import render_watch
 
-        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning)
+        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning,
+                            registry=self.verifier.registry, broker=self.broker_link(),
+                            zone=load_zone(DEFAULT_TIMEZONE))

@@ -15,6 +15,8 @@ Tables::
     turnout     per kiosk: latest cumulative counts (highest n wins)
     turnout_log every accepted turnout record (turnout over the day)
     events      every accepted event record
+    event_head  per kiosk: highest event counter and number of events (dashboard reader)
+    turnout_signed  per kiosk: its latest turnout message as received (public feed)
     counters    (instance, name) -> value: accepted / rejected:<reason>
 
 Updates are monotone ("keep the higher n / boot"), so the order in which
@@ -23,6 +25,7 @@ instances commit does not change the result.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sqlite3
@@ -32,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ops.verify import TURNOUT_FIELDS, Accepted
 
@@ -77,6 +81,22 @@ class TurnoutSummary:
     by_station: Mapping[str, TurnoutCounts]
     by_district: Mapping[str, TurnoutCounts]
     station_district: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TurnoutRecord:
+    """One cumulative turnout record as a kiosk sent it (``turnout_log``)."""
+
+    device: str
+    station: str
+    district: str
+    n: int
+    wall_ms: int
+    """The kiosk's clock when it wrote the record (epoch ms, UTC)."""
+    identified: int
+    refused: int
+    not_identified: int
+    manual: int
 
 
 @dataclass(frozen=True)
@@ -143,9 +163,38 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS {p}events (device TEXT NOT NULL, n BIGINT NOT NULL,"
     " wall_ms BIGINT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,"
     " historical INTEGER NOT NULL, PRIMARY KEY (device, n))",
+    "CREATE TABLE IF NOT EXISTS {p}event_head (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " count BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {p}turnout_signed (device TEXT PRIMARY KEY, n BIGINT NOT NULL,"
+    " message TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}counters (instance TEXT NOT NULL, name TEXT NOT NULL,"
     " value BIGINT NOT NULL, PRIMARY KEY (instance, name))",
 ]
+
+
+_DEVICE_UPDATES = {  # in this order: the device row must exist before it is updated
+    "insert": "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO NOTHING",
+    "seen": "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?",
+    "max_n": "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?",
+    "birth": "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
+             " WHERE device = ? AND birth_boot <= ?",
+    "death": "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?",
+    "skew": "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ? WHERE device = ? AND skew_at_ms <= ?",
+    "health": "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
+              " WHERE device = ? AND health_n < ?",
+    "turnout": "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
+               " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
+               " wall_ms = excluded.wall_ms, payload = excluded.payload"
+               " WHERE {p}turnout.n < excluded.n",
+    "event_head": "INSERT INTO {p}event_head (device, n, count) VALUES (?,?,?)"
+                  " ON CONFLICT (device) DO UPDATE SET count = {p}event_head.count"
+                  " + excluded.count, n = CASE WHEN excluded.n > {p}event_head.n"
+                  " THEN excluded.n ELSE {p}event_head.n END",
+    "signed": "INSERT INTO {p}turnout_signed (device, n, message) VALUES (?,?,?)"
+              " ON CONFLICT (device) DO UPDATE SET n = excluded.n, message = excluded.message"
+              " WHERE {p}turnout_signed.n < excluded.n",
+}
 
 
 @dataclass
@@ -159,6 +208,9 @@ class _DeviceAgg:
     skew: tuple[int, int] | None = None  # received_ms, skew_ms
     health: tuple[int, int, str] | None = None  # n, wall_ms, json
     turnout: tuple[int, int, str] | None = None
+    signed: tuple[int, bytes] | None = None  # n, the latest turnout message as received
+    event_n: int = 0  # highest counter of an event in this batch
+    event_count: int = 0  # events of this batch
 
 
 class StateStore:
@@ -166,20 +218,26 @@ class StateStore:
 
     placeholder = "?"
 
-    def __init__(self, conn: _Conn, prefix: str, instance: str) -> None:
-        if not _PREFIX_RE.match(prefix):
-            raise StoreError(f"table prefix {prefix!r} must match {_PREFIX_RE.pattern}")
+    def __init__(self, conn: _Conn, prefix: str, instance: str, *, create: bool,
+                 where: str) -> None:
         self._conn = conn
         self.prefix = prefix
         self.instance = instance
         self._lock = threading.RLock()
         with self._tx() as cur:
             self._lock_schema(cur)
-            for stmt in _DDL:
+            _check_schema(self._tables(cur), prefix, create=create, where=where,
+                          shared=self.placeholder != "?")
+            for stmt in _DDL:  # also adds tables a newer version introduced
                 cur.execute(stmt.format(p=prefix))
 
     def _lock_schema(self, cur: Any) -> None:
         """Serialise concurrent schema creation (PostgreSQL only)."""
+
+    def _tables(self, cur: Any) -> set[str]:
+        """Names of the tables in the database."""
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in cur.fetchall()}
 
     def _sql(self, text: str) -> str:
         text = text.replace("{p}", self.prefix)
@@ -275,50 +333,44 @@ class StateStore:
                 elif env.type == "turnout":
                     if agg.turnout is None or env.n > agg.turnout[0]:
                         agg.turnout = (env.n, env.wall_ms, text)
+                        agg.signed = (env.n, acc.signed) if acc.signed else agg.signed
                     logs.append((env.device, env.n, env.station, env.district, env.wall_ms,
                                  *(int(env.payload[f]) for f in TURNOUT_FIELDS)))
                 else:
                     events.append((env.device, env.n, env.wall_ms, str(env.payload["event"]),
                                    text, int(env.historical)))
+                    agg.event_n = max(agg.event_n, env.n)
+                    agg.event_count += 1
+        # One statement per kind of update, executed for all devices of the batch
+        # at once (psycopg pipelines an executemany; a statement per device and
+        # column cost a round trip each and bounded PostgreSQL ingest).
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in _DEVICE_UPDATES}
         for device, a in sorted(aggs.items()):
-            cur.execute(self._sql(
-                "INSERT INTO {p}device (device, station, district) VALUES (?,?,?)"
-                " ON CONFLICT (device) DO NOTHING"), (device, a.station, a.district))
-            cur.execute(self._sql(
-                "UPDATE {p}device SET last_seen_ms = ? WHERE device = ? AND last_seen_ms < ?"),
-                (a.last_seen_ms, device, a.last_seen_ms))
+            rows["insert"].append((device, a.station, a.district))
+            rows["seen"].append((a.last_seen_ms, device, a.last_seen_ms))
             if a.max_n:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET max_n = ? WHERE device = ? AND max_n < ?"),
-                    (a.max_n, device, a.max_n))
+                rows["max_n"].append((a.max_n, device, a.max_n))
             if a.birth is not None:
                 boot, last_n, oldest_n = a.birth
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET birth_boot = ?, birth_last_n = ?, oldest_n = ?"
-                    " WHERE device = ? AND birth_boot <= ?"),
-                    (boot, last_n, oldest_n, device, boot))
+                rows["birth"].append((boot, last_n, oldest_n, device, boot))
             if a.death_boot:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET death_boot = ? WHERE device = ? AND death_boot < ?"),
-                    (a.death_boot, device, a.death_boot))
+                rows["death"].append((a.death_boot, device, a.death_boot))
             if a.skew is not None:
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET skew_ms = ?, skew_at_ms = ?"
-                    " WHERE device = ? AND skew_at_ms <= ?"),
-                    (a.skew[1], a.skew[0], device, a.skew[0]))
+                rows["skew"].append((a.skew[1], a.skew[0], device, a.skew[0]))
             if a.health is not None:
                 n, wall, text = a.health
-                cur.execute(self._sql(
-                    "UPDATE {p}device SET health = ?, health_n = ?, health_ms = ?"
-                    " WHERE device = ? AND health_n < ?"), (text, n, wall, device, n))
+                rows["health"].append((text, n, wall, device, n))
             if a.turnout is not None:
                 n, wall, text = a.turnout
-                cur.execute(self._sql(
-                    "INSERT INTO {p}turnout (device, station, district, n, wall_ms, payload)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET n = excluded.n,"
-                    " wall_ms = excluded.wall_ms, payload = excluded.payload"
-                    " WHERE {p}turnout.n < excluded.n"),
-                    (device, a.station, a.district, n, wall, text))
+                rows["turnout"].append((device, a.station, a.district, n, wall, text))
+            if a.event_n:
+                rows["event_head"].append((device, a.event_n, a.event_count))
+            if a.signed is not None:
+                rows["signed"].append((device, a.signed[0],
+                                       base64.b64encode(a.signed[1]).decode("ascii")))
+        for kind, sql in _DEVICE_UPDATES.items():
+            if rows[kind]:
+                cur.executemany(self._sql(sql), rows[kind])
         if logs:
             cur.executemany(self._sql(
                 "INSERT INTO {p}turnout_log (device, n, station, district, wall_ms, identified,"
@@ -384,6 +436,26 @@ class StateStore:
             station_district[station] = district
         return TurnoutSummary(by_device, by_station, by_district, station_district)
 
+    def turnout_history(self, slot_ms: int = 15 * 60_000) -> list[TurnoutRecord]:
+        """Each kiosk's last cumulative turnout record in every ``slot_ms`` of its clock.
+
+        Sorted by device and counter. Differences between consecutive records
+        add up to the latest counts whatever the slot; a 15-minute slot keeps
+        every local hour of every time zone apart (UTC offsets are multiples
+        of 15 minutes) with a few hundred rows per kiosk and day instead of
+        one per voter.
+        """
+        with self._tx() as cur:
+            cur.execute(self._sql(
+                "SELECT t.device, t.station, t.district, t.n, t.wall_ms, t.identified,"
+                " t.refused, t.not_identified, t.manual FROM {p}turnout_log t JOIN"
+                " (SELECT device, MAX(n) AS n FROM {p}turnout_log"
+                "  GROUP BY device, wall_ms / ?) last ON t.device = last.device AND t.n = last.n"
+                " ORDER BY t.device, t.n"), (slot_ms,))
+            rows = cur.fetchall()
+        return [TurnoutRecord(str(r[0]), str(r[1]), str(r[2]), *(int(v) for v in r[3:]))
+                for r in rows]
+
     def turnout_log(self, device: str) -> list[tuple[int, int]]:
         """(n, identified) of every accepted turnout record of ``device``, in counter order."""
         with self._tx() as cur:
@@ -397,6 +469,40 @@ class StateStore:
             cur.execute(self._sql("SELECT n, event, payload FROM {p}events WHERE device = ?"
                                   " ORDER BY n"), (device,))
             return [(int(n), str(e), json.loads(p)) for n, e, p in cur.fetchall()]
+
+    def signed_turnout(self) -> dict[str, bytes]:
+        """Per kiosk, its latest turnout message exactly as received (signature || body)."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, message FROM {p}turnout_signed ORDER BY device"))
+            return {str(d): base64.b64decode(m) for d, m in cur.fetchall()}
+
+    def event_heads(self) -> dict[str, tuple[int, int]]:
+        """Per kiosk, (highest counter, number) of its stored events (for incremental readers).
+
+        Kept in its own small table at ingest: a GROUP BY over the events, which
+        grow to millions of rows by the evening, would make every dashboard
+        refresh slower as the day goes on.
+        """
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT device, n, count FROM {p}event_head"))
+            return {str(d): (int(n), int(c)) for d, n, c in cur.fetchall()}
+
+    def events_after(self, device: str, after_n: int,
+                     limit: int) -> list[tuple[int, Mapping[str, Any]]]:
+        """(n, payload) of ``device``'s events with counter above ``after_n``, oldest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, payload FROM {p}events WHERE device = ? AND n > ?"
+                                  " ORDER BY n LIMIT ?"), (device, after_n, limit))
+            return [(int(n), json.loads(p)) for n, p in cur.fetchall()]
+
+    def recent_events(self, device: str,
+                      limit: int) -> list[tuple[int, int, str, Mapping[str, Any], bool]]:
+        """(n, kiosk wall ms, event id, payload, historical) of the newest events, newest first."""
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT n, wall_ms, event, payload, historical FROM {p}events"
+                                  " WHERE device = ? ORDER BY n DESC LIMIT ?"), (device, limit))
+            return [(int(n), int(w), str(e), json.loads(p), bool(h))
+                    for n, w, e, p, h in cur.fetchall()]
 
     # ------------------------------------------------------------------ gaps
 
@@ -447,17 +553,46 @@ class StateStore:
 
 
 class SqliteStore(StateStore):
-    """Single-instance store in a SQLite file (WAL, synchronous=FULL)."""
+    """Single-instance store in a SQLite file (WAL, synchronous=FULL).
 
-    def __init__(self, path: str | Path, *, prefix: str = "kesp_", instance: str = "ops") -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Opening never creates the file unless ``create`` is set: a mistyped path
+    must not turn into a new, empty store that shows no kiosks.
+    """
+
+    def __init__(self, path: str | Path, *, prefix: str = "kesp_", instance: str = "ops",
+                 create: bool = False) -> None:
+        p = Path(path)
+        _check_prefix(prefix)
+        if p.is_dir():
+            raise StoreError(f"ops store {p} is a directory; give the store's file, e.g. "
+                             f"{p / 'ops.sqlite'}")
+        if not p.exists():
+            if not create:
+                raise StoreError(f"ops store {p} does not exist; check --store, or create it "
+                                 f"once with 'kesp-ops --store {p} init'")
+            if not p.parent.is_dir():
+                raise StoreError(f"cannot create ops store {p}: folder {p.parent} does not "
+                                 "exist")
+        uri = f"file:{quote(str(p.absolute()))}?mode={'rwc' if create else 'rw'}"
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+            # Checked before the PRAGMAs: WAL mode would change a file we refuse.
+            tables = {str(r[0]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            _check_schema(tables, prefix, create=create, where=str(p), shared=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            super().__init__(conn, prefix, instance, create=create, where=str(p))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        super().__init__(conn, prefix, instance)
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"ops store {p} is not a usable SQLite database ({exc}); check "
+                             "--store") from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
 
 
 class PostgresStore(StateStore):
@@ -465,18 +600,30 @@ class PostgresStore(StateStore):
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops") -> None:
+    def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops",
+                 create: bool = False) -> None:
         try:
             import psycopg
         except ImportError as exc:
             raise StoreError(
                 "a PostgreSQL store needs psycopg: pip install 'kesp-kiosk-agent[ops]'"
             ) from exc
+
+        _check_prefix(prefix)
         try:
             conn = psycopg.connect(url)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {url}: {exc}") from exc
-        super().__init__(conn, prefix, instance)
+            raise StoreError(f"cannot connect to ops store {_redact(url)}: "
+                             f"{str(exc).strip().splitlines()[0]}") from exc
+        try:
+            super().__init__(conn, prefix, instance, create=create, where=_redact(url))
+        except BaseException:
+            conn.close()
+            raise
+
+    def _tables(self, cur: Any) -> set[str]:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        return {str(r[0]) for r in cur.fetchall()}
 
     def _lock_schema(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.prefix + "schema",))
@@ -484,12 +631,56 @@ class PostgresStore(StateStore):
     def drop(self) -> None:
         """Drop this prefix's tables (tests clean up with it)."""
         with self._tx() as cur:
-            for table in ("seen", "device", "turnout", "turnout_log", "events", "counters"):
+            for table in _TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {self.prefix}{table}")
 
 
-def open_store(target: str, *, prefix: str = "kesp_", instance: str = "ops") -> StateStore:
-    """``postgresql://...`` opens PostgreSQL, anything else is a SQLite file path."""
+_TABLES = ("seen", "device", "turnout", "turnout_log", "events", "counters", "event_head",
+           "turnout_signed")
+
+
+def _check_schema(tables: set[str], prefix: str, *, create: bool, where: str,
+                  shared: bool) -> None:
+    """Refuse a database that is not (yet) this prefix's store, unless creating one.
+
+    ``shared``: a PostgreSQL database may hold other programs' tables; a SQLite
+    file that does is another program's file (a kiosk's marks.sqlite...).
+    """
+    if f"{prefix}device" in tables:
+        return
+    if not create:
+        what = (f"has no {prefix}* tables (wrong --store or --prefix?)" if tables
+                else "is empty")
+        raise StoreError(f"ops store {where} {what}; create a new store with "
+                         "'kesp-ops --store ... init'")
+    foreign = sorted(t for t in tables if not t.endswith(_TABLES))
+    if foreign and not shared:
+        raise StoreError(f"{where} is another program's database (tables "
+                         f"{', '.join(foreign[:4])}); choose a new file for --store")
+
+
+def _check_prefix(prefix: str) -> None:
+    if not _PREFIX_RE.match(prefix):
+        raise StoreError(f"table prefix {prefix!r} must be 1-31 lowercase letters, digits or "
+                         "'_', starting with a letter (check --prefix)")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (it ends up in error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_store(target: str, *, prefix: str = "kesp_", instance: str = "ops",
+               create: bool = False) -> StateStore:
+    """``postgresql://...`` opens PostgreSQL, anything else is a SQLite file path.
+
+    Without ``create`` the store must exist and hold this prefix's tables;
+    otherwise :class:`StoreError` says so (nothing is created or changed).
+    """
     if target.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(target, prefix=prefix, instance=instance)
-    return SqliteStore(target, prefix=prefix, instance=instance)
+        return PostgresStore(target, prefix=prefix, instance=instance, create=create)
+    return SqliteStore(target, prefix=prefix, instance=instance, create=create)

@@ -63,6 +63,9 @@ class Accepted:
     env: Envelope
     received_ms: int
     key: str
+    signed: bytes = b""
+    """The message exactly as received (signature || body): kept for turnout, so the
+    public feed can hand observers the kiosk's own signed figure."""
 
 
 @dataclass(frozen=True)
@@ -165,4 +168,5 @@ class Verifier:
         problem = _check_payload(env)
         if problem is not None:
             return Rejected("bad_payload", device, problem)
-        return Accepted(env, received_ms, dedup_key(env))
+        return Accepted(env, received_ms, dedup_key(env),
+                        data if env.type == "turnout" else b"")

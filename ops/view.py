@@ -1,4 +1,6 @@
-"""Renderers of ops state: the ``watch`` text view, Prometheus exposition, turnout CSV and PNG.
+"""Renderers of ops state: the ``watch`` text view and the Prometheus exposition.
+
+The turnout report (CSV and chart) is :mod:`ops.report`.
 
 All pure functions of store snapshots, so the lead's demo, ``kesp-ops`` and
 tests render the same thing.
@@ -6,15 +8,15 @@ tests render the same thing.
 
 from __future__ import annotations
 
-import csv
-import io
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ops.broker_link import BrokerLink
 from ops.parameters import OpsTuning
+from ops.registry import Registry
 from ops.store import DeviceState, Stats, TurnoutCounts, TurnoutSummary
 
 
@@ -23,7 +25,7 @@ class Alert:
     """One problem worth a human's attention."""
 
     device: str
-    kind: str  # offline | paper | sensor | clock | lost
+    kind: str  # offline | silent | paper | sensor | clock | lost | broker
     detail: str
 
 
@@ -34,13 +36,25 @@ def _status_of(app: Mapping[str, Any], name: str) -> str:
     return str(value or "").lower()
 
 
-def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning) -> list[Alert]:
+def silent_kiosks(registry: Registry, devices: Sequence[DeviceState]) -> list[str]:
+    """Active registered kiosks ops has never heard from, sorted by id."""
+    heard = {d.device for d in devices}
+    return sorted(d for d, rec in registry.devices.items() if rec.active and d not in heard)
+
+
+def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning,
+           registry: Registry | None = None) -> list[Alert]:
     """Offline kiosks, paper low/out, sensor errors, clock skew and lost records.
 
     Printer and sensor states are read from the kiosk's health ``app`` map
-    (``printer``/``sensor``: a status string or ``{"status": ...}``).
+    (``printer``/``sensor``: a status string or ``{"status": ...}``). With the
+    ``registry``, registered kiosks that never reported are listed as ``silent``.
     """
     out: list[Alert] = []
+    if registry is not None:
+        out += [Alert(d, "silent", f"registered {registry.devices[d].registered_at}, never "
+                      "reported: is it powered, initialised and online?")
+                for d in silent_kiosks(registry, devices)]
     for d in devices:
         silent_s = (now_ms - d.last_seen_ms) / 1000
         if not d.online or silent_s > tuning.offline_alert_s:
@@ -70,14 +84,33 @@ def _counts_row(name: str, c: TurnoutCounts) -> str:
 
 
 def render_watch(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
-                 tuning: OpsTuning, now_ms: int | None = None) -> str:
-    """The ``kesp-ops watch`` screen as text."""
+                 tuning: OpsTuning, now_ms: int | None = None, *,
+                 registry: Registry | None = None, broker: BrokerLink | None = None,
+                 zone: dt.tzinfo | None = None) -> str:
+    """The ``kesp-ops watch`` screen as text.
+
+    ``registry`` adds the registered kiosks that never reported, ``broker``
+    the state of the ingesting connection, ``zone`` the clock's time zone
+    (default: this machine's).
+    """
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     online = sum(1 for d in devices if d.online)
+    silent = silent_kiosks(registry, devices) if registry is not None else []
+    known = len(devices) + len(silent)
+    clock = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).astimezone(zone)
     lines = [
-        f"KESP ops  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now_ms / 1000))}"
-        f"   kiosks online {online}/{len(devices)}   messages accepted {stats.accepted}"
-        f"   rejected {stats.rejected_total}",
+        f"KESP ops  {clock:%Y-%m-%d %H:%M:%S %Z}"
+        f"   kiosks online {online}/{known}"
+        + (f" ({len(silent)} never reported)" if silent else "")
+        + f"   messages accepted {stats.accepted}   rejected {stats.rejected_total}",
+    ]
+    if broker is not None:
+        state = "connected" if broker.connected else \
+            f"NOT CONNECTED: {broker.problem or 'connecting'}"
+        lines.append(f"broker {broker.url}: {state}")
+    if registry is None:
+        lines.append("(registered kiosks that never reported are listed with --registry)")
+    lines += [
         "",
         f"  {'district / station':<22} {'ident.':>8} {'refused':>8} {'not id.':>8} {'manual':>7}",
     ]
@@ -85,7 +118,9 @@ def render_watch(summary: TurnoutSummary, devices: Sequence[DeviceState], stats:
         lines.append(_counts_row(district, summary.by_district[district]))
         for station in sorted(s for s, d in summary.station_district.items() if d == district):
             lines.append(_counts_row("  " + station, summary.by_station[station]))
-    found = alerts(devices, now_ms, tuning)
+    found = alerts(devices, now_ms, tuning, registry)
+    if broker is not None and not broker.connected and broker.problem:
+        found.insert(0, Alert(broker.url, "broker", broker.problem))
     lines += ["", f"alerts ({len(found)})"]
     lines += [f"  {a.kind:<8} {a.device:<20} {a.detail}" for a in found] or ["  none"]
     if stats.rejected:
@@ -98,9 +133,19 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def broker_lines(broker: BrokerLink | None) -> list[str]:
+    """Exposition lines of ``kesp_ops_broker_connected`` (none without a broker)."""
+    if broker is None:
+        return []
+    return ["# HELP kesp_ops_broker_connected 1 while this ops instance is connected to "
+            "the broker.", "# TYPE kesp_ops_broker_connected gauge",
+            f"kesp_ops_broker_connected {int(broker.connected)}"]
+
+
 def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
-                      tuning: OpsTuning, now_ms: int | None = None) -> str:
-    """Prometheus text exposition format 0.0.4."""
+                      tuning: OpsTuning, now_ms: int | None = None, *,
+                      broker: BrokerLink | None = None) -> str:
+    """Prometheus text exposition format 0.0.4 (with ``broker``: whether it is connected)."""
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     out = ["# HELP kesp_turnout Cumulative identification outcomes per station.",
            "# TYPE kesp_turnout gauge"]
@@ -125,61 +170,5 @@ def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], s
             "# TYPE kesp_messages_rejected_total counter"]
     out += [f'kesp_messages_rejected_total{{reason="{r}"}} {c}'
             for r, c in sorted(stats.rejected.items())]
+    out += broker_lines(broker)
     return "\n".join(out) + "\n"
-
-
-def turnout_csv(summary: TurnoutSummary) -> str:
-    """district,station,hour,identified_in_hour,cumulative_identified + totals per station."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["district", "station", "hour", "identified_in_hour", "cumulative_identified",
-                "refused", "not_identified", "manual"])
-    for station, c in sorted(summary.by_station.items(),
-                             key=lambda kv: (summary.station_district[kv[0]], kv[0])):
-        total = 0
-        for hour, count in sorted(c.by_hour.items()):
-            total += count
-            w.writerow([summary.station_district[station], station, hour, count, total, "", "",
-                        ""])
-        w.writerow([summary.station_district[station], station, "total", "", c.identified,
-                    c.refused, c.not_identified, c.manual])
-    return buf.getvalue()
-
-
-def turnout_png(summary: TurnoutSummary, path: str | Path, *, width: int = 900,
-                height: int = 500) -> None:
-    """Line chart of cumulative identifications over the day, one line per district."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 70, width - 170, 40, height - 50
-    hours = list(range(7, 21))
-    series: dict[str, list[int]] = {}
-    for district, c in sorted(summary.by_district.items()):
-        total, points = 0, []
-        for h in hours:
-            total += c.by_hour.get(f"{h:02d}", 0)
-            points.append(total)
-        series[district] = points
-    peak = max([1, *(p[-1] for p in series.values())])
-    draw.text((left, 12), "Identified voters over the day, by district (cumulative)", fill="black")
-    draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
-    for i, h in enumerate(hours):
-        x = left + (right - left) * i // (len(hours) - 1)
-        draw.line([(x, bottom), (x, bottom + 4)], fill="black")
-        draw.text((x - 8, bottom + 8), f"{h:02d}", fill="black")
-    for k in range(5):
-        value = peak * k // 4
-        y = bottom - (bottom - top) * k // 4
-        draw.text((8, y - 6), f"{value:>7}", fill="black")
-        draw.line([(left, y), (right, y)], fill=(225, 225, 225))
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-               (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-    for idx, (district, points) in enumerate(series.items()):
-        colour = palette[idx % len(palette)]
-        xy = [(left + (right - left) * i // (len(hours) - 1),
-               bottom - (bottom - top) * v // peak) for i, v in enumerate(points)]
-        draw.line(xy, fill=colour, width=3)
-        draw.text((right + 12, top + 16 * idx), f"{district} {points[-1]}", fill=colour)
-    img.save(str(path), format="PNG")

@@ -1,6 +1,7 @@
 """CEC side: read the voters CSV and templates, build and verify station roll packages.
 
-Voters CSV (UTF-8, header row required)::
+Voters CSV (UTF-8 with or without a byte order mark, or Windows-1251 when
+asked with ``--encoding cp1251``; header row required)::
 
     station_id,list_number,name_ky,name_ru,document[,finger_1,...,finger_10]
 
@@ -19,6 +20,8 @@ is written last.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import os
 import shutil
@@ -28,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Literal
 
 from nacl.signing import SigningKey, VerifyKey
 
@@ -100,63 +104,127 @@ def check_template(data: bytes, where: str) -> bytes:
     return data
 
 
+VoterEncoding = Literal["utf-8", "cp1251"]
+ENCODINGS: tuple[VoterEncoding, ...] = ("utf-8", "cp1251")
+_SAVE_AS_UTF8 = "save it from Excel with 'Save as' > 'CSV UTF-8 (Comma delimited)'"
+
+
+def _looks_cp1251(raw: bytes) -> bool:
+    """Most bytes above ASCII are Windows-1251 Cyrillic letters (0xC0-0xFF, Ё/ё)."""
+    high = [b for b in raw if b >= 0x80]
+    return bool(high) and sum(b >= 0xC0 or b in (0xA8, 0xB8) for b in high) >= 0.8 * len(high)
+
+
+class _DecodedLines:
+    """The file's lines as text, decoded one physical line at a time so that a
+    problem is reported with its exact line number (and nothing is held in memory)."""
+
+    def __init__(self, fh: IO[bytes], path: Path, encoding: VoterEncoding) -> None:
+        self._fh, self._path, self._encoding = fh, path, encoding
+        self.number = 0
+        """The physical line read last."""
+
+    def __iter__(self) -> Iterator[str]:
+        for physical in self._fh:
+            self.number += 1
+            raw = physical.removeprefix(codecs.BOM_UTF8) \
+                if self.number == 1 and self._encoding == "utf-8" else physical
+            where = f"{self._path}:{self.number}"
+            if b"\x00" in raw:
+                raise ProvisionError(f"{where}: binary data, not a CSV text file: "
+                                     f"{_SAVE_AS_UTF8}")
+            try:
+                yield raw.decode(self._encoding)
+            except UnicodeDecodeError as exc:
+                hint = (" (it looks like Windows-1251, Excel's plain 'CSV' on a "
+                        "Russian-language PC)") if self._encoding == "utf-8" and \
+                    _looks_cp1251(raw) else ""
+                raise ProvisionError(
+                    f"{where}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is not "
+                    f"{self._encoding.upper()}{hint}: {_SAVE_AS_UTF8}") from exc
+
+
 def read_voters_csv(
-    path: Path, templates_dir: Path, *, station: str | None = None
+    path: Path, templates_dir: Path, *, station: str | None = None,
+    encoding: VoterEncoding = "utf-8",
 ) -> dict[str, list[VoterRow]]:
     """Parse the voters CSV into rows per station (templates located, not read).
+
+    The file is UTF-8 (with or without the byte order mark Excel writes);
+    ``encoding="cp1251"`` reads a Windows-1251 export instead. Names holding
+    ``?`` are refused whatever the encoding: it is what Excel writes for a
+    letter the encoding lacks (Windows-1251 has no Kyrgyz ң, ө, ү).
 
     Raises :class:`ProvisionError` naming the line and column of the first problem.
     """
     try:
-        fh = path.open(encoding="utf-8-sig", newline="")
+        fh = path.open("rb")
     except OSError as exc:
         raise ProvisionError(f"cannot read voters file {path}: {exc.strerror}") from exc
     with fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ProvisionError(f"{path}: missing column(s) {', '.join(missing)}")
-        known = {*REQUIRED_COLUMNS, *FINGER_COLUMNS, "station_id"}
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise ProvisionError(f"{path}: unknown column(s) {', '.join(unknown)}")
-        has_station = "station_id" in columns
-        if has_station == (station is not None):
+        lines = _DecodedLines(fh, path, encoding)
+        reader = csv.DictReader(lines)
+        try:
+            return _read_rows(reader, path, templates_dir, station)
+        except csv.Error as exc:
+            raise ProvisionError(f"{path}:{lines.number}: not valid CSV ({exc}): "
+                                 f"{_SAVE_AS_UTF8}") from exc
+
+
+def _read_rows(
+    reader: csv.DictReader[str], path: Path, templates_dir: Path, station: str | None
+) -> dict[str, list[VoterRow]]:
+    columns = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ProvisionError(f"{path}: missing column(s) {', '.join(missing)}")
+    known = {*REQUIRED_COLUMNS, *FINGER_COLUMNS, "station_id"}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise ProvisionError(f"{path}: unknown column(s) {', '.join(unknown)}")
+    has_station = "station_id" in columns
+    if has_station == (station is not None):
+        raise ProvisionError(
+            f"{path}: give either a station_id column or --station, not "
+            + ("both" if has_station else "neither")
+        )
+    finger_cols = [c for c in FINGER_COLUMNS if c in columns]
+    out: dict[str, list[VoterRow]] = {}
+    for rec in reader:
+        line = reader.line_num
+        if None in rec or any(v is None for v in rec.values()):
+            raise ProvisionError(f"{path}:{line}: wrong number of fields")
+        where = f"{path}:{line}"
+        try:
+            number = int(rec["list_number"])
+        except ValueError as exc:
             raise ProvisionError(
-                f"{path}: give either a station_id column or --station, not "
-                + ("both" if has_station else "neither")
-            )
-        finger_cols = [c for c in FINGER_COLUMNS if c in columns]
-        out: dict[str, list[VoterRow]] = {}
-        for line, rec in enumerate(reader, start=2):
-            if None in rec or any(v is None for v in rec.values()):
-                raise ProvisionError(f"{path}:{line}: wrong number of fields")
-            where = f"{path}:{line}"
-            try:
-                number = int(rec["list_number"])
-            except ValueError as exc:
+                f"{where}: list_number {rec['list_number']!r} is not a number"
+            ) from exc
+        for column in ("name_ky", "name_ru"):
+            if "?" in rec[column]:
                 raise ProvisionError(
-                    f"{where}: list_number {rec['list_number']!r} is not a number"
-                ) from exc
-            document = rec["document"].strip()
-            if not document or "/" in document or document.startswith("."):
-                raise ProvisionError(f"{where}: document {rec['document']!r} is empty or unsafe")
-            if finger_cols:
-                templates = tuple(
-                    (int(c.removeprefix("finger_")), str(templates_dir / rec[c]))
-                    for c in finger_cols
-                    if rec[c].strip()
-                )
-            else:
-                templates = _by_convention(templates_dir / document, where)
-            st = rec["station_id"].strip() if has_station else station
-            if st is None or not st:
-                raise ProvisionError(f"{where}: empty station_id")
-            out.setdefault(st, []).append(
-                VoterRow(line, number, rec["name_ky"].strip(), rec["name_ru"].strip(), document,
-                         templates)
+                    f"{where}: {column} {rec[column].strip()!r} has '?' where a letter should "
+                    f"be (lost when the file was saved; Windows-1251 has no ң ө ү): "
+                    f"{_SAVE_AS_UTF8}")
+        document = rec["document"].strip()
+        if not document or "/" in document or document.startswith("."):
+            raise ProvisionError(f"{where}: document {rec['document']!r} is empty or unsafe")
+        if finger_cols:
+            templates = tuple(
+                (int(c.removeprefix("finger_")), str(templates_dir / rec[c]))
+                for c in finger_cols
+                if rec[c].strip()
             )
+        else:
+            templates = _by_convention(templates_dir / document, where)
+        st = rec["station_id"].strip() if has_station else station
+        if st is None or not st:
+            raise ProvisionError(f"{where}: empty station_id")
+        out.setdefault(st, []).append(
+            VoterRow(line, number, rec["name_ky"].strip(), rec["name_ru"].strip(), document,
+                     templates)
+        )
     if not out:
         raise ProvisionError(f"{path}: no voters")
     return out
@@ -228,8 +296,9 @@ def build_all(
 
     Packages are built into a staging directory and moved into ``out_dir``
     only when every station succeeded, so a refused build leaves nothing
-    behind. Refuses before doing anything if ``out_dir`` already holds a
-    package for one of the stations or a manifest.
+    behind (not even the output folder, when the build created it). Refuses
+    before doing anything if ``out_dir`` already holds a package for one of
+    the stations or a manifest.
     """
     clashes = [j.station_id for j in jobs if (out_dir / f"{j.station_id}.pkg").exists()]
     if clashes or (out_dir / MANIFEST).exists():
@@ -237,6 +306,7 @@ def build_all(
             f"{out_dir} already holds packages ({', '.join(clashes[:5]) or MANIFEST}); "
             "use a new output directory for a new build"
         )
+    created_dirs = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
     try:
@@ -245,6 +315,12 @@ def build_all(
                             source=source)
         for b in built:
             os.rename(stage / f"{b.station_id}.pkg", out_dir / f"{b.station_id}.pkg")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for d in created_dirs:  # innermost first; only the empty folders this build made
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     built.sort(key=lambda b: b.station_id)

@@ -1,16 +1,11 @@
-"""What every provisioning step shares: the error type, exit codes, users and key files."""
+"""What every provisioning step shares: the error type, exit codes and users."""
 
 from __future__ import annotations
 
 import os
 import pwd
-import stat
 from dataclasses import dataclass
 from pathlib import Path
-
-from nacl.signing import SigningKey, VerifyKey
-
-from agent.runtime.config import atomic_write
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -22,9 +17,6 @@ EXIT_CHECK_FAILED = 3
 
 SERVICE_USER = "kesp"
 """The dedicated user the agent runs as (created by the image, see systemd/)."""
-
-CEC_SIGN_FILE = "cec.sign"
-CEC_PUB_FILE = "cec.pub"
 
 
 class ProvisionError(Exception):
@@ -73,61 +65,3 @@ def hand_over(path: Path, owner: Owner) -> None:
     """Give ``path`` to ``owner`` when we are root (no-op otherwise: already ours)."""
     if os.geteuid() == 0:
         os.chown(path, owner.uid, owner.gid)
-
-
-def write_cec_keypair(out_dir: Path) -> SigningKey:
-    """Create ``cec.sign`` (0600, raw 32-byte seed) and ``cec.pub`` (hex) in ``out_dir``."""
-    sign_path, pub_path = out_dir / CEC_SIGN_FILE, out_dir / CEC_PUB_FILE
-    for p in (sign_path, pub_path):
-        if p.exists():
-            raise ProvisionError(
-                f"{p} already exists; refusing to replace the CEC key "
-                "(every kiosk trusts the existing one)"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key = SigningKey.generate()
-    atomic_write(sign_path, bytes(key), mode=0o600)
-    atomic_write(pub_path, (bytes(key.verify_key).hex() + "\n").encode(), mode=0o644)
-    return key
-
-
-def load_cec_signing_key(path: Path) -> SigningKey:
-    """Read the CEC secret key, refusing a file others could read."""
-    try:
-        st = path.stat()
-    except FileNotFoundError as exc:
-        raise ProvisionError(f"CEC key {path} not found; create it with 'cec keygen'") from exc
-    data = path.read_bytes()
-    if len(data) != 32:
-        if _looks_like_hex_key(data):
-            raise ProvisionError(f"{path} is a public key (cec.pub); building needs cec.sign")
-        raise ProvisionError(f"{path} is not a CEC signing key (expected 32 raw bytes)")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ProvisionError(f"CEC key {path} is readable by group/others; chmod 600 it")
-    return SigningKey(data)
-
-
-def _looks_like_hex_key(data: bytes) -> bool:
-    text = data.strip()
-    return len(text) == 64 and all(c in b"0123456789abcdefABCDEF" for c in text)
-
-
-def load_cec_verify_key(path: Path) -> VerifyKey:
-    """Read a CEC public key file (64 hex digits)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ProvisionError(f"CEC public key {path} not found") from exc
-    if not _looks_like_hex_key(data):
-        if len(data) == 32:
-            raise ProvisionError(
-                f"{path} looks like the CEC *secret* key; give the kiosk cec.pub, and keep "
-                "cec.sign off every kiosk"
-            )
-        raise ProvisionError(f"{path} is not a CEC public key (expected 64 hex digits)")
-    return VerifyKey(bytes.fromhex(data.strip().decode()))
-
-
-def key_id(key: VerifyKey) -> str:
-    """Short fingerprint of a public key, as shown to technicians (first 16 hex digits)."""
-    return bytes(key).hex()[:16]

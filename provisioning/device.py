@@ -49,14 +49,8 @@ from agent.runtime.config import (
 )
 from agent.runtime.keys import BOX_FILE, SIGN_FILE, KeyFileError, generate_keys, load_keys
 from agent.station.lifecycle import Phase, read_phase
-from provisioning.common import (
-    CEC_PUB_FILE,
-    Owner,
-    ProvisionError,
-    hand_over,
-    load_cec_verify_key,
-    require_user,
-)
+from provisioning.common import Owner, ProvisionError, hand_over, require_user
+from provisioning.keyfiles import CEC_PUB_FILE, load_cec_verify_key, read_public_key
 from provisioning.request import REQUEST_FORMAT, RegistrationRequest, mosquitto_hash, sign_request
 
 DEFAULT_CONFIG_DIR = Path("/etc/kesp")
@@ -82,7 +76,7 @@ class InitOptions:
     """Optional JSON with more configuration fields (sensor, printer...), validated."""
     user: str = "kesp"
     ops_key: Path | None = None
-    """ops.pub (64 hex digits): commands from ops must be signed by it."""
+    """ops.pub: commands from ops must be signed by it (see :mod:`provisioning.keyfiles`)."""
 
 
 def config_path(config_dir: Path) -> Path:
@@ -92,10 +86,16 @@ def config_path(config_dir: Path) -> Path:
 
 def load_device_config(config_dir: Path) -> AgentConfig:
     """Load the kiosk configuration or refuse with the reason."""
+    path = config_path(config_dir)
     try:
-        return load_config(config_path(config_dir))
+        return load_config(path)
     except ConfigError as exc:
-        raise ProvisionError(str(exc)) from exc
+        text = str(exc)
+        raise ProvisionError(text if str(path) in text else f"configuration {path}: {text}"
+                             ) from exc
+    except UnicodeDecodeError as exc:
+        raise ProvisionError(f"configuration {path} is not UTF-8 text (binary data at byte "
+                             f"{exc.start}): restore it, or re-provision the kiosk") from exc
 
 
 def _compose_config(opts: InitOptions) -> AgentConfig:
@@ -106,7 +106,7 @@ def _compose_config(opts: InitOptions) -> AgentConfig:
             data = json.loads(opts.settings.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ProvisionError(f"cannot read settings {opts.settings}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProvisionError(f"settings {opts.settings} are not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ProvisionError(f"settings {opts.settings} must be a JSON object")
@@ -139,20 +139,15 @@ def _compose_config(opts: InitOptions) -> AgentConfig:
     try:
         cfg = parse_config(json.dumps(data))
     except ConfigError as exc:
-        raise ProvisionError(f"configuration refused: {exc}") from exc
+        where = f" (with the settings of {opts.settings})" if opts.settings else ""
+        raise ProvisionError(f"configuration refused{where}: {exc}") from exc
     if cfg.broker_tls and opts.ca_file is None:
         raise ProvisionError(f"{opts.broker_url} uses TLS: give the broker's CA with --ca")
     return cfg
 
 
 def _read_ops_key(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProvisionError(f"cannot read ops key {path}: {exc}") from exc
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        raise ProvisionError(f"{path} is not an ops public key (expected 64 hex digits)")
-    return text
+    return bytes(read_public_key(path, "ops")).hex()
 
 
 def _check_ca(path: Path) -> bytes:
@@ -195,7 +190,11 @@ def init_device(opts: InitOptions) -> AgentConfig:
             f"they were never registered, remove {key_dir} and run init again"
         )
     cfg = _compose_config(opts)
-    cec = load_cec_verify_key(opts.cec_key)
+    cec = read_public_key(opts.cec_key, "cec")
+    if cfg.broker.ops_verify_key == bytes(cec).hex():
+        raise ProvisionError(
+            f"--cec-key {opts.cec_key} and --ops-key {opts.ops_key} are the same key: one of "
+            "them is wrong; compare both with the key ids the CEC and ops announced")
     ca = _check_ca(opts.ca_file) if opts.ca_file else None
 
     opts.config_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from ops.registry import (
     revoke_device,
 )
 from provisioning.common import ProvisionError
+from provisioning.keyfiles import public_key_text
 from provisioning.request import RegistrationRequest, RequestError, parse_request
 
 
@@ -47,6 +48,9 @@ def read_request_file(path: Path) -> RegistrationRequest:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProvisionError(f"cannot read request {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProvisionError(f"{path} is not a registration request (binary data): give the "
+                             "JSON file 'kesp-provision device request --out' wrote") from exc
     try:
         return parse_request(text)
     except RequestError as exc:
@@ -195,6 +199,6 @@ def ops_keygen(out_dir: Path) -> list[str]:
         key = create_ops_key(sign)
     except RegistryError as exc:
         raise ProvisionError(str(exc)) from exc
-    atomic_write(pub, (bytes(key.verify_key).hex() + "\n").encode(), mode=0o644)
+    atomic_write(pub, public_key_text("ops", key.verify_key), mode=0o644)
     return [f"created {sign} (secret, 0600) and {pub}: give ops.pub to the kiosks "
             "('device init --ops-key') so they accept ops' signed commands"]

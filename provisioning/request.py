@@ -8,6 +8,12 @@ was not altered on the way (typed in, photographed as a QR code, emailed).
 The broker password never leaves the kiosk: the request carries only its
 Mosquitto PBKDF2-SHA512 hash (``$7$`` format), which goes into the broker's
 password file.
+
+The QR code holds the same request in a compact form that fits an 80-column
+console: ``KESP1:`` followed by the base45 text (RFC 9285, QR's alphanumeric
+mode) of the fields packed as bytes (strings length-prefixed, keys and
+signature raw). :func:`parse_request` reads both forms and verifies both the
+same way, so a scanned QR code can be registered like the JSON file.
 """
 
 from __future__ import annotations
@@ -28,6 +34,41 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _PWHASH = re.compile(r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
 MOSQUITTO_PBKDF2_ITERATIONS = 101
 """mosquitto_passwd's default iteration count for ``$7$`` hashes."""
+
+
+QR_PREFIX = "KESP1:"
+_QR_STRINGS = ("device_id", "station_id", "district", "serial", "created")
+"""Packed as length + UTF-8. broker_username is device_id (parse_request insists);
+the password hash's salt and digest are packed as bytes."""
+_QR_RAW = ("verify_key", "box_key", "signature")
+_QR_RAW_SIZES = (32, 32, 64)
+_B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+
+
+def b45encode(data: bytes) -> str:
+    """RFC 9285 base45: two bytes become three characters of QR's alphanumeric set."""
+    out = []
+    for i in range(0, len(data) - 1, 2):
+        n = data[i] * 256 + data[i + 1]
+        out += [_B45[n % 45], _B45[n // 45 % 45], _B45[n // 2025]]
+    if len(data) % 2:
+        out += [_B45[data[-1] % 45], _B45[data[-1] // 45]]
+    return "".join(out)
+
+
+def b45decode(text: str) -> bytes:
+    """Inverse of :func:`b45encode`; ValueError on a character or value out of range."""
+    values = [_B45.index(c) for c in text]  # ValueError for a foreign character
+    if len(values) % 3 == 1:
+        raise ValueError("base45 text has a dangling character")
+    out = bytearray()
+    for i in range(0, len(values), 3):
+        chunk = values[i:i + 3]
+        n = sum(v * 45 ** k for k, v in enumerate(chunk))
+        if n >= (65536 if len(chunk) == 3 else 256):
+            raise ValueError("base45 value out of range")
+        out += n.to_bytes(2 if len(chunk) == 3 else 1, "big")
+    return bytes(out)
 
 
 class RequestError(ValueError):
@@ -57,8 +98,21 @@ class RegistrationRequest:
         return canonical_json(data)
 
     def to_json(self) -> str:
-        """Canonical JSON of the whole request (what the QR code holds)."""
+        """Canonical JSON of the whole request (what ``--out`` writes)."""
         return canonical_json(asdict(self)).decode("utf-8")
+
+    def to_qr_text(self) -> str:
+        """The whole request in the compact form the QR code holds."""
+        _, seven, iterations, salt, digest = self.broker_password_hash.split("$")
+        parts = [getattr(self, name).encode("utf-8") for name in _QR_STRINGS]
+        parts += [f"{seven}${iterations}".encode(), base64.b64decode(salt),
+                  base64.b64decode(digest)]
+        packed = bytearray()
+        for raw in parts:
+            packed += bytes((len(raw),)) + raw
+        for name in _QR_RAW:
+            packed += bytes.fromhex(getattr(self, name))
+        return QR_PREFIX + b45encode(bytes(packed))
 
 
 def canonical_json(data: dict[str, Any]) -> bytes:
@@ -81,12 +135,51 @@ def sign_request(req: RegistrationRequest, key: SigningKey) -> RegistrationReque
     return RegistrationRequest(**{**asdict(req), "signature": sig})
 
 
-def parse_request(text: str) -> RegistrationRequest:
-    """Parse, validate and verify a request; raise :class:`RequestError` naming the problem."""
+def _from_qr_text(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"not JSON: {exc}") from exc
+        packed = b45decode(text.removeprefix(QR_PREFIX))
+    except ValueError as exc:
+        raise RequestError(f"QR text after {QR_PREFIX} is not base45: {exc}") from exc
+    data: dict[str, Any] = {"format": REQUEST_FORMAT}
+    at = 0
+    try:
+        parts: list[bytes] = []
+        for _ in range(len(_QR_STRINGS) + 3):
+            size = packed[at]
+            parts.append(packed[at + 1:at + 1 + size])
+            at += 1 + size
+        for name, raw in zip(_QR_STRINGS, parts, strict=False):
+            data[name] = raw.decode("utf-8")
+        scheme, salt, digest = parts[len(_QR_STRINGS):]
+        b64 = base64.b64encode
+        data["broker_password_hash"] = \
+            f"${scheme.decode()}${b64(salt).decode()}${b64(digest).decode()}"
+        data["broker_username"] = data["device_id"]
+        for name, size in zip(_QR_RAW, _QR_RAW_SIZES, strict=True):
+            if at + size > len(packed):
+                raise IndexError(name)
+            data[name] = packed[at:at + size].hex()
+            at += size
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise RequestError("QR text is cut short or damaged: scan it again") from exc
+    if at != len(packed):
+        raise RequestError("QR text has extra data: scan it again")
+    return data
+
+
+def parse_request(text: str) -> RegistrationRequest:
+    """Parse, validate and verify a request (JSON, or the QR code's text).
+
+    Raises :class:`RequestError` naming the problem.
+    """
+    text = text.strip()
+    if text.startswith(QR_PREFIX):
+        data: Any = _from_qr_text(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RequestError("must be a JSON object")
     names = {f.name for f in fields(RegistrationRequest)}

@@ -1,14 +1,17 @@
 """``device selftest``: is this kiosk ready for election day?
 
 Each check returns a :class:`Check` with a closed status: ``ok``, ``warn``
-(works, but a technician should look) or ``fail`` (not ready). The broker
-check is a real TLS handshake (CA pinned to the configured file) followed by
-an MQTT 3.1.1 CONNECT with the kiosk's credentials, so a wrong CA, a revoked
-device or a wrong password are told apart.
+(works, but a technician should look), ``offline`` (the broker cannot be
+reached from here: the station works offline and sends its data when the
+network is back) or ``fail`` (broken: not ready). The broker check is a real
+TLS handshake (CA pinned to the configured file) followed by an MQTT 3.1.1
+CONNECT with the kiosk's credentials, so a wrong CA, a revoked device or a
+wrong password (broken) are told apart from no network (offline).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -25,7 +28,7 @@ from agent.runtime.keys import KeyFileError, load_keys
 from provisioning.common import ProvisionError
 from provisioning.device import load_cec_key, load_installed_roll
 
-CheckStatus = Literal["ok", "warn", "fail"]
+CheckStatus = Literal["ok", "warn", "offline", "fail"]
 
 MIN_FREE_BYTES = 512 * 2**20
 """Marks, audit log and outbox for a 5,610-voter day fit in far less; below this, warn."""
@@ -140,7 +143,9 @@ def check_broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Check:
     try:
         raw = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        return Check("broker", "fail", f"{host}:{port} unreachable: {exc}")
+        return Check("broker", "offline", f"{host}:{port} unreachable ({_reason(exc)}): the "
+                     "station works offline and sends its data once the network is back; if "
+                     "this kiosk is online, check the broker address in its configuration")
     sock: socket.socket | ssl.SSLSocket = raw
     try:
         if cfg.broker_tls:
@@ -176,6 +181,37 @@ def check_broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Check:
                  f"{(time.monotonic() - t0) * 1000:.0f} ms")
 
 
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of ``exc`` in a few words (drivers wrap OS errors twice)."""
+    seen: set[int] = set()
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(exc))
+        exc = inner
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return "not connected"
+    if code == errno.EACCES:
+        return "permission denied"
+    if code == errno.EBUSY:
+        return "in use by another program"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+_DEVICE_FIX = {
+    "not connected": "check its cable",
+    "permission denied": "the udev rules of the image give the kesp user access: re-flash",
+    "in use by another program": "stop the agent first (systemctl stop kesp-agent)",
+}
+
+
+def _device_fail(name: str, where: str, reason: str) -> Check:
+    fix = _DEVICE_FIX.get(reason)
+    return Check(name, "fail", f"{where}: {reason}" + (f": {fix}" if fix else ""))
+
+
 def check_sensor(cfg: AgentConfig) -> Check:
     """Open the fingerprint sensor and read its status."""
     try:
@@ -183,20 +219,20 @@ def check_sensor(cfg: AgentConfig) -> Check:
         from agent.drivers.sensor.types import SensorError, SensorState
     except ImportError as exc:
         return Check("sensor", "warn", f"sensor driver not available: {exc}")
+    where = f"{cfg.sensor.kind} at {cfg.sensor.port}" if cfg.sensor.port else cfg.sensor.kind
     try:
         sensor = open_sensor(cfg.sensor)
     except (SensorError, OSError) as exc:
-        return Check("sensor", "fail", f"{cfg.sensor.kind} at {cfg.sensor.port}: {exc}")
+        return _device_fail("sensor", where, _reason(exc))
     try:
         status = sensor.status()
     except (SensorError, OSError) as exc:
-        return Check("sensor", "fail", f"{cfg.sensor.kind}: {exc}")
+        return _device_fail("sensor", where, _reason(exc))
     finally:
         sensor.close()
     ok = status.state is SensorState.READY
     return Check("sensor", "ok" if ok else "fail",
-                 f"{cfg.sensor.kind} at {cfg.sensor.port}: {status.state.value} {status.detail}"
-                 .rstrip())
+                 f"{where}: {status.state.value} {status.detail}".rstrip())
 
 
 def check_printer(cfg: AgentConfig) -> Check:
@@ -204,6 +240,7 @@ def check_printer(cfg: AgentConfig) -> Check:
     from agent.drivers.printer.printer import open_printer
     from agent.drivers.printer.status import PrinterState
 
+    where = f"{cfg.printer.kind} at {cfg.printer.port}"
     try:
         printer = open_printer(cfg.printer)
     except ConfigError as exc:
@@ -211,13 +248,18 @@ def check_printer(cfg: AgentConfig) -> Check:
     try:
         status = printer.status()
     except OSError as exc:
-        return Check("printer", "fail", f"{cfg.printer.kind}: status read failed: {exc}")
+        return _device_fail("printer", where, _reason(exc))
     finally:
         printer.close()
-    where = f"{cfg.printer.kind} at {cfg.printer.port}: {status.state.value} {status.detail}"
+    if status.state is PrinterState.DISCONNECTED:
+        # the driver's detail repeats the port in every wrapped error; say it once
+        reason = "permission denied" if "Permission denied" in status.detail else \
+            "in use by another program" if "busy" in status.detail.lower() else "not connected"
+        return _device_fail("printer", where, reason)
+    text = f"{where}: {status.state.value} {status.detail}".rstrip()
     if status.state is PrinterState.PAPER_NEAR_END:
-        return Check("printer", "warn", where.rstrip() + " (load a new roll)")
-    return Check("printer", "ok" if status.state is PrinterState.READY else "fail", where.rstrip())
+        return Check("printer", "warn", text + " (load a new roll)")
+    return Check("printer", "ok" if status.state is PrinterState.READY else "fail", text)
 
 
 def run_selftest(cfg: AgentConfig, *, broker_timeout_s: float = 5.0) -> list[Check]:

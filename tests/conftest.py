@@ -1,25 +1,24 @@
-"""Shared fixtures: a private mosquitto per test, the shared data directory."""
+"""Shared fixtures: a private mosquitto per test, the reference fingerprint data."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hardware_sim.mosquitto import PrivateMosquitto
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data"))
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """``../shared/data`` (read-only reference fingerprints and USB recordings)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA}; set KESP_SHARED_DATA")
-    return SHARED_DATA
+@pytest.fixture(scope="session")
+def ref_data() -> Path:
+    """The reference fingerprints and USB recordings shipped in ``hardware_sim/data``
+    (read-only). The suite needs nothing beside the repository."""
+    try:
+        return reference_data()
+    except ReferenceDataError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

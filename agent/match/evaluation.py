@@ -1,6 +1,6 @@
 """FVC accuracy protocol, reusable by the matcher and the extractor work.
 
-The protocol (``shared/data/README.md``, FVC2002 rules) per set of
+The protocol (``hardware_sim/data/README.md``, FVC2002 rules) per set of
 10 fingers x 8 impressions:
 
 * genuine: every pair (i < j) of impressions of one finger (280 comparisons);

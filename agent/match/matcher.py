@@ -266,25 +266,12 @@ class Gallery:
         return [(int(i), float(s[i])) for i in idx]
 
 
-def _ridge_rings(height: int = 400, width: int = 300) -> NDArray[np.uint8]:
-    """A synthetic ridge pattern (rings 9 px apart, 500 dpi) that takes extraction through
-    every stage: a blank image would stop at the quality check before the later kernels."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    r = np.hypot(x - width / 2, y - height * 0.575)
-    return np.asarray(128 + 100 * np.sin(2 * np.pi * r / 9.0 + 0.002 * x * y / 9.0), np.uint8)
-
-
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel on tiny inputs.
 
     The agent calls this at start-up so the first voter does not pay for
-    compilation: the matching kernels, and the extraction kernels a sensor
-    image goes through (compiling those took 4 minutes here, far longer on a
-    Pi, and the kiosk image's cache is made by this function).
+    compilation.
     """
-    from agent.match.extraction import extract
-
-    extract(_ridge_rings(), dpi=500)
     rng = np.random.default_rng(0)
     ts = [
         Template.from_arrays(

@@ -88,7 +88,7 @@ FIELDS = tuple(MccParameters.__dataclass_fields__)
 
 
 # --------------------------------------------------------------------------- calibration
-# Produced by `python -m agent.match calibrate ../shared/data/fvc2002/DB*_B` (see
+# Produced by `python -m agent.match calibrate hardware_sim/data/fvc2002/DB*_B` (see
 # docs/MATCHING.md): impostor scores of every non-mated pair among the 320 FVC2002
 # DB1-4_B templates (49,920 pairs, cross-set pairs included), with the default
 # MccParameters. Re-run and paste its output here whenever the matcher changes.

@@ -7,7 +7,7 @@ joined by lines.
 
 Template coordinates are laid over an image by scaling the template's
 declared image size to the picture's size (the FVC2002 ISO templates declare
-300 x 400 whatever the native size; see shared/data/README.md).
+300 x 400 whatever the native size; see hardware_sim/data/README.md).
 """
 
 from __future__ import annotations
@@ -96,6 +96,6 @@ def render(
 
 
 def load_image(path: str) -> Image.Image:
-    """Open an image file as 8-bit grey (PNG from the shared data, any PIL format)."""
+    """Open an image file as 8-bit grey (an FVC2002 PNG, any PIL format)."""
     with Image.open(path) as im:
         return Image.fromarray(np.asarray(im.convert("L")))

@@ -3,8 +3,9 @@
 Start-up order matters and is the same on every boot:
 
 1. configuration and keys (refuse to start on anything wrong, exit 78);
-2. matching kernels warmed (Numba cache) *before* the roll is decrypted, so
-   the first voter never waits for a compile;
+2. extraction and matching kernels warmed (Numba cache, :mod:`agent.match.warm`)
+   while the roll is decrypted, so the first voter never waits for a compile
+   or a cache load;
 3. the roll re-verified and decrypted in memory (exit 78 if refused);
 4. stores (marks, ledger, lifecycle, audit) and telemetry opened, then
    :meth:`Station.recover` finishes whatever a power cut interrupted;
@@ -44,7 +45,7 @@ from agent.drivers.transport import (
     preflight_serial,
 )
 from agent.match import Matcher
-from agent.match.matcher import warm_up
+from agent.match.warm import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
     EVENT_MARK_REJECTED,

@@ -40,8 +40,8 @@ FAST = SensorTimings(reply_timeout_s=0.3, data_timeout_s=0.3, poll_interval_s=0.
 
 
 @pytest.fixture
-def finger(shared_data: Path) -> tuple[NDArray[np.uint8], int]:
-    return load_fvc(shared_data / "fvc2002", "DB1_B", 101, 1)
+def finger(ref_data: Path) -> tuple[NDArray[np.uint8], int]:
+    return load_fvc(ref_data / "fvc2002", "DB1_B", 101, 2)
 
 
 @pytest.fixture

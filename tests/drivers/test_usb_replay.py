@@ -29,13 +29,13 @@ T = SensorTimings()
 
 
 @pytest.fixture(params=["nb1010", "aes3500"])
-def recording_dir(request: pytest.FixtureRequest, shared_data: Path) -> Path:
-    return shared_data / "usb-recordings" / str(request.param)
+def recording_dir(request: pytest.FixtureRequest, ref_data: Path) -> Path:
+    return ref_data / "usb-recordings" / str(request.param)
 
 
 @pytest.fixture
-def nb1010(shared_data: Path) -> Path:
-    return shared_data / "usb-recordings" / "nb1010"
+def nb1010(ref_data: Path) -> Path:
+    return ref_data / "usb-recordings" / "nb1010"
 
 
 def reference(recording: Path) -> np.ndarray:
@@ -62,8 +62,8 @@ def test_raw_frame_is_what_the_extractor_gets(recording_dir: Path, tmp_path: Pat
     assert np.array_equal(libfprint_image(driver, raw), reference(recording_dir)[:, :, 0])
 
 
-def test_raw_frames_are_not_upscaled(shared_data: Path) -> None:
-    _, raw, _ = replay_frame(shared_data / "usb-recordings" / "aes3500")
+def test_raw_frames_are_not_upscaled(ref_data: Path) -> None:
+    _, raw, _ = replay_frame(ref_data / "usb-recordings" / "aes3500")
     assert raw.shape == (128, 128)
     assert set(np.unique(raw) % 17) == {0}  # 4-bit samples, nothing interpolated
     cap = Aes3500Driver.to_capture(raw)

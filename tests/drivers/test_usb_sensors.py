@@ -30,8 +30,8 @@ FAST = SensorTimings(reconnect_interval_s=0.02, poll_interval_s=0.0, usb_timeout
 
 
 @pytest.fixture
-def rec_dir(shared_data: Path) -> Path:
-    return shared_data / "usb-recordings" / "nb1010"
+def rec_dir(ref_data: Path) -> Path:
+    return ref_data / "usb-recordings" / "nb1010"
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_nb1010_capture(rec_dir: Path, expected: NDArray[np.uint8]) -> None:
     assert b.opens == 1
 
 
-def test_aes3500_capture(shared_data: Path) -> None:
-    d = shared_data / "usb-recordings" / "aes3500"
+def test_aes3500_capture(ref_data: Path) -> None:
+    d = ref_data / "usb-recordings" / "aes3500"
     _, raw, _ = replay_frame(d)
     b = ReplayBackend(load_recording(d))
     with UsbSensor.open(Aes3500Driver, FAST, b) as sensor:
@@ -82,8 +82,8 @@ def test_open_sensor_factory_with_replay(rec_dir: Path, expected: NDArray[np.uin
 
 
 @pytest.mark.parametrize("folder", ["nb1010", "aes3500"])
-def test_looping_replay_with_a_lifted_finger(shared_data: Path, folder: str) -> None:
-    d = shared_data / "usb-recordings" / folder
+def test_looping_replay_with_a_lifted_finger(ref_data: Path, folder: str) -> None:
+    d = ref_data / "usb-recordings" / folder
     driver, raw, _ = replay_frame(d)
     b = ReplayBackend(load_recording(d), loop=True)
     with UsbSensor.open(driver, FAST, b) as sensor:

@@ -73,7 +73,7 @@ def test_first_start_on_a_pi4_loads_the_cache_without_compiling(arm64_rootfs: Pa
     if how == "detected on the Pi":
         del env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"]
     env.update(NUMBA_CACHE_DIR="/var/cache/kesp/numba-firstboot", NUMBA_DEBUG_CACHE="1")
-    r = run(root, ["python", "-c", "from agent.match.matcher import warm_up; warm_up()"],
+    r = run(root, ["python", "-c", "from agent.match.warm import warm_up; warm_up()"],
             env=env, cpuinfo=DATA / "pi4-cpuinfo", timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     loaded = re.findall(r"\[cache\] data loaded from", r.stdout + r.stderr)

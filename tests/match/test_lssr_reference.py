@@ -131,9 +131,8 @@ def reference_score(m: Matcher, a: Prepared, b: Prepared) -> tuple[float, list[t
 
 
 @pytest.fixture(scope="module")
-def db2() -> dict[tuple[int, int], Template]:
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fvc2002" / "DB2_B"
-    return load_set(root)
+def db2(ref_data: Path) -> dict[tuple[int, int], Template]:
+    return load_set(ref_data / "fvc2002" / "DB2_B")
 
 
 def test_kernel_matches_the_reference(db2: dict[tuple[int, int], Template]) -> None:

@@ -65,8 +65,8 @@ def test_known_iso2005_vector() -> None:
     assert to_iso2005(t) == data
 
 
-def test_real_fvc_template(shared_data: Path) -> None:
-    raw = (shared_data / "fvc2002" / "DB1_B" / "101_1.iso").read_bytes()
+def test_real_fvc_template(ref_data: Path) -> None:
+    raw = (ref_data / "fvc2002" / "DB1_B" / "101_1.iso").read_bytes()
     t = load_template(raw)
     assert len(t) == 25
     # First minutia bytes 80 a5 00 30 6b 00: bifurcation at (165, 48), 107 * 360/256 degrees.
@@ -75,8 +75,8 @@ def test_real_fvc_template(shared_data: Path) -> None:
     assert to_iso2005(t) == raw
 
 
-def test_every_fvc_template_round_trips(shared_data: Path) -> None:
-    files = sorted((shared_data / "fvc2002").glob("DB*_B/*.iso"))
+def test_every_fvc_template_round_trips(ref_data: Path) -> None:
+    files = sorted((ref_data / "fvc2002").glob("DB*_B/*.iso"))
     assert len(files) == 320
     for f in files:
         raw = f.read_bytes()
@@ -199,12 +199,12 @@ def test_non_bytes_input() -> None:
         load_template("FMR")  # type: ignore[arg-type]
 
 
-def test_fuzz_slice(shared_data: Path) -> None:
+def test_fuzz_slice(ref_data: Path) -> None:
     """A fast slice of the 1,000,000-mutation fuzz (``python -m benchmarks fuzz``)."""
     seeds = [
-        (shared_data / "fvc2002" / "DB2_B" / "101_1.iso").read_bytes(),
+        (ref_data / "fvc2002" / "DB2_B" / "101_1.iso").read_bytes(),
         iso2011([(1, 10, 20, 30)] * 4),
-        to_ansi378(load_template((shared_data / "fvc2002" / "DB3_B" / "105_3.iso").read_bytes())),
+        to_ansi378(load_template((ref_data / "fvc2002" / "DB3_B" / "105_3.iso").read_bytes())),
     ]
     rng = random.Random(1234)
     for _ in range(3000):

@@ -21,12 +21,14 @@ from agent.match.evaluation import load_set
 
 
 @pytest.fixture(scope="module")
-def fingers() -> list[list[Template]]:
+def fingers(ref_data: Path) -> list[list[Template]]:
     """40 real fingers (DB1..DB4_B), 8 impressions each."""
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fvc2002"
     out = []
-    for d in sorted(root.glob("DB*_B")):
-        s = load_set(d)
+    for db in ("DB1_B", "DB2_B", "DB3_B", "DB4_B"):
+        s = load_set(ref_data / "fvc2002" / db)
+        if len(s) != 80:
+            pytest.fail(f"{ref_data / 'fvc2002' / db} holds {len(s)} ISO templates; "
+                        "these tests need all 80 (10 fingers x 8 impressions)")
         out += [[s[(f, i)] for i in range(1, 9)] for f in range(10)]
     return out
 

@@ -10,10 +10,10 @@ from PIL import Image
 from agent.match.__main__ import main
 
 
-def test_show_extraction_draws_a_png(shared_data: Path, tmp_path: Path,
+def test_show_extraction_draws_a_png(ref_data: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "x.png"
-    assert main(["show-extraction", str(shared_data / "fvc2002" / "DB1_B" / "101_1.png"),
+    assert main(["show-extraction", str(ref_data / "fvc2002" / "DB1_B" / "101_2.png"),
                  "--out", str(out)]) == 0
     assert "minutiae, capture quality" in capsys.readouterr().out
     with Image.open(out) as im:

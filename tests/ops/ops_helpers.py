@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 from agent.runtime.config import AgentConfig, BrokerConfig
 from agent.runtime.keys import DeviceKeys, generate_keys
 from agent.telemetry import Telemetry
+from agent.telemetry.envelope import Envelope, seal
 from agent.telemetry.parameters import TelemetryTuning
 from hardware_sim.mosquitto import PrivateMosquitto
 from ops.parameters import OpsTuning
@@ -28,6 +29,17 @@ FAST = TelemetryTuning(
 )
 OPS_FAST = OpsTuning(reorder_timeout_s=0.8, command_interval_s=0.8, batch_wait_s=0.01,
                      reconnect_min_s=1, reconnect_max_s=1)
+
+
+def signed(key: SigningKey, place: tuple[str, str], device: str, n: int, kind: str,
+           payload: dict[str, object]) -> tuple[str, bytes, int]:
+    """(topic, sealed bytes, now) of a live message of ``device`` at (district, station)."""
+    now = time.time_ns() // 1_000_000
+    district, station = place
+    env = Envelope(device=device, station=station, district=district, boot=1, seq=n % 256, n=n,
+                   wall_ms=now, mono_ms=1, sent_ms=now, type=kind,  # type: ignore[arg-type]
+                   historical=False, payload=payload)
+    return env.topic, seal(env, key), now
 
 
 def until(pred: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> bool:

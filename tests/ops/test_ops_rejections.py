@@ -110,8 +110,8 @@ def pg_prefix() -> str:
 
 
 def test_postgres_store_shared_by_two_instances(tmp_path: Path, pg_prefix: str) -> None:
-    a = open_store(PG_URL, prefix=pg_prefix, instance="ops-a")
-    b = open_store(PG_URL, prefix=pg_prefix, instance="ops-b")
+    a = open_store(PG_URL, prefix=pg_prefix, instance="ops-a", create=True)
+    b = open_store(PG_URL, prefix=pg_prefix, instance="ops-b", create=True)
     try:
         svc_a, svc_b = _service(tmp_path, a), _service(tmp_path, b)
         m1, m2, m3 = _msg(1), _msg(2), _msg(3)

@@ -156,7 +156,8 @@ def test_two_ops_instances_share_load_through_postgres(world: World) -> None:
     except psycopg.Error as exc:
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     prefix = f"t{uuid.uuid4().hex[:10]}_"
-    stores = [PostgresStore(url, prefix=prefix, instance=f"ops-{i}") for i in (1, 2)]
+    stores = [PostgresStore(url, prefix=prefix, instance=f"ops-{i}", create=True)
+              for i in (1, 2)]
     try:
         ops_a = world.ops(store=stores[0], client_id="kesp-ops-a")
         ops_b = world.ops(store=stores[1], client_id="kesp-ops-b")
@@ -179,7 +180,7 @@ def test_two_ops_instances_share_load_through_postgres(world: World) -> None:
         for svc in list(world.services):
             svc.stop()
         world.services.clear()
-        cleanup = PostgresStore(url, prefix=prefix)
+        cleanup = PostgresStore(url, prefix=prefix, create=True)
         cleanup.drop()
         cleanup.close()
 

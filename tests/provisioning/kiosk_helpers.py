@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hardware_sim.reference_data import reference_data
 from provisioning.cli import main
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
 REPO = Path(__file__).resolve().parents[2]
-FVC = Path(os.environ.get("KESP_SHARED_DATA", REPO.parent / "shared" / "data")) / "fvc2002"
+FVC = reference_data() / "fvc2002"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kiosk_helpers import ME, MakeKiosk, fvc_templates, kp, ok, write_csv
 from nacl.public import PrivateKey
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from agent.roll.package import Kiosk as PkgKiosk
 from agent.roll.package import Roll, build_package, open_package
@@ -20,6 +20,7 @@ from agent.runtime.config import load_config
 from agent.runtime.keys import load_keys
 from agent.station.lifecycle import Command, Lifecycle
 from provisioning.device import load_installed_roll
+from provisioning.keyfiles import read_public_key
 from provisioning.opscmd import requests_dir, station_kiosks
 from provisioning.request import parse_request
 from provisioning.synthetic import synthetic_voters
@@ -44,8 +45,10 @@ def mode(p: Path) -> int:
 
 def test_cec_keygen_modes_and_refuses_second_run(cec: Path) -> None:
     assert mode(cec / "cec.sign") == 0o600
-    pub = (cec / "cec.pub").read_text().strip()
-    assert SigningKey((cec / "cec.sign").read_bytes()).verify_key == VerifyKey(bytes.fromhex(pub))
+    pub = read_public_key(cec / "cec.pub", "cec")
+    assert SigningKey((cec / "cec.sign").read_bytes()).verify_key == pub
+    last_line = (cec / "cec.pub").read_text().splitlines()[-1]
+    assert last_line == f"kesp-public-key cec {bytes(pub).hex()}"
     before = tree(cec)
     r = kp("cec", "keygen", "--out-dir", cec)
     assert r.code == 1 and "already exists" in r.err and "cec.sign" in r.err
@@ -65,7 +68,9 @@ def test_device_init_writes_validated_config_and_private_keys(make_kiosk: MakeKi
     assert mode(keys) == 0o700
     for name in ("device.sign", "device.box", "broker.pass"):
         assert mode(keys / name) == 0o600, name
-    assert (keys / "cec.pub").read_text() == (cec / "cec.pub").read_text()
+    # the kiosk keeps the bare hex digits the agent reads
+    cec_hex = bytes(read_public_key(cec / "cec.pub", "cec")).hex()
+    assert (keys / "cec.pub").read_text() == cec_hex + "\n"
     load_keys(keys)  # permissions and sizes acceptable to the agent
     assert not [p for p in k.etc.iterdir() if p.name.startswith(".init-")]
     assert k.var.is_dir()
@@ -312,7 +317,7 @@ def test_cec_build_packages_and_manifest(built: dict[str, Path], tmp_path: Path,
     assert manifest[1].startswith("s-1017,osh-city,4,2,1,")
     assert manifest[2].startswith("s-2001,naryn,2,1,1,")
     box = load_keys(tmp_path / "kiosk-c" / "etc" / "keys").box
-    cec_pub = VerifyKey(bytes.fromhex((cec / "cec.pub").read_text().strip()))
+    cec_pub = read_public_key(cec / "cec.pub", "cec")
     roll = open_package((out / "s-2001.pkg").read_bytes(), cec_pub, box)
     assert [v.list_number for v in roll.voters] == [5, 6]
     assert roll.voters[0].name_ky == "Үсөн кызы Айгүл 4"
@@ -485,7 +490,7 @@ def test_cec_build_failure_in_one_station_leaves_nothing(tmp_path: Path, make_ki
            "--registry", registry, "--election", "pres-2026", "--roll-version", "1",
            "--out-dir", out, "--jobs", "2")
     assert r.code == 1 and "voters.csv:5 finger 2" in r.err and "not an ISO" in r.err
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # not even the folder the build made
 
 
 def test_reading_steps_refuse_other_users(make_kiosk: MakeKiosk) -> None:

@@ -76,7 +76,7 @@ def test_broker_config_refusals(tmp_path: Path, make_kiosk: MakeKiosk, registry:
 def test_ops_key_reaches_the_kiosk(tmp_path: Path, make_kiosk: MakeKiosk) -> None:
     r = ok("ops", "keygen", "--out-dir", tmp_path / "opskeys")
     assert "ops.pub" in r.out
-    pub = (tmp_path / "opskeys" / "ops.pub").read_text().strip()
+    pub = (tmp_path / "opskeys" / "ops.pub").read_text().split()[-1]
     assert (tmp_path / "opskeys" / "ops.sign").stat().st_mode & 0o077 == 0
     assert kp("ops", "keygen", "--out-dir", tmp_path / "opskeys").code == 1
     k = make_kiosk("kiosk-a", register=False,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from systemd_units import analyze_verify, exposure, settings, weakened
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD / "kesp-agent.service"
@@ -17,28 +18,6 @@ MAX_EXPOSURE = 2.0
 
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze missing (CI installs systemd)")
-
-
-def settings(text: str) -> dict[str, list[str]]:
-    """key -> every value assigned in the unit (comments and sections dropped)."""
-    out: dict[str, list[str]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key, []).append(value)
-    return out
-
-
-def exposure(unit: Path) -> float:
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
-        capture_output=True, text=True, check=False, timeout=60, cwd=unit.parent,
-    )
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
-    assert m, proc.stdout + proc.stderr
-    return float(m.group(1))
 
 
 def local_copy(tmp_path: Path, text: str | None = None) -> Path:
@@ -54,8 +33,7 @@ def local_copy(tmp_path: Path, text: str | None = None) -> Path:
 
 @needs_analyze
 def test_unit_verifies(tmp_path: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "verify", str(local_copy(tmp_path))],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = analyze_verify(local_copy(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "kesp-agent.service" not in proc.stderr, proc.stderr  # no warnings about our unit
 
@@ -63,8 +41,7 @@ def test_unit_verifies(tmp_path: Path) -> None:
 @needs_analyze
 def test_unit_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     broken = local_copy(tmp_path, UNIT.read_text().replace("Type=notify", "Type=notifyy"))
-    proc = subprocess.run(["systemd-analyze", "verify", str(broken)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = analyze_verify(broken)
     # systemd-analyze exits 0 on a bad value and only warns: the warning is what
     # test_unit_verifies rules out.
     assert "kesp-agent.service:" in proc.stderr and "Failed to parse service type" in proc.stderr
@@ -78,14 +55,7 @@ def test_exposure_at_most_2() -> None:
 @needs_analyze
 def test_exposure_check_can_fail(tmp_path: Path) -> None:
     """Dropping the filesystem and privilege hardening pushes the score over the bar."""
-    weak = "\n".join(
-        line for line in UNIT.read_text().splitlines()
-        if not line.startswith(("Protect", "Private", "CapabilityBoundingSet", "SystemCall",
-                                "RestrictAddressFamilies", "RestrictNamespaces"))
-    )
-    path = tmp_path / UNIT.name
-    path.write_text(weak)
-    assert exposure(path) > MAX_EXPOSURE
+    assert exposure(weakened(UNIT, tmp_path)) > MAX_EXPOSURE
 
 
 def test_unit_has_what_the_issue_requires() -> None:

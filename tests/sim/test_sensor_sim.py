@@ -20,6 +20,7 @@ from hardware_sim.fingers import (
     FVC_DPI,
     FingerDataError,
     PressVariation,
+    impressions_of,
     list_impressions,
     load_fvc,
     random_variation,
@@ -39,21 +40,23 @@ def transact(port: serial.Serial, pkt: Packet) -> Packet:
     raise AssertionError("no reply")
 
 
-def test_fvc_loading(shared_data: Path) -> None:
-    root = shared_data / "fvc2002"
+def test_fvc_loading(ref_data: Path) -> None:
+    root = ref_data / "fvc2002"
     for db, dpi in FVC_DPI.items():
-        img, got_dpi = load_fvc(root, db, 101, 1)
+        img, got_dpi = load_fvc(root, db, 101, 2)
         assert img.dtype == np.uint8 and img.ndim == 2 and got_dpi == dpi
-    assert load_fvc(root, "DB2_B", 101, 1)[0].shape == (560, 296)
-    assert len(list_impressions(root, "DB3_B")) == 80
+    assert load_fvc(root, "DB2_B", 101, 2)[0].shape == (560, 296)
+    # the repository ships impressions 2 and 3 of each finger as images
+    assert list_impressions(root, "DB3_B") == [(f, i) for f in range(101, 111) for i in (2, 3)]
+    assert impressions_of(root, "DB3_B", 104) == [2, 3]
     with pytest.raises(FingerDataError):
         load_fvc(root, "DB9_B", 101, 1)
     with pytest.raises(FingerDataError):
         load_fvc(root, "DB1_B", 999, 1)
 
 
-def test_render_press_geometry(shared_data: Path) -> None:
-    img, dpi = load_fvc(shared_data / "fvc2002", "DB2_B", 103, 2)
+def test_render_press_geometry(ref_data: Path) -> None:
+    img, dpi = load_fvc(ref_data / "fvc2002", "DB2_B", 103, 2)
     out = render_press(img, dpi, PressVariation())
     assert out.shape == (288, 256) and out.dtype == np.uint8
     # Resampled 569 -> 500 dpi and centred on the finger: plenty of ridge.
@@ -63,8 +66,8 @@ def test_render_press_geometry(shared_data: Path) -> None:
         np.abs(shifted[:, 60:200].astype(int) - out[:, 30:170].astype(int)).mean() < 2.0)
 
 
-def test_pressure_and_partial_contact(shared_data: Path) -> None:
-    img, dpi = load_fvc(shared_data / "fvc2002", "DB1_B", 102, 1)
+def test_pressure_and_partial_contact(ref_data: Path) -> None:
+    img, dpi = load_fvc(ref_data / "fvc2002", "DB1_B", 102, 2)
     full = render_press(img, dpi, PressVariation())
     light = render_press(img, dpi, PressVariation(pressure=0.5))
     assert light.mean() > full.mean() + 20
@@ -76,8 +79,8 @@ def test_pressure_and_partial_contact(shared_data: Path) -> None:
         PressVariation(contact=0.0)
 
 
-def test_press_variation_is_seeded(shared_data: Path) -> None:
-    img, dpi = load_fvc(shared_data / "fvc2002", "DB4_B", 105, 3)
+def test_press_variation_is_seeded(ref_data: Path) -> None:
+    img, dpi = load_fvc(ref_data / "fvc2002", "DB4_B", 105, 3)
     a = np.random.default_rng(5)
     b = np.random.default_rng(5)
     va, vb = random_variation(a), random_variation(b)
@@ -86,8 +89,8 @@ def test_press_variation_is_seeded(shared_data: Path) -> None:
     assert random_variation(a) != va  # the next press differs
 
 
-def test_two_presses_differ(shared_data: Path) -> None:
-    img, dpi = load_fvc(shared_data / "fvc2002", "DB1_B", 101, 1)
+def test_two_presses_differ(ref_data: Path) -> None:
+    img, dpi = load_fvc(ref_data / "fvc2002", "DB1_B", 101, 2)
     with GrowSensorSimulator(seed=1) as sim:
         sim.press(img, dpi)
         first = sim.finger_image
@@ -138,8 +141,8 @@ def test_wrong_address_is_ignored_and_bad_frames_answered() -> None:
         port.close()
 
 
-def test_stop_is_prompt_even_if_the_host_never_reads(shared_data: Path) -> None:
-    img, dpi = load_fvc(shared_data / "fvc2002", "DB1_B", 101, 1)
+def test_stop_is_prompt_even_if_the_host_never_reads(ref_data: Path) -> None:
+    img, dpi = load_fvc(ref_data / "fvc2002", "DB1_B", 101, 2)
     sim = GrowSensorSimulator().start()
     port = serial.Serial(sim.path, 57600, timeout=0.1)
     sim.press(img, dpi)
@@ -150,10 +153,10 @@ def test_stop_is_prompt_even_if_the_host_never_reads(shared_data: Path) -> None:
     port.close()
 
 
-def test_technician_commands(shared_data: Path) -> None:
+def test_technician_commands(ref_data: Path) -> None:
     from hardware_sim.grow_sim import handle_command
 
-    fvc = shared_data / "fvc2002"
+    fvc = ref_data / "fvc2002"
     with GrowSensorSimulator(seed=2) as sim:
         assert handle_command(sim, "press", None) == "press needs --fingers FVC_DIR"
         assert (handle_command(sim, "press DB3_B 104 2", fvc) or "").startswith(

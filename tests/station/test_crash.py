@@ -10,8 +10,8 @@ from pathlib import Path
 from hardware_sim.crash import run_trials
 
 
-def test_random_power_cuts_keep_every_invariant(shared_data: Path, tmp_path: Path) -> None:
-    report = run_trials(shared_data, tmp_path / "crash", trials=4, seed=3)
+def test_random_power_cuts_keep_every_invariant(ref_data: Path, tmp_path: Path) -> None:
+    report = run_trials(ref_data, tmp_path / "crash", trials=4, seed=3)
     assert report.kills == 4
     assert report.ok, report.problems
     assert sum(report.counts.values()) >= 1

@@ -13,20 +13,18 @@ from pathlib import Path
 from hardware_sim.mosquitto import mosquitto_binary
 
 
-def kesp_sim_day(data: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def kesp_sim_day(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``kesp-sim day`` to the end; its exit code, stdout and stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "hardware_sim.cli", "day", "--data", str(data),
-         "--out", str(out), *args],
+        [sys.executable, "-m", "hardware_sim.cli", "day", "--out", str(out), *args],
         capture_output=True, text=True, timeout=570, check=False,
     )
 
 
-def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
-    shared_data: Path, tmp_path: Path
-) -> None:
+def test_demo_day_ends_with_demo_ok_and_agreeing_counts(tmp_path: Path) -> None:
+    # no --data, as `make demo` runs it: the fingerprints shipped with the package
     assert mosquitto_binary() is not None, "make test installs mosquitto; it is missing"
-    out = kesp_sim_day(shared_data, tmp_path / "demo")
+    out = kesp_sim_day(tmp_path / "demo")
     assert out.returncode == 0, out.stdout + out.stderr
     (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("DEMO OK:")]
     words = line.split()
@@ -44,15 +42,16 @@ def test_demo_day_ends_with_demo_ok_and_agreeing_counts(
 
 
 def test_demo_without_fingerprint_data_says_what_to_do(tmp_path: Path) -> None:
-    out = kesp_sim_day(tmp_path / "nothing", tmp_path / "demo")
+    out = kesp_sim_day(tmp_path / "demo", "--data", str(tmp_path / "nothing"))
     assert out.returncode == 2
-    assert "KESP_SHARED_DATA" in out.stderr and "Traceback" not in out.stderr
+    assert f"no fingerprint data at {tmp_path / 'nothing'}" in out.stderr
+    assert "--data" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_three_kiosks_share_one_answer(shared_data: Path, tmp_path: Path) -> None:
+def test_three_kiosks_share_one_answer(tmp_path: Path) -> None:
     """Three real agents, peers on loopback: repeat visits at another kiosk are refused,
     the merged mark sets end identical with no voter marked twice (the demo checks both)."""
-    out = kesp_sim_day(shared_data, tmp_path / "demo3", "--kiosks", "3")
+    out = kesp_sim_day(tmp_path / "demo3", "--kiosks", "3")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "merged marks identical on all 3 kiosks" in out.stdout
     assert "0 conflicts" in out.stdout

@@ -20,8 +20,8 @@ def _cli(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_operator_day_through_the_cli(shared_data: Path, tmp_path: Path) -> None:
-    with Rig(shared_data, tmp_path / "station", quiet=True) as rig:
+def test_operator_day_through_the_cli(ref_data: Path, tmp_path: Path) -> None:
+    with Rig(ref_data, tmp_path / "station", quiet=True) as rig:
         rig.start_agent()
         mode = stat.S_IMODE(rig.kiosk.sock.stat().st_mode)
         assert mode == 0o660, oct(mode)

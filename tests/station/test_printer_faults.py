@@ -5,6 +5,7 @@ Real agent process, simulated Grow sensor and ESC/POS printer on ptys.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ from hardware_sim.rig import Rig, is_duplicate, slip_kind, slip_serial
 
 
 @pytest.fixture
-def rig(shared_data: Path, tmp_path: Path) -> Iterator[Rig]:
-    with Rig(shared_data, tmp_path / "station", quiet=True) as rig:
+def rig(ref_data: Path, tmp_path: Path) -> Iterator[Rig]:
+    with Rig(ref_data, tmp_path / "station", quiet=True) as rig:
         rig.start_agent()
         rig.command("open")
         rig.printer.wait_for_documents(1, timeout=30)
@@ -44,15 +45,14 @@ def _until(predicate: object, timeout: float = 30.0) -> bool:
 
 def _serve_presses(rig: Rig, finger: int, until_docs: int, timeout: float = 60.0) -> None:
     """Keep pressing (new impression on each RETRY) until ``until_docs`` documents exist."""
-    impression = 2
+    impressions = itertools.cycle(rig.pressable(finger))
     deadline = time.monotonic() + timeout
     while len(rig.printer.documents) < until_docs and time.monotonic() < deadline:
         g = rig.sensor.guidance
         if g is Guidance.RETRY and rig.sensor.finger_present:
             rig.sensor.lift()
         elif g is Guidance.READY and not rig.sensor.finger_present:
-            impression = impression % 8 + 1 if impression < 8 else 2
-            rig.press(finger, impression)
+            rig.press(finger, next(impressions))
         time.sleep(0.02)
     rig.sensor.lift()
 

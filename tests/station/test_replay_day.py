@@ -11,9 +11,9 @@ from hardware_sim.replay_day import run_replay_day
 
 @pytest.mark.parametrize("sensor", ["nb1010-replay", "aes3500-replay"])
 def test_station_day_on_a_replayed_usb_sensor(
-    sensor: str, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sensor: str, ref_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = run_replay_day(shared_data, tmp_path / "day", sensor)
+    code = run_replay_day(ref_data, tmp_path / "day", sensor)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "1 identified, 1 refused, 0 not identified" in out.out

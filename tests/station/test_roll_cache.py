@@ -15,11 +15,11 @@ from agent.runtime.keys import generate_keys
 from hardware_sim.voters import make_roll
 
 
-def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:
+def _install(ref_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]:
     keys_dir, state = tmp_path / "keys", tmp_path / "state"
     keys = generate_keys(keys_dir)
     cec = SigningKey.generate()
-    roll = make_roll(shared_data, "s-0001", "osh-city",
+    roll = make_roll(ref_data, "s-0001", "osh-city",
                      (Kiosk("kiosk-a", keys.verify_key_hex, keys.box_public_hex),),
                      extra_voters=20)
     state.mkdir()
@@ -27,10 +27,10 @@ def _install(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, SigningKey]
     return keys_dir, state, cec
 
 
-def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Path) -> None:
+def test_second_start_loads_the_encrypted_cache(ref_data: Path, tmp_path: Path) -> None:
     from agent.runtime.keys import load_keys
 
-    keys_dir, state, cec = _install(shared_data, tmp_path)
+    keys_dir, state, cec = _install(ref_data, tmp_path)
     keys, m = load_keys(keys_dir), Matcher()
     first = load_roll(state, keys, cec.verify_key, "s-0001", m)
     second = load_roll(state, keys, cec.verify_key, "s-0001", m)
@@ -47,10 +47,10 @@ def test_second_start_loads_the_encrypted_cache(shared_data: Path, tmp_path: Pat
     assert second.gallery.words.tobytes()[:4096] not in raw
 
 
-def test_damaged_or_foreign_cache_is_rebuilt(shared_data: Path, tmp_path: Path) -> None:
+def test_damaged_or_foreign_cache_is_rebuilt(ref_data: Path, tmp_path: Path) -> None:
     from agent.runtime.keys import load_keys
 
-    keys_dir, state, cec = _install(shared_data, tmp_path)
+    keys_dir, state, cec = _install(ref_data, tmp_path)
     keys, m = load_keys(keys_dir), Matcher()
     load_roll(state, keys, cec.verify_key, "s-0001", m)
     cache = state / GALLERY_CACHE
@@ -61,7 +61,7 @@ def test_damaged_or_foreign_cache_is_rebuilt(shared_data: Path, tmp_path: Path) 
     assert not rebuilt.from_cache and len(rebuilt.gallery) == len(rebuilt.owners)
     assert load_roll(state, keys, cec.verify_key, "s-0001", m).from_cache
     # another package (a new roll version) never reuses the old roll's gallery
-    roll = make_roll(shared_data, "s-0001", "osh-city",
+    roll = make_roll(ref_data, "s-0001", "osh-city",
                      (Kiosk("kiosk-a", keys.verify_key_hex, keys.box_public_hex),),
                      extra_voters=21)
     (state / ROLL_FILE).write_bytes(build_package(roll, cec))

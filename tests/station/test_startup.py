@@ -24,8 +24,8 @@ EX_CONFIG = 78
 
 
 @pytest.fixture
-def rig(shared_data: Path, tmp_path: Path) -> Rig:
-    rig = Rig(shared_data, tmp_path / "station", quiet=True)
+def rig(ref_data: Path, tmp_path: Path) -> Rig:
+    rig = Rig(ref_data, tmp_path / "station", quiet=True)
     (rig.kiosk.dir / "slips").mkdir(parents=True, exist_ok=True)
     rig.roll = rig.provision("mqtt://127.0.0.1:9")
     return rig
@@ -58,20 +58,20 @@ def test_altered_byte_in_the_roll_is_refused(rig: Rig) -> None:
     _expect_refusal(rig, "refused", "signature")
 
 
-def test_roll_signed_by_another_key_is_refused(rig: Rig, shared_data: Path) -> None:
+def test_roll_signed_by_another_key_is_refused(rig: Rig, ref_data: Path) -> None:
     assert rig.roll is not None
     _roll_path(rig).write_bytes(build_package(rig.roll, SigningKey.generate()))
     _expect_refusal(rig, "refused", "signer")
 
 
-def test_roll_for_another_kiosk_is_refused(rig: Rig, shared_data: Path, tmp_path: Path) -> None:
+def test_roll_for_another_kiosk_is_refused(rig: Rig, ref_data: Path, tmp_path: Path) -> None:
     other = generate_keys(tmp_path / "other-keys")
     cec_hex = (rig.kiosk.dir / "keys" / "cec.pub").read_text().strip()
     cec = SigningKey.generate()
     atomic_write(rig.kiosk.dir / "keys" / "cec.pub",
                  bytes(cec.verify_key).hex().encode(), 0o644)
     assert cec_hex != bytes(cec.verify_key).hex()
-    roll = make_roll(shared_data, rig.station, rig.district,
+    roll = make_roll(ref_data, rig.station, rig.district,
                      (Kiosk("kiosk-0009-z", other.verify_key_hex, other.box_public_hex),))
     _roll_path(rig).write_bytes(build_package(roll, cec))
     _expect_refusal(rig, "refused", "not")

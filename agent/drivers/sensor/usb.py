@@ -1,7 +1,7 @@
 """USB area fingerprint sensors: Next Biometrics NB-1010-U and AuthenTec AES3500.
 
 Both are driven over bulk endpoints with pyusb, no vendor SDK. The command
-sequences are those seen in real recorded traffic (``shared/data/usb-recordings``,
+sequences are those seen in real recorded traffic (``hardware_sim/data/usb-recordings``,
 from libfprint's test data): the tests replay that traffic through
 :mod:`hardware_sim.usb_replay`, a pyusb backend, so this code runs unchanged
 against what the real devices sent.

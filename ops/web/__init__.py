@@ -1,0 +1,1 @@
+"""The web side of central ops: dashboard pages, live updates, metrics and the public feed."""
