@@ -11,8 +11,11 @@ commission opens the station, a voter on the roll is identified and gets a
 slip, and the container powers off with the agent stopping cleanly.
 
 Emulation makes everything 10-30 times slower, so the test's drop-in raises
-the unit's start time-out (the unit on a Pi keeps 90 s); the root is an
-overlay so the tree stays pristine. What qemu-system-aarch64 would add: a
+the unit's start time-out (the unit on a Pi keeps 90 s), and turns
+PrivateUsers= off (qemu-user cannot set up a user namespace); every other
+hardening setting of the unit applies. The root is an overlay so the tree
+stays pristine. Every kesp-provision step runs with the image's own tools, so
+key and package formats are the image's. What qemu-system-aarch64 would add: a
 real arm64 kernel, so the read-only ext4 root, fstab, systemd-repart of the
 state partition, udev naming of USB devices and the seccomp system-call
 filter (qemu-user refuses seccomp, so systemd skips SystemCallFilter= here)
