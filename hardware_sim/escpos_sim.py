@@ -83,6 +83,9 @@ class Scenario:
     unplug_after_slips: int | None = None
     #: Answer DLE EOT with 0x00 (seen on some USB printers).
     garbage_status: bool = False
+    #: Leave this many ``DLE EOT 1-4`` status queries unanswered after each slip
+    #: (a reply lost or late on a loaded kiosk, as a Pi under matching load sees it).
+    silent_status_after_slip: int = 0
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -101,6 +104,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("unplug-after-first", "unplugged after the first slip",
                  unplug_after_slips=1),
         Scenario("garbage-status", "answers DLE EOT with 0x00", garbage_status=True),
+        Scenario("late-status", "the first two status queries after each slip go unanswered",
+                 silent_status_after_slip=2),
     )
 }
 
@@ -196,6 +201,7 @@ class PrinterEngine:
         self.offline = scenario.offline
         self.slips: list[SimulatedSlip] = []
         self.bytes_received = 0
+        self._silent_replies = 0  # DLE EOT replies still to swallow after a slip
         out_dir.mkdir(parents=True, exist_ok=True)
 
     # -- conditions
@@ -241,6 +247,9 @@ class PrinterEngine:
             self.bytes_received += len(data)
             for cmd in self._parser.feed(data):
                 if isinstance(cmd, e.RealtimeStatus):
+                    if self._silent_replies:
+                        self._silent_replies -= 1
+                        continue
                     self._outbox += self._status_byte(cmd.n)
                 else:
                     self._queue.append(cmd)
@@ -463,6 +472,7 @@ class PrinterEngine:
         log.info("slip %04d printed (%d dots%s)", index, dots.shape[0],
                  ", interrupted" if page.interrupted else "")
         self._page = _Page()
+        self._silent_replies = 4 * self.scenario.silent_status_after_slip
         self._lock.notify_all()
 
 
@@ -573,6 +583,10 @@ class EscposPrinterSimulator(_Controls):
         self._stalled = stalled
         if not stalled:
             self._stall_after = None
+
+    def stall_after(self, more_bytes: int) -> None:
+        """Hang (as :meth:`stall`) once ``more_bytes`` more bytes have arrived: mid-slip."""
+        self._stall_after = self.engine.bytes_received + more_bytes
 
     # -- serving
     def _serve(self) -> None:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ops.broker_config import LIMITS
+
 
 class BrokerUnavailable(RuntimeError):  # noqa: N818 - reads as the condition
     """The mosquitto binary is missing or the broker did not come up."""
@@ -87,7 +89,7 @@ class PrivateMosquitto:
             + "log_dest file "
             + str(self.workdir / "mosquitto.log")
             + "\nlog_type error\nlog_type warning\nlog_type notice\n"
-            + "max_queued_messages 100000\n"
+            + (LIMITS if self.listener_config is None else "")
             + self.extra_config
         )
         return conf

@@ -44,6 +44,8 @@ rm "$root/etc/systemd/system/kesp-agent.service.d.tmp"
 install -D -m 0644 "$files/systemd/kesp-firstboot.service" \
     "$root/etc/systemd/system/kesp-firstboot.service"
 install -D -m 0755 "$files/firstboot" "$root/usr/lib/kesp/firstboot"
+install -D -m 0644 "$files/systemd/systemd-time-wait-sync.service.d/kesp.conf" \
+    "$root/etc/systemd/system/systemd-time-wait-sync.service.d/kesp.conf"
 install -D -m 0644 "$files/repart.d/50-kesp-state.conf" "$root/usr/lib/repart.d/50-kesp-state.conf"
 install -D -m 0644 "$files/journald.conf" "$root/etc/systemd/journald.conf.d/kesp.conf"
 install -D -m 0644 "$files/20-wired.network" "$root/etc/systemd/network/20-wired.network"
@@ -53,7 +55,7 @@ chroot "$root" systemd-sysusers
 chroot "$root" systemd-tmpfiles --create /usr/lib/tmpfiles.d/kesp.conf
 mkdir -p "$root/data" "$root/var/lib/systemd/timesync"
 systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
-    systemd-networkd.service systemd-timesyncd.service
+    systemd-networkd.service systemd-timesyncd.service systemd-time-wait-sync.service
 
 # --- Numba cache, compiled for the target CPU, kept read-only in the image;
 # first boot copies it onto the state partition. Numba keys a cache entry on

@@ -26,7 +26,8 @@ Sources, per alert kind (``docs/OPS.md`` lists what kiosks do not send yet):
 ``outbox_backlog``  health ``outbox_depth`` above ``outbox_backlog``
 ``lost_records``    counter values the kiosk no longer retains and ops never got
 ``peer_conflict``   a ``mark-conflict`` event (two kiosks identified one voter)
-``rogue_mark``      a ``mark-rejected`` event (a peer's mark failed its checks)
+``rogue_mark``      a ``mark-rejected``, ``mark-quarantined`` or ``peer-rate-exceeded`` event
+                    (a peer's mark failed its checks, was stamped far ahead, or came too fast)
 ``roll_refused``    a ``roll-rejected`` or ``roll-verification-failed`` event
 ``audit_broken``    the kiosk's audit events do not chain (hash, prev, checkpoint)
 ==================  ==========================================================
@@ -63,6 +64,7 @@ class AlertKind(Enum):
     PRINTER_ERROR = "printer_error"
     SENSOR_MISSING = "sensor_missing"
     SENSOR_FAULT = "sensor_fault"
+    DOCUMENT_READER_MISSING = "document_reader_missing"
     CLOCK_SKEW = "clock_skew"
     CLOCK_UNSYNCED = "clock_unsynced"
     DISK_LOW = "disk_low"
@@ -188,6 +190,9 @@ def device_alerts(d: DeviceState, now_ms: int, board: BoardTuning, ops: OpsTunin
         sensor = _status_of(app, "sensor")
         if sensor in _SENSOR:
             add(_SENSOR[sensor], f"sensor {sensor}", d.health_ms)
+        if _status_of(app, "document_reader") == "unplugged":
+            # not severe: the station types document numbers meanwhile
+            add(AlertKind.DOCUMENT_READER_MISSING, "document reader unplugged", d.health_ms)
     if d.skew_ms is not None and abs(d.skew_ms) > ops.skew_alert_s * 1000:
         add(AlertKind.CLOCK_SKEW, f"kiosk clock {-d.skew_ms / 1000:+.0f} s off ops")
     system = health.get("system")

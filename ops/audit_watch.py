@@ -36,7 +36,9 @@ from ops.alerts import IntegrityFacts
 from ops.registry import Registry
 
 CONFLICT_EVENT = "mark-conflict"
-ROGUE_EVENT = "mark-rejected"
+# A peer's mark refused, held apart for a clock far ahead, or a peer marking faster
+# than a kiosk can (agent/station/marks.py): each is a rogue-mark alert.
+ROGUE_EVENTS = frozenset({"mark-rejected", "mark-quarantined", "peer-rate-exceeded"})
 ROLL_REFUSED_EVENTS = frozenset({"roll-rejected", "roll-verification-failed"})
 ROLL_OK_EVENTS = frozenset({"roll-installed", "roll-verified"})
 CHECKPOINT_EVENT = "audit-checkpoint"
@@ -110,7 +112,7 @@ class AuditWatch:
         order = seq if isinstance(seq, int) else 0
         if event == CONFLICT_EVENT:
             facts.conflict_events.add(n)
-        elif event == ROGUE_EVENT:
+        elif event in ROGUE_EVENTS:
             facts.rogue_events.add(n)
         elif event in ROLL_REFUSED_EVENTS and order >= facts.roll_seq:
             facts.roll_refused = f"{event}: {fields.get('reason', '')}".rstrip(": ")

@@ -93,11 +93,23 @@ def acl_text(registry: Registry, ops_users: list[str]) -> str:
     return "\n".join(lines)
 
 
+MAX_PACKET_SIZE = 65_536
+"""Largest MQTT packet the broker accepts: a telemetry message is at most 16 KiB plus
+its signature and header, a command far less; anything bigger is cut off at the broker
+(mosquitto disconnects the client) instead of reaching ops."""
+
+LIMITS = (f"max_packet_size {MAX_PACKET_SIZE}\n"
+          "max_inflight_messages 64\n"   # per client, what a kiosk keeps in flight
+          "max_queued_messages 100000\n"  # per client: a day of a station held for ops
+          "max_keepalive 300\n")
+
+
 def listener_text(port: int, bind: str, password_file: Path, acl_file: Path,
                   tls: TlsFiles | None) -> str:
     """The listener block of mosquitto.conf (with ``per_listener_settings false``)."""
     lines = [f"listener {port} {bind}", "allow_anonymous false",
              f"password_file {password_file}", f"acl_file {acl_file}"]
+    lines += LIMITS.splitlines()
     if tls is not None:
         lines += [f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}",
                   "tls_version tlsv1.2"]

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 class OpsTuning:
     """Windows, batch sizes and alert thresholds of :class:`ops.service.OpsService`."""
 
-    max_age_s: float = 36 * 3600.0
-    """Oldest acceptable ``sent`` time. Kiosks re-sign buffered records when they
-    publish them, so only a message that sat in the broker (ops offline) or a
-    replay is this old; replays are caught by the dedup store anyway, so the
-    window only bounds how long dedup state must be kept (one election day)."""
-    max_future_s: float = 300.0
-    """A kiosk clock this far ahead of ops is refused (and shown as clock skew)."""
     skew_alert_s: float = 30.0
-    """|sent - received| above this on a live message raises a clock-skew alert."""
+    """|sent - received| above this on a live message raises a clock-skew alert.
+
+    There is no time window that refuses a message: a kiosk with a wrong clock
+    (no RTC, booted offline) would be dropped unseen. Its validly signed data
+    is counted and the device is listed with a ``clock`` alert naming the skew;
+    replays are caught by the dedup store (``n``; ``boot`` for a death, which is
+    signed at connect time and so may be days old when the broker sends it)."""
     offline_alert_s: float = 300.0
     """A kiosk not heard from for this long is listed as offline in ``watch``."""
     batch_max: int = 500

@@ -12,11 +12,13 @@ Checks, in this order, each with a stable rejection reason (a metric label):
 ``bad_version``     unsupported schema version
 ``topic_mismatch``  signed device/station/district/type differ from the
                     topic or the registry
-``out_of_window``   ``sent`` too old or too far in the future
 ``bad_payload``     a turnout/event/birth payload has the wrong shape
 ``duplicate``       (decided by the state store) counter already seen: a
                     replay or a QoS 1 redelivery, counted once
 ==================  =========================================================
+
+A ``sent`` time far from ops' clock is *not* a rejection: the message is counted
+and the device gets a clock alert (docs/TELEMETRY.md, "Clocks").
 
 The signature is checked before the body is parsed, so unauthenticated bytes
 never reach the JSON parser.
@@ -44,12 +46,12 @@ from ops.registry import Registry
 
 RejectReason = Literal[
     "bad_topic", "oversized", "malformed", "unknown_device", "revoked_device",
-    "bad_signature", "bad_version", "topic_mismatch", "out_of_window", "bad_payload",
+    "bad_signature", "bad_version", "topic_mismatch", "bad_payload",
     "duplicate",
 ]
 REJECT_REASONS: tuple[str, ...] = (
     "bad_topic", "oversized", "malformed", "unknown_device", "revoked_device",
-    "bad_signature", "bad_version", "topic_mismatch", "out_of_window", "bad_payload",
+    "bad_signature", "bad_version", "topic_mismatch", "bad_payload",
     "duplicate",
 )
 TURNOUT_FIELDS = ("identified", "refused", "not_identified", "manual")
@@ -162,9 +164,8 @@ class Verifier:
             device, parts.station, parts.district, parts.type
         ) or (rec.station_id, rec.district) != (env.station, env.district):
             return Rejected("topic_mismatch", device, "signed identity differs from topic/registry")
-        age_ms = received_ms - env.sent_ms
-        if age_ms > self.tuning.max_age_s * 1000 or -age_ms > self.tuning.max_future_s * 1000:
-            return Rejected("out_of_window", device, f"sent {age_ms / 1000:.0f} s before receipt")
+        # No time window: a wrong clock is an alert (the store records the skew of
+        # live messages), never a reason to drop signed turnout (see OpsTuning).
         problem = _check_payload(env)
         if problem is not None:
             return Rejected("bad_payload", device, problem)

@@ -25,7 +25,7 @@ class Alert:
     """One problem worth a human's attention."""
 
     device: str
-    kind: str  # offline | silent | paper | sensor | clock | lost | broker
+    kind: str  # offline|silent|paper|printer|sensor|document-reader|clock|lost|broker
     detail: str
 
 
@@ -36,6 +36,10 @@ def _status_of(app: Mapping[str, Any], name: str) -> str:
     return str(value or "").lower()
 
 
+_PRINTER_DOWN = ("disconnected", "error", "cover-open", "offline")
+"""Printer states (besides paper) that stop a kiosk from serving voters."""
+
+
 def silent_kiosks(registry: Registry, devices: Sequence[DeviceState]) -> list[str]:
     """Active registered kiosks ops has never heard from, sorted by id."""
     heard = {d.device for d in devices}
@@ -44,7 +48,8 @@ def silent_kiosks(registry: Registry, devices: Sequence[DeviceState]) -> list[st
 
 def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning,
            registry: Registry | None = None) -> list[Alert]:
-    """Offline kiosks, paper low/out, sensor errors, clock skew and lost records.
+    """Offline kiosks, paper low/out, printer/sensor/document-reader trouble, clock skew and
+    lost records.
 
     Printer and sensor states are read from the kiosk's health ``app`` map
     (``printer``/``sensor``: a status string or ``{"status": ...}``). With the
@@ -64,9 +69,14 @@ def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning,
             printer = _status_of(app, "printer")
             if "paper" in printer:
                 out.append(Alert(d.device, "paper", printer))
+            elif printer in _PRINTER_DOWN:
+                out.append(Alert(d.device, "printer", printer))
             sensor = _status_of(app, "sensor")
             if sensor and sensor not in ("ready", "ok", "idle"):
                 out.append(Alert(d.device, "sensor", sensor))
+            reader = _status_of(app, "document_reader")
+            if reader and reader not in ("ready", "unknown"):
+                out.append(Alert(d.device, "document-reader", reader))
         system = (d.health or {}).get("system") or {}
         clock = system.get("clock") if isinstance(system, Mapping) else None
         if d.skew_ms is not None and abs(d.skew_ms) > tuning.skew_alert_s * 1000:
@@ -162,7 +172,8 @@ def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], s
         by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
     out += ["# HELP kesp_alerts Current alerts by kind.", "# TYPE kesp_alerts gauge"]
     out += [f'kesp_alerts{{kind="{k}"}} {by_kind.get(k, 0)}'
-            for k in ("offline", "paper", "sensor", "clock", "lost")]
+            for k in ("offline", "paper", "printer", "sensor", "document-reader", "clock",
+                      "lost")]
     out += ["# HELP kesp_messages_accepted_total Verified telemetry messages.",
             "# TYPE kesp_messages_accepted_total counter",
             f"kesp_messages_accepted_total {stats.accepted}",

@@ -2,9 +2,9 @@
 
 Every device the agent drives is opened here: the sensors' serial ports and
 USB interfaces, the printer's serial and USB links, the document reader's port
-or evdev node, and the start-up check that a configured serial path is there
-and free (:func:`preflight_serial`). Above this module no driver imports
-pyserial or pyusb to open anything. (The module is longer than most because
+or evdev node. A device that is not there is no reason to stop: the services
+above reopen it (:mod:`agent.drivers.sensor.supervised`). Above this module no
+driver imports pyserial or pyusb to open anything. (The module is longer than most because
 that one job spans three kinds of device; the codecs and services stay out.)
 
 Narrow hardware interfaces: only the pyserial / pyusb calls our drivers make.
@@ -29,7 +29,6 @@ import os
 import select
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agent.runtime.config import ConfigError
@@ -213,37 +212,6 @@ def open_evdev(path: str, *, grab: bool = True) -> BinaryIO:
     return fh
 
 
-# --- start-up check ------------------------------------------------------------------
-
-
-class DeviceUnavailable(RuntimeError):  # noqa: N818 - reads as the operator sees it
-    """A configured device path is missing or held by another process at start-up."""
-
-
-def preflight_serial(what: str, port: str) -> None:
-    """Refuse to start on a missing or busy serial device, naming it and the fix.
-
-    Later disappearances are the drivers' business (they reconnect); at
-    start-up a wrong path is a provisioning mistake the technician must see.
-    """
-    import serial
-
-    if not Path(port).exists():
-        raise DeviceUnavailable(
-            f"{what} {port} not found: check the cable and the udev rule "
-            f"(docs/DEVICES.md), or the {what} port in the configuration"
-        )
-    try:
-        handle = serial.Serial(port, exclusive=True, timeout=0)
-    except serial.SerialException as exc:
-        busy = "lock" in str(exc).lower() or "busy" in str(exc).lower()
-        raise DeviceUnavailable(
-            f"{what} {port} is busy: another process holds it (see 'fuser {port}')"
-            if busy else f"{what} {port} cannot be opened: {exc}"
-        ) from exc
-    handle.close()
-
-
 # --- printer links --------------------------------------------------------------------------
 
 
@@ -318,12 +286,12 @@ class SerialLink:
     def read(self, size: int, timeout_s: float) -> bytes:
         # select + os.read rather than pyserial's read: setting ``Serial.timeout``
         # re-applies the termios settings on every call.
+        # A reader woken after its deadline (a loaded CPU) still takes what has
+        # arrived: the last select has timeout 0, it is not skipped.
         deadline = time.monotonic() + timeout_s
         out = b""
         while len(out) < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            remaining = max(0.0, deadline - time.monotonic())
             try:
                 ready, _, _ = select.select([self._fd], [], [], remaining)
                 if not ready:
@@ -465,10 +433,12 @@ class UsbLink:
             return b""
         deadline = time.monotonic() + timeout_s
         out = self._pending
+        tried = False
         while len(out) < size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and tried:  # at least one transfer, however late we woke
                 break
+            tried = True
             try:
                 got = bytes(self._dev.read(self._in, self._in_size,
                                            timeout=max(1, int(remaining * 1000))))

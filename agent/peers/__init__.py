@@ -12,9 +12,12 @@ from agent.peers.parameters import PeerTiming
 from agent.peers.status import PeerState, PeerStatus
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
+    EVENT_PEER_REVOKED,
     EVENT_PEER_STATUS,
+    EVENT_RATE_EXCEEDED,
     PeerSync,
     PeerSyncError,
     StationSyncSummary,
@@ -23,9 +26,12 @@ from agent.peers.sync import (
 
 __all__ = [
     "EVENT_CONFLICT",
+    "EVENT_MARK_QUARANTINED",
     "EVENT_MARK_REJECTED",
     "EVENT_PEER_REJECTED",
+    "EVENT_PEER_REVOKED",
     "EVENT_PEER_STATUS",
+    "EVENT_RATE_EXCEEDED",
     "PeerState",
     "PeerStatus",
     "PeerSync",

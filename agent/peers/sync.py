@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from agent.peers.channel import Channel, ChannelError, KxKeys
 from agent.peers.discovery import PeerAddress, configured_peers, parse_address
 from agent.runtime.config import AgentConfig
 from agent.runtime.keys import DeviceKeys
@@ -69,6 +70,8 @@ from agent.peers.wire import (
     encode_frame,
     open_frame,
     session_id,
+    unseal_frame,
+    verify_raw,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,9 @@ EVENT_PEER_STATUS = "peer_status"
 EVENT_CONFLICT = "mark_conflict"
 EVENT_MARK_REJECTED = "mark_rejected"
 EVENT_PEER_REJECTED = "peer_rejected"
+EVENT_MARK_QUARANTINED = "mark_quarantined"
+EVENT_RATE_EXCEEDED = "peer_rate_exceeded"
+EVENT_PEER_REVOKED = "peer_revoked"
 
 _READ_CHUNK = 1 << 16
 
@@ -168,6 +174,8 @@ class _Session:
     unverified: bool = False
     #: Kiosks the peer has its own live session with (from its last vector).
     links: frozenset[str] = frozenset()
+    #: The session's encryption (set once the handshake derived the keys).
+    channel: Channel | None = None
 
     def learn(self, marks: tuple[Mark, ...] | list[Mark]) -> None:
         """Record that the peer holds ``marks`` (sorted by kiosk, origin_seq)."""
@@ -183,9 +191,12 @@ class PeerSync:
     ``on_event(name, fields)`` is called from the sync thread for
     ``peer_status`` changes (debounced), ``mark_conflict`` (a voter now holds
     marks from two identifications), ``mark_rejected`` (a mark that failed
-    verification) and ``peer_rejected`` (a refused connection or frame: forged,
-    replayed, foreign). It must not block for long. ``on_merge(peer, result)``,
-    optional, sees every merge result (tests and benchmarks time arrivals).
+    verification or the bounds of docs/PEERS.md "Trust model"), ``mark_quarantined``
+    (a mark stamped ahead of this kiosk's clock), ``peer_rate_exceeded``,
+    ``peer_revoked`` (a revocation learnt from a peer) and ``peer_rejected`` (a
+    refused connection or frame: forged, replayed, foreign). It must not block
+    for long. ``on_merge(peer, result)``, optional, sees every merge result
+    (tests and benchmarks time arrivals).
     """
 
     def __init__(
@@ -228,6 +239,7 @@ class PeerSync:
         }
         self._since_wall = {k: time.time() for k in self._peers}
         self._my_vector: dict[str, int] = {}
+        self._my_revoked: tuple[tuple[str, int], ...] = ()
 
         self._sessions: dict[str, _Session] = {}
         self._addr_kiosk: dict[PeerAddress, str] = {}
@@ -423,8 +435,10 @@ class PeerSync:
 
     async def _refresh_vector(self) -> dict[str, int]:
         vector = await self._store_call(self._store.version_vector)
+        revoked = await self._store_call(self._store.revocations)
         with self._lock:
             self._my_vector = vector
+            self._my_revoked = tuple((r.kiosk, r.upto_seq) for r in revoked)
         return vector
 
     async def _ticker(self) -> None:
@@ -438,7 +452,8 @@ class PeerSync:
                 hlc = self._store.clock.last
                 links = tuple(sorted(self._sessions))
                 for s in list(self._sessions.values()):
-                    self._spawn(self._send_guarded(s, Vector(hlc, vector, links)))
+                    self._spawn(self._send_guarded(
+                        s, Vector(hlc, vector, links, self._my_revoked)))
             self._update_states(time.monotonic())
             await asyncio.sleep(self._timing.status_tick_s)
 
@@ -552,8 +567,9 @@ class PeerSync:
                 self._unverified += 1
             # One deadline for the whole handshake: a trickle of bytes cannot
             # keep an unauthenticated connection open.
+            kx = KxKeys()
             hello, peer = await asyncio.wait_for(
-                self._handshake(reader, writer, decoder, pending, dialed),
+                self._handshake(reader, writer, decoder, pending, dialed, kx),
                 self._timing.connect_timeout_s,
             )
             if peer is None:
@@ -563,14 +579,20 @@ class PeerSync:
                 with self._lock:
                     self._peers[peer].address = str(dialed)
             decoder.max_body = MAX_BODY
-            nonce_i, nonce_r = hello
+            nonce_i, nonce_r, peer_kx = hello
             initiator, responder = (self._me, peer) if dialed is not None else (peer, self._me)
+            sid = session_id(initiator, responder, nonce_i, nonce_r)
+            try:
+                channel = kx.channel(peer_kx, initiator=dialed is not None, session=sid)
+            except ChannelError as exc:
+                raise PeerProtocolError("undecryptable", str(exc), peer) from exc
             session = _Session(
                 peer=peer,
                 initiator=initiator,
-                sid=session_id(initiator, responder, nonce_i, nonce_r),
+                sid=sid,
                 writer=writer,
                 address=remote,
+                channel=channel,
             )
             # A dialled session is fresh (the responder echoed our nonce); an
             # accepted one only once its initiator signs a frame in it, so a
@@ -582,7 +604,8 @@ class PeerSync:
             session.unverified = unverified
             sender_task = asyncio.create_task(self._sender(session))
             links = tuple(sorted(self._sessions))
-            await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links))
+            await self._send(session, Vector(self._store.clock.last, dict(self._my_vector), links,
+                                             self._my_revoked))
             await self._read_loop(session, reader, decoder, pending)
         except PeerProtocolError as exc:
             self._report_reject(remote, exc)
@@ -630,13 +653,15 @@ class PeerSync:
         decoder: FrameDecoder,
         pending: collections.deque[RawFrame],
         dialed: PeerAddress | None,
-    ) -> tuple[tuple[bytes, bytes], str | None]:
+        kx: KxKeys,
+    ) -> tuple[tuple[bytes, bytes, bytes], str | None]:
         nonce = os.urandom(NONCE_LEN)
         if dialed is not None:
-            self._write_raw(writer, Envelope(self._station, self._me, NO_SESSION, 0), Hello(nonce))
+            self._write_raw(writer, Envelope(self._station, self._me, NO_SESSION, 0),
+                            Hello(nonce, kx=kx.public))
         raw = await self._next_frame(reader, decoder, pending, self._timing.connect_timeout_s)
         if raw is None:
-            return (b"", b""), None
+            return (b"", b"", b""), None
         frame = open_frame(raw, self._station, self._trusted)
         hello = frame.payload
         env = frame.envelope
@@ -648,22 +673,23 @@ class PeerSync:
             # Our own listener (an address list that names this kiosk twice): not an attack.
             if dialed is not None:
                 self._self_addrs.add(dialed)
-            return (b"", b""), None
+            return (b"", b"", b""), None
         if dialed is not None:
             if hello.echo != nonce:
                 raise PeerProtocolError(
                     "stale-hello", "responder did not echo our nonce", env.sender
                 )
-            return (nonce, hello.nonce), env.sender
+            return (nonce, hello.nonce, hello.kx), env.sender
         if hello.nonce in self._nonces:
             raise PeerProtocolError("replayed-hello", "handshake nonce seen before", env.sender)
         self._nonces[hello.nonce] = None
         while len(self._nonces) > NONCE_MEMORY:
             self._nonces.popitem(last=False)
         self._write_raw(
-            writer, Envelope(self._station, self._me, NO_SESSION, 0), Hello(nonce, echo=hello.nonce)
+            writer, Envelope(self._station, self._me, NO_SESSION, 0),
+            Hello(nonce, echo=hello.nonce, kx=kx.public),
         )
-        return (hello.nonce, nonce), env.sender
+        return (hello.nonce, nonce, hello.kx), env.sender
 
     def _register(self, new: _Session) -> bool:
         """Make ``new`` the session with its peer, unless an established one is preferred.
@@ -702,8 +728,8 @@ class PeerSync:
             raw = await self._next_frame(reader, decoder, pending, self._timing.dead_after_s)
             if raw is None:
                 return
-            frame = open_frame(raw, self._station, self._trusted)
-            env = frame.envelope
+            verify_raw(raw, self._station, self._trusted)
+            env = raw.envelope
             if env.sender != session.peer:
                 raise PeerProtocolError("wrong-peer", f"frame from {env.sender!r}", env.sender)
             if env.session != session.sid:
@@ -712,6 +738,8 @@ class PeerSync:
                 raise PeerProtocolError(
                     "out-of-sequence", f"seq {env.seq} after {session.recv_seq}", env.sender
                 )
+            # Only the next signed frame of this session reaches the decrypter.
+            frame = unseal_frame(raw, session.channel)
             session.recv_seq = env.seq
             if not session.registered:
                 if session.unverified:
@@ -737,6 +765,8 @@ class PeerSync:
             session.links = frozenset(payload.links)
             session.synced = True
             session.kick.set()
+            if payload.revoked:
+                await self._store_call(self._learn_revocations, session.peer, payload.revoked)
         elif isinstance(payload, Marks):
             result = await self._store_call(self._store.merge, payload.marks)
             # The peer holds what it sent us, except what we refused (we may
@@ -757,6 +787,22 @@ class PeerSync:
             session.closed = True
         else:
             raise PeerProtocolError("unexpected-frame", "HELLO inside a session", session.peer)
+
+    def _learn_revocations(self, peer: str, revoked: tuple[tuple[str, int], ...]) -> None:
+        """Apply the revocations a peer passed on (store thread); never one of this kiosk,
+        never one passed on by a kiosk that is itself revoked."""
+        if peer in {r.kiosk for r in self._store.revocations()}:
+            return
+        for kiosk, upto in revoked:
+            if kiosk == self._me:
+                continue
+            try:
+                applied = self._store.revoke(kiosk, by=peer, upto_seq=upto)
+            except ValueError as exc:
+                log.warning("revocation from %s ignored: %s", peer, exc)
+                continue
+            if applied is not None:
+                self._emit(EVENT_PEER_REVOKED, {"kiosk": kiosk, "upto_seq": upto, "by": peer})
 
     async def _sender(self, session: _Session) -> None:
         """Send the peer what it lacks whenever kicked (new local mark, new peer vector)."""
@@ -789,8 +835,9 @@ class PeerSync:
 
     # -- sending ----------------------------------------------------------------------
 
-    def _write_raw(self, writer: asyncio.StreamWriter, env: Envelope, payload: Payload) -> None:
-        data = encode_frame(env, payload, self._key)
+    def _write_raw(self, writer: asyncio.StreamWriter, env: Envelope, payload: Payload,
+                   channel: Channel | None = None) -> None:
+        data = encode_frame(env, payload, self._key, channel)
         writer.write(data)
         with self._lock:
             self._counters.bytes_sent += len(data)
@@ -804,6 +851,7 @@ class PeerSync:
             session.writer,
             Envelope(self._station, self._me, session.sid, session.send_seq),
             payload,
+            session.channel,
         )
         await asyncio.wait_for(session.writer.drain(), self._timing.write_timeout_s)
 
@@ -825,6 +873,7 @@ class PeerSync:
                     session.writer,
                     Envelope(self._station, self._me, session.sid, session.send_seq),
                     Bye(reason),
+                    session.channel,
                 )
         session.closed = True
         session.writer.close()
@@ -838,7 +887,20 @@ class PeerSync:
             log.exception("on_event(%s) failed", name)
 
     def _report_merge(self, peer: str, result: MergeResult) -> None:
+        for mark, ahead_ms in result.quarantined:
+            self._emit(
+                EVENT_MARK_QUARANTINED,
+                {"via_peer": peer, "kiosk": mark.kiosk, "origin_seq": mark.origin_seq,
+                 "ahead_ms": ahead_ms},
+            )
+        for rate in result.rate_exceeded:
+            self._emit(
+                EVENT_RATE_EXCEEDED,
+                {"kiosk": rate.kiosk, "marks": rate.marks, "window_ms": rate.window_ms},
+            )
         for mark, reason in result.rejected:
+            if reason == "clock-ahead":
+                continue  # reported as mark_quarantined above
             self._emit(
                 EVENT_MARK_REJECTED,
                 {

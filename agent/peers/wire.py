@@ -19,11 +19,20 @@ station's roll package, or for another station, is refused before its payload
 is even decoded. The marks inside MARKS frames carry their own signatures by
 the kiosk that made them; the frame signature only says who relayed them.
 
+Every frame after the HELLOs carries its payload sealed with the session's
+keys (:mod:`agent.peers.channel`): the envelope (station, sender, session id,
+sequence) stays readable so a frame can be checked before anything is
+decrypted, but list numbers, slip serials and version vectors never cross the
+station network in clear. The signature covers the sealed bytes.
+
 Payloads:
 
-* HELLO  ``nonce (32) | echo (32)`` (echo all-zero from the initiator)
-* VECTOR ``hlc (8) | n (2) | n x (kiosk str8, origin_seq (8)) | m (1) | m x kiosk str8``
-  (the version vector, then the kiosks the sender has a live session with)
+* HELLO  ``nonce (32) | echo (32) | kx (32)`` (echo all-zero from the initiator;
+  kx the sender's ephemeral X25519 public key for this connection)
+* VECTOR ``hlc (8) | n (2) | n x (kiosk str8, origin_seq (8)) | m (1) | m x kiosk str8
+  | r (1) | r x (kiosk str8, upto_seq (8))``
+  (the version vector, the kiosks the sender has a live session with, and the
+  kiosks revoked by a commission with the last origin_seq still accepted)
 * MARKS  ``n (2) | n x (length (2), Mark.to_bytes())``
 * BYE    ``reason str8``
 """
@@ -40,6 +49,7 @@ from typing import Literal
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from agent.peers.channel import KX_LEN, Channel, ChannelError
 from agent.peers.parameters import MAX_BODY, MAX_MARKS_PER_FRAME
 from agent.station.marks import Mark, MarkError
 
@@ -68,6 +78,7 @@ RejectReason = Literal[
     "unexpected-frame",
     "wrong-peer",
     "too-many-connections",
+    "undecryptable",
 ]
 
 
@@ -113,6 +124,7 @@ class Hello:
 
     nonce: bytes
     echo: bytes = bytes(NONCE_LEN)
+    kx: bytes = bytes(KX_LEN)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,8 @@ class Vector:
     hlc: int
     entries: Mapping[str, int]
     links: tuple[str, ...] = ()
+    revoked: tuple[tuple[str, int], ...] = ()
+    """Revoked kiosks known to the sender: ``(kiosk, upto_seq)`` (see MarkStore.revoke)."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +240,9 @@ def encode_payload(payload: Payload) -> tuple[FrameType, bytes]:
     if isinstance(payload, Hello):
         if len(payload.nonce) != NONCE_LEN or len(payload.echo) != NONCE_LEN:
             raise ValueError("nonces are 32 bytes")
-        return FrameType.HELLO, payload.nonce + payload.echo
+        if len(payload.kx) != KX_LEN:
+            raise ValueError(f"key exchange key is {KX_LEN} bytes")
+        return FrameType.HELLO, payload.nonce + payload.echo + payload.kx
     if isinstance(payload, Vector):
         if len(payload.entries) > 0xFFFF:
             raise ValueError("too many kiosks in a vector")
@@ -237,6 +253,11 @@ def encode_payload(payload: Payload) -> tuple[FrameType, bytes]:
             raise ValueError("too many links in a vector")
         parts.append(bytes([len(payload.links)]))
         parts += [_str8(k) for k in payload.links]
+        if len(payload.revoked) > 255:
+            raise ValueError("too many revocations in a vector")
+        parts.append(bytes([len(payload.revoked)]))
+        for kiosk, upto in payload.revoked:
+            parts += [_str8(kiosk), _SEQ.pack(upto)]
         return FrameType.VECTOR, b"".join(parts)
     if isinstance(payload, Marks):
         if len(payload.marks) > MAX_MARKS_PER_FRAME:
@@ -254,7 +275,7 @@ def decode_payload(ftype: FrameType, data: bytes) -> Payload:
     r = _Reader(data)
     out: Payload
     if ftype is FrameType.HELLO:
-        out = Hello(nonce=r.take(NONCE_LEN), echo=r.take(NONCE_LEN))
+        out = Hello(nonce=r.take(NONCE_LEN), echo=r.take(NONCE_LEN), kx=r.take(KX_LEN))
     elif ftype is FrameType.VECTOR:
         hlc = r.u64()
         entries: dict[str, int] = {}
@@ -265,7 +286,10 @@ def decode_payload(ftype: FrameType, data: bytes) -> Payload:
                 raise MalformedFrameError(f"bad vector entry for {kiosk!r}")
             entries[kiosk] = seq
         links = tuple(r.str8() for _ in range(r.u8()))
-        out = Vector(hlc=hlc, entries=entries, links=links)
+        revoked = tuple((r.str8(), r.u64()) for _ in range(r.u8()))
+        if any(upto >= 2**63 for _k, upto in revoked):
+            raise MalformedFrameError("bad revocation entry")
+        out = Vector(hlc=hlc, entries=entries, links=links, revoked=revoked)
     elif ftype is FrameType.MARKS:
         count = r.u16()
         if count > MAX_MARKS_PER_FRAME:
@@ -287,9 +311,13 @@ def decode_payload(ftype: FrameType, data: bytes) -> Payload:
 # -- frames ---------------------------------------------------------------------
 
 
-def encode_frame(envelope: Envelope, payload: Payload, key: SigningKey) -> bytes:
-    """Sign and frame ``payload`` from ``envelope.sender`` (whose key ``key`` is)."""
+def encode_frame(envelope: Envelope, payload: Payload, key: SigningKey,
+                 channel: Channel | None = None) -> bytes:
+    """Sign and frame ``payload`` from ``envelope.sender`` (whose key ``key`` is),
+    sealed with ``channel`` (every frame of a session; None only for the HELLOs)."""
     ftype, data = encode_payload(payload)
+    if channel is not None:
+        data = channel.seal(data)
     if len(envelope.session) != 32:
         raise ValueError("session id is 32 bytes")
     body = (
@@ -366,12 +394,19 @@ def _split(kind: FrameType, head_body: bytes, signature: bytes) -> RawFrame:
     )
 
 
-def open_frame(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey]) -> Frame:
-    """Check station and signer, verify the signature, then decode the payload.
+def open_frame(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey],
+               channel: Channel | None = None) -> Frame:
+    """Check station and signer, verify the signature, then unseal and decode the payload.
 
-    The payload of an unverified frame is never decoded: an attacker gets no
-    parser surface beyond the envelope.
+    The payload of an unverified frame is never decrypted nor decoded: an
+    attacker gets no parser surface beyond the envelope.
     """
+    verify_raw(raw, station, trusted)
+    return unseal_frame(raw, channel)
+
+
+def verify_raw(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey]) -> None:
+    """The first half of :func:`open_frame`: station, signer and signature."""
     env = raw.envelope
     if env.station != station:
         raise PeerProtocolError(
@@ -388,7 +423,18 @@ def open_frame(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey]) ->
         raise PeerProtocolError(
             "bad-signature", f"frame not signed by {env.sender!r}", sender=env.sender
         ) from exc
-    return Frame(type=raw.type, envelope=env, payload=decode_payload(raw.type, raw.payload))
+
+
+def unseal_frame(raw: RawFrame, channel: Channel | None) -> Frame:
+    """The second half of :func:`open_frame`, for a frame already verified: the
+    session's next sealed payload (``channel``), decoded."""
+    data = raw.payload
+    if channel is not None:
+        try:
+            data = channel.open(data)
+        except ChannelError as exc:
+            raise PeerProtocolError("undecryptable", str(exc), sender=raw.envelope.sender) from exc
+    return Frame(type=raw.type, envelope=raw.envelope, payload=decode_payload(raw.type, data))
 
 
 def session_id(initiator: str, responder: str, nonce_i: bytes, nonce_r: bytes) -> bytes:

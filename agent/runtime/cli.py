@@ -5,6 +5,7 @@
     kesp-agent reprint SERIAL           # another copy, printed as DUPLICATE
     kesp-agent document NUMBER          # ID document number typed by the operator
     kesp-agent manual LIST_NUMBER       # commission's decision to admit a voter
+    kesp-agent revoke KIOSK             # commission revokes a peer kiosk (stolen, faulty)
     kesp-agent audit verify|show        # check the hash-chained audit log
 
 Every command names the configuration with ``--config`` (default
@@ -26,7 +27,8 @@ from agent.runtime.control import ControlError, request
 
 DEFAULT_CONFIG = os.environ.get("KESP_CONFIG", "/etc/kesp/agent.json")
 OPERATOR_COMMANDS = ("status", "open", "pause", "resume", "close", "export")
-ARG_COMMANDS = {"reprint": "SERIAL", "document": "NUMBER", "manual": "LIST_NUMBER"}
+ARG_COMMANDS = {"reprint": "SERIAL", "document": "NUMBER", "manual": "LIST_NUMBER",
+                "revoke": "KIOSK"}
 
 
 def _parser() -> argparse.ArgumentParser:

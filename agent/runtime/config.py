@@ -53,6 +53,8 @@ class SensorConfig:
     baud: int = 57600
     password: int = 0
     address: int = 0xFFFFFFFF
+    #: Seconds one command may wait for the module's reply (2 s suits a real R30x/R503).
+    reply_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,16 @@ class AgentConfig:
     document_reader: str = ""
     control_socket: str = "/run/kesp/agent.sock"
     health_interval_s: float = 60.0
+    #: Longest pause between two attempts to open an absent device (the first is 0.5 s,
+    #: then doubled): how long a replugged cable may wait before it is used.
+    device_retry_max_s: float = 5.0
     peers: tuple[str, ...] = ()
     #: ``host:port`` this kiosk accepts station peers on (agent.peers; see docs/PEERS.md).
     peer_listen: str = "0.0.0.0:7341"
     #: Also find station peers by mDNS/DNS-SD (``_kesp-peer._tcp``) besides ``peers``.
     peer_mdns: bool = False
+    #: A peer's mark stamped more than this ahead of this kiosk's clock is quarantined.
+    peer_max_clock_ahead_s: float = 300.0
     language_order: tuple[str, ...] = ("ky", "ru")
 
     def __post_init__(self) -> None:
@@ -125,6 +132,13 @@ class AgentConfig:
             raise ConfigError(f"{self.broker.url!r} has no port", field="broker.url")
         if self.health_interval_s <= 0:
             raise ConfigError("must be positive", field="health_interval_s")
+        if self.device_retry_max_s <= 0:
+            raise ConfigError("must be positive", field="device_retry_max_s")
+        if self.sensor.reply_timeout_s <= 0:
+            raise ConfigError("must be positive", field="sensor.reply_timeout_s")
+        if not 1.0 <= self.peer_max_clock_ahead_s <= 86_400.0:
+            raise ConfigError("must be between 1 and 86400 seconds",
+                              field="peer_max_clock_ahead_s")
         if self.peer_mdns and not mdns_installed():
             raise ConfigError(
                 "is true but mDNS support is not installed: "

@@ -7,7 +7,11 @@ operators' group can enter, the socket itself is 0660, and the server checks
 the peer's credentials (``SO_PEERCRED``) against the same rule, so a process
 that somehow reaches the socket under another uid is refused.
 
-One request per connection::
+One request per connection, read within ``read_timeout_s``; at most
+``max_clients`` connections are served at once (each holds a thread, and the
+unit's ``TasksMax`` is 64): one more is answered "busy" at once and closed.
+
+::
 
     -> {"cmd": "open", "arg": ""}
     <- {"ok": true, "result": {...}}  |  {"ok": false, "error": "..."}
@@ -31,6 +35,40 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str, str], dict[str, Any]]
 MAX_REQUEST = 4096
+READ_TIMEOUT_S = 5.0
+"""A client that has not sent its request line within this is dropped."""
+MAX_CLIENTS = 8
+"""Connections served at once; an operator types one command at a time."""
+_BUSY = b'{"ok": false, "error": "busy: too many control clients, retry in a few seconds"}\n'
+
+
+class _BoundedServer(socketserver.ThreadingUnixStreamServer):
+    """A threading server that refuses, without a thread, clients beyond ``max_clients``."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler],
+                 max_clients: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_clients)
+        super().__init__(path, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()  # no thread started: give the slot back
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class ControlError(RuntimeError):
@@ -47,7 +85,8 @@ def _peer_allowed(sock: socket.socket, path: Path) -> bool:
 class ControlServer:
     """Serves operator commands to ``handler(cmd, arg)`` on a Unix socket."""
 
-    def __init__(self, path: str | os.PathLike[str], handler: Handler) -> None:
+    def __init__(self, path: str | os.PathLike[str], handler: Handler, *,
+                 read_timeout_s: float = READ_TIMEOUT_S, max_clients: int = MAX_CLIENTS) -> None:
         self.path = Path(path)
         self._handler = handler
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -56,16 +95,17 @@ class ControlServer:
         outer = self
 
         class _Request(socketserver.StreamRequestHandler):
+            timeout = read_timeout_s  # socketserver applies it to the connection
+
             def handle(self) -> None:
                 outer._serve(self.connection, self.rfile, self.wfile)
 
         old_umask = os.umask(0o117)
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(str(self.path), _Request)
+            self._server = _BoundedServer(str(self.path), _Request, max_clients)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o660)
-        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="control", daemon=True
         )
@@ -74,7 +114,10 @@ class ControlServer:
         if not _peer_allowed(conn, self.path):
             reply: dict[str, Any] = {"ok": False, "error": "permission denied"}
         else:
-            line = rfile.readline(MAX_REQUEST)
+            try:
+                line = rfile.readline(MAX_REQUEST)
+            except (TimeoutError, OSError):
+                return  # an idle or vanished client: its slot is freed, nothing to answer
             try:
                 request = json.loads(line)
                 cmd, arg = str(request["cmd"]), str(request.get("arg", ""))

@@ -9,7 +9,14 @@ Start-up order matters and is the same on every boot:
 3. the roll re-verified and decrypted in memory (exit 78 if refused);
 4. stores (marks, ledger, lifecycle, audit) and telemetry opened, then
    :meth:`Station.recover` finishes whatever a power cut interrupted;
-5. devices opened, the control socket served, ``READY=1`` sent to systemd.
+5. the control socket served, ``READY=1`` sent to systemd.
+
+Devices are not a reason to stop: a sensor, printer or document reader that is
+absent at start or unplugged later is reopened in the background (polling with
+a capped backoff, :mod:`agent.drivers.sensor.supervised` says why not udev
+events), its state is shown (LED ring, ``kesp-agent status``, health telemetry,
+a ``*-status-changed`` audit event) and no voter is identified until it is
+back. Exit 78 is for what a restart cannot fix: configuration, keys, the roll.
 
 SIGTERM ends the loop cleanly: ``agent-stopped`` is logged, a final audit
 checkpoint is written, the telemetry session ends with its death message.
@@ -38,19 +45,21 @@ from agent.audit.event_ids import EventId
 from agent.audit.log import AuditLog
 from agent.drivers.docreader.reader import MrzRead, MrzRejected, SerialDocumentReader
 from agent.drivers.printer.printer import open_printer
+from agent.drivers.printer.status import PrinterState, PrinterStatus
 from agent.drivers.sensor.service import FingerprintSensor, open_sensor
-from agent.drivers.transport import (
-    DeviceUnavailable,
-    TransportUnavailableError,
-    preflight_serial,
-)
+from agent.drivers.sensor.supervised import SupervisedSensor
+from agent.drivers.sensor.types import SensorStatus
+from agent.drivers.transport import TransportUnavailableError
 from agent.match import Matcher
 from agent.match.warm import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
+    EVENT_PEER_REVOKED,
     EVENT_PEER_STATUS,
+    EVENT_RATE_EXCEEDED,
     PeerSync,
 )
 from agent.roll.installed import RollError, load_cec_key, load_roll
@@ -61,11 +70,12 @@ from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
 from agent.station.ledger import Ledger
-from agent.station.lifecycle import Command, Lifecycle, Phase
-from agent.station.marks import MarkStore
+from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_roll_pin
+from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
 from agent.telemetry import Telemetry
+from agent.telemetry.health import clock_sync_state
 
 log = logging.getLogger(__name__)
 
@@ -116,23 +126,40 @@ class Agent:
                                   write_cache=False, before_build=warming.result)
             t2 = time.monotonic()
             warm_s = warming.result()
-        if cfg.sensor.kind == "grow-serial" and sensor is None:
-            preflight_serial("sensor", cfg.sensor.port)
-        if cfg.printer.kind == "escpos-serial":
-            preflight_serial("printer", cfg.printer.port)
+        installed = RollPin(self.roll.roll.election_id, self.roll.roll.roll_version,
+                            self.roll.package_hash)
+        pin = read_roll_pin(state / "lifecycle.sqlite")
+        refusal = pin.refusal(installed) if pin is not None else None
+        if refusal is not None:
+            raise RollError(f"{refusal}: a rolled-back or swapped roll is refused; reinstall the "
+                            "roll package the commission opened with")
         self.roll.persist_cache(state, self.keys)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
         clean = self.audit.previous_close_clean or self.audit.head_seq == 0
         self.marks = MarkStore(
             state / "marks.sqlite", cfg.device_id, self.keys.signing,
             {k.device_id: _verify_key(k.verify_key) for k in self.roll.roll.kiosks},
+            policy=MarkPolicy(max_ahead_ms=int(cfg.peer_max_clock_ahead_s * 1000)),
+            in_roll=self.roll.by_list_number.__contains__,
         )
         self.ledger = Ledger(state / "ledger.sqlite", cfg.station_id, cfg.device_id)
         self.lifecycle = Lifecycle(state / "lifecycle.sqlite")
-        self.sensor = sensor if sensor is not None else open_sensor(cfg.sensor)
+        self._sensor_state = "unknown"
+        self._reader = _ReaderState("not-configured" if not cfg.document_reader else "unknown")
+        self.supervised: SupervisedSensor | None = None
+        if sensor is None:
+            where = cfg.sensor.port if cfg.sensor.kind == "grow-serial" else cfg.sensor.kind
+            self.supervised = SupervisedSensor(lambda: open_sensor(cfg.sensor), where=where,
+                                               on_change=self._sensor_changed,
+                                               retry_max_s=cfg.device_retry_max_s)
+            sensor = self.supervised
+        self.sensor: FingerprintSensor = sensor
         self.printer = open_printer(cfg.printer)
         self.telemetry = Telemetry(cfg, self.keys, health=self.health)
         self.journal = AuditJournal(self.audit, self.telemetry)
+        # A device coming or going reaches ops in the next health sample, not a minute later.
+        self.audit.subscribe(lambda entry: self.telemetry.health_soon()
+                             if entry.event in _DEVICE_EVENTS else None)
         self.peers = (PeerSync(cfg, self.keys, self.marks, on_event=self._peer_event)
                       if cfg.peers else None)
         self.station = Station(
@@ -141,6 +168,7 @@ class Agent:
             lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
+            devices=self.devices,
         )
         self.operator = Operator(self.station)
         self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
@@ -152,26 +180,33 @@ class Agent:
         )
         self.journal.record(EventId.ROLL_VERIFIED, roll_hash=self.roll.package_hash,
                             voters=len(self.roll.roll.voters))
+        if clock_sync_state() == "unsynchronised":
+            log.warning("the clock is not NTP-synchronised: stamping from the saved clock")
+            self.journal.record(EventId.CLOCK_UNSYNCHRONISED)
         if self.lifecycle.phase is Phase.UNPROVISIONED:
             self.lifecycle.apply(Command.INSTALL)
+        elif self.lifecycle.phase is not Phase.PROVISIONED and pin is None:
+            self.lifecycle.pin_roll(installed)  # opened by a release that kept no pin
         self.station.recover()
+        if self.supervised is not None:
+            self.supervised.start()  # opens the sensor in the background, now and after faults
         self.control = ControlServer(cfg.control_socket, self.operator.command)
         self.times = StartupTimes(warm_s, t2 - t1, time.monotonic() - t0)
         self._stop = threading.Event()
+        self._reader_thread: threading.Thread | None = None
 
     def _read_documents(self) -> None:
         """Document-reader thread: MRZ reads select the next voter (lookup "mrz")."""
         path = self.cfg.document_reader
         reader: SerialDocumentReader | None = None
-        state = "unknown"
         while not self._stop.is_set():
             try:
                 if reader is None:
                     reader = SerialDocumentReader.open(path)
-                    state = self._note_reader(state, "ready")
+                    self._note_reader("ready", "")
                 outcome = reader.read(1.0)
-            except (TransportUnavailableError, OSError):
-                state = self._note_reader(state, "unplugged")
+            except (TransportUnavailableError, OSError) as exc:
+                self._note_reader("unplugged", _reader_advice(path, exc))
                 if reader is not None:
                     with contextlib.suppress(OSError):
                         reader.close()
@@ -190,11 +225,36 @@ class Agent:
         if reader is not None:
             reader.close()
 
-    def _note_reader(self, previous: str, status: str) -> str:
+    def _note_reader(self, status: str, detail: str) -> None:
+        previous, self._reader = self._reader.state, _ReaderState(status, detail)
         if status != previous:
+            if detail:
+                log.warning("%s", detail)
             self.journal.record(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
                                 previous=previous)
-        return status
+
+    def _sensor_changed(self, status: SensorStatus) -> None:
+        """The supervised sensor came, went or failed (called from its watcher thread)."""
+        state = status.state.value
+        previous, self._sensor_state = self._sensor_state, state
+        if state != previous:
+            self.journal.record(EventId.SENSOR_STATUS_CHANGED, status=state, previous=previous)
+
+    def devices(self) -> dict[str, dict[str, str]]:
+        """Each device's state and, when it is not usable, one line saying what to do.
+
+        For ``kesp-agent status`` and the health telemetry; cheap (no printer I/O).
+        """
+        sensor = self.sensor.status()
+        printer = self.station.last_printer_status
+        out = {
+            "sensor": {"state": sensor.state.value, "detail": sensor.detail},
+            "printer": {"state": printer.state.value,
+                        "detail": _printer_advice(self.cfg.printer.port, printer)},
+        }
+        if self.cfg.document_reader:
+            out["document_reader"] = {"state": self._reader.state, "detail": self._reader.detail}
+        return out
 
     def _peer_names(self) -> list[str]:
         return [p.kiosk for p in self.peers.status()] if self.peers else []
@@ -215,6 +275,19 @@ class Agent:
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
+        elif name == EVENT_MARK_QUARANTINED:
+            self.journal.record(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
+                                mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])),
+                                ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
+        elif name == EVENT_RATE_EXCEEDED:
+            self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
+                                marks_in_window=int(str(fields["marks"])),
+                                window_s=int(str(fields["window_ms"])) // 1000)
+        elif name == EVENT_PEER_REVOKED:
+            self.journal.record(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
+                                revoked_upto=int(str(fields["upto_seq"])),
+                                revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
             self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
@@ -223,9 +296,13 @@ class Agent:
 
     def health(self) -> Mapping[str, object]:
         """Device and roll facts for the periodic health message (nothing personal)."""
+        devices = self.devices()
         return {
-            "sensor": self.sensor.status().state.value,
+            "sensor": devices["sensor"]["state"],
             "printer": self.printer.status().state.value,
+            **({"document_reader": devices["document_reader"]["state"]}
+               if "document_reader" in devices else {}),
+            "device_problems": [d["detail"] for d in devices.values() if d["detail"]],
             "phase": self.lifecycle.phase.value,
             "roll_version": self.roll.roll.roll_version,
             "roll_hash": self.roll.package_hash,
@@ -243,7 +320,9 @@ class Agent:
             self.peers.start()
         self.control.start()
         if self.cfg.document_reader:
-            threading.Thread(target=self._read_documents, name="docreader", daemon=True).start()
+            self._reader_thread = threading.Thread(target=self._read_documents,
+                                                   name="docreader", daemon=True)
+            self._reader_thread.start()
         notifier = sdnotify.Notifier()
         watchdog = sdnotify.Watchdog(notifier)
         notifier.ready(f"serving station {self.cfg.station_id}")
@@ -272,12 +351,53 @@ class Agent:
         self.audit.close()
         self.telemetry.flush(parameters.SHUTDOWN_FLUSH_S)
         self.telemetry.stop(graceful=True)
+        if self._reader_thread is not None:
+            self._reader_thread.join(timeout=3.0)
         for closer in (self.sensor.close, self.marks.close, self.ledger.close,
                        self.lifecycle.close):
             try:
                 closer()
             except Exception:  # closing must not mask the stop reason
                 log.exception("error while closing")
+
+
+_DEVICE_EVENTS = frozenset({EventId.SENSOR_STATUS_CHANGED, EventId.PRINTER_STATUS_CHANGED,
+                            EventId.DOCUMENT_READER_STATUS_CHANGED})
+
+
+@dataclass(frozen=True)
+class _ReaderState:
+    state: str
+    detail: str = ""
+
+
+def _reader_advice(path: str, exc: OSError) -> str:
+    if Path(path).exists():
+        return (f"document reader {path} cannot be opened ({exc}): check that document_reader "
+                "names the reader's port; type document numbers meanwhile")
+    return (f"document reader {path} not found: check its cable; type document numbers "
+            "meanwhile (the agent waits for it)")
+
+
+def _printer_advice(port: str, status: PrinterStatus) -> str:
+    """One line for a printer that cannot print now: what the commission does about it."""
+    fixes = {
+        PrinterState.DISCONNECTED: "check the printer's cable and power (the agent waits for it)",
+        PrinterState.PAPER_OUT: "put in a new paper roll",
+        PrinterState.COVER_OPEN: "close the printer's cover",
+        PrinterState.OFFLINE: "release the feed button, or switch the printer off and on",
+        PrinterState.ERROR: "switch the printer off and on; call the technician if it stays",
+    }
+    fix = fixes.get(status.state)
+    if fix is None:
+        return ""
+    if status.state is PrinterState.ERROR and status.flags is None:
+        # no valid status bytes at all: something else is at that port, or a wrong profile
+        fix = "check that printer.port names the printer and printer.profile its model"
+    elif status.state is PrinterState.DISCONNECTED and Path(port).exists():
+        fix += ", and that printer.port names the printer"
+    why = f" ({status.detail})" if status.detail else ""
+    return f"receipt printer {port} {status.state.value}{why}: {fix}"
 
 
 def _verify_key(hex_key: str) -> VerifyKey:
@@ -289,7 +409,7 @@ def run(config_path: str) -> int:
     try:
         cfg = load_config(config_path)
         agent = Agent(cfg)
-    except (ConfigError, KeyFileError, RollError, DeviceUnavailable) as exc:
+    except (ConfigError, KeyFileError, RollError) as exc:
         print(f"kesp-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

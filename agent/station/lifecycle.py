@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from enum import Enum
 
 from agent.runtime.sqlite_util import connect_durable, immediate
@@ -92,6 +93,58 @@ def read_phase(path: str | os.PathLike[str]) -> Phase:
     return Phase(row[0]) if row else Phase.UNPROVISIONED
 
 
+@dataclass(frozen=True)
+class RollPin:
+    """Which roll a station opened with: a later start refuses an older or foreign one."""
+
+    election_id: str
+    roll_version: int
+    package_hash: str
+
+    def refusal(self, installed: RollPin) -> str | None:
+        """Why the ``installed`` roll may not run a station opened with this one, or None."""
+        if installed.election_id != self.election_id:
+            return (f"the installed roll is for election {installed.election_id!r} but this "
+                    f"station opened with {self.election_id!r}")
+        if installed.roll_version < self.roll_version:
+            return (f"the installed roll v{installed.roll_version} is older than v"
+                    f"{self.roll_version} the station opened with")
+        if installed.roll_version == self.roll_version and (
+                installed.package_hash != self.package_hash):
+            return (f"the installed roll v{installed.roll_version} is not the package the "
+                    "station opened with")
+        return None
+
+
+_PIN_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS roll_pin (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "election_id TEXT NOT NULL, roll_version INTEGER NOT NULL, package_hash TEXT NOT NULL)"
+)
+
+
+def _pin_row(con: sqlite3.Connection) -> RollPin | None:
+    try:
+        row = con.execute(
+            "SELECT election_id, roll_version, package_hash FROM roll_pin"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no table yet: opened by an earlier release, or never
+    return RollPin(row[0], int(row[1]), row[2]) if row else None
+
+
+def read_roll_pin(path: str | os.PathLike[str]) -> RollPin | None:
+    """The pin recorded in ``path`` (None if there is no such file), writing nothing."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        return None
+    flags = "mode=ro" if os.path.exists(p + "-wal") else "mode=ro&immutable=1"
+    con = sqlite3.connect(f"file:{p}?{flags}", uri=True)
+    try:
+        return _pin_row(con)
+    finally:
+        con.close()
+
+
 class Lifecycle:
     """The persisted phase of this kiosk's station day."""
 
@@ -101,6 +154,18 @@ class Lifecycle:
             "CREATE TABLE IF NOT EXISTS lifecycle (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "phase TEXT NOT NULL, command TEXT NOT NULL, at_ms INTEGER NOT NULL)"
         )
+        self._con.execute(_PIN_SCHEMA)
+
+    def pin_roll(self, pin: RollPin) -> None:
+        """Record the roll the station opened with (kept: the first pin stands)."""
+        with immediate(self._con) as con:
+            con.execute("INSERT OR IGNORE INTO roll_pin VALUES (1, ?, ?, ?)",
+                        (pin.election_id, pin.roll_version, pin.package_hash))
+
+    @property
+    def roll_pin(self) -> RollPin | None:
+        """The roll the station opened with, if it was opened."""
+        return _pin_row(self._con)
 
     @property
     def phase(self) -> Phase:

@@ -16,6 +16,16 @@ report so the commission can reconcile with the paper list.
 The store is SQLite (WAL, ``synchronous=FULL``): :meth:`MarkStore.mark_local`
 returns only after the mark is on disk, which is what lets the station print
 the slip *after* the mark and never lose one to a power cut.
+
+A valid signature proves which kiosk made a mark, not that the mark is sane
+(stolen kit, an RTC set to the wrong year). So :meth:`MarkStore.merge` trusts a
+peer's mark only within bounds (:class:`MarkPolicy`, docs/PEERS.md "Trust
+model"): a mark stamped further ahead of this kiosk's clock than the allowed
+skew is *quarantined* (held apart, never observed into the clock, admitted when
+it arrives again once it is no longer ahead); a list number not in the roll is
+refused; a kiosk the commission revoked has its later marks refused; a kiosk
+whose marks come faster than a kiosk can identify voters is reported. Each mark
+is judged on its own: a bad one never rolls back the good ones of its frame.
 """
 
 from __future__ import annotations
@@ -34,6 +44,11 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from agent.runtime.sqlite_util import connect_durable, immediate
+from agent.station.parameters import (
+    CLOCK_STEP_MS,
+    PEER_MAX_MARKS_PER_WINDOW,
+    PEER_RATE_WINDOW_S,
+)
 
 Method = Literal["verify", "identify", "identify-2f", "manual"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -45,8 +60,36 @@ _HEAD = struct.Struct(">4sIQQB")  # magic, voter, origin_seq, hlc, method index
 _MAX_TEXT = 255
 
 
+MAX_STORED_HLC = 2**63 - 1
+"""SQLite integers are signed 64-bit: no stamp above this is stored or observed."""
+
+
+_FLOOR_LIMIT = (2**47 - 1) << 16
+"""A persisted floor at or above this leaves the clock no room to advance."""
+
+
 class MarkError(ValueError):
     """A mark could not be decoded or is not valid."""
+
+
+class ClockOverflowError(MarkError):
+    """The hybrid clock would pass :data:`MAX_STORED_HLC` (a poisoned persisted floor)."""
+
+
+@dataclass(frozen=True)
+class MarkPolicy:
+    """The bounds within which a peer's validly signed mark is believed (docs/PEERS.md).
+
+    Defaults come from :mod:`agent.station.parameters`; the allowed skew is
+    site configuration (``peer_max_clock_ahead_s``).
+    """
+
+    max_ahead_ms: int = 300_000
+    """A mark stamped more than this ahead of our wall clock is quarantined."""
+    rate_window_ms: int = PEER_RATE_WINDOW_S * 1000
+    """Window of claimed (HLC) time over which a kiosk's rate of marks is checked."""
+    max_marks_per_window: int = PEER_MAX_MARKS_PER_WINDOW
+    """More marks than this from one kiosk inside one window is not physically possible."""
 
 
 def hlc_pack(wall_ms: int, counter: int) -> int:
@@ -144,31 +187,66 @@ class HybridClock:
     """Hybrid logical clock (Kulkarni et al.): monotonic even when the wall clock steps back.
 
     A kiosk without a battery-backed RTC may boot with a clock in the past;
-    the persisted high-water mark (``floor``) keeps its stamps increasing.
+    the persisted high-water mark (``floor``) keeps its stamps increasing. But
+    a floor further ahead of the wall clock than ``max_lead_ms`` came from a
+    clock that was wrong (set years ahead, then corrected): stamps follow the
+    wall clock again rather than stay frozen ahead, where peers would
+    quarantine every mark and turnout hours would stop. Per-kiosk order never
+    depends on it (``origin_seq``). Steps of the wall clock against the
+    monotonic clock are kept for :meth:`take_steps` (the station audits them).
     """
 
-    def __init__(self, floor: int = 0, wall_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, floor: int = 0, wall_ms: Callable[[], int] | None = None, *,
+                 max_lead_ms: int | None = None,
+                 mono_ms: Callable[[], int] | None = None) -> None:
         self._last = floor
         self._wall = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self._mono = mono_ms or (lambda: time.monotonic_ns() // 1_000_000)
+        self._max_lead = max_lead_ms
+        self._ref: tuple[int, int] | None = None
+        self._steps: list[int] = []
         self._lock = threading.Lock()
 
     def now(self) -> int:
-        """A fresh stamp, greater than every stamp issued or observed before."""
+        """A fresh stamp, greater than every stamp issued or observed before
+        (unless the floor was more than ``max_lead_ms`` ahead: see the class docstring)."""
         with self._lock:
-            wall = self._wall()
+            wall, mono = self._wall(), self._mono()
+            if self._ref is not None:
+                step = (wall - self._ref[0]) - (mono - self._ref[1])
+                if abs(step) >= CLOCK_STEP_MS:
+                    self._steps.append(step)
+            self._ref = (wall, mono)
             last_wall, counter = hlc_wall_ms(self._last), self._last & 0xFFFF
-            if wall > last_wall:
-                self._last = hlc_pack(wall, 0)
+            if wall > last_wall or (
+                self._max_lead is not None and last_wall - wall > self._max_lead
+            ):
+                stamp = hlc_pack(wall, 0)
             else:
-                self._last = hlc_pack(last_wall, counter + 1) if counter < 0xFFFF else hlc_pack(
+                stamp = hlc_pack(last_wall, counter + 1) if counter < 0xFFFF else hlc_pack(
                     last_wall + 1, 0
                 )
+            if stamp > MAX_STORED_HLC:
+                raise ClockOverflowError(f"hybrid clock at {self._last} cannot advance")
+            self._last = stamp
             return self._last
 
+    def take_steps(self) -> list[int]:
+        """Wall-clock steps (ms, new minus expected) seen since the last call."""
+        with self._lock:
+            steps, self._steps = self._steps, []
+        return steps
+
     def observe(self, remote: int) -> None:
-        """Move past a stamp seen on a peer's mark."""
+        """Move past a stamp seen on a peer's mark (callers bound it first: see MarkStore.merge)."""
+        if not 0 <= remote <= MAX_STORED_HLC:
+            raise ClockOverflowError(f"stamp {remote} cannot be stored")
         with self._lock:
             self._last = max(self._last, remote)
+
+    def wall_ms(self) -> int:
+        """This kiosk's wall clock in milliseconds (what peers' stamps are compared with)."""
+        return self._wall()
 
     @property
     def last(self) -> int:
@@ -184,14 +262,40 @@ class Conflict:
     marks: tuple[Mark, ...]
 
 
+@dataclass(frozen=True)
+class RateExceeded:
+    """A kiosk's marks arrive faster than a kiosk can identify voters."""
+
+    kiosk: str
+    marks: int
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """The commission revoked ``kiosk``: its marks numbered above ``upto_seq`` are refused."""
+
+    kiosk: str
+    upto_seq: int
+    by: str
+
+
 @dataclass
 class MergeResult:
-    """What a merge did: new marks, repeats, rejects with reasons, voters now in conflict."""
+    """What a merge did: new marks, repeats, rejects with reasons, voters now in conflict.
+
+    ``quarantined`` marks are also in ``rejected`` (reason ``clock-ahead``): held
+    apart, they are admitted when a peer sends them again once they are no
+    longer ahead of this kiosk's clock.
+    """
 
     added: list[Mark] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[tuple[Mark, str]] = field(default_factory=list)
     conflicts: list[int] = field(default_factory=list)
+    quarantined: list[tuple[Mark, int]] = field(default_factory=list)
+    """Each quarantined mark with how far (ms) it was ahead of this kiosk's clock."""
+    rate_exceeded: list[RateExceeded] = field(default_factory=list)
 
 
 _SCHEMA = """
@@ -208,6 +312,20 @@ CREATE TABLE IF NOT EXISTS marks (
 );
 CREATE INDEX IF NOT EXISTS marks_voter ON marks(voter);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    kiosk TEXT NOT NULL,
+    origin_seq INTEGER NOT NULL,
+    mark BLOB NOT NULL,
+    ahead_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (kiosk, origin_seq)
+);
+CREATE TABLE IF NOT EXISTS revoked (
+    kiosk TEXT PRIMARY KEY,
+    upto_seq INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 """
 
 
@@ -220,19 +338,39 @@ class MarkStore:
         device_id: str,
         signing_key: SigningKey,
         trusted: Mapping[str, VerifyKey],
+        *,
+        policy: MarkPolicy | None = None,
+        in_roll: Callable[[int], bool] | None = None,
+        wall_ms: Callable[[], int] | None = None,
+        mono_ms: Callable[[], int] | None = None,
     ) -> None:
+        """``in_roll(list_number)`` says whether a voter is on the station's roll
+        (None: every number is); ``wall_ms`` and ``mono_ms`` replace the system's
+        wall and monotonic clocks in tests."""
         self.device_id = device_id
         self._key = signing_key
         self._trusted = dict(trusted)
         self._trusted.setdefault(device_id, signing_key.verify_key)
+        self.policy = policy or MarkPolicy()
+        self._in_roll = in_roll
         self._con = connect_durable(path)
         self._con.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        self._rate_alerted: dict[str, int] = {}
         row = self._con.execute(
             "SELECT value FROM meta WHERE key='hlc'"
         ).fetchone()
         top = self._con.execute("SELECT MAX(hlc) FROM marks").fetchone()[0] or 0
-        self.clock = HybridClock(max(row[0] if row else 0, top))
+        floor = max(row[0] if row else 0, top)
+        if floor >= _FLOOR_LIMIT:
+            # Poisoned by a peer's mark before stamps were bounded: the clock could
+            # never advance again (a crash loop). Keep only this kiosk's own order.
+            floor = self._con.execute(
+                "SELECT COALESCE(MAX(hlc), 0) FROM marks WHERE kiosk=?", (device_id,)
+            ).fetchone()[0]
+            floor = floor if floor < _FLOOR_LIMIT else 0
+        self.clock = HybridClock(floor, wall_ms, max_lead_ms=self.policy.max_ahead_ms,
+                                 mono_ms=mono_ms)
 
     @property
     def trusted(self) -> Mapping[str, VerifyKey]:
@@ -326,9 +464,60 @@ class MarkStore:
             ]
         return [Conflict(v, self.marks_for(v)) for v in voters]
 
+    def quarantined(self) -> list[tuple[Mark, int]]:
+        """Marks held apart because they were stamped ahead of this kiosk's clock."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT mark, ahead_ms FROM quarantine ORDER BY kiosk, origin_seq"
+            ).fetchall()
+        return [(Mark.from_bytes(bytes(r[0])), int(r[1])) for r in rows]
+
+    def revocations(self) -> list[Revocation]:
+        """Kiosks the commission revoked (here or at a peer), by kiosk id."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT kiosk, upto_seq, by FROM revoked ORDER BY kiosk"
+            ).fetchall()
+        return [Revocation(r[0], int(r[1]), r[2]) for r in rows]
+
+    def revoked_marks(self) -> list[Mark]:
+        """Marks held from revoked kiosks (made before the revocation): flagged on the report."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT m.kiosk, m.origin_seq, m.voter, m.method, m.slip_serial, m.hlc, "
+                "m.signature FROM marks m JOIN revoked r ON m.kiosk = r.kiosk "
+                "ORDER BY m.kiosk, m.origin_seq"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
     # -- writing -------------------------------------------------------------
 
-    def _insert(self, con: sqlite3.Connection, mark: Mark) -> None:
+    def revoke(self, kiosk: str, *, by: str, upto_seq: int | None = None) -> Revocation | None:
+        """Revoke ``kiosk``: refuse its marks numbered above ``upto_seq`` from now on.
+
+        ``upto_seq`` defaults to the highest of its marks held here with no gap
+        (what the commission saw when it decided). A kiosk never revokes itself;
+        a repeated revocation keeps the lower bound. Returns the revocation now
+        in force, or None when nothing changed.
+        """
+        if kiosk == self.device_id:
+            raise ValueError(f"kiosk {kiosk} cannot revoke itself")
+        if kiosk not in self._trusted:
+            raise ValueError(f"kiosk {kiosk!r} is not one of this station's kiosks")
+        with self._lock, immediate(self._con) as con:
+            if upto_seq is None:
+                upto_seq = self.version_vector().get(kiosk, 0)
+            held = con.execute("SELECT upto_seq FROM revoked WHERE kiosk=?", (kiosk,)).fetchone()
+            if held is not None and int(held[0]) <= upto_seq:
+                return None
+            con.execute(
+                "INSERT INTO revoked(kiosk, upto_seq, by, at_ms) VALUES (?,?,?,?) "
+                "ON CONFLICT(kiosk) DO UPDATE SET upto_seq=excluded.upto_seq",
+                (kiosk, upto_seq, by, self.clock.wall_ms()),
+            )
+            return Revocation(kiosk, upto_seq, by)
+
+    def _insert(self, con: sqlite3.Connection, mark: Mark, *, floor: int | None = None) -> None:
         con.execute(
             f"INSERT INTO marks ({self._COLS}, received_ms) VALUES (?,?,?,?,?,?,?,?)",
             (
@@ -339,7 +528,7 @@ class MarkStore:
         con.execute(
             "INSERT INTO meta(key, value) VALUES('hlc', ?) "
             "ON CONFLICT(key) DO UPDATE SET value=MAX(value, excluded.value)",
-            (self.clock.last,),
+            (self.clock.last if floor is None else floor,),
         )
 
     def _new_local(self, con: sqlite3.Connection, voter: int, method: str, serial: str) -> Mark:
@@ -372,38 +561,89 @@ class MarkStore:
             return self._new_local(con, voter, method, slip_serial)
 
     def merge(self, marks: Iterable[Mark]) -> MergeResult:
-        """Union ``marks`` into the set: verify, skip repeats, report new conflicts."""
+        """Union ``marks`` into the set: verify, bound, skip repeats, report new conflicts.
+
+        Every mark is judged on its own (see the module docstring); refusals are
+        values in the result, never exceptions, and the clock only observes the
+        stamps of marks that were stored.
+        """
         result = MergeResult()
+        now = self.clock.wall_ms()
         with self._lock, immediate(self._con) as con:
+            revoked = {r[0]: int(r[1]) for r in con.execute("SELECT kiosk, upto_seq FROM revoked")}
             for mark in marks:
-                key = self._trusted.get(mark.kiosk)
-                if key is None:
-                    result.rejected.append((mark, "unknown-kiosk"))
+                reason = self._judge(con, mark, now, revoked)
+                if reason == "duplicate":
+                    result.duplicates += 1
                     continue
-                if not mark.verify(key):
-                    result.rejected.append((mark, "bad-signature"))
-                    continue
-                held = con.execute(
-                    "SELECT signature FROM marks WHERE kiosk=? AND origin_seq=?",
-                    (mark.kiosk, mark.origin_seq),
-                ).fetchone()
-                if held is not None:
-                    if bytes(held[0]) == mark.signature:
-                        result.duplicates += 1
-                    else:
-                        # Two different validly signed marks with one number: the
-                        # kiosk's key or store is compromised. Keep the first.
-                        result.rejected.append((mark, "equivocation"))
+                if reason == "clock-ahead":
+                    ahead = hlc_wall_ms(mark.hlc) - now
+                    result.quarantined.append((mark, ahead))
+                    con.execute(
+                        "INSERT OR IGNORE INTO quarantine VALUES (?,?,?,?,?)",
+                        (mark.kiosk, mark.origin_seq, mark.to_bytes(), min(ahead, MAX_STORED_HLC),
+                         now),
+                    )
+                if reason is not None:
+                    result.rejected.append((mark, reason))
                     continue
                 before = con.execute(
                     "SELECT COUNT(*) FROM marks WHERE voter=?", (mark.voter,)
                 ).fetchone()[0]
-                self.clock.observe(mark.hlc)
-                self._insert(con, mark)
+                self._insert(con, mark, floor=max(self.clock.last, mark.hlc))
+                con.execute("DELETE FROM quarantine WHERE kiosk=? AND origin_seq=?",
+                            (mark.kiosk, mark.origin_seq))
                 result.added.append(mark)
                 if before >= 1:
                     result.conflicts.append(mark.voter)
+            result.rate_exceeded = self._check_rates(con, {m.kiosk for m in result.added})
+        # Committed: only now may the clock move past the stored stamps.
+        for mark in result.added:
+            self.clock.observe(mark.hlc)
         return result
+
+    def _judge(
+        self, con: sqlite3.Connection, mark: Mark, now_ms: int, revoked: Mapping[str, int]
+    ) -> str | None:
+        """Why ``mark`` is refused ("duplicate" when already held), or None to store it."""
+        key = self._trusted.get(mark.kiosk)
+        if key is None:
+            return "unknown-kiosk"
+        if not mark.verify(key):
+            return "bad-signature"
+        held = con.execute(
+            "SELECT signature FROM marks WHERE kiosk=? AND origin_seq=?",
+            (mark.kiosk, mark.origin_seq),
+        ).fetchone()
+        if held is not None:
+            # Two different validly signed marks with one number: the kiosk's
+            # key or store is compromised. Keep the first.
+            return "duplicate" if bytes(held[0]) == mark.signature else "equivocation"
+        if mark.kiosk in revoked and mark.origin_seq > revoked[mark.kiosk]:
+            return "revoked-kiosk"
+        if self._in_roll is not None and not self._in_roll(mark.voter):
+            return "not-in-roll"
+        if hlc_wall_ms(mark.hlc) - now_ms > self.policy.max_ahead_ms or mark.hlc > MAX_STORED_HLC:
+            return "clock-ahead"
+        return None
+
+    def _check_rates(self, con: sqlite3.Connection, kiosks: set[str]) -> list[RateExceeded]:
+        """Kiosks holding more marks in one window of their own stamps than is possible."""
+        window = self.policy.rate_window_ms
+        found: list[RateExceeded] = []
+        for kiosk in sorted(kiosks - {self.device_id}):
+            top = con.execute("SELECT MAX(hlc) FROM marks WHERE kiosk=?", (kiosk,)).fetchone()[0]
+            since = hlc_pack(max(hlc_wall_ms(top) - window, 0), 0)
+            n = int(con.execute(
+                "SELECT COUNT(*) FROM marks WHERE kiosk=? AND hlc>=?", (kiosk, since)
+            ).fetchone()[0])
+            # One alert per kiosk and window of its stamps, not one per frame.
+            if n > self.policy.max_marks_per_window and (
+                hlc_wall_ms(top) - self._rate_alerted.get(kiosk, -window) >= window
+            ):
+                self._rate_alerted[kiosk] = hlc_wall_ms(top)
+                found.append(RateExceeded(kiosk, n, window))
+        return found
 
     def close(self) -> None:
         """Close the database."""

@@ -1,4 +1,4 @@
-"""The operator's commands: open, pause, resume, close, export, reprint, document, manual.
+"""The operator's commands: open, pause, resume, close, export, reprint, document, manual, revoke.
 
 ``kesp-agent <command>`` reaches :meth:`Operator.command` through the control
 socket. Each command is checked against the lifecycle, carried out on the
@@ -19,7 +19,7 @@ from typing import Any
 from agent.audit.event_ids import EventId
 from agent.runtime.config import atomic_write
 from agent.station.ledger import SlipKind, SlipState
-from agent.station.lifecycle import Command, Phase
+from agent.station.lifecycle import Command, Phase, RollPin
 from agent.station.station import VOTER_SLIPS, Station, StationError
 
 
@@ -50,6 +50,7 @@ class Operator:
                 "reprint": self._reprint,
                 "document": self._document,
                 "manual": self._manual,
+                "revoke": self._revoke,
             }
             handler = handlers.get(name)
             if handler is None:
@@ -71,7 +72,11 @@ class Operator:
             r.kind in VOTER_SLIPS for r in self.station.ledger.all()
         ):
             raise StationError("refusing to open: this kiosk already holds marks or slips")
-        rec = self.station.ledger.allocate(SlipKind.ZERO_REPORT, state=SlipState.PENDING)
+        # A zero report that a missing printer could not print is retried, not doubled.
+        earlier = [r for r in self.station.ledger.in_state(SlipState.PENDING, SlipState.SENDING)
+                   if r.kind is SlipKind.ZERO_REPORT]
+        rec = earlier[0] if earlier else self.station.ledger.allocate(SlipKind.ZERO_REPORT,
+                                                                      state=SlipState.PENDING)
         if not self.station.print_slip(rec):
             raise StationError(
                 f"zero report {rec.serial} could not be printed "
@@ -79,6 +84,10 @@ class Operator:
             )
         self.station.journal.record(EventId.ZERO_REPORT_PRINTED, report_serial=rec.serial,
                             roll_hash=self.station.roll.package_hash)
+        roll = self.station.roll
+        # Pinned before the phase changes: a start after a cut in between still has it.
+        self.station.lifecycle.pin_roll(RollPin(roll.roll.election_id, roll.roll.roll_version,
+                                                roll.package_hash))
         self.station.lifecycle.apply(Command.OPEN)
         self.station.journal.record(EventId.STATION_OPENED,
                                     roll_hash=self.station.roll.package_hash)
@@ -154,6 +163,25 @@ class Operator:
         self.station.journal.record(EventId.STATION_EXPORTED, export_hash=digest)
         result = self.station.status()
         result["export"] = str(self.export_dir / f"{name}.json")
+        return result
+
+    def _revoke(self, kiosk: str) -> dict[str, Any]:
+        """The commission revokes a peer kiosk (stolen, misbehaving) during the day.
+
+        Its marks numbered above what this kiosk holds now are refused here and,
+        as peer sync passes the revocation on, at every kiosk of the station; the
+        ones held are flagged on the closing report (docs/PEERS.md, "Trust model").
+        """
+        kiosk = kiosk.strip()
+        if not kiosk:
+            raise StationError("revoke needs the kiosk id, e.g. kesp-agent revoke st-0042-k2")
+        revocation = self.station.marks.revoke(kiosk, by=self.station.device_id)
+        if revocation is not None:
+            self.station.journal.record(EventId.PEER_REVOKED, mark_kiosk=kiosk,
+                                        revoked_upto=revocation.upto_seq,
+                                        revoked_by=self.station.device_id)
+        result = self.station.status()
+        result["revoked"] = [r.kiosk for r in self.station.marks.revocations()]
         return result
 
     def _manual(self, list_number: str) -> dict[str, Any]:

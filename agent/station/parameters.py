@@ -43,3 +43,14 @@ SHUTDOWN_FLUSH_S = 5.0
 
 DOCUMENT_REOPEN_S = 2.0
 """How often a missing or unplugged document reader is looked for again."""
+
+PEER_RATE_WINDOW_S = 300
+"""Window of a peer kiosk's own stamps over which its rate of marks is checked."""
+
+PEER_MAX_MARKS_PER_WINDOW = 100
+"""More marks than this from one kiosk in one window (one per 3 s for 5 min) is not a
+kiosk at work: a voter's turn (press, match, slip) takes well over 3 s, so an alert."""
+
+CLOCK_STEP_MS = 2000
+"""A wall-clock jump against the monotonic clock this large is a step (audited as
+clock-adjusted); NTP slews smaller errors without stepping."""

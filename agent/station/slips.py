@@ -128,6 +128,8 @@ class ReportFacts:
     peers: Sequence[str] = ()
     merged_voters: int = 0
     conflicts: Sequence[str] = ()
+    revoked: Sequence[str] = ()
+    """One line per revoked peer kiosk, naming the marks of it held (flagged, to check)."""
 
 
 _COUNT_LABELS = (
@@ -179,6 +181,8 @@ def closing_report(*, serial: str, facts: ReportFacts, duplicate: bool = False) 
         extra.append(Text(f"Участок боюнча / По участку: {facts.merged_voters}"))
     for line in facts.conflicts:
         extra.append(Text(f"КАРАМА-КАРШЫЛЫК / КОНФЛИКТ: {line}", bold=True))
+    for line in facts.revoked:
+        extra.append(Text(f"ЧАКЫРЫЛДЫ / ОТОЗВАН: {line}", bold=True))
     extra.append(Rule())
     return _report("ЖАБУУ ОТЧЕТУ", "ИТОГОВЫЙ ОТЧЕТ", "closing-report", serial, facts, extra,
                    duplicate)

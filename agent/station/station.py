@@ -38,7 +38,13 @@ from numpy.typing import NDArray
 from agent import __version__
 from agent.audit.event_ids import EventId
 from agent.drivers.printer.document import Document
-from agent.drivers.printer.status import NotPrinted, Printed, PrinterStatus, PrintOutcome
+from agent.drivers.printer.status import (
+    NotPrinted,
+    Printed,
+    PrinterState,
+    PrinterStatus,
+    PrintOutcome,
+)
 from agent.drivers.sensor.service import FingerprintSensor
 from agent.drivers.sensor.types import Capture, Guidance, NoFinger
 from agent.match import Matcher, Template, extract
@@ -158,6 +164,7 @@ class Station:
         peers: Callable[[], list[str]] = list,
         on_mark: Callable[[Mark], None] = lambda _mark: None,
         clock: Callable[[], dt.datetime] = _now,
+        devices: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
     ) -> None:
         self.device_id = device_id
         self.station_id = station_id
@@ -178,7 +185,9 @@ class Station:
         self._document_voter: int | None = None
         self._document_lookup = "typed"
         self._document_deadline = 0.0
+        self._last_printer = PrinterStatus(PrinterState.DISCONNECTED, None, "not checked yet")
         self._last_printer_state: str = "unknown"
+        self._devices = devices
         self._guidance: Guidance | None = None
         self._attempt_ids = 0
 
@@ -279,7 +288,17 @@ class Station:
             peers=self._peers(),
             merged_voters=self.marks.voters_marked(),
             conflicts=conflicts,
+            revoked=self._revoked_lines(),
         )
+
+    def _revoked_lines(self) -> list[str]:
+        held = self.marks.revoked_marks()
+        return [
+            f"{r.kiosk} (№ > {r.upto_seq}): "
+            + (", ".join(f"№{m.voter}/{m.slip_serial}" for m in held if m.kiosk == r.kiosk)
+               or "-")
+            for r in self.marks.revocations()
+        ]
 
 
     def status(self) -> dict[str, Any]:
@@ -294,7 +313,13 @@ class Station:
             "conflicts": len(self.marks.conflicts()),
             "roll_hash": self.roll.package_hash,
             "audit_head": self.journal.head_hash,
+            "devices": dict(self._devices()) if self._devices else {},
         }
+
+    @property
+    def last_printer_status(self) -> PrinterStatus:
+        """The printer's status as last read (no device traffic)."""
+        return self._last_printer
 
     def present_document(self, number: str, lookup: str) -> dict[str, Any]:
         """An ID document number (``lookup`` "typed" or "mrz") selects the next voter."""
@@ -316,14 +341,23 @@ class Station:
             self._finish_identified(index, "manual", score=0.0, attempt_id=self._attempt_ids)
 
     def serve_once(self, wait_s: float = parameters.FINGER_POLL_S) -> None:
-        """One turn of the main loop: pending prints, then at most one voter session."""
+        """One turn of the main loop: pending prints, then at most one voter session.
+
+        Before opening and after closing it only keeps the printer's state current
+        (``status`` shows it; opening needs it) and waits ``wait_s``: it never spins.
+        """
         with self.lock:
-            if self.phase is not Phase.OPEN:
-                return
-            if not self.print_pending():
+            serving = self.phase is Phase.OPEN
+            if not serving:
+                self._note_printer(self.printer.status())
+            elif not self.print_pending():
                 self._guide(Guidance.FAULT)
                 return
-            self._guide(Guidance.READY)
+            else:
+                self._guide(Guidance.READY)
+        if not serving:
+            time.sleep(wait_s)
+            return
         capture = self.sensor.wait_for_finger(wait_s)
         if isinstance(capture, NoFinger):
             return
@@ -414,6 +448,8 @@ class Station:
             self._finish_refused(voter.list_number, mark, attempt_id)
             return
         self.ledger.make_pending(rec.serial)
+        for step in self.marks.clock.take_steps():
+            self.journal.record(EventId.CLOCK_ADJUSTED, offset_ms=step, clock_source="system")
         self._on_mark(mark)
         self._record_outcome(self.ledger.get(rec.serial))
         self.emit_turnout()
@@ -476,6 +512,7 @@ class Station:
         return status.printable
 
     def _note_printer(self, status: PrinterStatus) -> None:
+        self._last_printer = status
         state = status.state.value
         if state != self._last_printer_state:
             previous, self._last_printer_state = self._last_printer_state, state

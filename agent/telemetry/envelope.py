@@ -68,7 +68,25 @@ FORBIDDEN_KEYS: frozenset[str] = frozenset(
         "phone",
     }
 )
-_PIN_RE = re.compile(r"^\d{14}$")  # Kyrgyz personal identification number
+# The same in Russian and Kyrgyz (a key is normalised as above): full name, first
+# name, patronymic (ru "отчество", ky "атасынын аты"), personal number (ky "ЖИН"),
+# taxpayer number, passport and document numbers, birth date, address, photo...
+FORBIDDEN_KEYS_CYRILLIC: frozenset[str] = frozenset(
+    {
+        "фио", "имя", "аты", "атыжөнү", "пин", "инн", "жин", "атасынынаты",
+        "номер", "номерпаспорта", "номердокумента", "паспортномери", "документномери",
+    }
+)
+# Stems: a Cyrillic key containing any of these is refused (any case ending).
+FORBIDDEN_STEMS_CYRILLIC: tuple[str, ...] = (
+    "фамил", "отчеств", "паспорт", "документ", "рожден", "туулган", "адрес", "дарек",
+    "телефон", "отпечат", "манжаизи", "шаблон", "фото", "сүрөт", "личн", "жеке",
+)
+# A Kyrgyz personal identification number (PIN) is 14 digits: refused as a whole
+# string, as a 14-digit run anywhere inside text ("voter 21234567890123") when not
+# part of a longer token (a hash or serial), and as an integer of 14 digits.
+_PIN_RE = re.compile(r"(?<![0-9A-Za-z])\d{14}(?![0-9A-Za-z])")
+_PIN_INT = range(10**13, 10**14)
 # a run of MRZ characters with at least one '<' filler (every real MRZ line has
 # them), so that hashes such as the audit chain's 64-zero genesis are not flagged
 _MRZ_RE = re.compile(r"(?=[A-Z0-9<]{25,})[A-Z0-9]*<[A-Z0-9<]*")
@@ -158,6 +176,12 @@ def _norm_key(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
+def _forbidden_key(key: str) -> bool:
+    if key in FORBIDDEN_KEYS or key in FORBIDDEN_KEYS_CYRILLIC:
+        return True
+    return any(stem in key for stem in FORBIDDEN_STEMS_CYRILLIC)
+
+
 def check_payload(value: object, path: str = "p", depth: int = 0) -> None:
     """Validate a payload tree: JSON types only, finite floats, no personal data.
 
@@ -170,20 +194,22 @@ def check_payload(value: object, path: str = "p", depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise PayloadError(f"key {key!r} is not a string", path)
-            if _norm_key(key) in FORBIDDEN_KEYS:
+            if _forbidden_key(_norm_key(key)):
                 raise PersonalDataError(f"key {key!r} is not allowed in telemetry", path)
             check_payload(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             check_payload(item, f"{path}[{i}]", depth + 1)
     elif isinstance(value, str):
-        if _PIN_RE.match(value) or _MRZ_RE.search(value):
+        if _PIN_RE.search(value) or _MRZ_RE.search(value):
             raise PersonalDataError("value looks like a personal number or MRZ", path)
     elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int):
         if abs(value) > _U64:
             raise PayloadError("integer out of 64-bit range", path)
+        if abs(value) in _PIN_INT:
+            raise PersonalDataError("integer looks like a personal number (14 digits)", path)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise PayloadError("float is not finite", path)

@@ -80,6 +80,12 @@ class Outbox:
                 " payload BLOB NOT NULL, acked INTEGER NOT NULL DEFAULT 0)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS outbox_unacked ON outbox (acked, n)")
+            # Signatures of ops commands already carried out (replay guard that
+            # survives a restart); pruned once older than the command window.
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_commands ("
+                " signature BLOB PRIMARY KEY, sent_ms INTEGER NOT NULL)"
+            )
             for key, default in (("schema", _SCHEMA_VERSION), ("last_n", 0), ("boot", 0)):
                 db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, default))
             version = self._meta("schema")
@@ -159,6 +165,26 @@ class Outbox:
             db.execute("UPDATE meta SET value = ? WHERE key = 'boot'", (boot,))
             db.execute("COMMIT")
             return boot
+
+    def accept_command(self, signature: bytes, sent_ms: int, forget_before_ms: int) -> bool:
+        """Durably record an ops command's signature; False if it was seen before (a replay).
+
+        Signatures of commands sent before ``forget_before_ms`` are dropped: such
+        commands are refused as stale anyway.
+        """
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM seen_commands WHERE sent_ms < ?", (forget_before_ms,))
+                fresh = db.execute(
+                    "INSERT OR IGNORE INTO seen_commands VALUES (?, ?)", (signature, sent_ms)
+                ).rowcount == 1
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return fresh
 
     def last_n(self) -> int:
         """The highest counter value allocated so far (0 when nothing was ever queued)."""

@@ -174,7 +174,6 @@ class Telemetry:
         self._published = 0
         self._cmd_ok = 0
         self._cmd_refused = 0
-        self._seen_cmds: deque[bytes] = deque(maxlen=256)
         self._next_health = time.monotonic()
         self._final_depth: int | None = None  # set by stop(), when the outbox closes
         # Filled by paho callbacks (run on our own thread inside loop_read).
@@ -301,6 +300,12 @@ class Telemetry:
             except TelemetryError as exc:
                 log.error("health sample refused: %s", exc)
         return max(0.0, self._next_health - now)
+
+    def health_soon(self) -> None:
+        """Queue a health sample now rather than at the next interval (a device
+        came or went: ops should not wait a minute to see it)."""
+        self._next_health = time.monotonic()
+        self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -603,12 +608,13 @@ class Telemetry:
             self._cmd_refused += 1
             return None
         cmd = env.payload.get("cmd")
+        now, window_ms = _now_ms(), int(self.tuning.command_window_s * 1000)
         ok = (
             env.type == "cmd"
             and env.device == self.cfg.device_id
             and env.station == self.cfg.station_id
-            and abs(_now_ms() - env.sent_ms) <= self.tuning.command_window_s * 1000
-            and data[:64] not in self._seen_cmds
+            and env.district == self.cfg.district
+            and abs(now - env.sent_ms) <= window_ms
         )
         if ok and cmd == "rebirth":
             action: tuple[str, int, int] | None = ("rebirth", 0, 0)
@@ -618,11 +624,13 @@ class Telemetry:
             action = ("resend", int(lo), min(int(hi), self.outbox.last_n())) if valid else None  # type: ignore[arg-type]
         else:
             action = None
-        if action is None:
+        # The replay guard is persisted (outbox database) before the command is
+        # carried out, so a capture replayed after a restart is still refused.
+        if action is None or not self.outbox.accept_command(data[:64], env.sent_ms,
+                                                            now - 2 * window_ms):
             log.warning("command refused: wrong target, stale, replayed or unknown")
             self._cmd_refused += 1
             return None
-        self._seen_cmds.append(data[:64])
         self._cmd_ok += 1
         return action
 

@@ -91,3 +91,21 @@ def test_altered_entry_and_forged_checkpoint_are_found(tmp_path: Path) -> None:
     assert watch.facts["k-1"].audit_problem == "entry 3: hash does not match its body (altered)"
     assert watch.checked_through("k-1") == 2
     svc.store.close()
+
+
+def test_peer_trust_refusals_raise_rogue_mark_alerts(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.sqlite", KEY, "k-1")
+    log.append(EventId.MARK_QUARANTINED, peer="k-2", mark_kiosk="k-2", mark_seq=7,
+               ahead_ms=315_360_000_000)
+    log.append(EventId.PEER_RATE_EXCEEDED, mark_kiosk="k-2", marks_in_window=5_000, window_s=300)
+    log.append(EventId.SLIP_PRINTED, slip_serial="K01-000001", slip_kind="identified",
+               duplicate=False)
+    entries = [e.to_payload() for e in log.entries()]
+    log.close()
+    svc = _ingest(tmp_path, list(enumerate(entries, start=1)))
+    watch = AuditWatch()
+    refresh_audit(svc.store, load_registry(tmp_path / "devices.json"), watch, 20_000)
+    facts = watch.facts["k-1"]
+    assert facts.rogue_marks == 2 and facts.conflicts == 0
+    assert facts.audit_problem is None
+    svc.store.close()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nacl.signing import SigningKey
 
+from agent.peers.channel import KxKeys
 from agent.peers.wire import (
     DOMAIN,
     NO_SESSION,
@@ -149,9 +150,11 @@ def replay(host: str, port: int, capture: Path, sender: str, which: str) -> dict
     return {"error": f"no captured flow with a HELLO from {sender}"}
 
 
-def _hello(station: str, claim: str, key: SigningKey) -> tuple[bytes, bytes]:
+def _hello(station: str, claim: str, key: SigningKey,
+           kx: KxKeys | None = None) -> tuple[bytes, bytes]:
     nonce = os.urandom(32)
-    return nonce, encode_frame(Envelope(station, claim, NO_SESSION, 0), Hello(nonce), key)
+    hello = Hello(nonce) if kx is None else Hello(nonce, kx=kx.public)
+    return nonce, encode_frame(Envelope(station, claim, NO_SESSION, 0), hello, key)
 
 
 def impostor(host: str, port: int, station: str, claim: str) -> dict[str, object]:
@@ -167,7 +170,8 @@ def insider(
     host: str, port: int, station: str, keydir: Path, kiosk: str, victim: str
 ) -> dict[str, object]:
     key = load_keys(keydir).signing
-    nonce, frame = _hello(station, kiosk, key)
+    kx = KxKeys()  # a listed key does the whole handshake, key exchange included
+    nonce, frame = _hello(station, kiosk, key, kx)
     decoder = FrameDecoder()
     with socket.create_connection((host, port), timeout=3) as sock:
         sock.sendall(frame)
@@ -180,6 +184,7 @@ def insider(
             return {"error": f"expected HELLO, got {reply.type.name}"}
         peer_nonce = reply.payload[:32]
         sid = session_id(kiosk, reply.envelope.sender, nonce, peer_nonce)
+        channel = kx.channel(reply.payload[64:96], initiator=True, session=sid)
         # A mark "by" the victim with a made-up signature; a real-looking mark
         # of a kiosk the roll package does not list, signed by our own key.
         forged = Mark(4242, victim, 9_000_000, "identify", "FORGED-1", 1 << 40, bytes(64))
@@ -190,7 +195,8 @@ def insider(
         )
         try:
             sock.sendall(
-                encode_frame(Envelope(station, kiosk, sid, 1), Marks((forged, alien)), key)
+                encode_frame(Envelope(station, kiosk, sid, 1), Marks((forged, alien)), key,
+                             channel)
             )
         except PeerProtocolError as exc:
             return {"error": str(exc)}

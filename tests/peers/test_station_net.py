@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from station import Station
 
+from agent.runtime.keys import load_keys
+
 ROGUE = Path(__file__).with_name("rogue.py")
 #: The issue's bound: a mark made on one kiosk is visible on the others within 2 s.
 VISIBLE_WITHIN_S = 2.0
@@ -202,6 +204,17 @@ def test_rogue_forged_and_replayed_frames_are_rejected_and_reported(
     sniffed_station: tuple[Station, Path],
 ) -> None:
     st, capture = sniffed_station
+    # 0. What a listener on the station network got: frames, but no mark, slip
+    #    serial or key in clear (sealed with the session keys, issue 20).
+    flows = json.loads(capture.read_text())
+    wire = b"".join(bytes.fromhex(f["stream"]) for f in flows)
+    assert len(flows) >= 2 and wire.count(b"KP\x01\x03") >= 1  # MARKS frames were sent
+    assert b"KMK1" not in wire  # the magic of every mark's bytes
+    for v in range(1, 6):
+        assert b"\x09kiosk-1-%d" % v not in wire  # kiosk-1's slip serials, as marks hold them
+    for kid in st.ids:
+        keys = load_keys(st.root / kid / "keys")
+        assert bytes(keys.signing) not in wire and bytes(keys.box) not in wire
     host = [f"{st.hosts[i]}" for i in range(3)]
     port = [str(st.ports[i]) for i in range(3)]
     station_id = st.station_id

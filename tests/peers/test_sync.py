@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from agent.peers import PeerState, PeerSync, PeerSyncError, PeerTiming
 from agent.runtime.config import AgentConfig
 from agent.runtime.keys import DeviceKeys
-from agent.station.marks import MarkStore
+from agent.station.marks import Mark, MarkStore, hlc_pack
 
 TIMING = PeerTiming(
     vector_interval_s=0.2, dead_after_s=1.0, connect_timeout_s=0.5, backoff_initial_s=0.05,
@@ -239,3 +239,48 @@ def test_marks_are_relayed_when_two_kiosks_cannot_reach_each_other(tmp_path: Pat
     finally:
         for s in syncs.values():
             s.stop()
+
+
+def test_revocation_spreads_refuses_later_marks_and_fast_marks_are_quarantined(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A commission's revocation reaches every kiosk; a fast kiosk's marks are held apart."""
+    c_key = SigningKey.generate()
+    trusted = {k: v.signing.verify_key for k, v in pair.keys.items()}
+    trusted["kiosk-c"] = c_key.verify_key
+    fast = 10 * 60_000  # kiosk-b's clock is ten minutes fast
+    pair.store = {
+        "kiosk-a": MarkStore(tmp_path / "a2.db", "kiosk-a", pair.keys["kiosk-a"].signing,
+                             trusted),
+        "kiosk-b": MarkStore(tmp_path / "b2.db", "kiosk-b", pair.keys["kiosk-b"].signing,
+                             trusted, wall_ms=lambda: time.time_ns() // 1_000_000 + fast),
+    }
+    a, b = pair.sync("kiosk-a"), pair.sync("kiosk-b")
+    _until(lambda: a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"])
+
+    def c_mark(seq: int) -> Mark:
+        unsigned = Mark(seq, "kiosk-c", seq, "identify", f"C-{seq}", hlc_pack(int(time.time()
+                                                                                  * 1000), 0))
+        return Mark(seq, "kiosk-c", seq, "identify", unsigned.slip_serial, unsigned.hlc,
+                    c_key.sign(unsigned.signed_bytes()).signature)
+
+    assert pair.store["kiosk-a"].merge([c_mark(1)]).added
+    a.notify_local(c_mark(1))
+    _until(lambda: pair.store["kiosk-b"].count() == 1)
+    assert pair.store["kiosk-a"].revoke("kiosk-c", by="kiosk-a") is not None
+    _until(lambda: pair.named("kiosk-b", "peer_revoked") != [])
+    assert pair.named("kiosk-b", "peer_revoked") == [
+        {"kiosk": "kiosk-c", "upto_seq": 1, "by": "kiosk-a"}]
+    assert pair.store["kiosk-b"].merge([c_mark(2)]).rejected[0][1] == "revoked-kiosk"
+    assert [m.origin_seq for m in pair.store["kiosk-b"].revoked_marks()] == [1]
+    # kiosk-b's own marks are ten minutes ahead of kiosk-a's clock: held apart there.
+    b.notify_local(pair.store["kiosk-b"].mark_local(9, "identify", "B-1"))
+    _until(lambda: pair.named("kiosk-a", "mark_quarantined") != [])
+    (held,) = pair.named("kiosk-a", "mark_quarantined")
+    assert held["kiosk"] == "kiosk-b" and 9 * 60_000 < int(str(held["ahead_ms"])) <= fast
+    assert pair.store["kiosk-a"].marks_for(9) == ()
+    assert pair.named("kiosk-a", "mark_rejected") == []  # reported once, as quarantined
+    # A kiosk never accepts its own revocation from a peer.
+    assert pair.store["kiosk-a"].revoke("kiosk-b", by="kiosk-a") is not None
+    time.sleep(4 * TIMING.vector_interval_s)
+    assert [r.kiosk for r in pair.store["kiosk-b"].revocations()] == ["kiosk-c"]

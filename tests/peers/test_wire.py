@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from agent.peers.channel import Channel, KxKeys
 from agent.peers.parameters import MAX_MARKS_PER_FRAME
 from agent.peers.wire import (
+    DOMAIN,
     HEADER_LEN,
     NO_SESSION,
     SIG_LEN,
@@ -53,7 +55,7 @@ def _one(data: bytes) -> PeerProtocolError | object:
 
 def test_hello_known_bytes() -> None:
     data = encode_frame(Envelope("st-1", "kiosk-1", NO_SESSION, 0), Hello(bytes(32) + b""), KEY)
-    body_len = 1 + 4 + 1 + 7 + 32 + 8 + 64
+    body_len = 1 + 4 + 1 + 7 + 32 + 8 + 64 + 32  # nonce, echo, key exchange key
     assert data[:HEADER_LEN] == b"KP\x01\x01" + struct.pack(">I", body_len)
     assert data[HEADER_LEN : HEADER_LEN + 13] == b"\x04st-1\x07kiosk-1"
     assert len(data) == HEADER_LEN + body_len + SIG_LEN
@@ -63,7 +65,9 @@ def test_hello_known_bytes() -> None:
     "payload",
     [
         Hello(os.urandom(32), os.urandom(32)),
+        Hello(os.urandom(32), os.urandom(32), os.urandom(32)),
         Vector(123, {"kiosk-1": 5, "kiosk-2": 0}, ("kiosk-2",)),
+        Vector(9, {"kiosk-1": 5}, (), (("kiosk-3", 17),)),
         Vector(0, {}),
         Marks((_mark(1, 1), _mark(2, 2))),
         Marks(()),
@@ -169,3 +173,49 @@ def test_garbage_never_escapes_as_another_exception(data: bytes) -> None:
             open_frame(raw, "st-1", TRUSTED)
     except PeerProtocolError:
         pass
+
+
+def _channels() -> tuple[Channel, Channel]:
+    sid = bytes(range(32))
+    a, b = KxKeys(), KxKeys()
+    return (a.channel(b.public, initiator=True, session=sid),
+            b.channel(a.public, initiator=False, session=sid))
+
+
+def test_sealed_frames_round_trip_and_hide_the_marks() -> None:
+    tx, rx = _channels()
+    payloads = [Marks((_mark(1, 1), _mark(2, 2))), Vector(5, {"kiosk-1": 2}), Bye("x")]
+    frames = [encode_frame(ENV, p, KEY, tx) for p in payloads]
+    assert b"KMK1" not in frames[0] and b"S-1" not in frames[0]
+    decoder = FrameDecoder()
+    got = [open_frame(f, "st-1", TRUSTED, rx).payload for f in decoder.feed(b"".join(frames))]
+    assert got == payloads
+
+
+def test_sealed_frames_altered_replayed_or_of_another_session_are_refused() -> None:
+    tx, rx = _channels()
+    first = encode_frame(ENV, Bye("a"), KEY, tx)
+    second = encode_frame(ENV, Bye("b"), KEY, tx)
+    (raw1,) = FrameDecoder().feed(first)
+    (raw2,) = FrameDecoder().feed(second)
+    other_tx, other_rx = _channels()  # fresh ephemeral keys: another session's
+    with pytest.raises(PeerProtocolError) as exc:
+        open_frame(raw1, "st-1", TRUSTED, other_rx)
+    assert exc.value.reason == "undecryptable"
+    assert open_frame(raw1, "st-1", TRUSTED, rx).payload == Bye("a")
+    with pytest.raises(PeerProtocolError) as exc:  # the same sealed payload again
+        open_frame(raw1, "st-1", TRUSTED, rx)
+    assert exc.value.reason == "undecryptable"
+    # A listed key re-signing altered ciphertext still cannot get it decrypted.
+    tx2, rx2 = _channels()
+    good = encode_frame(ENV, Bye("c"), KEY, tx2)
+    (raw,) = FrameDecoder().feed(good)
+    body = bytearray(raw.signed[len(DOMAIN):])
+    body[-1] ^= 1
+    forged = bytes(body) + KEY.sign(DOMAIN + bytes(body)).signature
+    (raw_forged,) = FrameDecoder().feed(forged)
+    with pytest.raises(PeerProtocolError) as exc:
+        open_frame(raw_forged, "st-1", TRUSTED, rx2)
+    assert exc.value.reason == "undecryptable"
+    assert open_frame(raw2, "st-1", TRUSTED, rx).payload == Bye("b")
+    del other_tx

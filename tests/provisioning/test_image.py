@@ -69,6 +69,11 @@ def test_agent_units_and_rules_in_place(rootfs: Path) -> None:
     wants = etc / "systemd/system/multi-user.target.wants/kesp-agent.service"
     assert wants.is_symlink()
     assert (etc / "systemd/system/local-fs.target.wants/kesp-firstboot.service").is_symlink()
+    # time-sync.target waits for NTP (bounded, so an offline station still opens)
+    assert (etc / "systemd/system/sysinit.target.wants/systemd-time-wait-sync.service"
+            ).is_symlink()
+    assert "TimeoutStartSec=" in (
+        etc / "systemd/system/systemd-time-wait-sync.service.d/kesp.conf").read_text()
     assert (etc / "udev/rules.d/99-kesp.rules").read_bytes() == (
         REPO / "systemd/99-kesp.rules").read_bytes()
     assert (rootfs / "usr/lib/tmpfiles.d/kesp.conf").exists()

@@ -79,6 +79,21 @@ def test_unit_has_what_the_issue_requires() -> None:
     assert s["LimitCORE"] == ["0"]
 
 
+def test_the_image_waits_for_time_sync_but_not_for_ever() -> None:
+    """After=time-sync.target only waits for NTP when systemd-time-wait-sync is enabled;
+    its wait is bounded so a station with no network still starts (issue 20)."""
+    s = settings(UNIT.read_text())
+    assert any("time-sync.target" in v for v in s["After"])
+    recipe = (UNIT.parents[1] / "images" / "customize.sh").read_text()
+    enable = recipe.split("systemctl --root=")[1].split("\n\n")[0]
+    assert "systemd-time-wait-sync.service" in enable
+    dropin = (UNIT.parents[1] / "images" / "files" / "systemd"
+              / "systemd-time-wait-sync.service.d" / "kesp.conf")
+    assert dropin.name in recipe and str(dropin.parent.name) in recipe
+    timeout = settings(dropin.read_text())["TimeoutStartSec"]
+    assert timeout == ["90s"]
+
+
 def test_execstart_is_accepted_by_the_agent_cli(tmp_path: Path) -> None:
     """The unit's command line parses, and a missing config gives 78 (no restart loop)."""
     argv = settings(UNIT.read_text())["ExecStart"][0].split()

@@ -43,6 +43,10 @@ def test_operator_day_through_the_cli(ref_data: Path, tmp_path: Path) -> None:
 
         unknown_doc = _cli(rig, "document", "XX0000000")
         assert unknown_doc.returncode == 1 and "no voter with that document" in unknown_doc.stderr
+        stranger = _cli(rig, "revoke", "kiosk-9999-z")
+        assert stranger.returncode == 1 and "not one of this station's kiosks" in stranger.stderr
+        itself = _cli(rig, "revoke", rig.kiosk.device)
+        assert itself.returncode == 1 and "cannot revoke itself" in itself.stderr
 
         admitted = json.loads(_cli(rig, "manual", "7").stdout)
         assert admitted["counts"]["manual"] == 1

@@ -45,8 +45,9 @@ def test_reports_carry_counts_hashes_and_conflicts() -> None:
     facts = ReportFacts(station_id="s-1", district="osh", kiosk="k", software_version="0.1.0",
                         roll_hash="ab" * 32, roll_voters=40, audit_head="cd" * 32, at=AT,
                         counts={"identified": 0}, peers=("k2",), merged_voters=5,
-                        conflicts=("№4: k/1, k2/9",))
+                        conflicts=("№4: k/1, k2/9",), revoked=("k3 (№ > 2): №7/s-1-k3-00002",))
     zero = zero_report(serial="z", facts=facts).plain_text()
     assert "НУЛЕВОЙ ОТЧЕТ" in zero and "abababababababab" in zero
     closing = closing_report(serial="c", facts=facts).plain_text()
     assert "ИТОГОВЫЙ ОТЧЕТ" in closing and "КОНФЛИКТ: №4" in closing and "k2" in closing
+    assert "ОТОЗВАН: k3 (№ > 2): №7/s-1-k3-00002" in closing  # a revoked kiosk's marks

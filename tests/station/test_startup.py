@@ -1,4 +1,6 @@
-"""The agent refuses to start on a bad roll or a missing device, with one clear line.
+"""The agent refuses to start on a bad roll, with one clear line (exit 78).
+
+A missing device is not a reason to refuse: tests/station/test_devices.py.
 
 Each case provisions a real kiosk directory (keys, config, a real CEC-signed
 package) and runs the real ``kesp-agent run`` process.
@@ -17,6 +19,7 @@ from nacl.signing import SigningKey
 from agent.roll.package import Kiosk, build_package
 from agent.runtime.config import atomic_write
 from agent.runtime.keys import generate_keys
+from agent.station.lifecycle import Command, Lifecycle, RollPin
 from hardware_sim.rig import Rig
 from hardware_sim.voters import make_roll
 
@@ -82,13 +85,28 @@ def test_missing_roll_says_how_to_install_one(rig: Rig) -> None:
     _expect_refusal(rig, "no roll installed", "install-roll")
 
 
-def test_missing_sensor_device_is_named(rig: Rig) -> None:
-    # the simulators were never started: the configured ptys do not exist
-    _expect_refusal(rig, "sensor", "not found")
-
-
-def test_agent_leaves_no_state_behind_when_refusing_a_device(rig: Rig) -> None:
+def test_agent_leaves_no_state_behind_when_refusing(rig: Rig) -> None:
+    _roll_path(rig).unlink()
     state = rig.kiosk.state
     before = sorted(p.name for p in state.iterdir())
-    _run_agent(rig)
+    assert _run_agent(rig).returncode == EX_CONFIG
     assert sorted(p.name for p in state.iterdir()) == before
+
+
+@pytest.mark.parametrize("newer, election, needle", [
+    (1, None, "older than"),
+    (0, "another-election", "for election"),
+    (0, None, "not the package"),
+])
+def test_roll_rolled_back_or_from_another_election_is_refused(
+    rig: Rig, newer: int, election: str | None, needle: str
+) -> None:
+    """Opened with roll v(N+1), or of another election: the installed v(N) is refused."""
+    assert rig.roll is not None
+    lifecycle = Lifecycle(rig.kiosk.state / "lifecycle.sqlite")
+    lifecycle.apply(Command.INSTALL)
+    lifecycle.pin_roll(RollPin(election or rig.roll.election_id, rig.roll.roll_version + newer,
+                               "0" * 64 if newer == 0 and election is None else "x"))
+    lifecycle.apply(Command.OPEN)
+    lifecycle.close()
+    _expect_refusal(rig, needle, "reinstall the roll package")

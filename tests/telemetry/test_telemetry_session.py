@@ -42,9 +42,9 @@ def _envs(spy: Spy, keys: DeviceKeys, kind: str | None = None) -> list[Envelope]
 
 
 def _command(payload: dict[str, object], key: SigningKey = OPS_KEY, device: str = "k-1",
-             sent: int | None = None) -> bytes:
+             sent: int | None = None, district: str = "d-1") -> bytes:
     now = time.time_ns() // 1_000_000
-    env = Envelope(device=device, station="st-1", district="d-1", boot=0, seq=0, n=0,
+    env = Envelope(device=device, station="st-1", district=district, boot=0, seq=0, n=0,
                    wall_ms=now, mono_ms=0, sent_ms=sent or now, type="cmd", historical=False,
                    payload=payload)
     return seal(env, key)
@@ -132,6 +132,27 @@ def test_only_signed_commands_for_this_kiosk_are_obeyed(
     assert [b.boot for b in births] == [1, 1] and births[1].seq == 0
     assert tel.status().commands_accepted == 1
     tel.stop()
+
+
+def test_a_command_replayed_after_a_restart_or_for_another_district_is_refused(
+    cfg: AgentConfig, keys: DeviceKeys, spy: Spy
+) -> None:
+    topic = "kesp/v1/d-1/st-1/k-1/cmd"
+    good = _command({"cmd": "rebirth"})
+    tel = Telemetry(cfg, keys, dict, tuning=FAST)
+    tel.start()
+    assert until(lambda: tel.uplink is Uplink.CONNECTED)
+    spy.client.publish(topic, good, qos=1)
+    assert until(lambda: tel.status().commands_accepted == 1)
+    tel.stop()
+    again = Telemetry(cfg, keys, dict, tuning=FAST)  # the kiosk restarted
+    again.start()
+    assert until(lambda: again.uplink is Uplink.CONNECTED)
+    spy.client.publish(topic, good, qos=1)  # the captured command, replayed
+    spy.client.publish(topic, _command({"cmd": "rebirth"}, district="d-2"), qos=1)
+    assert until(lambda: again.status().commands_refused == 2)
+    assert again.status().commands_accepted == 0
+    again.stop()
 
 
 def test_resend_command_republishes_retained_records_as_historical(

@@ -205,6 +205,14 @@ class ReceiptPrinter:
                 self._drop_link()
                 return Uncertain(self._status(), problem)
         after = self._status()
+        for _ in range(self.timings.status_rereads):
+            # No answer is not an answer: before calling the slip uncertain (a
+            # DUPLICATE for the voter), ask again. A printer that reports a
+            # condition (paper out, cover open) is believed at once.
+            if after.printable or after.flags is not None:
+                break
+            log.info("no status after the slip (%s); reading it again", after.detail)
+            after = self._status()
         if after.printable:
             return Printed(after)
         return Uncertain(after, "printer not ready after the slip")
@@ -269,13 +277,18 @@ class _NoReplyError(Exception):
 
 
 def _read_exact(link: PrinterLink, size: int, timeout_s: float) -> bytes:
+    """Up to ``size`` bytes within ``timeout_s``. Past the deadline one more read with
+    timeout 0 takes what has arrived: on a loaded CPU the reader may wake late, after
+    the reply is already waiting (seen as "no reply to DLE EOT" and a spurious DUPLICATE).
+    """
     deadline = time.monotonic() + timeout_s
     out = b""
     while len(out) < size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        remaining = max(0.0, deadline - time.monotonic())
+        got = link.read(size - len(out), remaining)
+        out += got
+        if not got and remaining <= 0:
             break
-        out += link.read(size - len(out), remaining)
     return out
 
 

@@ -59,7 +59,7 @@ def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None,
     Raises :class:`SensorDisconnected` when the device is absent and
     :class:`SensorError` subclasses for other faults found while opening.
     """
-    t = timings or SensorTimings()
+    t = timings or SensorTimings(reply_timeout_s=cfg.reply_timeout_s)
     if cfg.kind == "grow-serial":
         return GrowSensor.open(cfg.port, baud=cfg.baud, password=cfg.password,
                                address=cfg.address, timings=t)
