@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "day": ("hardware_sim.demo", "run a simulated polling-station day end to end"),
+    "paper": ("hardware_sim.paper", "render every slip and report as printed (docs/img)"),
     "docreader": ("hardware_sim.docreader_sim", "ID-document (MRZ) reader on a pty"),
     "crash": ("hardware_sim.crash", "power-cut the agent at random moments of a simulated day"),
     "sensor": ("hardware_sim.grow_sim", "ZhianTec/Grow fingerprint sensor on a pty"),

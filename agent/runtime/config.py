@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -110,6 +111,8 @@ class AgentConfig:
     #: A peer's mark stamped more than this ahead of this kiosk's clock is quarantined.
     peer_max_clock_ahead_s: float = 300.0
     language_order: tuple[str, ...] = ("ky", "ru")
+    #: IANA time zone of the times on slips and reports (the commission's local time).
+    timezone: str = "Asia/Bishkek"
 
     def __post_init__(self) -> None:
         for name in ("device_id", "station_id", "district"):
@@ -145,6 +148,17 @@ class AgentConfig:
                 "pip install 'kesp-kiosk-agent[mdns]' (the kiosk image has it) or set it to false",
                 field="peer_mdns",
             )
+        self.zone()
+
+    def zone(self) -> ZoneInfo:
+        """The configured time zone (from the system's tzdata; Debian package ``tzdata``)."""
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"unknown time zone {self.timezone!r}: use an IANA name such as Asia/Bishkek "
+                "(and install the tzdata package if even that is unknown)", field="timezone"
+            ) from exc
 
     @property
     def broker_host(self) -> str:
@@ -244,7 +258,12 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from exc
-    return parse_config(text)
+    try:
+        return parse_config(text)
+    except ConfigError as exc:
+        named = ConfigError(f"{p}: {exc}")  # the file is named: a kiosk may have several
+        named.field = exc.field
+        raise named from exc
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from nacl.signing import VerifyKey
 
@@ -169,8 +170,10 @@ class Agent:
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
             devices=self.devices,
+            zone=cfg.zone(),
         )
         self.operator = Operator(self.station)
+        self.operator.status_extras = self._status_extras
         self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
                                     .signature)
         self.journal.record(
@@ -255,6 +258,21 @@ class Agent:
         if self.cfg.document_reader:
             out["document_reader"] = {"state": self._reader.state, "detail": self._reader.detail}
         return out
+
+    def _status_extras(self) -> dict[str, Any]:
+        """Peers and the uplink for ``kesp-agent status`` (no device traffic)."""
+        uplink = self.telemetry.status()
+        peers = [
+            {"kiosk": p.kiosk, "state": p.state.value,
+             "last_heard_s_ago": None if p.last_heard_s_ago is None
+             else round(p.last_heard_s_ago)}
+            for p in (self.peers.status() if self.peers else [])
+        ]
+        return {"peers": peers,
+                "uplink": {"state": uplink.uplink.value, "outbox": uplink.outbox_depth},
+                # Fallback for a station status without device states (kept if it has them).
+                "devices": {"sensor": {"state": self.sensor.status().state.value},
+                            "printer": {"state": self.printer.status().state.value}}}
 
     def _peer_names(self) -> list[str]:
         return [p.kiosk for p in self.peers.status()] if self.peers else []
