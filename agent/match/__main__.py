@@ -5,6 +5,9 @@
 * ``eval DIR...`` - FVC protocol on each folder of ``NNN_M.iso`` templates.
 * ``show A [B] [--image X.png] [--image-b Y.png] [--out out.png]`` - draw
   minutiae, and the pairs of a comparison.
+* ``tables`` - rewrite ``agent/match/tables.json`` (the correctly rounded
+  lookup tables of the default parameters, :mod:`agent.match.exact`) after a
+  parameter change.
 * ``calibrate DIR...`` - impostor score distribution of every non-mated pair
   across the folders (one folder = one sensor), fitted as
   :func:`agent.match.calibration.fit` does; prints the ``CALIBRATION`` and
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.match import exact
 from agent.match import parameters as prm
 from agent.match.calibration import fit, source
 from agent.match.codecs import load_template
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("calibrate", help="fit decision thresholds to impostor scores")
     k.add_argument("dirs", nargs="+")
     k.set_defaults(fn=cmd_calibrate)
+    t = sub.add_parser("tables", help="rewrite agent/match/tables.json after a parameter change")
+    t.set_defaults(fn=lambda _args: exact.write_tables())
     args = ap.parse_args(argv)
     try:
         return int(args.fn(args))

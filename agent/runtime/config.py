@@ -10,6 +10,7 @@ day. Tuned algorithm constants are *not* here; they live in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -22,6 +23,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def mdns_installed() -> bool:
+    """Whether the optional ``[mdns]`` extra (zeroconf, ifaddr) that ``peer_mdns`` needs is here."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("zeroconf", "ifaddr"))
+    except (ImportError, ValueError):  # a module entry present but unusable
+        return False
+
 
 SensorKind = Literal["grow-serial", "nb1010-usb", "aes3500-usb"]
 PrinterKind = Literal["escpos-serial", "escpos-usb"]
@@ -132,6 +142,12 @@ class AgentConfig:
         if not 1.0 <= self.peer_max_clock_ahead_s <= 86_400.0:
             raise ConfigError("must be between 1 and 86400 seconds",
                               field="peer_max_clock_ahead_s")
+        if self.peer_mdns and not mdns_installed():
+            raise ConfigError(
+                "is true but mDNS support is not installed: "
+                "pip install 'kesp-kiosk-agent[mdns]' (the kiosk image has it) or set it to false",
+                field="peer_mdns",
+            )
         self.zone()
 
     def zone(self) -> ZoneInfo:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -118,7 +119,9 @@ class Agent:
         # (libsodium and NumPy copies release the GIL): start-up pays the longer of
         # the two, not their sum. A gallery built from templates waits for the warm-up.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-up") as pool:
-            warming = pool.submit(_timed, warm_up)
+            # Tell systemd the start is alive while kernels compile (a software update).
+            warming = pool.submit(sdnotify.extend_while, sdnotify.Notifier(),
+                                  partial(_timed, warm_up))
             t1 = time.monotonic()
             self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher,
                                   write_cache=False, before_build=warming.result)
