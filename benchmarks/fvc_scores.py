@@ -11,15 +11,14 @@ files: any difference is a platform dependence of the matcher.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from agent.match.evaluation import load_set, protocol_pairs
 from agent.match.matcher import Matcher
+from hardware_sim.reference_data import reference_data
 
-FVC = Path(os.environ.get("KESP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"
-                          / "data")) / "fvc2002"
+FVC = reference_data() / "fvc2002"  # all 320 ISO templates are embedded in the repository
 SETS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
 
 
@@ -41,10 +40,6 @@ def main(argv: list[str]) -> int:
     """Write the scores to ``argv[0]``."""
     if len(argv) != 1:
         print("usage: python -m benchmarks.fvc_scores OUT.txt", file=sys.stderr)
-        return 2
-    if not (FVC / SETS[0]).is_dir():
-        print(f"fvc_scores: no FVC2002 templates in {FVC} (set KESP_SHARED_DATA)",
-              file=sys.stderr)
         return 2
     lines = scores()
     Path(argv[0]).write_text("\n".join(lines) + "\n")
