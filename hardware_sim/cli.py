@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "day": ("hardware_sim.demo", "run a simulated polling-station day end to end"),
+    "paper": ("hardware_sim.paper", "render every slip and report as printed (docs/img)"),
     "docreader": ("hardware_sim.docreader_sim", "ID-document (MRZ) reader on a pty"),
     "powerloss": ("hardware_sim.powerloss",
                   "true power cuts along voters' turns, on a disk that forgets"),

@@ -42,6 +42,7 @@ from agent.drivers.printer.document import Align
 from agent.drivers.printer.profiles import (
     FONT_MONO,
     FONT_MONO_BOLD,
+    FONT_REGULAR,
     PROFILES,
     SIMULATOR_DEFAULT_PROFILE,
     PrinterProfile,
@@ -150,6 +151,10 @@ class _Page:
     unknown: list[str] = field(default_factory=list)
 
 
+#: Glyphs too wide for a cell, drawn from the proportional font and narrowed to fit.
+_NARROWED = frozenset("№")
+
+
 class _Glyphs:
     """Draws code-page text in 12 x 24 dot cells with a monospaced TrueType font."""
 
@@ -161,8 +166,15 @@ class _Glyphs:
         got = self._cache.get(key)
         if got is None:
             font = load_font(FONT_MONO_BOLD if bold else FONT_MONO, 20)
-            img = Image.new("L", (CELL_W, CELL_H), 255)
+            if ch in _NARROWED:
+                # № has no room in a 12-dot cell: drawn from DejaVu Sans and narrowed,
+                # in one weight (as printer ROM fonts do); bold mono made it a blob.
+                font = load_font(FONT_REGULAR, 20)
+            natural = max(CELL_W, round(font.getlength(ch)))
+            img = Image.new("L", (natural, CELL_H), 255)
             ImageDraw.Draw(img).text((0, 1), ch, font=font, fill=0)
+            if natural > CELL_W:  # drawn at its own width, then narrowed to the cell
+                img = img.resize((CELL_W, CELL_H), Image.Resampling.LANCZOS)
             if (w, h) != (1, 1):
                 img = img.resize((CELL_W * w, CELL_H * h), Image.Resampling.NEAREST)
             got = np.asarray(img) < 128

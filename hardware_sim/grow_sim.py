@@ -166,10 +166,16 @@ class GrowSensorSimulator:
     # --- finger -------------------------------------------------------------------
 
     def press(self, image: NDArray[np.uint8], dpi: int,
-              variation: PressVariation | None = None) -> PressVariation:
-        """Put a finger on the glass: ``image`` as seen through a random (or given) press."""
-        var = variation if variation is not None else random_variation(self.rng)
-        seen = render_press(image, dpi, var, self.rng)
+              variation: PressVariation | None = None,
+              rng: np.random.Generator | None = None) -> PressVariation:
+        """Put a finger on the glass: ``image`` as seen through a random (or given) press.
+
+        ``rng`` (default: the simulator's own stream) draws the press; a caller that
+        wants a press to look the same whatever came before passes its own.
+        """
+        rng = rng if rng is not None else self.rng
+        var = variation if variation is not None else random_variation(rng)
+        seen = render_press(image, dpi, var, rng)
         with self._lock:
             self._finger = seen
             self.presses += 1

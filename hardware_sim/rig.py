@@ -82,9 +82,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def slip_kind(text: str) -> str:
-    """What a printed document is, from its (Russian) title line."""
+    """What a printed document is, from its (Russian) title, however it was wrapped."""
+    text = " ".join(text.split())
     for marker, kind in (("НУЛЕВОЙ ОТЧЕТ", "zero-report"), ("ИТОГОВЫЙ ОТЧЕТ", "closing-report"),
                          ("ИДЕНТИФИКАЦИЯ ПРОЙДЕНА", "identified"),
+                         # a commission's admission counts with the identified (a ballot)
+                         ("ДОПУЩЕН ПО РЕШЕНИЮ КОМИССИИ", "identified"),
                          ("УЖЕ ИДЕНТИФИЦИРОВАН", "refused"),
                          ("НЕ ИДЕНТИФИЦИРОВАН", "not-identified")):
         if marker in text:
@@ -112,6 +115,57 @@ def slip_list_number(text: str) -> int | None:
 def is_duplicate(text: str) -> bool:
     """Whether the document carries the DUPLICATE banner."""
     return "DUPLICATE" in text or "ДУБЛИКАТ" in text
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An outcome other than the plan's, with why it happened and whether that is allowed."""
+
+    label: str
+    expected: str
+    got: str
+    allowed: bool
+    why: str
+    wrong_voter: bool = False
+
+
+def judge(visit: Visit, kind: str, named: int | None, ballots: set[int]) -> Difference | None:
+    """Compare a visit's slip with the plan; None when it is what the plan expects.
+
+    ``ballots`` are the list numbers that already got an admission slip. Allowed:
+    a genuine voter not identified (a false non-match: the commission decides), a
+    repeat visitor not recognised (no ballot either way), a repeat visitor whose
+    first visit was not identified getting their first slip. Never allowed: a
+    slip naming another voter, a second ballot, a voter refused who had none.
+    """
+    def diff(allowed: bool, why: str, wrong: bool = False) -> Difference:
+        return Difference(visit.label, visit.expect, kind, allowed, why, wrong)
+
+    own = visit.finger + 1 if visit.finger < N_REAL else None
+    if named is not None and own is None:
+        return diff(False, f"{visit.label} (not on the list) got a slip for voter №{named}", True)
+    if named is not None and own is not None and named != own:
+        return diff(False, f"{visit.label} got a slip for voter №{named}", True)
+    expect = visit.expect
+    if expect in ("any", kind):
+        return None
+    if expect == "refused" and own is not None and own not in ballots:
+        if kind == "identified":
+            return diff(True, "the first visit was not identified, so this is the voter's "
+                              "first slip")
+        if kind == "not-identified":
+            return diff(True, "not identified on either visit: the commission decides")
+    if kind == "not-identified" and expect == "identified":
+        return diff(True, "a false non-match: the voter goes to the commission, which decides "
+                          "(kesp-agent manual)")
+    if kind == "not-identified" and expect == "refused":
+        return diff(True, "a repeat visitor not recognised: no ballot either way; the "
+                          "commission checks the paper list")
+    if kind == "identified" and expect == "refused":
+        return diff(False, "a voter who already had a slip got a second one")
+    if kind == "refused" and expect == "identified":
+        return diff(False, "a voter with no slip yet was refused")
+    return diff(False, f"expected {expect}, got {kind}")
 
 
 class SimKiosk:
@@ -183,9 +237,14 @@ class SimKiosk:
         return request(self.sock, name, arg)
 
     def press(self, finger: int, impression: int) -> None:
-        """Put real finger ``finger`` (0..39), impression ``impression`` on the sensor."""
+        """Put real finger ``finger`` (0..39), impression ``impression`` on the sensor.
+
+        The press (placement, pressure, noise) is drawn from the rig's seed and the
+        finger and impression alone, so the same press looks the same in every run.
+        """
         db, fid = fvc_finger(finger)
-        self.sensor.press(*load_fvc(self.rig.data / "fvc2002", db, fid, impression))
+        rng = np.random.default_rng([self.rig.seed, finger, impression])
+        self.sensor.press(*load_fvc(self.rig.data / "fvc2002", db, fid, impression), rng=rng)
 
     def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
         """One visitor, reacting to the LED like a person; returns the slip kind printed."""
@@ -212,21 +271,24 @@ class SimKiosk:
         self.sensor.lift()
         text = self.printer.documents[before].text
         kind = slip_kind(text)
-        mark = "ok" if visit.expect in (kind, "any") else f"EXPECTED {visit.expect}"
         named = slip_list_number(text)
-        if named is not None and visit.finger < N_REAL and named != visit.finger + 1:
-            self.rig.wrong.append(f"{visit.label} got a slip for voter №{named}")
-            mark = f"WRONG VOTER №{named}"
-        elif named is not None and visit.finger >= N_REAL and not visit.manual:
-            self.rig.wrong.append(f"{visit.label} (not on the list) got a slip for "
-                                  f"voter №{named}")
-            mark = f"WRONG VOTER №{named}"
+        diff = judge(visit, kind, named, self.rig.ballots)
+        if kind == "identified" and named is not None:
+            self.rig.ballots.add(named)
+        if diff is None:
+            mark = "ok"
+        else:
+            self.rig.differences.append(diff)
+            if diff.wrong_voter:
+                self.rig.wrong.append(diff.why)
+            mark = ("allowed: " if diff.allowed else "NOT ALLOWED: ") + diff.why
         where = f" at {self.device}" if len(self.rig.kiosks) > 1 else ""
         self.rig.say(f"  {visit.label + where:<40} {presses} press(es) -> {kind:<15} {mark}")
         if visit.manual:
             before = len(self.printer.documents)
             self.command("manual", str(visit.manual))
             self.printer.wait_for_documents(before + 1, timeout=30)
+            self.rig.ballots.add(visit.manual)
             self.rig.say(f"  {'commission admits №' + str(visit.manual):<40} manual decision"
                          f" -> {slip_kind(self.printer.documents[-1].text)}")
         return kind
@@ -245,9 +307,11 @@ class Rig:
     def __init__(self, data: Path, out: Path, *, quiet: bool = False,
                  extra_voters: int = 0, kiosks: int = 1,
                  sensor: SensorConfig | None = None,
-                 enrolled: tuple[Voter, ...] = (),
+                 enrolled: tuple[Voter, ...] = (), seed: int = 7,
                  state_root: Path | None = None) -> None:
         self.data = data
+        #: Seeds every simulated press and the sensors' own streams: same seed, same day.
+        self.seed = seed
         self.out = out
         self.state_root = state_root
         """Where the kiosks' state directories live (default: in ``out``); the
@@ -259,10 +323,14 @@ class Rig:
         self.station, self.district = "s-0001", "osh-city"
         self.broker: PrivateMosquitto | None = None
         self.ops: OpsService | None = None
-        self.kiosks = [SimKiosk(self, "abcdefgh"[i], seed=7 + i) for i in range(kiosks)]
+        self.kiosks = [SimKiosk(self, "abcdefgh"[i], seed=seed + i) for i in range(kiosks)]
         self.roll: Roll | None = None
         self.wrong: list[str] = []
         """Visitors who were given another voter's slip (a false match)."""
+        self.differences: list[Difference] = []
+        """Every outcome that differed from the plan, judged (see :func:`judge`)."""
+        self.ballots: set[int] = set()
+        """List numbers that got an admission slip (identified or manual) so far."""
         self._pressable: dict[int, list[int]] = {}
 
     def pressable(self, finger: int) -> list[int]:

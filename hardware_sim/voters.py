@@ -75,6 +75,11 @@ def synthetic_iso(rng: np.random.Generator) -> bytes:
     return iso_template(2, minutiae)
 
 
+#: The demo station's and district's names, as the CEC writes them into the roll.
+DEMO_STATION_NAME = "Ош ш., 5-мектеп / г. Ош, школа № 5"
+DEMO_DISTRICT_NAME = "Ош шаары / город Ош"
+
+
 def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...],
               extra_voters: int = 0, enrolled: tuple[Voter, ...] = ()) -> Roll:
     """The demo station's roll: 40 voters, names in Kyrgyz and Russian.
@@ -106,4 +111,5 @@ def make_roll(data: Path, station: str, district: str, kiosks: tuple[Kiosk, ...]
                                        first_number=N_VOTERS + len(enrolled) + 1))
     return Roll(election_id="kg-2026-demo", station_id=station, district=district,
                 roll_version=1, created="2026-11-27T06:00:00Z", kiosks=kiosks,
-                voters=tuple(voters))
+                voters=tuple(voters), station_name=DEMO_STATION_NAME,
+                district_name=DEMO_DISTRICT_NAME)

@@ -1,20 +1,31 @@
 #!/bin/sh
 # mmdebstrap customize hook: install the agent and its system integration
 # into the root filesystem "$1". Called by build-rootfs.sh with KESP_SRC,
-# KESP_WHEELHOUSE and KESP_TARGET_CPU set.
+# KESP_WHEELHOUSE, KESP_TARGET_CPU and KESP_TARGET_FEATURES set.
 set -eu
 root=${1:?root}
 src=${KESP_SRC:?}
 wheels=${KESP_WHEELHOUSE:?}
 cpu=${KESP_TARGET_CPU:?}
+features=${KESP_TARGET_FEATURES?}
 files=$src/images/files
+# The build host's pip settings (extra indexes, find-links, constraints) must
+# not reach the chroot's offline install.
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+export PIP_CONFIG_FILE=/dev/null
 
 # --- the agent, offline from the pinned wheelhouse
 mkdir -p "$root/opt/kesp" "$root/tmp/wheelhouse"
 cp "$wheels"/* "$root/tmp/wheelhouse/"
 chroot "$root" python3 -m venv /opt/kesp/venv
+# The locked dependencies with their hashes checked, then the agent itself
+# (its own wheel, built from this checkout), then a consistency check.
 chroot "$root" /opt/kesp/venv/bin/pip install --quiet --no-index --no-cache-dir \
-    --find-links /tmp/wheelhouse -r /tmp/wheelhouse/requirements.lock kesp-kiosk-agent
+    --require-hashes --find-links /tmp/wheelhouse -r /tmp/wheelhouse/requirements.lock
+chroot "$root" /opt/kesp/venv/bin/pip install --quiet --no-index --no-cache-dir --no-deps \
+    --find-links /tmp/wheelhouse kesp-kiosk-agent
+chroot "$root" /opt/kesp/venv/bin/pip check --quiet >/dev/null 2>&1 || \
+    chroot "$root" /opt/kesp/venv/bin/pip check
 rm -rf "$root/tmp/wheelhouse"
 mkdir -p "$root/opt/kesp/docs"
 cp "$src"/docs/*.md "$root/opt/kesp/docs/" 2>/dev/null || true
@@ -24,7 +35,8 @@ install -D -m 0644 "$src/systemd/kesp.sysusers.conf" "$root/usr/lib/sysusers.d/k
 install -D -m 0644 "$src/systemd/kesp.tmpfiles.conf" "$root/usr/lib/tmpfiles.d/kesp.conf"
 install -D -m 0644 "$src/systemd/kesp-agent.service" "$root/etc/systemd/system/kesp-agent.service"
 install -D -m 0644 "$src/systemd/99-kesp.rules" "$root/etc/udev/rules.d/99-kesp.rules"
-sed "s/@KESP_TARGET_CPU@/$cpu/" "$files/systemd/kesp-agent.service.d/image.conf" \
+sed -e "s/@KESP_TARGET_CPU@/$cpu/" -e "s/@KESP_TARGET_FEATURES@/$features/" \
+    "$files/systemd/kesp-agent.service.d/image.conf" \
     > "$root/etc/systemd/system/kesp-agent.service.d.tmp"
 install -D -m 0644 "$root/etc/systemd/system/kesp-agent.service.d.tmp" \
     "$root/etc/systemd/system/kesp-agent.service.d/image.conf"
@@ -45,9 +57,13 @@ mkdir -p "$root/data" "$root/var/lib/systemd/timesync"
 systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
     systemd-networkd.service systemd-timesyncd.service systemd-time-wait-sync.service
 
-# --- Numba cache, compiled for the target CPU (LLVM cpu name), kept
-# read-only in the image; first boot copies it onto the state partition.
+# --- Numba cache, compiled for the target CPU, kept read-only in the image;
+# first boot copies it onto the state partition. Numba keys a cache entry on
+# (LLVM triple, CPU name, CPU features): the unit's drop-in sets the same two
+# variables, so the kiosk finds these entries whatever its chroot or emulator
+# here reports.
 chroot "$root" env NUMBA_CACHE_DIR=/usr/lib/kesp/numba-cache NUMBA_CPU_NAME="$cpu" \
+    NUMBA_CPU_FEATURES="$features" \
     /opt/kesp/venv/bin/python -c "from agent.match.warm import warm_up; warm_up()"
 chmod -R a+rX "$root/usr/lib/kesp/numba-cache"
 

@@ -602,7 +602,12 @@ class PostgresStore(StateStore):
 
     def __init__(self, url: str, *, prefix: str = "kesp_", instance: str = "ops",
                  create: bool = False) -> None:
-        import psycopg
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError(
+                "a PostgreSQL store needs psycopg: pip install 'kesp-kiosk-agent[ops]'"
+            ) from exc
 
         _check_prefix(prefix)
         try:

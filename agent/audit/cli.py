@@ -11,7 +11,7 @@ from pathlib import Path
 from nacl.signing import VerifyKey
 
 from agent.audit.log import AUDIT_FILE, AuditError
-from agent.audit.verify import verify_chain
+from agent.audit.verify import AuditReport, verify_chain
 
 _DEFAULT_STATE_DIR = "/var/lib/kesp"
 _DEFAULT_KEY_DIR = "/etc/kesp/keys"
@@ -83,7 +83,11 @@ def audit_cli(argv: list[str]) -> int:
             p.add_argument("--key-dir", default=_DEFAULT_KEY_DIR, help="device key directory")
             p.add_argument("--verify-key", help="device public key (hex) instead of --key-dir")
             p.add_argument("--expect-head", help="head hash that must be in the log")
-            p.add_argument("--strict", action="store_true", help="fail if not closed cleanly")
+            p.add_argument("--strict", action="store_true",
+                           help="fail (exit 1) if the log was not closed cleanly")
+            p.add_argument("--control-socket",
+                           help="the agent's control socket: an open log of a running agent "
+                                "is not an unclean stop (kesp-agent passes it from the config)")
         else:
             p.add_argument("--event", help="only entries of this event id")
             p.add_argument("--last", type=int, default=0, help="only the last N entries")
@@ -92,6 +96,11 @@ def audit_cli(argv: list[str]) -> int:
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     path = _log_path(args)
+    if not path.is_file():
+        print(f"kesp-agent audit: no audit log at {path}: name the kiosk's configuration "
+              "(kesp-agent --config /etc/kesp/agent.json audit ...) or the log (--file)",
+              file=sys.stderr)
+        return 2
     try:
         if args.command == "show":
             return _show(path, args)
@@ -99,12 +108,54 @@ def audit_cli(argv: list[str]) -> int:
     except AuditError as exc:
         print(f"kesp-agent audit: {exc}", file=sys.stderr)
         return 2
+    running = not report.closed_cleanly and _agent_running(args.control_socket)
     if args.json:
         out = {k: getattr(report, k) for k in report.__dataclass_fields__}
         out["problem"] = report.problem.value if report.problem else None
+        out["agent_running"] = running
         print(json.dumps(out, sort_keys=True))
     else:
-        print(report.summary())
+        print(_verdict(report, running))
     if not report.ok:
         return 1
-    return 1 if args.strict and not report.closed_cleanly else 0
+    return 1 if args.strict and not report.closed_cleanly and not running else 0
+
+
+def _agent_running(socket_path: str | None) -> bool:
+    """True when an agent answers on ``socket_path`` (its log is open, not cut short)."""
+    if not socket_path:
+        return False
+    from agent.runtime.control import ControlError, request
+
+    try:
+        request(socket_path, "status", timeout_s=5.0)
+    except ControlError as exc:
+        return exc.refused  # it answered, even if with a refusal
+    except OSError:
+        return False
+    return True
+
+
+def _verdict(report: AuditReport, running: bool) -> str:
+    """A one-line verdict in Kyrgyz / Russian, then the technical summary."""
+    if not report.ok:
+        head = ("Журнал бузулган же өзгөртүлгөн: техникке жана комиссияга кабарлаңыз / "
+                "Журнал повреждён или изменён: сообщите технику и комиссии")
+        return f"{head}\n{report.summary()}"
+    if report.closed_cleanly:
+        head = "Журнал бүтүн, туура жабылган / Журнал цел, закрыт штатно"
+        return f"{head}\n{report.summary()}"
+    tail = report.unsigned_tail
+    if running:
+        head = ("Журнал бүтүн; агент иштеп жатат, журнал ачык / "
+                "Журнал цел; агент работает, журнал открыт")
+        detail = (f"OK: {report.entries} entries, head {report.head_seq} {report.head_hash}, "
+                  f"{report.checkpoints} checkpoints, signed through entry "
+                  f"{report.signed_through}; the agent is running: {tail} entry(ies) after the "
+                  "last checkpoint, normal while it runs (the final checkpoint is written when "
+                  "it stops)")
+        return f"{head}\n{detail}"
+    head = ("Журнал бүтүн, бирок агент акыркы кол тамгасыз токтогон (ток өчкөн же ката) / "
+            "Журнал цел, но агент остановился без финальной отметки (отключение питания "
+            "или сбой)")
+    return f"{head}\n{report.summary()}"

@@ -5,9 +5,15 @@
 * ``eval DIR...`` - FVC protocol on each folder of ``NNN_M.iso`` templates.
 * ``show A [B] [--image X.png] [--image-b Y.png] [--out out.png]`` - draw
   minutiae, and the pairs of a comparison.
+* ``tables`` - rewrite ``agent/match/tables.json`` (the correctly rounded
+  lookup tables of the default parameters, :mod:`agent.match.exact`) after a
+  parameter change.
 * ``calibrate DIR...`` - impostor score distribution of every non-mated pair
-  across the folders; prints the block to paste into
-  ``agent/match/parameters.py``.
+  across the folders (one folder = one sensor), fitted as
+  :func:`agent.match.calibration.fit` does; prints the ``CALIBRATION`` and
+  ``SCALED_CALIBRATION`` blocks for ``agent/match/parameters.py`` (the
+  shipped ones also cover the kiosk's extraction: ``python -m benchmarks
+  match`` prints them).
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.match import exact
 from agent.match import parameters as prm
+from agent.match.calibration import fit, source
 from agent.match.codecs import load_template
 from agent.match.evaluation import average, evaluate_set, format_markdown, load_set
 from agent.match.matcher import Matcher, Prepared
+from agent.match.scale import rescaled
 from agent.match.template import Template, TemplateError
 
 
@@ -82,32 +91,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def impostor_scores(m: Matcher, dirs: list[Path]) -> NDArray[np.float64]:
-    """Scores of every pair of templates that are not the same finger of the same set."""
-    items: list[tuple[tuple[int, int], Prepared]] = []
+def impostor_scores(m: Matcher, dirs: list[Path]
+                    ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.float64]]]:
+    """Per folder: its plain and its best-over-hypotheses scores against every template
+    that is not the same finger.
+
+    A folder is one condition of the fit (one sensor); a pair across two
+    folders counts for the first of them. The hypotheses (``prm.SCALE_HYPOTHESES``)
+    rescale the second template of a pair, as the station rescales its probe.
+    """
+    items: list[tuple[tuple[int, int], Prepared, list[Prepared]]] = []
     for si, d in enumerate(dirs):
         for (f, _), t in sorted(load_set(d).items()):
-            items.append(((si, f), m.prepare(t)))
-    out = [
-        m.compare_prepared(items[i][1], items[j][1])
-        for i in range(len(items))
-        for j in range(i + 1, len(items))
-        if items[i][0] != items[j][0]
-    ]
-    return np.asarray(out, np.float64)
-
-
-def calibration_block(imp: NDArray[np.float64]) -> str:
-    """The parameters.py calibration constants for an impostor score sample."""
-    points = [f for f in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5) if f * len(imp) >= 4]
-    tail_fmr0 = 1e-3
-    t0 = float(np.quantile(imp, 1 - tail_fmr0))
-    beta = float(np.mean(imp[imp > t0] - t0))
-    lines = [f"CALIBRATION_IMPOSTORS = {len(imp)}",
-             "CALIBRATION_POINTS: tuple[tuple[float, float], ...] = ("]
-    lines += [f"    ({f:g}, {float(np.quantile(imp, 1 - f)):.5f})," for f in points]
-    lines += [")", f"TAIL_T0 = {t0:.5f}", f"TAIL_FMR0 = {tail_fmr0:g}", f"TAIL_BETA = {beta:.5f}"]
-    return "\n".join(lines)
+            items.append(((si, f), m.prepare(t),
+                          [m.prepare(rescaled(t, sx, sy)) for sx, sy in prm.SCALE_HYPOTHESES]))
+    plain: dict[str, list[float]] = {str(d): [] for d in dirs}
+    best: dict[str, list[float]] = {str(d): [] for d in dirs}
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            if items[i][0] != items[j][0]:
+                group = str(dirs[items[i][0][0]])
+                plain[group].append(m.compare_prepared(items[i][1], items[j][1]))
+                best[group].append(max(m.compare_prepared(items[i][1], q) for q in items[j][2]))
+    return ({k: np.asarray(v, np.float64) for k, v in plain.items()},
+            {k: np.asarray(v, np.float64) for k, v in best.items()})
 
 
 def cmd_show_extraction(args: argparse.Namespace) -> int:
@@ -123,8 +130,15 @@ def cmd_show_extraction(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    imp = impostor_scores(Matcher(), [Path(d) for d in args.dirs])
-    print(calibration_block(imp))
+    plain, best = impostor_scores(Matcher(), [Path(d) for d in args.dirs])
+    try:
+        cal = fit(plain, margin=prm.CALIBRATION_MARGIN * prm.SCALE_CHANCES)
+        scaled = fit(best)
+    except ValueError as exc:
+        print(f"error: {exc}; give more folders of NNN_M.iso templates", file=sys.stderr)
+        return 2
+    print(source(cal))
+    print(source(scaled).replace("CALIBRATION =", "SCALED_CALIBRATION ="))
     return 0
 
 
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("calibrate", help="fit decision thresholds to impostor scores")
     k.add_argument("dirs", nargs="+")
     k.set_defaults(fn=cmd_calibrate)
+    t = sub.add_parser("tables", help="rewrite agent/match/tables.json after a parameter change")
+    t.set_defaults(fn=lambda _args: exact.write_tables())
     args = ap.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -17,7 +17,9 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.match import exact
 from agent.match import parameters as prm
+from agent.match.exact import DIR_TABLE_SIZE
 from agent.match.template import Template
 from agent.runtime.jit import njit, njit_parallel
 
@@ -115,23 +117,15 @@ def _near_hull(
     return _hull_distance(px, py, hx, hy) <= omega
 
 
-DIR_TABLE_SIZE = 4096
-"""Entries of the directional-contribution table over [-pi, pi)."""
-
-
 def direction_table(params: prm.MccParameters) -> NDArray[np.float64]:
     """Share of a Gaussian (sigma_d) of direction differences falling in one layer's bin.
 
     Indexed by the difference between a layer's centre and a neighbour's
     relative direction; tabulated because ``erf`` per neighbour and layer was
-    the dominant cost of building cylinders.
+    the dominant cost of building cylinders. Correctly rounded, so the same on
+    every machine (:mod:`agent.match.exact`).
     """
-    delta_d = 2.0 * math.pi / params.nd
-    k = 1.0 / (params.sigma_d * math.sqrt(2.0))
-    diff = -math.pi + (np.arange(DIR_TABLE_SIZE) + 0.5) * (2.0 * math.pi / DIR_TABLE_SIZE)
-    erf = np.vectorize(math.erf)
-    return np.asarray(0.5 * (erf((diff + delta_d / 2) * k) - erf((diff - delta_d / 2) * k)),
-                      np.float64)
+    return exact.direction_table(params)
 
 
 @njit

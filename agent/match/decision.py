@@ -3,28 +3,29 @@
 Outcomes are values (closed types), never exceptions: "no match" and "ask
 for another finger" are ordinary results at a polling station.
 
-Thresholds come from :mod:`agent.match.parameters` (calibrated impostor
-score distribution). The rules, documented in docs/MATCHING.md:
+Thresholds come from a :class:`~agent.match.calibration.Calibration`
+(default :data:`agent.match.parameters.CALIBRATION`: fitted across sensors
+and extractor pairings, heaviest tail, a x10 margin), for the scores of
+:func:`agent.match.scale.scores` (best over the scale hypotheses on the
+shortlist). The rules, documented in docs/MATCHING.md:
 
 * **Verification** (ID document names the voter): the probe is compared with
   that voter's templates (up to 10 fingers); accepted when the best score
   clears ``threshold(fmr / k)`` for ``k`` candidates, so the claim as a whole
   keeps false-match rate ``fmr`` however many fingers are enrolled.
-* **Identification** (1:N over the station): the per-comparison FMR is sized
-  for the gallery, ``fpir / N`` for ``N`` templates, so a search of the whole
-  station falsely matches with probability about ``fpir``. A MATCH needs the
-  best voter to clear it and no *other* voter to clear it too (an ambiguous
-  result asks for a second finger instead of guessing).
-* **Fusion** (second finger): each voter's evidence from probe ``i`` is the
-  p-value ``p_i = min(1, k_v * FMR(s_i))`` of the best of their ``k_v``
-  templates (two different templates for the two probes); the two are
-  combined with Fisher's rule for two independent p-values,
-  ``p = c * (1 - ln c)`` with ``c = p_1 * p_2``, and the voter is identified when
-  ``p <= fpir / V`` over ``V`` voters. A single finger alone gives
-  ``p = k_v * FMR(s)`` and the same bound, so fusion never accepts what
-  neither finger supports in combination, and a second moderately good finger
-  turns many "need another finger" cases into MATCH (effect measured in
-  docs/MATCHING.md).
+* **Identification** (1:N over the station): each voter's evidence is the
+  p-value ``k_v * FMR(best score)`` over their ``k_v`` templates; a MATCH
+  needs the best voter at ``p <= fpir / V`` (``V`` voters) and no *other*
+  voter there too (an ambiguous result asks for a second finger instead of
+  guessing).
+* **Fusion** (second finger): the two presses are assigned to two different
+  templates of a voter, their p-values combined with Fisher's rule for two
+  independent p-values, ``p = c * (1 - ln c)`` with ``c = p_1 * p_2``,
+  against the same bound -- but only when *each* finger alone clears
+  ``threshold(FUSION_FINGER_FMR)``. Fusion multiplies two extrapolated
+  p-values, so an optimistic calibration tail counts twice; the floor bounds
+  what fusion can add when neither finger is convincing alone (issue 23: an
+  outsider fused to p = 3e-9 from two presses that each missed the bound).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match import parameters as prm
+from agent.match import scale
+from agent.match.calibration import Calibration
 from agent.match.matcher import Gallery, Matcher, Prepared
 from agent.match.template import Template
 
@@ -91,14 +94,18 @@ def verify(
     probe: Template,
     candidates: Sequence[Template],
     fmr: float = prm.VERIFY_FMR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Verification:
     """Probe against the (up to 10) templates of the voter named by the ID document."""
     if not candidates:
         return Verification(False, 0.0, -1, math.inf)
-    q = matcher.prepare(probe)
-    scores = [matcher.compare_prepared(q, matcher.prepare(c)) for c in candidates]
+    # Best over the scale hypotheses, the score the calibration is for (10 x 9 comparisons).
+    qs = [matcher.prepare(scale.rescaled(probe, sx, sy)) for sx, sy in prm.SCALE_HYPOTHESES]
+    prepared = [matcher.prepare(c) for c in candidates]
+    scores = [max(matcher.compare_prepared(q, c) for q in qs) for c in prepared]
     best = int(np.argmax(scores))
-    t = prm.threshold(fmr / len(candidates))
+    t = calibration.threshold(fmr / len(candidates))
     return Verification(scores[best] >= t, float(scores[best]), best, t)
 
 
@@ -128,6 +135,8 @@ def identify(
     probe: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """1:N identification of one finger over the station's gallery.
 
@@ -140,14 +149,28 @@ def identify(
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    q = probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)
-    if len(q) == 0:
+    if len(probe if isinstance(probe, Prepared) else gallery.matcher.prepare(probe)) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    return decide(gallery.scores(q), own, fmr)
+    return decide(_scores(gallery, probe), own, fmr, calibration=calibration)
+
+
+def _scores(gallery: Gallery, probe: Template | Prepared) -> NDArray[np.float32]:
+    """The scores the calibration is for: best over the scale hypotheses on the shortlist.
+
+    A probe that is already prepared cannot be rescaled: its plain scores
+    (never higher, so the decision stays on the safe side).
+    """
+    if isinstance(probe, Prepared):
+        return gallery.scores(probe)
+    return scale.scores(gallery, probe)
 
 
 def decide(
-    scores: NDArray[np.float32], owners: NDArray[np.integer], fmr: float = prm.IDENTIFY_FPIR
+    scores: NDArray[np.float32],
+    owners: NDArray[np.integer],
+    fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """The :func:`identify` decision from one probe's scores against the whole gallery.
 
@@ -160,7 +183,7 @@ def decide(
     best, counts = _voter_evidence(scores, own)
     present = np.nonzero(counts)[0]
     bound = fmr / len(present)
-    pvals = _p_values(best[present], counts[present])
+    pvals = _p_values(best[present], counts[present], calibration)
     order = np.argsort(pvals, kind="stable")
     top = int(present[order[0]])
     p_top = float(pvals[order[0]])
@@ -169,17 +192,15 @@ def decide(
     return Identification(outcome, top, float(best[top]), p_top, bound)
 
 
-_fmr_scalar = np.frompyfunc(prm.false_match_rate, 1, 1)
+def _fmr(scores: NDArray[np.floating], calibration: Calibration) -> NDArray[np.float64]:
+    """``calibration.false_match_rate`` of every score."""
+    return calibration.false_match_rates(scores)
 
 
-def _fmr(scores: NDArray[np.floating]) -> NDArray[np.float64]:
-    """:func:`~agent.match.parameters.false_match_rate` of every score."""
-    return np.asarray(_fmr_scalar(np.asarray(scores, np.float64)), np.float64)
-
-
-def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64]) -> NDArray[np.float64]:
+def _p_values(scores: NDArray[np.floating], k: NDArray[np.int64],
+              calibration: Calibration) -> NDArray[np.float64]:
     """p-values of voters' best-of-``k`` scores; a negative score means "no evidence"."""
-    p = np.minimum(1.0, k * _fmr(np.maximum(scores, 0.0)))
+    p = np.minimum(1.0, k * _fmr(np.maximum(scores, 0.0), calibration))
     return np.where(scores < 0.0, 1.0, p)
 
 
@@ -188,12 +209,27 @@ def _fisher(p1: NDArray[np.float64], p2: NDArray[np.float64]) -> NDArray[np.floa
     return np.minimum(1.0, c * (1.0 - np.log(c)))
 
 
+def _fused(x: NDArray[np.float64], y: NDArray[np.float64], k: NDArray[np.int64],
+           calibration: Calibration, floor_fmr: float) -> NDArray[np.float64]:
+    """Fisher's p-value of two presses' scores, or 1 when either finger is too weak alone.
+
+    The floor (``floor_fmr``, default ``prm.FUSION_FINGER_FMR``) bounds what fusion can add: two
+    fingers that are each unconvincing do not make a match, however small
+    the product of their extrapolated p-values.
+    """
+    floor = calibration.threshold(floor_fmr) if floor_fmr < 1.0 else 0.0
+    p = _fisher(_p_values(x, k, calibration), _p_values(y, k, calibration))
+    return np.where((x >= floor) & (y >= floor), p, 1.0)
+
+
 def identify_fused(
     gallery: Gallery,
     probe1: Template | Prepared,
     probe2: Template | Prepared,
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
 ) -> Identification:
     """1:N identification from two different fingers of the same person.
 
@@ -204,7 +240,8 @@ def identify_fused(
     own = _validate_owners(gallery, owners)
     if len(gallery) == 0:
         return Identification(Outcome.NO_MATCH, -1, 0.0, 1.0, 0.0)
-    return decide_fused(gallery.scores(probe1), gallery.scores(probe2), own, fmr)
+    return decide_fused(_scores(gallery, probe1), _scores(gallery, probe2), own, fmr,
+                        calibration=calibration)
 
 
 def _top2(
@@ -227,8 +264,16 @@ def decide_fused(
     scores2: NDArray[np.float32],
     owners: NDArray[np.integer],
     fmr: float = prm.IDENTIFY_FPIR,
+    *,
+    calibration: Calibration = prm.CALIBRATION,
+    floor_fmr: float = prm.FUSION_FINGER_FMR,
 ) -> Identification:
-    """The :func:`identify_fused` decision from two presses' scores (no search)."""
+    """The :func:`identify_fused` decision from two presses' scores (no search).
+
+    ``floor_fmr`` is the per-finger evidence each press needs before it is
+    fused (1 = none: the rule before issue 23, kept for the benchmark's
+    comparison).
+    """
     own = _validate_owners(scores1, owners)
     _validate_owners(scores2, owners)
     if len(scores1) == 0:
@@ -249,12 +294,16 @@ def decide_fused(
     single = k == 1
     x1 = np.where(single & (s1[a1] < s2[a2]), -1.0, s1[a1])
     y1 = np.where(single & (s1[a1] >= s2[a2]), -1.0, np.where(a1 != a2, s2[a2], s2[b2]))
-    p = _fisher(_p_values(x1, k), _p_values(y1, k))
+    p = _fused(x1, y1, k, calibration, floor_fmr)
     # Both probes' best is the same template: also try the other assignment.
     clash = ~single & (a1 == a2)
     x2 = np.where(clash, s1[b1], -1.0)
     y2 = np.where(clash, s2[a2], -1.0)
-    p = np.where(clash, np.minimum(p, _fisher(_p_values(x2, k), _p_values(y2, k))), p)
+    p2 = _fused(x2, y2, k, calibration, floor_fmr)
+    better = clash & (p2 < p)
+    p = np.where(better, p2, p)
+    x1 = np.where(better, x2, x1)
+    y1 = np.where(better, y2, y1)
     order = np.argsort(p, kind="stable")
     best_p = float(p[order[0]])
     second_p = float(p[order[1]]) if len(order) > 1 else 1.0

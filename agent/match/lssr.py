@@ -37,6 +37,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.match import exact
 from agent.match import parameters as prm
 from agent.match.bits import popcount
 from agent.match.cylinders import (
@@ -50,12 +51,9 @@ from agent.match.cylinders import (
     disk_cells,
     wrap_angle,
 )
+from agent.match.exact import LUT_D_MAX, LUT_SIZE
 from agent.runtime.jit import njit, njit_parallel
 
-LUT_SIZE = 1024
-"""Entries per compatibility lookup table (distance and the two angle terms)."""
-LUT_D_MAX = 64.0
-"""Distance differences (px) covered by the distance table; beyond it the term is ~0."""
 PAD = 8
 """Words after the last template of a column-stored gallery: the kernel reads
 cylinder columns in whole blocks of eight, up to seven words past a template."""
@@ -70,19 +68,10 @@ def compatibility_tables(params: prm.MccParameters) -> NDArray[np.float64]:
 
     Row 0 is indexed by distance difference in steps of ``LUT_D_MAX / LUT_SIZE``
     px, rows 1 and 2 by angle difference in steps of ``pi / LUT_SIZE``; the
-    kernels look up instead of calling ``exp`` three times per pair.
+    kernels look up instead of calling ``exp`` three times per pair. Correctly
+    rounded, so the same on every machine (:mod:`agent.match.exact`).
     """
-    d = (np.arange(LUT_SIZE, dtype=np.float64) + 0.5) * (LUT_D_MAX / LUT_SIZE)
-    a = (np.arange(LUT_SIZE, dtype=np.float64) + 0.5) * (math.pi / LUT_SIZE)
-
-    def sig(v: NDArray[np.float64], mu: float, tau: float) -> NDArray[np.float64]:
-        return np.asarray(1.0 / (1.0 + np.exp(-tau * (v - mu))), np.float64)
-
-    return np.stack([
-        sig(d, params.rel_mu1, params.rel_tau1),
-        sig(a, params.rel_mu2, params.rel_tau2),
-        sig(a, params.rel_mu3, params.rel_tau3),
-    ])
+    return exact.compatibility_tables(params)
 
 
 def pairs_to_consolidate(params: prm.MccParameters, max_len: int = 256) -> NDArray[np.int64]:
@@ -91,9 +80,7 @@ def pairs_to_consolidate(params: prm.MccParameters, max_len: int = 256) -> NDArr
     ``min_np + round(sigmoid(n; mu_p, tau_p) * (max_np - min_np))``, tabulated
     so the kernel does not call ``exp`` per comparison.
     """
-    n = np.arange(max_len + 1, dtype=np.float64)
-    sig = 1.0 / (1.0 + np.exp(-params.tau_p * (n - params.mu_p)))
-    return np.asarray(params.min_np + np.round(sig * (params.max_np - params.min_np)), np.int64)
+    return exact.build_pairs(params, max_len)
 
 
 class Tables(NamedTuple):

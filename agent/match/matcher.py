@@ -219,6 +219,29 @@ class Gallery:
         g.offsets = offsets
         return g
 
+    def subset(self, indices: NDArray[np.integer]) -> Gallery:
+        """A gallery of the templates ``indices`` (in that order), sharing nothing with this one.
+
+        Copies each template's block of the packed arrays (no cylinders are
+        rebuilt): cheap for a shortlist of a few dozen templates.
+        """
+        idx = np.asarray(indices, np.int64)
+        sizes = self.offsets[idx + 1] - self.offsets[idx]
+        offsets = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        words = np.zeros(int(offsets[-1]) * ROW + lssr.PAD, np.uint64)
+        geometry = np.empty((int(offsets[-1]), 5), np.float32)
+        for k, g in enumerate(idx):
+            s, e = int(self.offsets[g]), int(self.offsets[g + 1])
+            words[offsets[k] * ROW:offsets[k + 1] * ROW] = self.words[s * ROW:e * ROW]
+            geometry[offsets[k]:offsets[k + 1]] = self.geometry[s:e]
+        g = Gallery.__new__(Gallery)
+        g.matcher = self.matcher
+        g.words = words
+        g.geometry = geometry
+        g.offsets = offsets
+        return g
+
     @property
     def nbytes(self) -> int:
         """Memory held by the packed gallery (all arrays)."""

@@ -8,9 +8,10 @@ package can read the plain header with :func:`peek_header` and compute the
 The writer and the reader of the same bytes stay in this one module (past 450
 lines): it has one job, the format, and the two directions must not drift.
 
-Wire format, version 1 (all integers big-endian; ``str8``/``str16`` are UTF-8
-strings prefixed by a 1- or 2-byte length; the full description with
-rationale is in ``docs/PACKAGE.md``)::
+Wire format, version 2 (version 1 is the same without the two names, and is
+still written when a roll has no names, so older kiosks read it; all integers
+big-endian; ``str8``/``str16`` are UTF-8 strings prefixed by a 1- or 2-byte
+length; the full description with rationale is in ``docs/PACKAGE.md``)::
 
     offset  size  field
     0       8     magic  b"KESPROLL"
@@ -21,6 +22,8 @@ rationale is in ``docs/PACKAGE.md``)::
                     str8  election_id
                     str8  station_id
                     str8  district
+                    str8  station_name   (version 2 only; as printed on slips)
+                    str8  district_name  (version 2 only)
                     u32   roll_version
                     str8  created (ISO 8601 UTC, "YYYY-MM-DDTHH:MM:SSZ")
                     u32   voter_count
@@ -70,7 +73,11 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
 MAGIC = b"KESPROLL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The version written for a roll without station and district names (readable by
+#: agents that predate the names).
+NAMELESS_VERSION = 1
+READABLE_VERSIONS = (NAMELESS_VERSION, FORMAT_VERSION)
 SIGNATURE_CONTEXT = b"KESP roll package v1\x00"
 
 _PREFIX = struct.Struct(">8sHHI")  # magic, version, flags, header length
@@ -161,6 +168,10 @@ class Roll:
     """ISO 8601 UTC, ``YYYY-MM-DDTHH:MM:SSZ``."""
     kiosks: tuple[Kiosk, ...]
     voters: tuple[Voter, ...]
+    station_name: str = ""
+    """The station's name as the commission knows it (e.g. "№ 5012, Ош ш., 5-мектеп")."""
+    district_name: str = ""
+    """The district's name (e.g. "Ош шаардык / Ошский городской")."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +190,8 @@ class PackageHeader:
     recipients: tuple[Kiosk, ...]
     body_size: int
     """Size of the encrypted roll body in bytes."""
+    station_name: str = ""
+    district_name: str = ""
 
 
 # --------------------------------------------------------------------- helpers
@@ -450,10 +463,11 @@ def _parse(data: bytes) -> _Parsed:
     magic, version, flags, header_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise PackageError("bad-magic", f"not a KESP roll package (starts with {magic[:8]!r})")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise PackageError(
             "unsupported-version",
-            f"package format version {version}; this agent reads version {FORMAT_VERSION}",
+            f"package format version {version}; this agent reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}",
         )
     if flags != 0:
         raise PackageError("unsupported-version", f"unknown flags 0x{flags:04x}")
@@ -477,6 +491,8 @@ def _parse(data: bytes) -> _Parsed:
     election_id = r.str8("election_id")
     station_id = r.str8("station_id")
     district = r.str8("district")
+    station_name = r.str8("station_name") if version >= 2 else ""
+    district_name = r.str8("district_name") if version >= 2 else ""
     roll_version = r.u32()
     created = r.str8("created")
     voter_count = r.u32()
@@ -502,6 +518,8 @@ def _parse(data: bytes) -> _Parsed:
         signer=signer.hex(),
         recipients=tuple(recipients),
         body_size=ct_len,
+        station_name=station_name,
+        district_name=district_name,
     )
     return _Parsed(header, tuple(wrapped), nonce, aad_end, body_end)
 
@@ -537,6 +555,10 @@ def build_package(roll: Roll, cec_key: SigningKey) -> bytes:
     _check_id(roll.election_id, "election_id")
     _check_id(roll.station_id, "station_id")
     _check_id(roll.district, "district")
+    for what in ("station_name", "district_name"):
+        name = getattr(roll, what)
+        if not isinstance(name, str) or any(not ch.isprintable() for ch in name):
+            raise _invalid(f"{what} {name!r} must be printable text (it is printed on slips)")
     if isinstance(roll.roll_version, bool) or not 0 <= roll.roll_version <= _MAX_U32:
         raise _invalid(f"roll_version {roll.roll_version!r} must be an integer 0..{_MAX_U32}")
     _check_created(roll.created)
@@ -554,10 +576,14 @@ def _seal(
     """Encrypt an already-encoded body and sign the package (fields validated by the caller)."""
     content_key = os.urandom(32)
     nonce = os.urandom(_NONCE_LEN)
+    named = bool(roll.station_name or roll.district_name)
+    version = FORMAT_VERSION if named else NAMELESS_VERSION
     header = [
         _str8(roll.election_id, "election_id"),
         _str8(roll.station_id, "station_id"),
         _str8(roll.district, "district"),
+        *((_str8(roll.station_name, "station_name"), _str8(roll.district_name, "district_name"))
+          if named else ()),
         _U32.pack(roll.roll_version),
         _str8(roll.created, "created"),
         _U32.pack(voter_count),
@@ -574,7 +600,7 @@ def _seal(
     header_bytes = b"".join(header)
     ciphertext_len = len(body) + 16  # Poly1305 tag
     aad = (
-        _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes))
+        _PREFIX.pack(MAGIC, version, 0, len(header_bytes))
         + header_bytes
         + _U64.pack(ciphertext_len)
     )
@@ -652,6 +678,8 @@ def open_package(
         created=header.created,
         kiosks=header.recipients,
         voters=voters,
+        station_name=header.station_name,
+        district_name=header.district_name,
     )
 
 

@@ -10,6 +10,7 @@ day. Tuned algorithm constants are *not* here; they live in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -17,11 +18,21 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.runtime.durable import atomic_write
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def mdns_installed() -> bool:
+    """Whether the optional ``[mdns]`` extra (zeroconf, ifaddr) that ``peer_mdns`` needs is here."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("zeroconf", "ifaddr"))
+    except (ImportError, ValueError):  # a module entry present but unusable
+        return False
+
 
 SensorKind = Literal["grow-serial", "nb1010-usb", "aes3500-usb"]
 PrinterKind = Literal["escpos-serial", "escpos-usb"]
@@ -101,6 +112,8 @@ class AgentConfig:
     #: A peer's mark stamped more than this ahead of this kiosk's clock is quarantined.
     peer_max_clock_ahead_s: float = 300.0
     language_order: tuple[str, ...] = ("ky", "ru")
+    #: IANA time zone of the times on slips and reports (the commission's local time).
+    timezone: str = "Asia/Bishkek"
 
     def __post_init__(self) -> None:
         for name in ("device_id", "station_id", "district"):
@@ -130,6 +143,23 @@ class AgentConfig:
         if not 1.0 <= self.peer_max_clock_ahead_s <= 86_400.0:
             raise ConfigError("must be between 1 and 86400 seconds",
                               field="peer_max_clock_ahead_s")
+        if self.peer_mdns and not mdns_installed():
+            raise ConfigError(
+                "is true but mDNS support is not installed: "
+                "pip install 'kesp-kiosk-agent[mdns]' (the kiosk image has it) or set it to false",
+                field="peer_mdns",
+            )
+        self.zone()
+
+    def zone(self) -> ZoneInfo:
+        """The configured time zone (from the system's tzdata; Debian package ``tzdata``)."""
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"unknown time zone {self.timezone!r}: use an IANA name such as Asia/Bishkek "
+                "(and install the tzdata package if even that is unknown)", field="timezone"
+            ) from exc
 
     @property
     def broker_host(self) -> str:
@@ -229,7 +259,12 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from exc
-    return parse_config(text)
+    try:
+        return parse_config(text)
+    except ConfigError as exc:
+        named = ConfigError(f"{p}: {exc}")  # the file is named: a kiosk may have several
+        named.field = exc.field
+        raise named from exc
 
 
 def save_config(cfg: AgentConfig, path: str | os.PathLike[str]) -> None:

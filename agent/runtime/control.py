@@ -72,7 +72,18 @@ class _BoundedServer(socketserver.ThreadingUnixStreamServer):
 
 
 class ControlError(RuntimeError):
-    """The agent could not be reached or refused the command."""
+    """The agent could not be reached (``refused`` False) or refused the command.
+
+    A refusal carries the agent's ``code`` and ``params`` (see
+    :class:`~agent.station.station.StationError`).
+    """
+
+    def __init__(self, message: str, *, refused: bool = False, code: str = "unreachable",
+                 params: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
+        self.code = code
+        self.params = params or {}
 
 
 def _peer_allowed(sock: socket.socket, path: Path) -> bool:
@@ -128,7 +139,9 @@ class ControlServer:
                     reply = {"ok": True, "result": self._handler(cmd, arg)}
                 except Exception as exc:  # the operator sees the reason, the agent lives on
                     log.warning("control command %s failed: %s", cmd, exc)
-                    reply = {"ok": False, "error": str(exc)}
+                    reply = {"ok": False, "error": str(exc),
+                             "code": str(getattr(exc, "code", "failed")),
+                             "params": dict(getattr(exc, "params", {}))}
         wfile.write(json.dumps(reply, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def start(self) -> None:
@@ -168,6 +181,9 @@ def request(path: str | os.PathLike[str], cmd: str, arg: str = "",
     except ValueError as exc:
         raise ControlError("the agent closed the connection without an answer") from exc
     if not reply.get("ok"):
-        raise ControlError(str(reply.get("error", "unknown error")))
+        params = reply.get("params")
+        raise ControlError(str(reply.get("error", "unknown error")), refused=True,
+                           code=str(reply.get("code") or "failed"),
+                           params=params if isinstance(params, dict) else {})
     result: dict[str, Any] = reply["result"]
     return result

@@ -24,8 +24,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
-__all__ = ["Notifier", "SdNotifyError", "Watchdog", "watchdog_interval"]
+__all__ = ["Notifier", "SdNotifyError", "Watchdog", "extend_while", "watchdog_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +223,31 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+T = TypeVar("T")
+
+
+def extend_while(notifier: Notifier, fn: Callable[[], T], *, every_s: float = 20.0,
+                 extend_s: float = 60.0) -> T:
+    """``fn()``, asking systemd for ``extend_s`` more start-up time every ``every_s`` meanwhile.
+
+    For work whose length is not known in advance: the Numba kernels load from
+    the image's cache in about a second, but after a software update that
+    changed them they compile on the kiosk, minutes on a Raspberry Pi, beyond
+    the unit's ``TimeoutStartSec``. A hung ``fn`` still fails the start
+    ``extend_s`` after the last extension.
+    """
+    done = threading.Event()
+
+    def extend() -> None:
+        while not done.wait(every_s):
+            notifier.extend_timeout(extend_s)
+
+    thread = threading.Thread(target=extend, name="sd-extend-timeout", daemon=True)
+    thread.start()
+    try:
+        return fn()
+    finally:
+        done.set()
+        thread.join()

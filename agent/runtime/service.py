@@ -34,8 +34,10 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from nacl.signing import VerifyKey
 
@@ -124,7 +126,9 @@ class Agent:
         # (libsodium and NumPy copies release the GIL): start-up pays the longer of
         # the two, not their sum. A gallery built from templates waits for the warm-up.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-up") as pool:
-            warming = pool.submit(_timed, warm_up)
+            # Tell systemd the start is alive while kernels compile (a software update).
+            warming = pool.submit(sdnotify.extend_while, sdnotify.Notifier(),
+                                  partial(_timed, warm_up))
             t1 = time.monotonic()
             self.roll = load_roll(state, self.keys, cec_key, cfg.station_id, self.matcher,
                                   write_cache=False, before_build=warming.result)
@@ -174,8 +178,10 @@ class Agent:
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
             storage=StorageGuard(state),
             devices=self.devices,
+            zone=cfg.zone(),
         )
         self.operator = Operator(self.station)
+        self.operator.status_extras = self._status_extras
         self.operator.enable_export(state / "export", lambda body: self.keys.signing.sign(body)
                                     .signature)
         self.journal.record(
@@ -260,6 +266,21 @@ class Agent:
         if self.cfg.document_reader:
             out["document_reader"] = {"state": self._reader.state, "detail": self._reader.detail}
         return out
+
+    def _status_extras(self) -> dict[str, Any]:
+        """Peers and the uplink for ``kesp-agent status`` (no device traffic)."""
+        uplink = self.telemetry.status()
+        peers = [
+            {"kiosk": p.kiosk, "state": p.state.value,
+             "last_heard_s_ago": None if p.last_heard_s_ago is None
+             else round(p.last_heard_s_ago)}
+            for p in (self.peers.status() if self.peers else [])
+        ]
+        return {"peers": peers,
+                "uplink": {"state": uplink.uplink.value, "outbox": uplink.outbox_depth},
+                # Fallback for a station status without device states (kept if it has them).
+                "devices": {"sensor": {"state": self.sensor.status().state.value},
+                            "printer": {"state": self.printer.status().state.value}}}
 
     def _peer_names(self) -> list[str]:
         return [p.kiosk for p in self.peers.status()] if self.peers else []

@@ -18,8 +18,8 @@ from typing import Any
 
 from agent.audit.event_ids import EventId
 from agent.runtime.durable import atomic_write
-from agent.station.ledger import SlipKind, SlipState
-from agent.station.lifecycle import Command, Phase, RollPin
+from agent.station.ledger import LedgerError, SlipKind, SlipRecord, SlipState
+from agent.station.lifecycle import TRANSITIONS, Command, Phase, RollPin, TransitionError
 from agent.station.station import VOTER_SLIPS, Station, StationError
 
 
@@ -30,6 +30,8 @@ class Operator:
         self.station = station
         self.export_dir: Path | None = None
         self._sign: Callable[[bytes], bytes] | None = None
+        #: More of the kiosk's state for ``status`` (peers, uplink), set by the service.
+        self.status_extras: Callable[[], dict[str, Any]] = dict
 
     def enable_export(self, directory: Path, sign: Callable[[bytes], bytes]) -> None:
         """Where ``export`` writes the station archive, and how it is signed (device key)."""
@@ -54,11 +56,35 @@ class Operator:
             }
             handler = handlers.get(name)
             if handler is None:
-                raise StationError(f"unknown command {name!r}; known: {', '.join(handlers)}")
+                raise StationError(f"unknown command {name!r}; known: {', '.join(handlers)}",
+                                   "unknown-command", command=name)
             try:
-                return handler(arg)
+                result = handler(arg)
+            except TransitionError as exc:
+                allowed = sorted(c.value for (p, c) in TRANSITIONS if p is exc.phase)
+                raise StationError(str(exc), "phase", phase=exc.phase.value,
+                                   command=exc.command.value, allowed=allowed) from exc
+            except LedgerError as exc:
+                raise StationError(str(exc), "unknown-serial", serial=arg.strip()) from exc
             except (ValueError, KeyError) as exc:
                 raise StationError(str(exc)) from exc
+            for key, value in self.status_extras().items():
+                result.setdefault(key, value)
+            return result
+
+    def _outcome(self, rec: SlipRecord) -> dict[str, Any]:
+        """What became of one slip, for the operator's answer (kind, serial, printed?)."""
+        rec = self.station.ledger.get(rec.serial)
+        out: dict[str, Any] = {"kind": rec.kind.value, "serial": rec.serial,
+                               "printed": rec.state is SlipState.PRINTED}
+        if rec.voter is not None:
+            out["list_number"] = rec.voter
+        if rec.kind is SlipKind.REFUSED:
+            out["first_kiosk"] = rec.details.get("first_kiosk")
+            out["first_serial"] = rec.details.get("first_serial")
+        if not out["printed"]:
+            out["printer"] = self.station.printer.status().state.value
+        return out
 
     def _simple(self, command: Command, event: EventId, **fields: object) -> dict[str, Any]:
         self.station.lifecycle.check(command)
@@ -71,16 +97,19 @@ class Operator:
         if self.station.marks.count(local_only=True) or any(
             r.kind in VOTER_SLIPS for r in self.station.ledger.all()
         ):
-            raise StationError("refusing to open: this kiosk already holds marks or slips")
+            raise StationError("refusing to open: this kiosk already holds marks or slips",
+                               "not-empty")
         # A zero report that a missing printer could not print is retried, not doubled.
         earlier = [r for r in self.station.ledger.in_state(SlipState.PENDING, SlipState.SENDING)
                    if r.kind is SlipKind.ZERO_REPORT]
         rec = earlier[0] if earlier else self.station.ledger.allocate(SlipKind.ZERO_REPORT,
                                                                       state=SlipState.PENDING)
         if not self.station.print_slip(rec):
+            printer = self.station.printer.status().state.value
             raise StationError(
                 f"zero report {rec.serial} could not be printed "
-                f"(printer {self.station.printer.status().state.value}); fix the printer and retry"
+                f"(printer {printer}); fix the printer and retry",
+                "zero-report-not-printed", serial=rec.serial, printer=printer,
             )
         self.station.journal.record(EventId.ZERO_REPORT_PRINTED, report_serial=rec.serial,
                             roll_hash=self.station.roll.package_hash)
@@ -113,6 +142,7 @@ class Operator:
         result = self.station.status()
         result["closing_report"] = rec.serial
         result["closing_report_printed"] = printed
+        result["outcome"] = self._outcome(rec)
         return result
 
     def _reprint(self, serial: str) -> dict[str, Any]:
@@ -122,7 +152,9 @@ class Operator:
             self.station.journal.record(EventId.SLIP_REPRINTED, slip_serial=rec.serial,
                                         reason="operator")
         self.station.print_pending()
-        return self.station.status()
+        result = self.station.status()
+        result["outcome"] = self._outcome(rec)
+        return result
 
     def _document(self, number: str) -> dict[str, Any]:
         """The operator typed an ID document number."""
@@ -132,7 +164,7 @@ class Operator:
         """Closed -> exported: write the signed station archive for the commission and CEC."""
         self.station.lifecycle.check(Command.EXPORT)
         if self.export_dir is None or self._sign is None:
-            raise StationError("export is not configured on this kiosk")
+            raise StationError("export is not configured on this kiosk", "no-export")
         archive = {
             "format": "kesp-station-export-v1",
             "station": self.station.station_id,
@@ -187,10 +219,26 @@ class Operator:
     def _manual(self, list_number: str) -> dict[str, Any]:
         """Commission decided to admit a voter who could not be identified."""
         if self.station.phase is not Phase.OPEN:
-            raise StationError(f"station is {self.station.phase.value}, not open")
-        index = self.station.roll.by_list_number.get(int(list_number))
+            raise StationError(f"station is {self.station.phase.value}, not open", "phase",
+                               phase=self.station.phase.value, command="manual",
+                               allowed=sorted(c.value for (p, c) in TRANSITIONS
+                                              if p is self.station.phase))
+        try:
+            number = int(list_number.strip())
+        except ValueError:
+            raise StationError(f"list number {list_number!r} is not a whole number",
+                               "bad-list-number", list_number=list_number) from None
+        index = self.station.roll.by_list_number.get(number)
         if index is None:
-            raise StationError(f"list number {list_number} is not on this station's list")
+            raise StationError(f"list number {number} is not on this station's list",
+                               "unknown-list-number", list_number=number)
+        before = {r.serial for r in self.station.ledger.all()}
         self.station.admit_manually(index)
-        return self.station.status()
+        result = self.station.status()
+        new = [r for r in self.station.ledger.all()
+               if r.serial not in before and r.kind in VOTER_SLIPS
+               and r.state is not SlipState.VOID]
+        if new:
+            result["outcome"] = self._outcome(new[-1])
+        return result
 

@@ -47,7 +47,7 @@ from agent.drivers.printer.status import (
 )
 from agent.drivers.sensor.service import FingerprintSensor
 from agent.drivers.sensor.types import Capture, Guidance, NoFinger
-from agent.match import Matcher, Template, extract
+from agent.match import Matcher, Template, extract, scale
 from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
@@ -57,7 +57,14 @@ from agent.station import parameters
 from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import Lifecycle, Phase
 from agent.station.marks import Mark, MarkStore, hlc_wall_ms
-from agent.station.slips import ReportFacts, SlipError, VoterLine, local_time, render_slip
+from agent.station.slips import (
+    Place,
+    ReportFacts,
+    SlipError,
+    VoterLine,
+    local_time,
+    render_slip,
+)
 from agent.station.storage import StorageGuard
 
 log = logging.getLogger(__name__)
@@ -97,7 +104,16 @@ class Journal(Protocol):
 
 
 class StationError(RuntimeError):
-    """An operator command could not be carried out; the message says why."""
+    """An operator command could not be carried out; the message says why.
+
+    ``code`` names the kind of refusal (``kesp-agent`` words it in Kyrgyz and
+    Russian from the code and ``params``; the message is the English fallback).
+    """
+
+    def __init__(self, message: str, code: str = "refused", **params: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass
@@ -168,9 +184,12 @@ class Station:
         clock: Callable[[], dt.datetime] = _now,
         storage: StorageGuard | None = None,
         devices: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
+        zone: dt.tzinfo | None = None,
     ) -> None:
         self.device_id = device_id
         self.storage = storage
+        #: The commission's time zone: times on slips and reports (None: the system's).
+        self.zone = zone
         self.station_id = station_id
         self.district = district
         self.roll = roll
@@ -221,7 +240,7 @@ class Station:
         counts = self.counts(local)
         by_hour: dict[str, int] = {}
         for m in local:
-            hour = local_time(hlc_wall_ms(m.hlc)).strftime("%H")
+            hour = local_time(hlc_wall_ms(m.hlc), self.zone).strftime("%H")
             by_hour[hour] = by_hour.get(hour, 0) + 1
         return {
             "identified": counts["identified"],
@@ -277,15 +296,20 @@ class Station:
             f"№{c.voter}: " + ", ".join(f"{m.kiosk}/{m.slip_serial}" for m in c.marks)
             for c in self.marks.conflicts()
         ]
+        roll = self.roll.roll
+        at = self._clock()
         return ReportFacts(
             station_id=self.station_id,
             district=self.district,
+            station_name=roll.station_name,
+            district_name=roll.district_name,
+            zone=str(getattr(self.zone, "key", "")) if self.zone else "",
             kiosk=self.device_id,
             software_version=__version__,
             roll_hash=self.roll.package_hash,
             roll_voters=len(self.roll.roll.voters),
             audit_head=self.journal.head_hash,
-            at=self._clock(),
+            at=at.astimezone(self.zone) if self.zone else at.astimezone(),
             counts=self.counts(),
             first_serial=records[0].serial if records else "-",
             last_serial=records[-1].serial if records else "-",
@@ -331,7 +355,8 @@ class Station:
         with self.lock:
             index = self.roll.by_document.get(number.strip().upper())
             if index is None:
-                raise StationError("no voter with that document number on this station's list")
+                raise StationError("no voter with that document number on this station's list",
+                                   "unknown-document")
             self._document_voter = index
             self._document_lookup = lookup
             self._document_deadline = time.monotonic() + parameters.DOCUMENT_HOLD_S
@@ -436,7 +461,7 @@ class Station:
             return (session.document_voter, "verify", v.score) if v.accepted else None
         # One exhaustive search per press; a later press is fused with the previous
         # one's kept scores, so a second finger costs one search, not three.
-        scores = self.roll.gallery.scores(probe)
+        scores = scale.scores(self.roll.gallery, probe)
         result = decide(scores, self.roll.owners)
         method = "identify"
         if result.outcome is not Outcome.MATCH and session.scores:
@@ -546,9 +571,11 @@ class Station:
 
     def _render(self, rec: SlipRecord, duplicate: bool) -> Document:
         try:
-            return render_slip(rec, station_id=self.station_id, kiosk=self.device_id,
-                               duplicate=duplicate, voter=self._voter_line,
-                               facts=self.report_facts)
+            roll = self.roll.roll
+            place = Place(self.station_id, self.device_id, self.district, roll.station_name,
+                          roll.district_name)
+            return render_slip(rec, place=place, duplicate=duplicate, voter=self._voter_line,
+                               facts=self.report_facts, zone=self.zone)
         except SlipError as exc:
             raise StationError(str(exc)) from exc
 

@@ -457,7 +457,9 @@ def test_cli_verify_and_show(
     make_log(state / AUDIT_FILE, keys.signing, n=5)
     base = ["--state-dir", str(state)]
     assert audit_cli(["verify", *base, "--key-dir", str(tmp_path / "keys")]) == 0
-    assert capsys.readouterr().out.startswith("OK: ")
+    verdict, technical = capsys.readouterr().out.splitlines()
+    assert verdict == "Журнал бүтүн, туура жабылган / Журнал цел, закрыт штатно"
+    assert technical.startswith("OK: ")
     assert audit_cli(["verify", *base, "--verify-key", keys.verify_key_hex, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["closed_cleanly"] is True
     assert audit_cli(["verify", *base, "--verify-key", bytes(key.verify_key).hex()]) == 1

@@ -81,6 +81,7 @@ def test_agent_units_and_rules_in_place(rootfs: Path) -> None:
     assert any(line.startswith("kesp:") for line in (etc / "passwd").read_text().splitlines())
     dropin = (etc / "systemd/system/kesp-agent.service.d/image.conf").read_text()
     assert "NUMBA_CPU_NAME=x86-64-v2" in dropin and "RequiresMountsFor=" in dropin
+    assert "NUMBA_CPU_FEATURES=+cx16,+popcnt," in dropin
     fstab = (etc / "fstab").read_text()
     assert " / " in fstab and "ro," in fstab.split(" / ", 1)[1].split("\n")[0]
     assert (etc / "machine-id").read_text() == ""
@@ -179,6 +180,7 @@ def test_agent_starts_inside_the_image(mounted: Path, tmp_path: Path) -> None:
         notify.settimeout(1.0)
         env = {"NOTIFY_SOCKET": "/run/kesp-sim/notify", "NUMBA_CACHE_DIR":
                "/var/cache/kesp/numba", "NUMBA_CPU_NAME": "x86-64-v2",
+               "NUMBA_CPU_FEATURES": "+cx16,+popcnt,+sahf,+sse3,+sse4.1,+sse4.2,+ssse3",
                "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/var/lib/kesp"}
         cmd = ["chroot", f"--userspec={kesp_uid}:{kesp_uid}", str(root), "/usr/bin/env", "-i",
                *(f"{k}={v}" for k, v in env.items()),

@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 from agent.roll.package import (
     FORMAT_VERSION,
     MAGIC,
+    NAMELESS_VERSION,
     Finger,
     Kiosk,
     PackageError,
@@ -68,7 +69,20 @@ def test_round_trip_for_every_recipient(roll: Roll, package: bytes) -> None:
     assert open_package(package, CEC.verify_key, K1, expected_station="s-1017") == roll
     assert open_package(package, CEC.verify_key, K2) == roll
     assert package[:8] == MAGIC
-    assert struct.unpack(">H", package[8:10])[0] == FORMAT_VERSION
+    assert struct.unpack(">H", package[8:10])[0] == NAMELESS_VERSION  # no names: old readers
+
+
+def test_station_and_district_names_need_version_2(roll: Roll) -> None:
+    named = dataclasses.replace(roll, station_name="№ 5012, Ош ш., 5-мектеп",
+                                district_name="Ош шаардык / Ошский городской")
+    package = build_package(named, CEC)
+    assert struct.unpack(">H", package[8:10])[0] == FORMAT_VERSION == 2
+    assert open_package(package, CEC.verify_key, K1) == named
+    header = peek_header(package)
+    assert header.station_name == named.station_name and header.district_name.startswith("Ош")
+    with pytest.raises(PackageError) as exc:
+        build_package(dataclasses.replace(roll, station_name="a\x1bb"), CEC)
+    assert reason(exc) == "invalid-roll" and "station_name" in str(exc.value)
 
 
 def test_kyrgyz_names_and_templates_survive_byte_exact(roll: Roll, package: bytes) -> None:
@@ -187,8 +201,8 @@ def test_bad_magic_and_version(package: bytes) -> None:
     with pytest.raises(PackageError) as exc:
         peek_header(b"PK\x03\x04" + package[4:])
     assert reason(exc) == "bad-magic"
-    with pytest.raises(PackageError, match="version 2") as exc:
-        peek_header(package[:8] + b"\x00\x02" + package[10:])
+    with pytest.raises(PackageError, match="version 3") as exc:
+        peek_header(package[:8] + b"\x00\x03" + package[10:])
     assert reason(exc) == "unsupported-version"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -11,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.sdnotify import Notifier, SdNotifyError, Watchdog, watchdog_interval
+from agent.runtime.sdnotify import (
+    Notifier,
+    SdNotifyError,
+    Watchdog,
+    extend_while,
+    watchdog_interval,
+)
 
 
 @pytest.fixture
@@ -134,3 +141,24 @@ def test_watchdog_thread_follows_health(path_socket: tuple[str, socket.socket]) 
         assert recv(sock) == "WATCHDOG=1"
     finally:
         wd.stop()
+
+
+def test_extend_while_asks_for_time_until_the_work_ends(
+        path_socket: tuple[str, socket.socket]) -> None:
+    name, server = path_socket
+    server.settimeout(0.05)
+
+    def slow() -> str:
+        time.sleep(0.35)
+        return "warm"
+
+    assert extend_while(Notifier({"NOTIFY_SOCKET": name}), slow, every_s=0.1,
+                        extend_s=60.0) == "warm"
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(server.recv(100).decode())
+    assert 2 <= len(got) <= 4 and set(got) == {"EXTEND_TIMEOUT_USEC=60000000"}, got
+    time.sleep(0.25)  # nothing after the work ended
+    with pytest.raises(TimeoutError):
+        server.recv(100)

@@ -39,6 +39,13 @@ def test_demo_day_ends_with_demo_ok_and_agreeing_counts(tmp_path: Path) -> None:
     assert verified > identified + refused + unknown  # events, turnout, births, health
     slip_files = sorted((tmp_path / "demo" / "kiosk-a" / "slips").glob("*.png"))
     assert len(slip_files) == slips + 2  # plus zero and closing reports
+    # Every visit either went as planned or says, on its line, why not and that it is
+    # allowed; the summary counts exactly those.
+    visits = [ln for ln in out.stdout.splitlines() if " press(es) -> " in ln]
+    explained = [ln for ln in visits if "allowed: " in ln]
+    assert all(ln.endswith(" ok") or "allowed: " in ln for ln in visits), visits
+    assert not any("NOT ALLOWED" in ln for ln in visits)
+    assert line.endswith(f"seed 7, {len(explained)} allowed differences from the plan")
 
 
 def test_demo_without_fingerprint_data_says_what_to_do(tmp_path: Path) -> None:

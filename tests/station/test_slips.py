@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from agent.station.slips import (
+    Place,
     ReportFacts,
     VoterLine,
     closing_report,
@@ -19,23 +20,23 @@ VOTER = VoterLine(17, "Үсөнбаева Жаңыл", "Усенбаева Жа�
 
 
 def test_identified_slip_names_voter_serial_and_method_in_both_languages() -> None:
-    doc = identified_slip(serial="s-1-k-00017", station_id="s-1", kiosk="k", voter=VOTER,
+    doc = identified_slip(serial="s-1-k-00017", place=Place("s-1", "k"), voter=VOTER,
                           method="identify", at=AT)
     text = doc.plain_text()
     for needle in ("ИДЕНТИФИКАЦИЯДАН ӨТТҮ", "ИДЕНТИФИКАЦИЯ ПРОЙДЕНА", "Үсөнбаева Жаңыл",
                    "Усенбаева Жаныл", "№ в списке: 17", "s-1-k-00017", "отпечаток пальца"):
         assert needle in text
     assert not doc.duplicate
-    assert identified_slip(serial="x", station_id="s", kiosk="k", voter=VOTER,
+    assert identified_slip(serial="x", place=Place("s", "k"), voter=VOTER,
                            method="verify", at=AT, duplicate=True).duplicate
 
 
 def test_refusal_and_not_identified_send_voter_to_commission() -> None:
-    refused = refused_slip(serial="r", station_id="s", kiosk="k", voter=VOTER, first_at=AT,
+    refused = refused_slip(serial="r", place=Place("s", "k"), voter=VOTER, first_at=AT,
                            first_kiosk="kiosk-b", at=AT).plain_text()
     assert "УЖЕ ИДЕНТИФИЦИРОВАН" in refused and "kiosk-b" in refused
     assert "Комиссияга кайрылыңыз" in refused
-    unknown = not_identified_slip(serial="u", station_id="s", kiosk="k", attempts=3,
+    unknown = not_identified_slip(serial="u", place=Place("s", "k"), attempts=3,
                                   at=AT).plain_text()
     assert "НЕ ИДЕНТИФИЦИРОВАН" in unknown and "Попыток: 3" in unknown
     assert "Жаңыл" not in unknown  # an unknown person's slip names no voter

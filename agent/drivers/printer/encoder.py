@@ -8,7 +8,6 @@ feed, ``GS V`` cut; mode changes are sent only when the mode changes.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,10 +33,12 @@ from agent.drivers.printer.profiles import CUT_FEED_DOTS, QR_ECC, QR_MAX_BYTES, 
 from agent.drivers.printer.qr import qr_commands, qr_dots
 from agent.drivers.printer.render import (
     check_text,
+    layout_cells,
+    layout_raster,
     pick_code_page,
     raster_bands,
     render_text_line,
-    wrap_raster_text,
+    rule_dots,
 )
 
 DUPLICATE_BANNER = ("ДУБЛИКАТ", "DUPLICATE")
@@ -55,8 +56,10 @@ def _banner(footer: bool) -> tuple[Block, ...]:
 class _Writer:
     """Accumulates frames, sending mode changes only when the mode actually changes."""
 
-    def __init__(self, profile: PrinterProfile) -> None:
+    def __init__(self, profile: PrinterProfile, raster_text: bool = False) -> None:
         self.profile = profile
+        #: Every text line rasterised (one typeface for the whole document).
+        self.raster_text = raster_text
         self.cmds: list[Command] = [Initialize()]
         self.page: int | None = None
         self.align = Align.LEFT
@@ -108,18 +111,24 @@ class _Writer:
 def _text_block(w: _Writer, block: Text, index: int) -> None:
     check_text(block.text, index)
     profile = w.profile
-    cpl = profile.chars_per_line // (2 if block.large else 1)
-    choice = pick_code_page(block.text, profile)
+    choice = None if w.raster_text else pick_code_page(block.text, profile)
     if choice is not None:
         number, codec, _ = choice
-        lines = textwrap.wrap(block.text, cpl, break_long_words=True) or [""]
+        large, lines = layout_cells(block.text, profile.chars_per_line, large=block.large)
         for line in lines:
-            w.text_line(number, line.encode(codec), block.align, block.bold, block.large)
+            w.text_line(number, line.encode(codec), block.align, block.bold, large)
         return
-    for line in wrap_raster_text(block.text, profile.dots_per_line,
-                                 bold=block.bold, large=block.large):
-        w.raster(render_text_line(line, profile.dots_per_line,
-                                  bold=block.bold, large=block.large, align=block.align))
+    px, lines = layout_raster(block.text, profile.dots_per_line, bold=block.bold,
+                              large=block.large)
+    for line in lines:
+        w.raster(render_text_line(line, profile.dots_per_line, bold=block.bold,
+                                  large=block.large, align=block.align, px=px))
+
+
+def _needs_raster(blocks: Sequence[Block], profile: PrinterProfile) -> bool:
+    """True when some text line has a letter no code page of the printer carries."""
+    return any(isinstance(b, Text) and b.text and pick_code_page(b.text, profile) is None
+               for b in blocks)
 
 
 def _qr_block(w: _Writer, block: QRCode, index: int) -> None:
@@ -146,14 +155,16 @@ def document_commands(doc: Document, profile: PrinterProfile) -> list[Command]:
     payload that is not 1-2331 ASCII bytes, :class:`FontMissingError` when a
     line needs rasterising and the font is not installed.
     """
-    w = _Writer(profile)
     blocks: Sequence[Block] = doc.blocks
     if doc.duplicate:
         blocks = (*_banner(footer=False), *doc.blocks, *_banner(footer=True))
+    w = _Writer(profile, raster_text=_needs_raster(blocks, profile))
     for index, block in enumerate(blocks):
         if isinstance(block, Text):
             for part in block.text.split("\n"):
                 _text_block(w, Text(part, block.align, block.bold, block.large), index)
+        elif isinstance(block, Rule) and w.raster_text:
+            w.raster(rule_dots(profile.dots_per_line))
         elif isinstance(block, Rule):
             w.set_style(False, False)
             w.text_line(w.page if w.page is not None else profile.code_pages[-1][0],

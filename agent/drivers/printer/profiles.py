@@ -33,6 +33,9 @@ FONT_MONO_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf"
 #: code-page lines look alike on one slip.
 RASTER_FONT_PX = 22
 RASTER_FONT_PX_LARGE = 40
+#: Smallest size a rasterised line shrinks to before a word is hyphenated (still
+#: readable on 203 dpi thermal paper: about 2.4 mm capitals).
+RASTER_FONT_PX_MIN = 18
 #: Vertical pitch of one rasterised text line (font A is 24 dots + 6 spacing).
 RASTER_LINE_DOTS = 30
 RASTER_LINE_DOTS_LARGE = 54

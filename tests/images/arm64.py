@@ -1,0 +1,91 @@
+"""Running the arm64 kiosk root filesystem here, through qemu-user (slow tests only).
+
+The root filesystem comes from ``KESP_ARM64_ROOTFS`` (a tree made by
+``KESP_ARCH=arm64 KESP_NO_KERNEL=1 images/build-rootfs.sh DIR``) or is
+built once per session into a temporary directory (about 20 minutes here).
+Commands run in a private mount namespace (``unshare -m``) with /proc, /dev
+and any extra bind mounts set up inside it, so nothing stays mounted on the
+host when they end, and optionally with a Raspberry Pi's ``/proc/cpuinfo``
+mounted over the emulator's (LLVM reads the CPU from there).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+MIRROR = os.environ.get("KESP_IMAGE_MIRROR",
+                        "deb http://deb.debian.org/debian bookworm main non-free-firmware")
+BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def target_cpu() -> dict[str, str]:
+    """``KESP_PI4_CPU`` and friends from images/target-cpu.sh (what the image is keyed on)."""
+    out: dict[str, str] = {}
+    for line in (REPO / "images" / "target-cpu.sh").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def require_emulation() -> None:
+    """Skip unless this machine can run arm64 binaries as root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chroot, mount namespaces)")
+    if os.uname().machine != "aarch64" and not BINFMT.exists():
+        pytest.skip("no qemu-aarch64 binfmt entry: apt-get install qemu-user-static "
+                    "binfmt-support (and mount -t binfmt_misc binfmt_misc "
+                    "/proc/sys/fs/binfmt_misc)")
+
+
+def build_rootfs(dest: Path) -> Path:
+    """``images/build-rootfs.sh`` for arm64 without kernel, into ``dest``."""
+    wheels = dest.parent / "wheels-aarch64"
+    subprocess.run(["sh", str(REPO / "images" / "fetch-wheels.sh"), str(wheels), "aarch64"],
+                   check=True, timeout=1200,
+                   env={**os.environ, "PYTHON": str(REPO / ".venv" / "bin" / "python")})
+    env = {**os.environ, "KESP_ARCH": "arm64", "KESP_NO_KERNEL": "1", "KESP_MIRROR": MIRROR,
+           "KESP_WHEELHOUSE": str(wheels), "PYTHON": str(REPO / ".venv" / "bin" / "python")}
+    proc = subprocess.run(["nice", "sh", str(REPO / "images" / "build-rootfs.sh"), str(dest)],
+                          env=env, capture_output=True, text=True, check=False, timeout=5400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return dest
+
+
+def run(root: Path, argv: list[str], *, env: dict[str, str] | None = None,
+        cpuinfo: Path | None = None, binds: dict[Path, str] | None = None,
+        user: str | None = None, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """``argv`` inside ``root`` (chroot) in a private mount namespace.
+
+    ``binds`` maps host paths to paths inside the root; ``cpuinfo`` replaces
+    /proc/cpuinfo; ``env`` is the whole environment (``env -i``).
+    """
+    steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}",
+             f"mount --rbind /dev {shlex.quote(str(root / 'dev'))}"]
+    if cpuinfo is not None:
+        steps.append(f"mount --bind {shlex.quote(str(cpuinfo))} "
+                     f"{shlex.quote(str(root / 'proc' / 'cpuinfo'))}")
+    for host, inside in (binds or {}).items():
+        target = root / inside.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        steps.append(f"mount --bind {shlex.quote(str(host))} {shlex.quote(str(target))}")
+    chroot = ["chroot", *([f"--userspec={user}:{user}"] if user else []), str(root),
+              "/usr/bin/env", "-i", "PATH=/opt/kesp/venv/bin:/usr/bin:/bin",
+              *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
+    script = " && ".join(steps) + " && exec " + shlex.join(chroot)
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    """A fresh copy of ``src`` at ``dest`` (what first boot does with the image's cache)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest, symlinks=True)
