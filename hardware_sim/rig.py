@@ -15,7 +15,7 @@ the paper it printed into :class:`DayFacts`, and :func:`disagreements` lists
 every way the stores, the paper, the audit log and central ops disagree.
 
 The voters and their real fingers come from :mod:`hardware_sim.voters`.
-Used by the tests, the crash harness (:mod:`hardware_sim.crash`) and the
+Used by the tests, the power-loss harness (:mod:`hardware_sim.powerloss`) and the
 demo (:mod:`hardware_sim.demo`); nothing here is mocked.
 """
 
@@ -43,10 +43,10 @@ from agent.runtime.config import (
     BrokerConfig,
     PrinterConfig,
     SensorConfig,
-    atomic_write,
     save_config,
 )
 from agent.runtime.control import ControlError, request
+from agent.runtime.durable import atomic_write
 from agent.runtime.keys import generate_keys
 from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import impressions_of, load_fvc
@@ -181,17 +181,21 @@ class SimKiosk:
         self.printer = EscposPrinterSimulator(self.dir / "slips", profile="epson-tm-t20iii")
         self.peer_port = free_port()
         self.agent: subprocess.Popen[bytes] | None = None
+        self.program = ["-m", "agent.runtime.cli"]
+        """How the agent is started (``python`` + this): a harness may plant a bug."""
 
     @property
     def state(self) -> Path:
-        """The agent's state directory."""
+        """The agent's state directory (under the rig's state root when it has one)."""
+        if self.rig.state_root is not None:
+            return self.rig.state_root / f"kiosk-{self.device[-1]}"
         return self.dir / "state"
 
     def start_agent(self, timeout: float = 900.0) -> float:
         """Run ``kesp-agent run`` as its own process, as systemd would; seconds to ready."""
         log = (self.dir / "agent.log").open("ab")
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.runtime.cli", "--config", str(self.config), "run"],
+            [sys.executable, *self.program, "--config", str(self.config), "run"],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         log.close()
@@ -303,11 +307,15 @@ class Rig:
     def __init__(self, data: Path, out: Path, *, quiet: bool = False,
                  extra_voters: int = 0, kiosks: int = 1,
                  sensor: SensorConfig | None = None,
-                 enrolled: tuple[Voter, ...] = (), seed: int = 7) -> None:
+                 enrolled: tuple[Voter, ...] = (), seed: int = 7,
+                 state_root: Path | None = None) -> None:
         self.data = data
         #: Seeds every simulated press and the sensors' own streams: same seed, same day.
         self.seed = seed
         self.out = out
+        self.state_root = state_root
+        """Where the kiosks' state directories live (default: in ``out``); the
+        power-loss harness puts them on its FUSE filesystem."""
         self.quiet = quiet
         self.extra_voters = extra_voters
         self.sensor_config = sensor

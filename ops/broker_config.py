@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from agent.telemetry.envelope import topic_for
 from agent.telemetry.parameters import TOPIC_ROOT
 from ops.registry import Registry

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from ops.board import Board
 from ops.feed import FeedError, Publisher
 from ops.metrics import render_metrics

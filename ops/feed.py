@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from ops import feed_verify
 from ops.registry import Registry
 

@@ -39,7 +39,7 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 
 FORMAT = "kesp-device-registry"
 VERSION = 1

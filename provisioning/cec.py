@@ -46,7 +46,7 @@ from agent.roll.package import (
     package_hash,
     peek_header,
 )
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from provisioning.common import ProvisionError
 
 REQUIRED_COLUMNS = ("list_number", "name_ky", "name_ru", "document")

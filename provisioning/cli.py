@@ -132,7 +132,7 @@ def cmd_device_request(args: argparse.Namespace) -> int:
     # 13: 77 columns with its quiet zone, so it does not wrap on an 80-column console.
     qr = segno.make(req.to_qr_text(), error="m", micro=False)
     if args.out:
-        from agent.runtime.config import atomic_write
+        from agent.runtime.durable import atomic_write
 
         out = Path(args.out)
         png = io.BytesIO()

@@ -42,11 +42,11 @@ from agent.runtime.config import (
     CONFIG_FILE,
     AgentConfig,
     ConfigError,
-    atomic_write,
     load_config,
     parse_config,
     save_config,
 )
+from agent.runtime.durable import atomic_write
 from agent.runtime.keys import BOX_FILE, SIGN_FILE, KeyFileError, generate_keys, load_keys
 from agent.station.lifecycle import Phase, read_phase
 from provisioning.common import Owner, ProvisionError, hand_over, require_user

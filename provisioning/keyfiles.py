@@ -27,7 +27,7 @@ from typing import Literal
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from provisioning.common import ProvisionError
 
 CEC_SIGN_FILE = "cec.sign"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.roll.package import Kiosk
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from ops.broker_config import (
     BrokerConfigError,
     TlsFiles,

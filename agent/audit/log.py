@@ -79,6 +79,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from agent.audit.events import CATALOGUE, Catalogue, EventFieldError, EventId, FieldValue
+from agent.runtime.durable import is_disk_full
 from agent.runtime.sqlite_util import connect_durable, immediate
 
 __all__ = [
@@ -450,11 +451,15 @@ class AuditLog:
             for listener in self._listeners:
                 try:
                     listener(e)
-                except Exception:
+                except Exception as exc:
                     # The entry is durable; a failing consumer (telemetry queue) must
                     # not turn a recorded event into an error for the station. It can
                     # catch up from entries(since=...).
-                    log.exception("audit listener failed on entry %d", e.seq)
+                    if is_disk_full(exc):  # said once by the station's storage guard
+                        log.error("audit entry %d not queued for telemetry: disk full",
+                                  e.seq)
+                    else:
+                        log.exception("audit listener failed on entry %d", e.seq)
         return written
 
     def subscribe(self, listener: Callable[[AuditEntry], None]) -> None:

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from agent.match import Gallery, Matcher, Template, TemplateError, load_template
 from agent.match.matcher import GalleryFileError
 from agent.roll.package import PackageError, Roll, Voter, open_package, package_hash
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from agent.runtime.keys import DeviceKeys
 
 ROLL_FILE = "roll.pkg"

@@ -14,12 +14,13 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent.runtime.durable import atomic_write
 
 CONFIG_FILE = "agent.json"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -264,31 +265,6 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         named = ConfigError(f"{p}: {exc}")  # the file is named: a kiosk may have several
         named.field = exc.field
         raise named from exc
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync dir.
-
-    A crash leaves either the old file or the new one, never half of one.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_config(cfg: AgentConfig, path: str | os.PathLike[str]) -> None:

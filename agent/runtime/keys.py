@@ -19,7 +19,7 @@ from pathlib import Path
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 
 SIGN_FILE = "device.sign"
 BOX_FILE = "device.box"

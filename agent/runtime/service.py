@@ -67,6 +67,7 @@ from agent.roll.installed import RollError, load_cec_key, load_roll
 from agent.runtime import sdnotify
 from agent.runtime.config import AgentConfig, ConfigError, load_config
 from agent.runtime.control import ControlServer
+from agent.runtime.durable import make_dirs, remove_stale_temp_files
 from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
@@ -75,6 +76,7 @@ from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_rol
 from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
+from agent.station.storage import StorageGuard
 from agent.telemetry import Telemetry
 from agent.telemetry.health import clock_sync_state
 
@@ -111,7 +113,12 @@ class Agent:
         t0 = time.monotonic()
         self.cfg = cfg
         state = cfg.state_path
-        state.mkdir(parents=True, exist_ok=True)
+        make_dirs(state)
+        for root in (state, Path(cfg.key_dir)):
+            files, size = remove_stale_temp_files(root)
+            if files:
+                log.info("removed %d temp file(s) of interrupted writes (%.1f MB) under %s",
+                         files, size / 1e6, root)
         self.keys = load_keys(cfg.key_dir)
         cec_key = load_cec_key(Path(cfg.key_dir))
         self.matcher = Matcher()
@@ -169,6 +176,7 @@ class Agent:
             lifecycle=self.lifecycle, sensor=self.sensor, printer=self.printer,
             journal=self.journal, peers=self._peer_names,
             on_mark=self.peers.notify_local if self.peers else lambda _m: None,
+            storage=StorageGuard(state),
             devices=self.devices,
             zone=cfg.zone(),
         )

@@ -14,14 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.runtime.durable import fsync_dir, make_dirs
+
 
 def connect_durable(path: str | os.PathLike[str], *, mode: int = 0o600) -> sqlite3.Connection:
     """Open (creating with ``mode``) a SQLite database in WAL / synchronous=FULL mode."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(p.parent)
     if not p.exists():
         fd = os.open(p, os.O_CREAT | os.O_WRONLY, mode)
         os.close(fd)
+        fsync_dir(p.parent)  # the new database's name survives a cut, not only its WAL
     con = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=30.0)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
@@ -36,6 +39,7 @@ def immediate(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL
+            con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.audit.event_ids import EventId
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from agent.station.ledger import LedgerError, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import TRANSITIONS, Command, Phase, RollPin, TransitionError
 from agent.station.station import VOTER_SLIPS, Station, StationError

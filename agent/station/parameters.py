@@ -44,6 +44,17 @@ SHUTDOWN_FLUSH_S = 5.0
 DOCUMENT_REOPEN_S = 2.0
 """How often a missing or unplugged document reader is looked for again."""
 
+MIN_FREE_BYTES = 16 * 1024 * 1024
+"""Free space the state disk must keep before a voter is invited: one turn writes a few
+KB, but each store's WAL grows up to ~4 MB between checkpoints and a closing report and
+its export need room too. Below it the station identifies nobody (storage.py)."""
+
+STORAGE_RETRY_S = 3.0
+"""After a write failed for lack of space, how long nobody is invited before trying again."""
+
+STORAGE_REPEAT_S = 600.0
+"""A disk that stays full is reported again in the log at most this often."""
+
 PEER_RATE_WINDOW_S = 300
 """Window of a peer kiosk's own stamps over which its rate of marks is checked."""
 

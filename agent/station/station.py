@@ -52,6 +52,7 @@ from agent.match.decision import Outcome, decide, decide_fused, verify
 from agent.match.extraction.parameters import QUALITY_THRESHOLD
 from agent.match.parameters import threshold
 from agent.roll.installed import LoadedRoll
+from agent.runtime.durable import is_disk_full
 from agent.station import parameters
 from agent.station.ledger import Ledger, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import Lifecycle, Phase
@@ -64,6 +65,7 @@ from agent.station.slips import (
     local_time,
     render_slip,
 )
+from agent.station.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +182,12 @@ class Station:
         peers: Callable[[], list[str]] = list,
         on_mark: Callable[[Mark], None] = lambda _mark: None,
         clock: Callable[[], dt.datetime] = _now,
+        storage: StorageGuard | None = None,
         devices: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
         zone: dt.tzinfo | None = None,
     ) -> None:
         self.device_id = device_id
+        self.storage = storage
         #: The commission's time zone: times on slips and reports (None: the system's).
         self.zone = zone
         self.station_id = station_id
@@ -337,6 +341,7 @@ class Station:
             "conflicts": len(self.marks.conflicts()),
             "roll_hash": self.roll.package_hash,
             "audit_head": self.journal.head_hash,
+            "storage": "full" if self.storage is not None and self.storage.full else "ok",
             "devices": dict(self._devices()) if self._devices else {},
         }
 
@@ -370,11 +375,26 @@ class Station:
 
         Before opening and after closing it only keeps the printer's state current
         (``status`` shows it; opening needs it) and waits ``wait_s``: it never spins.
+        A full disk is not fatal: the turn's transaction rolled back, the sensor
+        shows FAULT and nobody is invited until there is room (storage.py).
         """
+        try:
+            self._serve_once(wait_s)
+        except Exception as exc:
+            if self.storage is None or not is_disk_full(exc):
+                raise
+            self.storage.hit(exc)
+            with self.lock:
+                self._guide(Guidance.FAULT)
+
+    def _serve_once(self, wait_s: float) -> None:
         with self.lock:
             serving = self.phase is Phase.OPEN
             if not serving:
                 self._note_printer(self.printer.status())
+            elif self.storage is not None and not self.storage.room():
+                self._guide(Guidance.FAULT)
+                serving = False
             elif not self.print_pending():
                 self._guide(Guidance.FAULT)
                 return
@@ -389,6 +409,8 @@ class Station:
         with self.lock:
             if self.phase is Phase.OPEN:
                 self._session(capture)
+                if self.storage is not None:
+                    self.storage.served()
 
     def _guide(self, guidance: Guidance) -> None:
         """Show ``guidance`` on the LED ring (only on change: LED commands cost a round trip)."""

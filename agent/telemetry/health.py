@@ -108,7 +108,7 @@ def sample_system(state_dir: str | os.PathLike[str]) -> dict[str, object]:
         load = None
     try:
         usage = shutil.disk_usage(state_dir)
-        disk_free: float | None = round(usage.free / usage.total, 4)
+        disk_free: float | None = round(usage.free / usage.total, 4) if usage.total else None
     except OSError:
         disk_free = None
     temp = cpu_temperature_c()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.runtime.durable import make_dirs
 from agent.telemetry.envelope import TelemetryError
 
 RecordKind = Literal["health", "turnout", "event"]
@@ -51,7 +52,7 @@ class Outbox:
 
     def __init__(self, path: str | os.PathLike[str], *, retain_acked_rows: int = 50_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self.retain_acked_rows = retain_acked_rows
         self._lock = threading.Lock()
         try:
@@ -151,7 +152,8 @@ class Outbox:
                     db.execute("COMMIT")
                     return n
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLITE_FULL has rolled back already
+                        db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
                 raise OutboxError(f"outbox write failed: {exc}") from exc

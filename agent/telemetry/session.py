@@ -46,6 +46,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.runtime.config import AgentConfig
+from agent.runtime.durable import is_disk_full
 from agent.runtime.keys import DeviceKeys
 from agent.telemetry.envelope import (
     Envelope,
@@ -326,8 +327,11 @@ class Telemetry:
             started = time.monotonic()
             try:
                 self._session()
-            except Exception:  # keep the kiosk's uplink alive whatever paho does
-                log.exception("telemetry session failed")
+            except Exception as exc:  # keep the kiosk's uplink alive whatever paho does
+                if is_disk_full(exc):  # the station's storage guard says what to do
+                    log.error("telemetry session paused: disk full (%s)", exc)
+                else:
+                    log.exception("telemetry session failed")
             self._live_boot = -1
             if self._stopping.is_set():
                 break

@@ -17,7 +17,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from agent.roll.package import Kiosk, build_package
-from agent.runtime.config import atomic_write
+from agent.runtime.durable import atomic_write
 from agent.runtime.keys import generate_keys
 from agent.station.lifecycle import Command, Lifecycle, RollPin
 from hardware_sim.rig import Rig

@@ -1,0 +1,94 @@
+"""A full state disk: the station refuses to identify, says so in one line, keeps
+everything it stored whole, and resumes by itself (agent/station/storage.py); a store
+held busy by another process makes a turn wait, not fail.
+
+Runs a real agent with its state on the FUSE filesystem of hardware_sim/powerfs.py,
+which makes writes fail with ENOSPC on command.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent.drivers.sensor.types import Guidance
+from hardware_sim.powerfs import PowerFs
+from hardware_sim.rig import Rig, Visit, collect, disagreements
+
+_LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(2.0)
+con.execute("COMMIT")
+"""
+
+
+def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
+    before = len(rig.printer.documents)
+    rig.press(finger, rig.pressable(finger)[0])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert len(rig.printer.documents) == before, rig.printer.documents[-1].text
+        time.sleep(0.05)
+    rig.sensor.lift()
+
+
+def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
+        ref_data: Path, tmp_path: Path) -> None:
+    PowerFs.check_available()
+    rng = np.random.default_rng(5)
+    with PowerFs(tmp_path / "disk", tmp_path / "state") as fs, \
+            Rig(ref_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
+        rig.start_agent()
+        rig.command("open")
+        rig.printer.wait_for_documents(1, timeout=30)
+        assert rig.visit(Visit("voter 1", 0, "identified"), rng) == "identified"
+
+        # statvfs shows the disk full: nobody is invited, one clear line, still running
+        fs.quota(1)
+        t0 = time.monotonic()
+        while rig.sensor.guidance is not Guidance.FAULT:
+            assert time.monotonic() - t0 < 10, "the sensor never showed the fault"
+            time.sleep(0.05)
+        assert rig.command("status")["storage"] == "full"
+        _no_slip_while(rig, 1, 3.0)
+        fs.quota(0)
+        assert rig.visit(Visit("voter 2", 1, "identified"), rng) == "identified"
+
+        # the disk fills between the check and a write, at each write of a turn in turn
+        for n, finger in enumerate(range(2, 6)):
+            fs.enospc(n)
+            before = len(rig.printer.documents)
+            rig.press(finger, rig.pressable(finger)[-1])
+            time.sleep(2.5)
+            rig.sensor.lift()
+            fs.enospc(None)
+            assert rig.agent is not None and rig.agent.poll() is None, "the agent died"
+            if len(rig.printer.documents) == before:  # refused for lack of room: comes back
+                rig.printer.wait_for_documents(before, timeout=1)
+                assert rig.visit(Visit(f"voter {finger + 1}", finger, "any"), rng) in (
+                    "identified", "refused")
+            problems = disagreements(collect(rig.kiosk), None, rig.device)
+            assert not problems, f"after ENOSPC at growing write {n}: {problems}"
+
+        # SQLite busy: another process holds the mark store's write lock during a turn
+        locker = subprocess.Popen([sys.executable, "-c", _LOCKER,
+                                   str(rig.kiosk.state / "marks.sqlite")],
+                                  stdout=subprocess.PIPE, text=True)
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        assert rig.visit(Visit("voter 9", 8, "identified"), rng) == "identified"
+        assert time.monotonic() - t0 >= 1.0  # it waited for the lock, then marked
+        assert locker.wait(10) == 0
+        locker.stdout.close()
+        assert not disagreements(collect(rig.kiosk), None, rig.device)
+        assert rig.stop_agent() == 0
+        log = (rig.kiosk.dir / "agent.log").read_text()
+        assert log.count("disk full under") >= 1
+        assert "Traceback" not in log
