@@ -54,6 +54,7 @@ from hardware_sim.rig import (
     disagreements,
     is_duplicate,
     slip_kind,
+    wait_until,
 )
 from hardware_sim.rig import slip_list_number as list_number
 from hardware_sim.voters import N_REAL
@@ -197,7 +198,7 @@ class _Day:
         stage = _pick(self.rng, STAGES)
         self.report.mix[kind] += 1
         printer, sensor, cal = self.rig.printer, self.rig.sensor, self.cal
-        _wait_for(lambda: sensor.guidance is Guidance.READY, 60, "the sensor to invite a voter")
+        wait_until(lambda: sensor.guidance is Guidance.READY, 60, "the sensor to invite a voter")
         docs0 = len(printer.documents)
         bytes0 = printer.engine.bytes_received
         captures0 = sensor.captures
@@ -281,7 +282,7 @@ class _Day:
                 con.close()
             return int(n) == 0
 
-        _wait_for(settled, timeout, "the recovered agent to print what it owed")
+        wait_until(settled, timeout, "the recovered agent to print what it owed")
 
     def check(self, when: str, ops: OpsService | None = None) -> DayFacts:
         """Every invariant, now; problems are added to the report."""
@@ -317,16 +318,6 @@ class _Day:
         facts = self.check(f"day {self.report.days} closed", self.rig.ops)
         self.report.counts.update(facts.store_counts)
         self.report.duplicates += sum(n - facts.originals[s] for s, n in facts.copies.items())
-
-
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise RigError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def run_power_losses(data: Path, out: Path, trials: int, *, seed: int = 1,

@@ -72,7 +72,8 @@ class RigError(RuntimeError):
     """The rig could not run the station; the message says what to do."""
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms; :class:`RigError` naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -212,7 +213,7 @@ class SimKiosk:
                 return False
             return True
 
-        _wait(ready, timeout, f"the agent of {self.device} to become ready")
+        wait_until(ready, timeout, f"the agent of {self.device} to become ready")
         return time.monotonic() - t0
 
     def stop_agent(self) -> int:
@@ -248,7 +249,7 @@ class SimKiosk:
 
     def visit(self, visit: Visit, rng: np.random.Generator, timeout: float = 60.0) -> str:
         """One visitor, reacting to the LED like a person; returns the slip kind printed."""
-        _wait(lambda: self.sensor.guidance is Guidance.READY, timeout,
+        wait_until(lambda: self.sensor.guidance is Guidance.READY, timeout,
               "the sensor to invite the next voter")
         before = len(self.printer.documents)
         if visit.document:
@@ -587,7 +588,7 @@ def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[
         problems.append(f"marks whose slip never printed: {unprinted}")
     if ops is not None:
         try:
-            _wait(lambda: ops_turnout(ops, device) == facts.turnout, 30,
+            wait_until(lambda: ops_turnout(ops, device) == facts.turnout, 30,
                   "ops to see the final turnout")
         except RigError:
             problems.append(f"ops turnout {ops_turnout(ops, device)} != kiosk {facts.turnout}")
