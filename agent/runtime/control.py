@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.runtime.bounded_server import BoundedThreadingMixIn
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, str], dict[str, Any]]
@@ -42,33 +44,15 @@ MAX_CLIENTS = 8
 _BUSY = b'{"ok": false, "error": "busy: too many control clients, retry in a few seconds"}\n'
 
 
-class _BoundedServer(socketserver.ThreadingUnixStreamServer):
-    """A threading server that refuses, without a thread, clients beyond ``max_clients``."""
+class _BoundedServer(BoundedThreadingMixIn, socketserver.ThreadingUnixStreamServer):
+    """The control socket's server: at most ``max_clients`` at once."""
 
     daemon_threads = True
 
     def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler],
                  max_clients: int) -> None:
-        self._slots = threading.BoundedSemaphore(max_clients)
+        self.limit_clients(max_clients, _BUSY)
         super().__init__(path, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(_BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()  # no thread started: give the slot back
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
 
 class ControlError(RuntimeError):

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
+from agent.runtime.bounded_server import BoundedThreadingMixIn
 from ops.alerts import KioskStatus
 from ops.audit_watch import AuditWatch
 from ops.board import Board, build_board
@@ -172,7 +173,7 @@ class StoreGate:
                             f"state store unavailable ({type(exc).__name__})") from None
 
 
-class DashboardServer(ThreadingHTTPServer):
+class DashboardServer(BoundedThreadingMixIn, ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on concurrent requests."""
 
     daemon_threads = True
@@ -186,35 +187,14 @@ class DashboardServer(ThreadingHTTPServer):
         self.metrics = metrics
         self.public_dir = public_dir
         self.tuning = cache.tuning
-        self._slots = threading.BoundedSemaphore(cache.tuning.max_workers)
+        body = b"ops is busy: too many requests at once, retry in a few seconds\n"
+        self.limit_clients(cache.tuning.max_workers,
+                           b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                           b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         handler = type("Handler", (DashboardHandler,),
                        {"timeout": cache.tuning.request_timeout_s})
         super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = b"ops is busy: too many requests at once, retry in a few seconds\n"
-            try:
-                request.settimeout(1.0)
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\n"
-                                b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
-                                + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.warning("HTTP connection from %s failed", client_address[0])
