@@ -139,10 +139,6 @@ def render_watch(summary: TurnoutSummary, devices: Sequence[DeviceState], stats:
     return "\n".join(lines) + "\n"
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def broker_lines(broker: BrokerLink | None) -> list[str]:
     """Exposition lines of ``kesp_ops_broker_connected`` (none without a broker)."""
     if broker is None:
@@ -150,36 +146,3 @@ def broker_lines(broker: BrokerLink | None) -> list[str]:
     return ["# HELP kesp_ops_broker_connected 1 while this ops instance is connected to "
             "the broker.", "# TYPE kesp_ops_broker_connected gauge",
             f"kesp_ops_broker_connected {int(broker.connected)}"]
-
-
-def render_prometheus(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
-                      tuning: OpsTuning, now_ms: int | None = None, *,
-                      broker: BrokerLink | None = None) -> str:
-    """Prometheus text exposition format 0.0.4 (with ``broker``: whether it is connected)."""
-    now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    out = ["# HELP kesp_turnout Cumulative identification outcomes per station.",
-           "# TYPE kesp_turnout gauge"]
-    for station, c in sorted(summary.by_station.items()):
-        district = summary.station_district[station]
-        for outcome in ("identified", "refused", "not_identified", "manual"):
-            out.append(f'kesp_turnout{{district="{_label(district)}",station="{_label(station)}",'
-                       f'outcome="{outcome}"}} {getattr(c, outcome)}')
-    out += ["# HELP kesp_devices Kiosks known to ops, by state.", "# TYPE kesp_devices gauge",
-            f'kesp_devices{{state="online"}} {sum(1 for d in devices if d.online)}',
-            f'kesp_devices{{state="offline"}} {sum(1 for d in devices if not d.online)}']
-    by_kind: dict[str, int] = {}
-    for a in alerts(devices, now_ms, tuning):
-        by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
-    out += ["# HELP kesp_alerts Current alerts by kind.", "# TYPE kesp_alerts gauge"]
-    out += [f'kesp_alerts{{kind="{k}"}} {by_kind.get(k, 0)}'
-            for k in ("offline", "paper", "printer", "sensor", "document-reader", "clock",
-                      "lost")]
-    out += ["# HELP kesp_messages_accepted_total Verified telemetry messages.",
-            "# TYPE kesp_messages_accepted_total counter",
-            f"kesp_messages_accepted_total {stats.accepted}",
-            "# HELP kesp_messages_rejected_total Refused telemetry messages by reason.",
-            "# TYPE kesp_messages_rejected_total counter"]
-    out += [f'kesp_messages_rejected_total{{reason="{r}"}} {c}'
-            for r, c in sorted(stats.rejected.items())]
-    out += broker_lines(broker)
-    return "\n".join(out) + "\n"

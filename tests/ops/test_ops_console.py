@@ -9,11 +9,14 @@ import pytest
 from nacl.signing import SigningKey
 from ops_helpers import signed
 
+from ops.audit_watch import AuditWatch
+from ops.board import build_board
 from ops.cli import main
-from ops.parameters import OpsTuning
-from ops.registry import register_device
+from ops.metrics import render_metrics
+from ops.parameters import BoardTuning, OpsTuning
+from ops.registry import load_registry, register_device
+from ops.report import load_zone
 from ops.service import OpsService
-from ops.view import render_prometheus
 
 KEYS = {d: SigningKey.generate() for d in ("a-1", "a-2", "b-1")}
 PLACE = {"a-1": ("osh", "osh-1"), "a-2": ("osh", "osh-1"), "b-1": ("bishkek", "bsk-7")}
@@ -57,13 +60,15 @@ def test_prometheus_exposition(store: str) -> None:
     from ops.store import open_store
 
     s = open_store(store)  # exists: made by the fixture's service
-    text = render_prometheus(s.turnout(), s.devices(), s.stats(), OpsTuning())
+    registry = load_registry(Path(store).parent / "devices.json")
+    text = render_metrics(build_board(s, registry, AuditWatch(), load_zone("Asia/Bishkek"),
+                                      BoardTuning(), OpsTuning()))
     s.close()
     lines = text.splitlines()
     assert 'kesp_turnout{district="osh",station="osh-1",outcome="identified"} 22' in lines
     assert 'kesp_messages_rejected_total{reason="malformed"} 1' in lines
     assert "kesp_messages_accepted_total 4" in lines
-    assert 'kesp_alerts{kind="paper"} 1' in lines
+    assert 'kesp_alerts{kind="paper_low"} 1' in lines
     for line in lines:  # every sample line is "name{labels} value"
         if not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])
