@@ -979,6 +979,8 @@ class PeerSync:
         now = time.monotonic()
         key = (host, exc.reason)
         extra: dict[str, object] = {}
+        if isinstance(exc, VersionMismatchError):
+            extra = {"peer_protocol": exc.theirs, "protocol": exc.ours}
         with self._lock:
             self._counters.frames_rejected += 1
             info = self._peers.get(exc.sender)
@@ -987,7 +989,6 @@ class PeerSync:
                     return
                 info.protocol = exc.theirs
                 suppressed = 0
-                extra = {"peer_protocol": exc.theirs, "protocol": exc.ours}
             else:
                 last, suppressed = self._rejects.get(key, (-1e9, 0))
                 if now - last < self._timing.reject_report_interval_s:
