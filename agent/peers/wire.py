@@ -384,6 +384,7 @@ class FrameDecoder:
         self._buf = bytearray()
         #: Largest body accepted; a connection lowers it until the handshake is done.
         self.max_body = max_body
+        #: The protocol version this kiosk speaks (see the class docstring).
         self.version = version
 
     def feed(self, data: bytes) -> list[RawFrame]:

@@ -378,3 +378,22 @@ def test_a_kiosk_on_another_protocol_version_is_refused_both_ways_others_unaffec
     finally:
         for s in syncs.values():
             s.stop()
+
+
+def test_one_refused_dial_tells_both_kiosks(pair: Pair) -> None:
+    """kiosk-b (v3) does not dial: kiosk-a learns b's version from the signed
+    HELLO with which b answers a's dial before closing it."""
+    from dataclasses import replace
+
+    b_cfg = replace(pair.cfg["kiosk-b"], peers=())
+    b = PeerSync(b_cfg, pair.keys["kiosk-b"], pair.store["kiosk-b"], pair.sink("kiosk-b"),
+                 timing=TIMING, protocol=3)
+    b.start()
+    pair.syncs.append(b)
+    a = pair.sync("kiosk-a")
+    for k, other, theirs in (("kiosk-a", "kiosk-b", 3), ("kiosk-b", "kiosk-a", 2)):
+        _until(lambda k=k: pair.named(k, "peer_rejected") != [])  # type: ignore[misc]
+        (event,) = pair.named(k, "peer_rejected")
+        assert (event["reason"], event["claimed_sender"], event["peer_protocol"]) == (
+            "version-mismatch", other, theirs)
+    assert a.status()[0].protocol == 3 and b.status()[0].protocol == 2
