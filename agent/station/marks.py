@@ -442,12 +442,13 @@ class MarkStore:
         signed, not above its revocation. Their only fault is a stamp ahead of our clock;
         a stolen kit could refuse voters as well with present stamps, so counting them
         opens nothing, and revocation ends both."""
+        # Two statements rather than "? IS NULL OR voter = ?", which no index serves.
+        where, args = ("q.voter = ? AND", (voter,)) if voter is not None else ("", ())
         rows = con.execute(
             "SELECT q.mark FROM quarantine q LEFT JOIN revoked r ON q.kiosk = r.kiosk "
-            "WHERE (?1 IS NULL OR q.voter = ?1) "
-            "AND (r.kiosk IS NULL OR q.origin_seq <= r.upto_seq) "
+            f"WHERE {where} (r.kiosk IS NULL OR q.origin_seq <= r.upto_seq) "
             "ORDER BY q.hlc, q.kiosk, q.origin_seq",
-            (voter,),
+            args,
         ).fetchall()
         held = (Mark.from_bytes(bytes(r[0])) for r in rows)
         return tuple(m for m in held if (key := self._trusted.get(m.kiosk)) and m.verify(key))
@@ -664,7 +665,7 @@ class MarkStore:
         with self._lock:
             # Cheap read first: the tick calls this every second, mostly for nothing.
             due = [Mark.from_bytes(bytes(r[0])) for r in self._con.execute(
-                "SELECT mark FROM quarantine WHERE hlc < ? ORDER BY kiosk, origin_seq",
+                "SELECT mark FROM quarantine WHERE hlc < ? ORDER BY hlc",
                 (hlc_pack(now + self.policy.max_ahead_ms + 1, 0),),
             )]
             if not due and not marks:
