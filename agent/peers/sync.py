@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -89,6 +90,7 @@ EVENT_CONFLICT = "mark_conflict"
 EVENT_MARK_REJECTED = "mark_rejected"
 EVENT_PEER_REJECTED = "peer_rejected"
 EVENT_MARK_QUARANTINED = "mark_quarantined"
+EVENT_MARK_ADMITTED = "mark_admitted"
 EVENT_RATE_EXCEEDED = "peer_rate_exceeded"
 EVENT_PEER_REVOKED = "peer_revoked"
 
@@ -197,7 +199,8 @@ class PeerSync:
     ``peer_status`` changes (debounced), ``mark_conflict`` (a voter now holds
     marks from two identifications), ``mark_rejected`` (a mark that failed
     verification or the bounds of docs/PEERS.md "Trust model"), ``mark_quarantined``
-    (a mark stamped ahead of this kiosk's clock), ``peer_rate_exceeded``,
+    (a mark stamped ahead of this kiosk's clock), ``mark_admitted`` (such a mark no
+    longer ahead, admitted when the store re-judged it), ``peer_rate_exceeded``,
     ``peer_revoked`` (a revocation learnt from a peer) and ``peer_rejected`` (a
     refused connection or frame: forged, replayed, foreign). It must not block
     for long. ``on_merge(peer, result)``, optional, sees every merge result
@@ -256,6 +259,7 @@ class PeerSync:
         self._self_addrs: set[PeerAddress] = set()
         self._nonces: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._rejects: dict[tuple[str, str], tuple[float, int]] = {}
+        self._readmit_error = ""
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -464,6 +468,7 @@ class PeerSync:
             now = time.monotonic()
             if now >= next_vector:
                 next_vector = now + self._timing.vector_interval_s
+                await self._readmit()
                 vector = await self._refresh_vector()
                 hlc = self._store.clock.last
                 links = tuple(sorted(self._sessions))
@@ -472,6 +477,22 @@ class PeerSync:
                         s, Vector(hlc, vector, links, self._my_revoked)))
             self._update_states(time.monotonic())
             await asyncio.sleep(self._timing.status_tick_s)
+
+    async def _readmit(self) -> None:
+        """Admit marks held apart for their clock once time has caught up, without
+        waiting for a peer to send them again (MarkStore.readmit)."""
+        try:
+            readmitted = await self._store_call(self._store.readmit)
+        except sqlite3.Error as exc:
+            # A full disk must not stop the heartbeats; the storage guard reports it.
+            if str(exc) != self._readmit_error:
+                log.warning("re-judging marks held for their clock failed: %s", exc)
+            self._readmit_error = str(exc)
+            return
+        self._readmit_error = ""
+        if readmitted.added or readmitted.rejected:
+            self._report_merge(self._me, readmitted)
+            self._kick_all()  # peers not linked to their kiosk may lack them
 
     def _update_states(self, now: float) -> None:
         t = self._timing
@@ -919,12 +940,16 @@ class PeerSync:
             log.exception("on_event(%s) failed", name)
 
     def _report_merge(self, peer: str, result: MergeResult) -> None:
+        """Events for one merge; ``peer`` is this kiosk's own id when the store
+        re-judged its quarantine on the tick rather than in a peer's merge."""
         for mark, ahead_ms in result.quarantined:
             self._emit(
                 EVENT_MARK_QUARANTINED,
                 {"via_peer": peer, "kiosk": mark.kiosk, "origin_seq": mark.origin_seq,
                  "ahead_ms": ahead_ms},
             )
+        for mark in result.released:
+            self._emit(EVENT_MARK_ADMITTED, {"kiosk": mark.kiosk, "origin_seq": mark.origin_seq})
         for rate in result.rate_exceeded:
             self._emit(
                 EVENT_RATE_EXCEEDED,

@@ -283,6 +283,14 @@ def _slip_outcome(outcome: Mapping[str, Any]) -> tuple[list[Pair], int]:
                   f"({where}). Бюллетень берилбейт; чек {serial}.",
                   f"Отказано: избиратель №{number} по списку уже идентифицирован "
                   f"({where}). Бюллетень не выдаётся; чек {serial}.")]
+        ahead = outcome.get("first_ahead_ms")
+        if isinstance(ahead, int):
+            # Its mark is held apart for that kiosk's clock; it refuses all the same.
+            kiosk, minutes = outcome.get("first_kiosk", "?"), max(1, round(ahead / 60_000))
+            lines.append((f"{kiosk} түзмөгүнүн сааты {minutes} мүн. алдыда; "
+                          "техникке айтыңыз.",
+                          f"Часы устройства {kiosk} спешат на {minutes} мин.; "
+                          "сообщите технику."))
         code = EXIT_REFUSED
     else:
         lines = [(f"Тизмедеги №{number} шайлоочу комиссиянын чечими менен киргизилди; "

@@ -55,6 +55,7 @@ from agent.match import Matcher
 from agent.match.warm import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_ADMITTED,
     EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
@@ -308,6 +309,9 @@ class Agent:
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
+        elif name == EVENT_MARK_ADMITTED:
+            self.journal.record(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])))
         elif name == EVENT_RATE_EXCEEDED:
             self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
                                 marks_in_window=int(str(fields["marks"])),

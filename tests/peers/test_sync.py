@@ -100,6 +100,7 @@ def test_marks_flow_both_ways_one_session_status_and_counters(pair: Pair) -> Non
     _until(lambda: pair.store["kiosk-a"].count() == pair.store["kiosk-b"].count() == 20)
     assert a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"]
     _until(lambda: a.status()[0].peer_lacks == 0 == a.status()[0].we_lack)
+    _until(lambda: a.stats().marks_added == 10)  # counted just after the store commits
     st = a.status()[0]
     assert st.kiosk == "kiosk-b" and st.last_heard_s_ago is not None
     assert st.last_heard_s_ago < TIMING.stale_after_s
@@ -397,3 +398,42 @@ def test_one_refused_dial_tells_both_kiosks(pair: Pair) -> None:
         assert (event["reason"], event["claimed_sender"], event["peer_protocol"]) == (
             "version-mismatch", other, theirs)
     assert a.status()[0].protocol == 3 and b.status()[0].protocol == 2
+
+
+def test_a_fast_kiosks_mark_refuses_at_once_and_is_admitted_when_time_catches_up(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Kiosk a's RTC is 20 minutes fast: the voter it identified is refused at kiosk b
+    although b holds the mark apart; b admits it on its own once no longer ahead."""
+    trusted = {k: v.signing.verify_key for k, v in pair.keys.items()}
+    fast, b_offset = 20 * 60_000, [0]
+    pair.store = {
+        "kiosk-a": MarkStore(tmp_path / "a3.db", "kiosk-a", pair.keys["kiosk-a"].signing,
+                             trusted, wall_ms=lambda: time.time_ns() // 1_000_000 + fast),
+        "kiosk-b": MarkStore(tmp_path / "b3.db", "kiosk-b", pair.keys["kiosk-b"].signing,
+                             trusted,
+                             wall_ms=lambda: time.time_ns() // 1_000_000 + b_offset[0]),
+    }
+    a, b = pair.sync("kiosk-a"), pair.sync("kiosk-b")
+    _until(lambda: a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"])
+    first = pair.store["kiosk-a"].mark_if_unmarked(7, "identify", "A-1")
+    assert isinstance(first, Mark)
+    a.notify_local(first)
+    _until(lambda: pair.named("kiosk-b", "mark_quarantined") != [])
+    # The voter walks to kiosk b: refused there, no second ORIGINAL.
+    assert pair.store["kiosk-b"].mark_if_unmarked(7, "identify", "B-1") == (first,)
+    assert pair.store["kiosk-b"].count(local_only=True) == 0
+    time.sleep(3 * TIMING.vector_interval_s)  # ticks re-judge: still ahead, still held
+    assert pair.store["kiosk-b"].marks_for(7) == ()
+    assert pair.named("kiosk-b", "mark_admitted") == []
+    # Time at b reaches the allowed skew (300 s) behind the stamp: admitted by b itself.
+    sent = a.stats().marks_sent  # each new session offers it again (and b holds it again)
+    b_offset[0] = fast - 4 * 60_000
+    _until(lambda: pair.named("kiosk-b", "mark_admitted") != [])
+    assert pair.named("kiosk-b", "mark_admitted") == [{"kiosk": "kiosk-a", "origin_seq": 1}]
+    assert pair.store["kiosk-b"].marks_for(7) == (first,)
+    assert pair.store["kiosk-b"].quarantined() == []
+    assert pair.store["kiosk-b"].clock.last >= first.hlc
+    # Admitted by b on its own: a sent nothing since b's clock caught up.
+    assert a.stats().marks_sent == sent
+    assert pair.named("kiosk-b", "mark_conflict") == []
