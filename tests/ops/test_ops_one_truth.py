@@ -5,8 +5,9 @@ receipt times a kiosk quiet for a while would have), each surface is read as
 its user reads it: the ``watch --once`` screen, the dashboard's live JSON and
 kiosk list over HTTP, and the Prometheus exposition from the same server.
 Each kiosk's status and set of alert kinds must be the same everywhere, and
-what :mod:`ops.alerts` says it is. The second test walks the thresholds of
-``BoardTuning`` with a fixed clock.
+what the table says it is. The other tests walk the thresholds of
+``BoardTuning`` with a fixed clock, and random fleets through all three
+renderers of one snapshot.
 """
 
 from __future__ import annotations
@@ -14,24 +15,32 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from agent.telemetry.envelope import Envelope, seal
 from hardware_sim.mosquitto import free_port
+from ops.audit_watch import AuditWatch
+from ops.board import Board, build_board
 from ops.cli import main
 from ops.metrics import render_metrics
-from ops.parameters import BoardTuning
-from ops.registry import register_device
+from ops.parameters import BoardTuning, OpsTuning
+from ops.registry import load_registry, register_device
 from ops.report import load_zone
 from ops.service import OpsService
 from ops.store import open_store
+from ops.view import render_watch
+from ops.web import pages
 from ops.web.server import DashboardServer, close, make_server
 
 ZONE = "Asia/Bishkek"
@@ -44,7 +53,21 @@ PLACE = {
     "k-never": ("naryn", "nar-2"), "k-skew": ("naryn", "nar-2"),
 }
 KEYS = {d: SigningKey(bytes([i + 1]) * 32) for i, d in enumerate(PLACE)}
-READY = {"app": {"printer": "ready", "sensor": "ready"}, "outbox_depth": 0}
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A kiosk that opened its session and sent one health sample ``quiet_s`` ago."""
+
+    quiet_s: int
+    ended: bool = False
+    """Its session ended (a death) right after the health sample."""
+    printer: str = "ready"
+    sensor: str = "ready"
+    ahead_s: int = 0
+    """How far the kiosk's clock is ahead of ops'."""
+
+
 EXPECTED = {  # device: (status, alert kinds), as the dashboard has always shown them
     "k-ok": ("online", frozenset()),
     "k-paper": ("online", frozenset({"paper_low", "sensor_fault"})),
@@ -58,19 +81,19 @@ EXPECTED = {  # device: (status, alert kinds), as the dashboard has always shown
 
 
 def _sealed(device: str, n: int, kind: str, payload: dict[str, object], received_ms: int,
-            sent_ms: int | None = None) -> tuple[str, bytes, int]:
-    """A live message of ``device`` as ops receives it at ``received_ms``."""
+            sent_ms: int) -> tuple[str, bytes, int]:
+    """A live message of ``device`` sent at ``sent_ms`` (its clock), received at ``received_ms``."""
     district, station = PLACE[device]
-    sent = received_ms if sent_ms is None else sent_ms
     env = Envelope(device=device, station=station, district=district, boot=1, seq=n, n=n,
-                   wall_ms=sent, mono_ms=1 + n, sent_ms=sent, type=kind,  # type: ignore[arg-type]
+                   wall_ms=sent_ms, mono_ms=1 + n, sent_ms=sent_ms,
+                   type=kind,  # type: ignore[arg-type]
                    historical=False, payload=payload)
     return env.topic, seal(env, KEYS[device]), received_ms
 
 
-def _fill(tmp: Path, quiet_s: Mapping[str, float], now_ms: int) -> tuple[Path, str]:
-    """Registry of every kiosk in PLACE and a store where each heard kiosk opened its session
-    and sent a health sample ``quiet_s[device]`` before ``now_ms``."""
+def _fill(tmp: Path, fleet: Mapping[str, Heard], now_ms: int) -> tuple[Path, str]:
+    """Registry of every kiosk in PLACE and a store holding what ``fleet`` sent; the
+    kiosks not in it never reported."""
     reg = tmp / "registry.json"
     for d, k in KEYS.items():
         register_device(reg, d, PLACE[d][1], PLACE[d][0], bytes(k.verify_key).hex())
@@ -78,19 +101,41 @@ def _fill(tmp: Path, quiet_s: Mapping[str, float], now_ms: int) -> tuple[Path, s
     svc = OpsService("mqtt://127.0.0.1:1", reg, path)
     session = {"bdseq": 1, "last_n": 0, "oldest_n": 1}
     msgs = []
-    for d, quiet in quiet_s.items():
-        at = now_ms - int(quiet * 1000)
-        health: dict[str, object] = READY
-        if d == "k-paper":
-            health = {"app": {"printer": "paper-near-end", "sensor": "error"}}
-        msgs += [_sealed(d, 0, "birth", session, at),
-                 _sealed(d, 1, "health", health, at,
-                         sent_ms=at + 600_000 if d == "k-skew" else None)]
-    if "k-dead" in quiet_s:
-        msgs.append(_sealed("k-dead", 0, "death", session, now_ms))
+    for d, h in fleet.items():
+        at = now_ms - h.quiet_s * 1000
+        sent = at + h.ahead_s * 1000
+        health = {"app": {"printer": h.printer, "sensor": h.sensor}, "outbox_depth": 0}
+        msgs += [_sealed(d, 0, "birth", session, at, sent),
+                 _sealed(d, 1, "health", health, at, sent)]
+        if h.ended:
+            msgs.append(_sealed(d, 0, "death", session, at, sent))
     assert svc.process_messages(msgs) == ["accepted"] * len(msgs)
     svc.store.close()
     return reg, path
+
+
+def _board(tmp: Path, fleet: Mapping[str, Heard], now_ms: int) -> Board:
+    """The snapshot of ``fleet`` at ``now_ms`` with the default thresholds."""
+    reg, path = _fill(tmp, fleet, now_ms)
+    store = open_store(path)
+    try:
+        return build_board(store, load_registry(reg), AuditWatch(), load_zone(ZONE),
+                           BoardTuning(), OpsTuning(), now_ms=now_ms)
+    finally:
+        store.close()
+
+
+def _surfaces(board: Board) -> dict[str, dict[str, tuple[str, frozenset[str]]]]:
+    """Each kiosk's (status, alert kinds) as watch, the dashboard and /metrics render
+    ``board``."""
+    devices = sorted(PLACE)
+    live = pages.national(board).live
+    return {
+        "watch": _by_device(read_watch(render_watch(board)), devices),
+        "dashboard": _by_device([(r[1], r[0]) for r in table_rows(live["alerts"], "alerts")],
+                                devices),
+        "metrics": _by_device(read_metrics(render_metrics(board))[0], devices),
+    }
 
 
 def _by_device(pairs: list[tuple[str, str]], devices: list[str]
@@ -184,8 +229,10 @@ def _get(srv: DashboardServer, path: str) -> str:
 def served(tmp_path: Path) -> Iterator[tuple[DashboardServer, Path, str]]:
     """The dashboard (default thresholds) over a store filled just now."""
     now = time.time_ns() // 1_000_000
-    reg, path = _fill(tmp_path, {"k-ok": 0, "k-paper": 0, "k-silent": 151, "k-quiet": 400,
-                                 "k-long": 1000, "k-dead": 0, "k-skew": 0}, now)
+    reg, path = _fill(tmp_path, {
+        "k-ok": Heard(0), "k-paper": Heard(0, printer="paper-near-end", sensor="error"),
+        "k-silent": Heard(151), "k-quiet": Heard(400), "k-long": Heard(1000),
+        "k-dead": Heard(0, ended=True), "k-skew": Heard(0, ahead_s=600)}, now)
     store = open_store(path)
     srv = make_server(store, bind="127.0.0.1", port=free_port(), zone=load_zone(ZONE),
                       registry_path=reg, board=BoardTuning(refresh_s=0.2),
@@ -199,10 +246,12 @@ def served(tmp_path: Path) -> Iterator[tuple[DashboardServer, Path, str]]:
         store.close()
 
 
-def _disagreement(seen: Mapping[str, Mapping[str, tuple[str, frozenset[str]]]]) -> str:
+def _disagreement(seen: Mapping[str, Mapping[str, tuple[str, frozenset[str]]]],
+                  expected: Mapping[str, tuple[str, frozenset[str]]] = EXPECTED) -> str:
+    """Kiosk by kiosk, what is expected and what each surface says."""
     lines = [f"{'kiosk':<9} {'expected':<36} " + " ".join(f"{s:<36}" for s in seen)]
-    for d in sorted(EXPECTED):
-        cells = [EXPECTED[d], *(view.get(d, ("missing", frozenset())) for view in seen.values())]
+    for d in sorted(expected):
+        cells = [expected[d], *(view.get(d, ("missing", frozenset())) for view in seen.values())]
         lines.append(f"{d:<9} " + " ".join(
             f"{status + ' ' + ','.join(sorted(kinds)):<36}" for status, kinds in cells))
     return "\n".join(lines)
@@ -246,40 +295,55 @@ def test_watch_dashboard_and_metrics_agree_on_every_kiosk(
 
 
 QUIET = [  # seconds since last heard, session open -> status (default BoardTuning)
-    (0.0, "online"), (149.0, "online"), (150.0, "silent"), (151.0, "silent"),
-    (899.0, "silent"), (900.0, "offline"), (3600.0, "offline"),
+    (0, "online"), (149, "online"), (150, "silent"), (151, "silent"),
+    (899, "silent"), (900, "offline"), (3600, "offline"),
 ]
+NOW = 1_800_000_000_000
 
 
 @pytest.mark.parametrize("quiet_s,status", QUIET)
-def test_thresholds_are_the_same_on_every_surface(tmp_path: Path, quiet_s: float,
+def test_thresholds_are_the_same_on_every_surface(tmp_path: Path, quiet_s: int,
                                                   status: str) -> None:
     """At a fixed clock, one kiosk ``quiet_s`` quiet: the same word on every surface."""
-    from ops.audit_watch import AuditWatch
-    from ops.board import build_board
-    from ops.parameters import OpsTuning
-    from ops.registry import load_registry
-    from ops.view import render_watch
-    from ops.web import pages
-
-    now = 1_800_000_000_000
-    reg, path = _fill(tmp_path, {"k-ok": quiet_s}, now)
-    store = open_store(path)
-    try:
-        board = build_board(store, load_registry(reg), AuditWatch(), load_zone(ZONE),
-                            BoardTuning(), OpsTuning(), now_ms=now)
-    finally:
-        store.close()
-    devices = sorted(PLACE)
+    board = _board(tmp_path, {"k-ok": Heard(quiet_s)}, NOW)
     want = (status, frozenset() if status == "online" else frozenset({status}))
     never = ("never_reported", frozenset({"never_reported"}))
-    expected = {d: never for d in devices} | {"k-ok": want}
-    live = pages.national(board).live
-    seen = {
-        "watch": _by_device(read_watch(render_watch(board)), devices),
-        "dashboard": _by_device([(r[1], r[0]) for r in table_rows(live["alerts"], "alerts")],
-                                devices),
-        "metrics": _by_device(read_metrics(render_metrics(board))[0], devices),
-    }
+    expected = {d: never for d in PLACE} | {"k-ok": want}
+    seen = _surfaces(board)
     assert seen == {k: expected for k in seen}
     assert board.kiosks["k-ok"].status.value == status
+
+
+PRINTER = {"ready": None, "paper-out": "paper_out", "paper-near-end": "paper_low",
+           "cover-open": "cover_open", "disconnected": "printer_missing",
+           "error": "printer_error"}
+SENSOR = {"ready": None, "disconnected": "sensor_missing", "fault": "sensor_fault"}
+HEARD = st.builds(
+    Heard,
+    quiet_s=st.sampled_from([0, 149, 150, 151, 899, 900, 901]) | st.integers(0, 4000),
+    ended=st.booleans(), printer=st.sampled_from(sorted(PRINTER)),
+    sensor=st.sampled_from(sorted(SENSOR)), ahead_s=st.sampled_from([0, 5, 31, -600]))
+
+
+def expected_of(h: Heard | None) -> tuple[str, frozenset[str]]:
+    """What the dashboard has always said about such a kiosk (docs/OPS.md)."""
+    if h is None:
+        return "never_reported", frozenset({"never_reported"})
+    status = "offline" if h.ended or h.quiet_s >= 900 else \
+        "silent" if h.quiet_s >= 150 else "online"
+    kinds = {status, PRINTER[h.printer], SENSOR[h.sensor],
+             "clock_skew" if abs(h.ahead_s) > 30 else None} - {None, "online"}
+    return status, frozenset(k for k in kinds if k is not None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(fleet=st.dictionaries(st.sampled_from(sorted(PLACE)), HEARD))
+def test_any_fleet_reads_the_same_on_every_surface(fleet: dict[str, Heard]) -> None:
+    """Random fleets (some kiosks never heard): every surface says what the table says."""
+    with tempfile.TemporaryDirectory(prefix="kesp-truth-") as tmp:
+        board = _board(Path(tmp), fleet, NOW)
+    expected = {d: expected_of(fleet.get(d)) for d in PLACE}
+    seen = _surfaces(board)
+    assert seen == {k: expected for k in seen}, _disagreement(seen, expected)
+    assert {d: r.status.value for d, r in board.kiosks.items()} == \
+        {d: s for d, (s, _) in expected.items()}
