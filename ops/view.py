@@ -36,7 +36,7 @@ def _status_of(app: Mapping[str, Any], name: str) -> str:
     return str(value or "").lower()
 
 
-_PRINTER_DOWN = ("disconnected", "error", "cover-open", "offline")
+_PRINTER_DOWN = ("disconnected", "wrong-device", "error", "cover-open", "offline")
 """Printer states (besides paper) that stop a kiosk from serving voters."""
 
 

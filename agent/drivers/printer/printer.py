@@ -48,7 +48,9 @@ from agent.drivers.transport import (
     PrinterLink,
     SerialLink,
     TransportUnavailableError,
+    UsbDeviceMissingError,
     UsbLink,
+    UsbWrongDeviceError,
 )
 from agent.runtime.config import ConfigError, PrinterConfig
 
@@ -81,7 +83,7 @@ class ReceiptPrinter:
         self.timings = timings
         self._link: PrinterLink | None = None
         self._lock = threading.Lock()
-        self._last_state: PrinterState | None = None
+        self._last_key: tuple[PrinterState, str] | None = None
         #: A write failed midway: the printer may be inside a command.
         self._resync = False
 
@@ -109,6 +111,12 @@ class ReceiptPrinter:
                 time.sleep(self.timings.reopen_delay_s)
             try:
                 link = self._ensure_link()
+            except UsbDeviceMissingError as exc:
+                # The line without "[Errno 19]": it is read by the technician.
+                state = (PrinterState.WRONG_DEVICE if isinstance(exc, UsbWrongDeviceError)
+                         else PrinterState.DISCONNECTED)
+                failure = PrinterStatus(state, None, exc.strerror or str(exc), exc.instead)
+                continue
             except TransportUnavailableError as exc:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
                 continue
@@ -149,10 +157,12 @@ class ReceiptPrinter:
 
     def _note(self, status: PrinterStatus) -> None:
         # Log on change only: a printer polled every minute must not flood the log.
-        if status.state is not self._last_state:
+        # What is plugged instead counts as a change (another device swapped in).
+        key = (status.state, status.instead)
+        if key != self._last_key:
             log.info("printer %s%s", status.state.value,
                      f" ({status.detail})" if status.detail else "")
-            self._last_state = status.state
+            self._last_key = key
 
     # -- printing
     def print_document(self, doc: Document) -> PrintOutcome:

@@ -30,6 +30,9 @@ class PrinterState(Enum):
     OFFLINE = "offline"
     ERROR = "error"
     DISCONNECTED = "disconnected"
+    #: The configured printer is absent and another plausible device stands in
+    #: its place (another printer, the sensor's id as ``printer.port``).
+    WRONG_DEVICE = "wrong-device"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class PrinterStatus:
     state: PrinterState
     flags: StatusFlags | None = None
     detail: str = ""
+    #: When the printer is not found: what is plugged instead and what to do
+    #: (one clause, also at the end of ``detail``), "" when nothing plausible is.
+    instead: str = ""
 
     @property
     def printable(self) -> bool:
