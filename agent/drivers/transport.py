@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import select
+import termios
 import time
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
@@ -369,7 +370,9 @@ class SerialLink:
 
         try:
             self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # pyserial lets tcflush's termios.error (not an OSError) through: seen as
+            # EIO on a port whose device vanished while it was open.
             raise LinkError(errno.EIO, f"flush of {self.port} failed: {exc}") from exc
 
     def close(self) -> None:

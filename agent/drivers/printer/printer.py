@@ -43,6 +43,7 @@ from agent.drivers.printer.status import (
     Uncertain,
     decode_status,
 )
+from agent.drivers.probe import grow_answers
 from agent.drivers.transport import (
     LinkError,
     PrinterLink,
@@ -70,6 +71,9 @@ class ReceiptPrinter:
 
     Thread-safe (one lock around each operation). ``opener`` (re)opens the link;
     it may raise :class:`TransportUnavailableError` while the printer is absent.
+    ``identify`` names another device answering at the printer's port (the
+    status is then WRONG_DEVICE); it runs only where nothing has answered
+    ``DLE EOT`` since the port appeared, once until the port vanishes.
     """
 
     def __init__(
@@ -77,8 +81,16 @@ class ReceiptPrinter:
         opener: Callable[[], PrinterLink],
         profile: PrinterProfile,
         timings: PrinterTimings = DEFAULT_TIMINGS,
+        identify: Callable[[], str] | None = None,
     ) -> None:
         self._opener = opener
+        #: Asked once per silence (the link opens, nothing answers DLE EOT) what
+        #: answers there instead: one line with the fix, or "" (nothing known).
+        self._identify = identify
+        self._silence: str | None = None
+        #: A printer answered at this port since it (re)appeared: a later silence is
+        #: that printer's (a lost reply, power), never probed with another protocol.
+        self._answered = False
         self.profile = profile
         self.timings = timings
         self._link: PrinterLink | None = None
@@ -106,9 +118,11 @@ class ReceiptPrinter:
 
     def _status(self) -> PrinterStatus:
         failure = PrinterStatus(PrinterState.DISCONNECTED, None, "not opened")
+        silent = False
         for attempt in range(2):
             if attempt:
                 time.sleep(self.timings.reopen_delay_s)
+            silent = False
             try:
                 link = self._ensure_link()
             except UsbDeviceMissingError as exc:
@@ -119,6 +133,8 @@ class ReceiptPrinter:
                 continue
             except TransportUnavailableError as exc:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
+                # The port vanished: whatever is plugged next is new.
+                self._silence, self._answered = None, False
                 continue
             try:
                 link.discard_input()
@@ -128,13 +144,21 @@ class ReceiptPrinter:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
             except _NoReplyError as exc:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
+                silent = True
             except StatusReplyError as exc:
                 failure = PrinterStatus(PrinterState.ERROR, None, str(exc))
             else:
+                self._silence, self._answered = None, True
                 self._note(status)
                 return status
             log.info("printer status read failed (%s); reopening", failure.detail)
             self._drop_link()
+        if silent and not self._answered and self._identify is not None:
+            if self._silence is None:
+                self._silence = self._identify()  # the link is dropped: the port is free
+            if self._silence:
+                failure = PrinterStatus(PrinterState.WRONG_DEVICE, None, self._silence,
+                                        self._silence)
         self._note(failure)
         return failure
 
@@ -317,9 +341,17 @@ def open_printer(
     """
     profile = get_profile(cfg.profile)
     opener: Callable[[], PrinterLink]
+    identify: Callable[[], str] | None = None
     if cfg.kind == "escpos-serial":
         def opener() -> PrinterLink:
             return SerialLink(cfg.port, cfg.baud)
+
+        def identify() -> str:
+            if grow_answers(cfg.port) is None:
+                return ""
+            return (f"a fingerprint sensor answers at {cfg.port} (Grow module), not a "
+                    "printer; printer.port must name the printer's port: are the "
+                    "sensor's and the printer's cables (USB ports) swapped?")
     elif cfg.kind == "escpos-usb":
         if cfg.port != "usb" and not cfg.port.startswith("usb:"):
             raise ConfigError(f"{cfg.port!r} is not usb or usb:VVVV:PPPP", field="printer.port")
@@ -328,4 +360,4 @@ def open_printer(
             return UsbLink(cfg.port, profile.usb_ids, usb_backend)
     else:
         raise ConfigError(f"unknown printer kind {cfg.kind!r}", field="printer.kind")
-    return ReceiptPrinter(opener, profile, timings)
+    return ReceiptPrinter(opener, profile, timings, identify)
