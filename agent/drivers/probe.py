@@ -8,8 +8,10 @@ swapped put the printer behind ``/dev/kesp-sensor`` and the sensor behind
 ``/dev/kesp-printer``. Each probe is one short exchange of the other
 device's real-time query, harmless to a device that does not speak it: a
 printer's ``DLE EOT 1-4`` (a Grow module ignores bytes that are not a
-packet) and a Grow module's ``VfyPwd`` (sent only where no printer answered
-``DLE EOT``, so no printer prints it).
+packet) and a Grow module's ``VfyPwd`` (sent only where nothing has
+answered ``DLE EOT`` since the port appeared: a printer would print it).
+The constants below are this module's tuned values (it belongs to no one
+driver package's parameters).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ class PrinterState(Enum):
     ERROR = "error"
     DISCONNECTED = "disconnected"
     #: The configured printer is absent and another plausible device stands in
-    #: its place (another printer, the sensor's id as ``printer.port``).
+    #: its place (another USB printer, the sensor's id as ``printer.port``, a
+    #: Grow sensor answering at the serial ``printer.port``).
     WRONG_DEVICE = "wrong-device"
 
 

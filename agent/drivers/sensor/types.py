@@ -60,8 +60,9 @@ class SensorState(Enum):
     READY = "ready"
     BUSY = "busy"
     DISCONNECTED = "disconnected"
-    #: The sensor is absent and another fingerprint sensor is plugged instead
-    #: (a different model: ``sensor.kind`` or the device is wrong).
+    #: The sensor is absent and another device answers in its place: another USB
+    #: sensor model (``sensor.kind`` or the device is wrong), or a receipt printer
+    #: at the serial ``sensor.port`` (cables swapped).
     WRONG_DEVICE = "wrong-device"
     FAULT = "fault"
 
@@ -95,7 +96,8 @@ class SensorDisconnected(SensorError):  # noqa: N818 - name fixed by the station
 
 
 class WrongSensorError(SensorDisconnected):
-    """The configured sensor is absent and another fingerprint sensor is plugged instead."""
+    """The configured sensor is absent and another device answers in its place
+    (another USB sensor model, a receipt printer at the serial port)."""
 
 
 class SensorTimeoutError(SensorError):
