@@ -51,6 +51,7 @@ from agent.drivers.printer.profiles import (
 from agent.drivers.printer.render import load_font
 from agent.drivers.printer.status import encode_status
 from hardware_sim.link import PtyLink
+from hardware_sim.usb_bus import string_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -651,6 +652,7 @@ class EscposPrinterSimulator(_Controls):
 SIM_USB_ID = (0x1209, 0x0001)
 _EP_OUT, _EP_IN, _MAX_PACKET = 0x01, 0x82, 64
 _LIBUSB_TIMEOUT, _LIBUSB_NO_DEVICE, _LIBUSB_BUSY, _LIBUSB_PIPE = -7, -4, -6, -9
+_I_MANUFACTURER, _I_PRODUCT = 1, 2
 
 
 def _usb_error(message: str, code: int, err: int) -> Exception:
@@ -676,6 +678,9 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
     def __init__(self, engine: PrinterEngine, usb_id: tuple[int, int] = SIM_USB_ID) -> None:
         self.engine = engine
         self.usb_id = usb_id
+        #: String descriptors (index -> text): what ``lsusb -v`` would show.
+        self.strings = {_I_MANUFACTURER: "KESP",
+                        _I_PRODUCT: f"ESC/POS printer simulator ({engine.profile.name})"}
         self.plugged = True
         self.stalled_after: int | None = engine.scenario.stall_after_bytes
         self.kernel_driver_active = True
@@ -696,7 +701,8 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
         return SimpleNamespace(
             bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0,
             bDeviceProtocol=0, bMaxPacketSize0=64, idVendor=self.usb_id[0],
-            idProduct=self.usb_id[1], bcdDevice=0x0100, iManufacturer=0, iProduct=0,
+            idProduct=self.usb_id[1], bcdDevice=0x0100, iManufacturer=_I_MANUFACTURER,
+            iProduct=_I_PRODUCT,
             iSerialNumber=0, bNumConfigurations=1, address=2, bus=1, port_number=1,
             port_numbers=(1,), speed=2,
         )
@@ -836,7 +842,12 @@ class EscposUsbBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb shi
             time.sleep(0.005)
 
     def ctrl_transfer(self, handle: object, bm_request_type: int, b_request: int,
-                      w_value: int, w_index: int, data: object, timeout: int) -> int:
+                      w_value: int, w_index: int, data: MutableSequence[int],
+                      timeout: int) -> int:
+        self._check()
+        answered = string_descriptor(bm_request_type, b_request, w_value, self.strings, data)
+        if answered is not None:
+            return answered
         # GET_DEVICE_ID and friends are not used by the driver; refuse like a stall.
         raise _usb_error("Pipe error", _LIBUSB_PIPE, errno.EPIPE)
 
@@ -845,7 +856,9 @@ class EscposUsbSimulator(_Controls):
     """The simulated printer as a pyusb device: pass :attr:`backend` to the driver.
 
     Same engine, scenarios and controls as :class:`EscposPrinterSimulator`;
-    :attr:`port` is the ``usb:VVVV:PPPP`` string for ``PrinterConfig.port``.
+    :attr:`port` is the ``usb:VVVV:PPPP`` string for ``PrinterConfig.port``
+    (``usb_id`` another model's ids; :class:`hardware_sim.usb_bus.UsbBus` puts
+    it on one bus with other devices).
     """
 
     def __init__(
@@ -854,9 +867,10 @@ class EscposUsbSimulator(_Controls):
         profile: str = SIMULATOR_DEFAULT_PROFILE,
         paper_mm: float | None = None,
         scenario: str | Scenario = "normal",
+        usb_id: tuple[int, int] = SIM_USB_ID,
     ) -> None:
         self.engine = _engine(out_dir, profile, paper_mm, scenario)
-        self.backend = EscposUsbBackend(self.engine)
+        self.backend = EscposUsbBackend(self.engine, usb_id)
         vid, pid = self.backend.usb_id
         self.port = f"usb:{vid:04x}:{pid:04x}"
 

@@ -44,6 +44,7 @@ from PIL import Image
 from agent.drivers.sensor.parameters import SensorTimings
 from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver
 from agent.drivers.transport import find_usb
+from hardware_sim.usb_bus import string_descriptor
 
 URB_BULK = 3
 DRIVERS: dict[tuple[int, int], type[Nb1010Driver] | type[Aes3500Driver]] = {
@@ -89,6 +90,9 @@ class Recording:
     descriptors: bytes
     urbs: tuple[Urb, ...]
     configuration: int = 0  # bConfigurationValue when recorded (0 = unconfigured)
+    #: The device's sysfs ``manufacturer`` and ``product`` strings ("" when not recorded).
+    manufacturer: str = ""
+    product_name: str = ""
 
     @property
     def vendor(self) -> int:
@@ -137,9 +141,11 @@ def load_recording(folder: str | Path) -> Recording:
     # The device's own attribute block is the first one (parents follow).
     first_block = device[: next((i for i, ln in enumerate(device) if i and ln.startswith("P:")),
                                 len(device))]
-    config = next((int(ln.split("=", 1)[1] or 0) for ln in first_block
-                   if ln.startswith("A: bConfigurationValue=")), 0)
-    return Recording(d.name, dev_path, bytes.fromhex(desc.strip()), tuple(urbs), config)
+    attrs = dict(ln[3:].split("=", 1) for ln in first_block
+                 if ln.startswith("A: ") and "=" in ln)
+    config = int(attrs.get("bConfigurationValue") or 0)
+    return Recording(d.name, dev_path, bytes.fromhex(desc.strip()), tuple(urbs), config,
+                     attrs.get("manufacturer", ""), attrs.get("product", ""))
 
 
 # --- descriptors ----------------------------------------------------------------
@@ -272,11 +278,18 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
     def get_configuration_descriptor(self, dev: Any, config: int) -> Any:
         return self._configs[config]
 
+    def _interface(self, intf: int, alt: int, config: int) -> Any:
+        # Alternate settings follow their interface in the descriptors; pyusb asks
+        # for alt 0, 1, ... until IndexError (iterating a configuration does).
+        number = self._configs[config].interfaces[intf].bInterfaceNumber
+        alts = [i for i in self._configs[config].interfaces if i.bInterfaceNumber == number]
+        return alts[alt]
+
     def get_interface_descriptor(self, dev: Any, intf: int, alt: int, config: int) -> Any:
-        return self._configs[config].interfaces[intf]
+        return self._interface(intf, alt, config)
 
     def get_endpoint_descriptor(self, dev: Any, ep: int, intf: int, alt: int, config: int) -> Any:
-        return self._configs[config].interfaces[intf].endpoints[ep]
+        return self._interface(intf, alt, config).endpoints[ep]
 
     # --- IBackend: handles -------------------------------------------------------------
 
@@ -331,6 +344,16 @@ class ReplayBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     def ctrl_transfer(self, dev_handle: Any, bmRequestType: int, bRequest: int, wValue: int,
                       wIndex: int, data: Any, timeout: int) -> int:
+        self._check_present()
+        # String descriptors are answered from the recorded sysfs attributes (what
+        # the kernel read from the device); they are not part of the capture traffic.
+        strings = {i: text for i, text in ((self._dev_desc.iManufacturer,
+                                            self.recording.manufacturer),
+                                           (self._dev_desc.iProduct,
+                                            self.recording.product_name)) if i and text}
+        answered = string_descriptor(bmRequestType, bRequest, wValue, strings, data)
+        if answered is not None:
+            return answered
         raise ReplayMismatchError(
             f"control transfer {bmRequestType:#04x}/{bRequest:#04x} is not in the recording")
 

@@ -107,9 +107,10 @@ _PRINTER = {
     "cover-open": AlertKind.COVER_OPEN, "cover_open": AlertKind.COVER_OPEN,
     "disconnected": AlertKind.PRINTER_MISSING, "offline": AlertKind.PRINTER_MISSING,
     "error": AlertKind.PRINTER_ERROR,
+    "wrong-device": AlertKind.PRINTER_MISSING,
 }
 _SENSOR = {
-    "disconnected": AlertKind.SENSOR_MISSING,
+    "disconnected": AlertKind.SENSOR_MISSING, "wrong-device": AlertKind.SENSOR_MISSING,
     "fault": AlertKind.SENSOR_FAULT, "error": AlertKind.SENSOR_FAULT,
 }
 

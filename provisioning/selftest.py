@@ -212,16 +212,20 @@ def _device_fail(name: str, where: str, reason: str) -> Check:
     return Check(name, "fail", f"{where}: {reason}" + (f": {fix}" if fix else ""))
 
 
-def check_sensor(cfg: AgentConfig) -> Check:
-    """Open the fingerprint sensor and read its status."""
+def check_sensor(cfg: AgentConfig, *, usb_backend: object = None) -> Check:
+    """Open the fingerprint sensor and read its status (``usb_backend``: a simulator's)."""
     try:
         from agent.drivers.sensor.service import open_sensor
-        from agent.drivers.sensor.types import SensorError, SensorState
+        from agent.drivers.sensor.types import SensorDisconnected, SensorError, SensorState
     except ImportError as exc:
         return Check("sensor", "warn", f"sensor driver not available: {exc}")
     where = f"{cfg.sensor.kind} at {cfg.sensor.port}" if cfg.sensor.port else cfg.sensor.kind
     try:
-        sensor = open_sensor(cfg.sensor)
+        sensor = open_sensor(cfg.sensor, usb_backend=usb_backend)
+    except SensorDisconnected as exc:
+        if exc.instead:  # another device is plugged: name it, the expected one and the fix
+            return Check("sensor", "fail", f"{where}: {exc}")
+        return _device_fail("sensor", where, _reason(exc))
     except (SensorError, OSError) as exc:
         return _device_fail("sensor", where, _reason(exc))
     try:
@@ -235,14 +239,17 @@ def check_sensor(cfg: AgentConfig) -> Check:
                  f"{where}: {status.state.value} {status.detail}".rstrip())
 
 
-def check_printer(cfg: AgentConfig) -> Check:
-    """Open the receipt printer and read its real-time status (paper, cover, errors)."""
+def check_printer(cfg: AgentConfig, *, usb_backend: object = None) -> Check:
+    """Open the receipt printer and read its real-time status (paper, cover, errors).
+
+    ``usb_backend`` is a pyusb backend (a simulator's; None: libusb).
+    """
     from agent.drivers.printer.printer import open_printer
     from agent.drivers.printer.status import PrinterState
 
     where = f"{cfg.printer.kind} at {cfg.printer.port}"
     try:
-        printer = open_printer(cfg.printer)
+        printer = open_printer(cfg.printer, usb_backend=usb_backend)
     except ConfigError as exc:
         return Check("printer", "fail", str(exc))
     try:
@@ -251,6 +258,10 @@ def check_printer(cfg: AgentConfig) -> Check:
         return _device_fail("printer", where, _reason(exc))
     finally:
         printer.close()
+    if status.state is PrinterState.WRONG_DEVICE:
+        return Check("printer", "fail", f"{where}: {status.detail}")
+    if status.state is PrinterState.DISCONNECTED and status.instead:
+        return Check("printer", "fail", f"{where}: not connected; {status.instead}")
     if status.state is PrinterState.DISCONNECTED:
         # the driver's detail repeats the port in every wrapped error; say it once
         reason = "permission denied" if "Permission denied" in status.detail else \

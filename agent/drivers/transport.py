@@ -27,10 +27,12 @@ import fcntl
 import logging
 import os
 import select
+import termios
 import time
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
+from agent.drivers.usb_ids import HUB_CLASS, PRINTER_CLASS, UsbSeen, describe, plausible, role_of
 from agent.runtime.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,25 @@ log = logging.getLogger(__name__)
 
 class TransportUnavailableError(OSError):
     """The device node or USB device is not there (unplugged, wrong path, no permission)."""
+
+
+class UsbDeviceMissingError(TransportUnavailableError):
+    """The wanted USB device is not attached.
+
+    ``seen`` is every non-hub device the bus showed (for the caller to judge),
+    ``instead`` one clause naming the plausible other device(s) and what to do
+    ("" when there is none); ``str()`` is the whole line.
+    """
+
+    def __init__(self, message: str, seen: tuple[UsbSeen, ...] = (), instead: str = "") -> None:
+        super().__init__(errno.ENODEV, f"{message}; {instead}" if instead else message)
+        self.seen = seen
+        self.instead = instead
+
+
+class UsbWrongDeviceError(UsbDeviceMissingError):
+    """The wanted device is absent and another device that plausibly stands in for it is
+    there (another printer, the sensor at the printer's id): a configuration or a swap fixes it."""
 
 
 class SerialPort(Protocol):
@@ -126,7 +147,8 @@ def open_serial(port: str, baudrate: int, timeout_s: float) -> SerialPort:
 def find_usb(vendor: int, product: int, backend: Any = None) -> UsbDevice:
     """The first USB device with ``vendor:product``; ``backend`` is a pyusb backend or None.
 
-    Raises :class:`TransportUnavailableError` when no such device is attached.
+    Raises :class:`UsbDeviceMissingError` (with what the bus holds instead) when no
+    such device is attached.
     """
     import usb.core
 
@@ -135,9 +157,45 @@ def find_usb(vendor: int, product: int, backend: Any = None) -> UsbDevice:
     except usb.core.NoBackendError as exc:
         raise TransportUnavailableError(errno.ENODEV, "libusb is not installed") from exc
     if dev is None:
-        raise TransportUnavailableError(errno.ENODEV, f"no USB device {vendor:04x}:{product:04x}")
+        raise UsbDeviceMissingError(f"no USB device {vendor:04x}:{product:04x}",
+                                    list_usb(backend))
     found: UsbDevice = dev
     return found
+
+
+def list_usb(backend: Any = None) -> tuple[UsbSeen, ...]:
+    """Every device on the bus but hubs: ids, classes, and for the devices that may be a
+    kiosk's sensor or printer (:func:`~agent.drivers.usb_ids.role_of`) the product string.
+
+    Called only when the wanted device is missing. Reading a product string opens the
+    device; one that refuses (no permission, a stall) is listed without it.
+    """
+    import usb.core
+    import usb.util
+
+    try:
+        devices = list(usb.core.find(find_all=True, backend=backend))
+    except (usb.core.USBError, usb.core.NoBackendError):
+        return ()
+    seen: list[UsbSeen] = []
+    for dev in devices:
+        try:
+            classes = [int(dev.bDeviceClass)]
+            classes += [int(intf.bInterfaceClass) for cfg in dev for intf in cfg]
+        except (usb.core.USBError, NotImplementedError):
+            classes = [int(dev.bDeviceClass)]
+        if HUB_CLASS in classes:
+            continue
+        item = UsbSeen(int(dev.idVendor), int(dev.idProduct), tuple(dict.fromkeys(classes)))
+        if role_of(item) is not None and dev.iProduct:
+            name = ""
+            with contextlib.suppress(usb.core.USBError, NotImplementedError, ValueError):
+                name = usb.util.get_string(dev, dev.iProduct) or ""
+            with contextlib.suppress(usb.core.USBError, NotImplementedError):
+                usb.util.dispose_resources(dev)
+            item = UsbSeen(item.vendor, item.product, item.classes, name)
+        seen.append(item)
+    return tuple(seen)
 
 
 def usb_errno(exc: BaseException) -> int | None:
@@ -312,7 +370,9 @@ class SerialLink:
 
         try:
             self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # pyserial lets tcflush's termios.error (not an OSError) through: seen as
+            # EIO on a port whose device vanished while it was open.
             raise LinkError(errno.EIO, f"flush of {self.port} failed: {exc}") from exc
 
     def close(self) -> None:
@@ -331,7 +391,7 @@ class UsbLink:
     the ids in ``usb_ids``, the printer profile's) or ``usb:VVVV:PPPP``.
     """
 
-    PRINTER_CLASS = 7
+    PRINTER_CLASS = PRINTER_CLASS
 
     def __init__(self, port: str, usb_ids: Sequence[tuple[int, int]] = (),
                  backend: Any = None) -> None:
@@ -408,8 +468,44 @@ class UsbLink:
         except usb.core.NoBackendError as exc:
             raise TransportUnavailableError(errno.ENODEV, f"no libusb: {exc}") from exc
         if dev is None:
-            raise TransportUnavailableError(errno.ENODEV, f"no USB printer for {port}")
+            raise cls._missing(port, list_usb(backend))
+        if not any(intf.bInterfaceClass == cls.PRINTER_CLASS for c in dev for intf in c):
+            this = UsbSeen(int(dev.idVendor), int(dev.idProduct))
+            if role_of(this) == "fingerprint-sensor":
+                # The sensor's id configured as the printer: claiming it and sending
+                # ESC/POS would only end in "no reply"; say what it is instead.
+                raise cls._missing(port, list_usb(backend), configured=describe(this))
         return dev
+
+    @staticmethod
+    def _missing(port: str, seen: tuple[UsbSeen, ...],
+                 configured: str = "") -> UsbDeviceMissingError:
+        """Why ``port`` found no printer, naming what is plugged instead (one line)."""
+        message = (f"printer.port {port} names the {configured}, not a printer" if configured
+                   else f"no USB printer for {port}")
+        printers = plausible(seen, "printer")
+        if printers:
+            other = printers[0]
+            if configured:
+                return UsbWrongDeviceError(
+                    message, seen, f"{describe(other)} is on USB: set printer.port to "
+                    f'"usb:{other.ident}"')
+            return UsbWrongDeviceError(
+                message, seen,
+                f"{describe(other)} is plugged instead: set printer.port to "
+                f'"usb:{other.ident}" if it is the kiosk\'s printer, else plug '
+                "the configured printer")
+        if configured:
+            return UsbWrongDeviceError(
+                message, seen, "no printer on USB: plug the receipt printer and set "
+                'printer.port to "usb"')
+        sensors = plausible(seen, "fingerprint-sensor")
+        if sensors:
+            found = ", ".join(describe(s) for s in sensors)
+            return UsbDeviceMissingError(
+                message, seen, f"only {found} on USB: plug the receipt printer "
+                "(the agent waits for it)")
+        return UsbDeviceMissingError(message, seen)
 
     def write(self, data: bytes, timeout_s: float) -> int:
         import usb.core

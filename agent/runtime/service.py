@@ -422,6 +422,8 @@ def _printer_advice(port: str, status: PrinterStatus) -> str:
         PrinterState.OFFLINE: "release the feed button, or switch the printer off and on",
         PrinterState.ERROR: "switch the printer off and on; call the technician if it stays",
     }
+    if status.state is PrinterState.WRONG_DEVICE:
+        return f"receipt printer {port}: {status.detail}"  # the detail ends with the fix
     fix = fixes.get(status.state)
     if fix is None:
         return ""

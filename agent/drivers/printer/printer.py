@@ -43,12 +43,15 @@ from agent.drivers.printer.status import (
     Uncertain,
     decode_status,
 )
+from agent.drivers.probe import grow_answers
 from agent.drivers.transport import (
     LinkError,
     PrinterLink,
     SerialLink,
     TransportUnavailableError,
+    UsbDeviceMissingError,
     UsbLink,
+    UsbWrongDeviceError,
 )
 from agent.runtime.config import ConfigError, PrinterConfig
 
@@ -68,6 +71,9 @@ class ReceiptPrinter:
 
     Thread-safe (one lock around each operation). ``opener`` (re)opens the link;
     it may raise :class:`TransportUnavailableError` while the printer is absent.
+    ``identify`` names another device answering at the printer's port (the
+    status is then WRONG_DEVICE); it runs only where nothing has answered
+    ``DLE EOT`` since the port appeared, once until the port vanishes.
     """
 
     def __init__(
@@ -75,13 +81,21 @@ class ReceiptPrinter:
         opener: Callable[[], PrinterLink],
         profile: PrinterProfile,
         timings: PrinterTimings = DEFAULT_TIMINGS,
+        identify: Callable[[], str] | None = None,
     ) -> None:
         self._opener = opener
+        #: Asked once per silence (the link opens, nothing answers DLE EOT) what
+        #: answers there instead: one line with the fix, or "" (nothing known).
+        self._identify = identify
+        self._silence: str | None = None
+        #: A printer answered at this port since it (re)appeared: a later silence is
+        #: that printer's (a lost reply, power), never probed with another protocol.
+        self._answered = False
         self.profile = profile
         self.timings = timings
         self._link: PrinterLink | None = None
         self._lock = threading.Lock()
-        self._last_state: PrinterState | None = None
+        self._last_key: tuple[PrinterState, str] | None = None
         #: A write failed midway: the printer may be inside a command.
         self._resync = False
 
@@ -104,13 +118,23 @@ class ReceiptPrinter:
 
     def _status(self) -> PrinterStatus:
         failure = PrinterStatus(PrinterState.DISCONNECTED, None, "not opened")
+        silent = False
         for attempt in range(2):
             if attempt:
                 time.sleep(self.timings.reopen_delay_s)
+            silent = False
             try:
                 link = self._ensure_link()
+            except UsbDeviceMissingError as exc:
+                # The line without "[Errno 19]": it is read by the technician.
+                state = (PrinterState.WRONG_DEVICE if isinstance(exc, UsbWrongDeviceError)
+                         else PrinterState.DISCONNECTED)
+                failure = PrinterStatus(state, None, exc.strerror or str(exc), exc.instead)
+                continue
             except TransportUnavailableError as exc:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
+                # The port vanished: whatever is plugged next is new.
+                self._silence, self._answered = None, False
                 continue
             try:
                 link.discard_input()
@@ -120,13 +144,21 @@ class ReceiptPrinter:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
             except _NoReplyError as exc:
                 failure = PrinterStatus(PrinterState.DISCONNECTED, None, str(exc))
+                silent = True
             except StatusReplyError as exc:
                 failure = PrinterStatus(PrinterState.ERROR, None, str(exc))
             else:
+                self._silence, self._answered = None, True
                 self._note(status)
                 return status
             log.info("printer status read failed (%s); reopening", failure.detail)
             self._drop_link()
+        if silent and not self._answered and self._identify is not None:
+            if self._silence is None:
+                self._silence = self._identify()  # the link is dropped: the port is free
+            if self._silence:
+                failure = PrinterStatus(PrinterState.WRONG_DEVICE, None, self._silence,
+                                        self._silence)
         self._note(failure)
         return failure
 
@@ -149,10 +181,12 @@ class ReceiptPrinter:
 
     def _note(self, status: PrinterStatus) -> None:
         # Log on change only: a printer polled every minute must not flood the log.
-        if status.state is not self._last_state:
+        # What is plugged instead counts as a change (another device swapped in).
+        key = (status.state, status.instead)
+        if key != self._last_key:
             log.info("printer %s%s", status.state.value,
                      f" ({status.detail})" if status.detail else "")
-            self._last_state = status.state
+            self._last_key = key
 
     # -- printing
     def print_document(self, doc: Document) -> PrintOutcome:
@@ -307,9 +341,17 @@ def open_printer(
     """
     profile = get_profile(cfg.profile)
     opener: Callable[[], PrinterLink]
+    identify: Callable[[], str] | None = None
     if cfg.kind == "escpos-serial":
         def opener() -> PrinterLink:
             return SerialLink(cfg.port, cfg.baud)
+
+        def identify() -> str:
+            if grow_answers(cfg.port) is None:
+                return ""
+            return (f"a fingerprint sensor answers at {cfg.port} (Grow module), not a "
+                    "printer; printer.port must name the printer's port: are the "
+                    "sensor's and the printer's cables (USB ports) swapped?")
     elif cfg.kind == "escpos-usb":
         if cfg.port != "usb" and not cfg.port.startswith("usb:"):
             raise ConfigError(f"{cfg.port!r} is not usb or usb:VVVV:PPPP", field="printer.port")
@@ -318,4 +360,4 @@ def open_printer(
             return UsbLink(cfg.port, profile.usb_ids, usb_backend)
     else:
         raise ConfigError(f"unknown printer kind {cfg.kind!r}", field="printer.kind")
-    return ReceiptPrinter(opener, profile, timings)
+    return ReceiptPrinter(opener, profile, timings, identify)

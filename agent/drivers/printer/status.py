@@ -30,6 +30,10 @@ class PrinterState(Enum):
     OFFLINE = "offline"
     ERROR = "error"
     DISCONNECTED = "disconnected"
+    #: The configured printer is absent and another plausible device stands in
+    #: its place (another USB printer, the sensor's id as ``printer.port``, a
+    #: Grow sensor answering at the serial ``printer.port``).
+    WRONG_DEVICE = "wrong-device"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class PrinterStatus:
     state: PrinterState
     flags: StatusFlags | None = None
     detail: str = ""
+    #: When the printer is not found: what is plugged instead and what to do
+    #: (one clause, also at the end of ``detail``), "" when nothing plausible is.
+    instead: str = ""
 
     @property
     def printable(self) -> bool:

@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from agent.drivers.probe import printer_answers
 from agent.drivers.sensor.grow import GrowSensor
 from agent.drivers.sensor.parameters import SensorTimings
-from agent.drivers.sensor.types import Capture, Guidance, NoFinger, SensorStatus
+from agent.drivers.sensor.types import (
+    Capture,
+    Guidance,
+    NoFinger,
+    ProtocolError,
+    SensorStatus,
+    SensorTimeoutError,
+    WrongSensorError,
+)
 from agent.drivers.sensor.usb import Aes3500Driver, Nb1010Driver, UsbSensor
 
 if TYPE_CHECKING:
@@ -56,13 +65,24 @@ def open_sensor(cfg: SensorConfig, timings: SensorTimings | None = None,
     ``usb_backend`` is a pyusb backend for the USB kinds (None: libusb); the
     demo passes ``hardware_sim.usb_replay.ReplayBackend`` to run on recordings.
 
-    Raises :class:`SensorDisconnected` when the device is absent and
+    Raises :class:`SensorDisconnected` when the device is absent (its subclass
+    :class:`WrongSensorError` when another device answers in its place: another
+    USB sensor model, or a receipt printer at a serial ``port``) and
     :class:`SensorError` subclasses for other faults found while opening.
     """
     t = timings or SensorTimings(reply_timeout_s=cfg.reply_timeout_s)
     if cfg.kind == "grow-serial":
-        return GrowSensor.open(cfg.port, baud=cfg.baud, password=cfg.password,
-                               address=cfg.address, timings=t)
+        try:
+            return GrowSensor.open(cfg.port, baud=cfg.baud, password=cfg.password,
+                                   address=cfg.address, timings=t)
+        except (SensorTimeoutError, ProtocolError) as exc:
+            # Silent or garbled at every rate: is it the receipt printer's port?
+            if printer_answers(cfg.port) is None:
+                raise
+            raise WrongSensorError(
+                f"a receipt printer answers at {cfg.port} (ESC/POS status), not a "
+                "fingerprint sensor", "sensor.port must name the sensor's port: are the "
+                "sensor's and the printer's cables (USB ports) swapped?") from exc
     if cfg.kind == "nb1010-usb":
         return UsbSensor.open(Nb1010Driver, timings=t, backend=usb_backend)
     if cfg.kind == "aes3500-usb":

@@ -38,6 +38,7 @@ from agent.drivers.sensor.types import (
     SensorState,
     SensorStatus,
     SensorTimeoutError,
+    WrongSensorError,
 )
 
 __all__ = ["SupervisedSensor", "describe_fault"]
@@ -54,6 +55,10 @@ def describe_fault(where: str, exc: BaseException) -> SensorStatus:
     if isinstance(exc, SensorBusyError):
         return SensorStatus(SensorState.BUSY, None,
                             f"{name} is busy: another process holds it (see 'fuser {where}')")
+    if isinstance(exc, WrongSensorError):
+        return SensorStatus(SensorState.WRONG_DEVICE, None, f"{name}: {exc}")
+    if isinstance(exc, SensorDisconnected) and exc.instead:
+        return SensorStatus(SensorState.DISCONNECTED, None, f"{name}: {exc}")
     if isinstance(exc, SensorDisconnected | OSError):
         if where.startswith("/") and Path(where).exists():
             text = (f"{name} cannot be opened ({exc}): check that sensor.port names "

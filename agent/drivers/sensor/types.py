@@ -20,7 +20,7 @@ __all__ = [
     "Capture", "ChecksumError", "DeviceRefusedError", "FrameLengthError", "Guidance",
     "NoFinger", "ProtocolError", "SensorBusyError", "SensorDisconnected", "SensorError",
     "SensorState", "SensorStatus", "SensorTimeoutError", "UnexpectedPacketError",
-    "UnknownConfirmationError", "UsbTransferError", "map_status",
+    "UnknownConfirmationError", "UsbTransferError", "WrongSensorError", "map_status",
 ]
 
 
@@ -60,6 +60,10 @@ class SensorState(Enum):
     READY = "ready"
     BUSY = "busy"
     DISCONNECTED = "disconnected"
+    #: The sensor is absent and another device answers in its place: another USB
+    #: sensor model (``sensor.kind`` or the device is wrong), or a receipt printer
+    #: at the serial ``sensor.port`` (cables swapped).
+    WRONG_DEVICE = "wrong-device"
     FAULT = "fault"
 
 
@@ -80,7 +84,20 @@ class SensorError(Exception):
 
 
 class SensorDisconnected(SensorError):  # noqa: N818 - name fixed by the station API
-    """The device is gone (port vanished, USB ENODEV) and could not be reopened."""
+    """The device is gone (port vanished, USB ENODEV) and could not be reopened.
+
+    ``instead`` names what is plugged in its place and what to do, when a
+    plausible other device is there ("" otherwise); ``str()`` includes it.
+    """
+
+    def __init__(self, message: str = "", instead: str = "") -> None:
+        super().__init__(f"{message}; {instead}" if instead else message)
+        self.instead = instead
+
+
+class WrongSensorError(SensorDisconnected):
+    """The configured sensor is absent and another device answers in its place
+    (another USB sensor model, a receipt printer at the serial port)."""
 
 
 class SensorTimeoutError(SensorError):
@@ -156,6 +173,8 @@ def map_status(
     word (USB sensors pass 0), ``fault`` the error the query raised, if any. This
     is the only place where raw replies become a state.
     """
+    if isinstance(fault, WrongSensorError):
+        return SensorStatus(SensorState.WRONG_DEVICE, confirmation, str(fault))
     if isinstance(fault, SensorDisconnected):
         return SensorStatus(SensorState.DISCONNECTED, confirmation, str(fault))
     if isinstance(fault, SensorBusyError):

@@ -49,16 +49,19 @@ from agent.drivers.sensor.types import (
     SensorStatus,
     SensorTimeoutError,
     UsbTransferError,
+    WrongSensorError,
     map_status,
 )
 from agent.drivers.transport import (
     TransportUnavailableError,
     UsbDevice,
+    UsbDeviceMissingError,
     claim_usb_interface,
     find_usb,
     release_usb,
     usb_errno,
 )
+from agent.drivers.usb_ids import SENSOR_MODELS, UsbSeen, describe, plausible
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +340,8 @@ class UsbSensor:
     def _connect(self) -> UsbSensorDriver:
         try:
             dev = find_usb(self.model.vendor, self.model.product, self.backend)
+        except UsbDeviceMissingError as exc:
+            raise self._missing(exc.seen, str(exc)) from exc
         except TransportUnavailableError as exc:
             raise SensorDisconnected(str(exc)) from exc
         drv = self.driver_type(dev, self.timings)
@@ -346,6 +351,30 @@ class UsbSensor:
             drv.close()
             raise
         return drv
+
+    def _missing(self, seen: tuple[UsbSeen, ...], plain: str) -> SensorDisconnected:
+        """The sensor is not on the bus: name what is there instead and what to do.
+
+        Another fingerprint sensor is a wrong device (the configuration or the
+        delivery is wrong); a printer alone is the kiosk's own printer more
+        often than not, so the sensor is only missing, with the printer named.
+        """
+        m = self.model
+        expected = f"{m.name} {m.vendor:04x}:{m.product:04x} not found"
+        sensors = plausible(seen, "fingerprint-sensor")
+        if sensors:
+            other = sensors[0]
+            known = SENSOR_MODELS.get((other.vendor, other.product))
+            fix = (f'set sensor.kind to "{known[1]}" if it is the kiosk\'s sensor, else plug '
+                   f"the {m.name}" if known is not None
+                   else f"the agent has no driver for it: plug the {m.name}")
+            return WrongSensorError(expected, f"{describe(other)} is plugged instead: {fix}")
+        printers = plausible(seen, "printer")
+        if printers:
+            found = ", ".join(describe(p) for p in printers)
+            return SensorDisconnected(expected, f"only {found} on USB: plug the fingerprint "
+                                                "sensor (the agent waits for it)")
+        return SensorDisconnected(plain)
 
     @property
     def reconnects(self) -> int:
