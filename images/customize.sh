@@ -58,6 +58,21 @@ mkdir -p "$root/data" "$root/var/lib/systemd/timesync" "$root/media/usb"
 systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
     systemd-networkd.service systemd-timesyncd.service systemd-time-wait-sync.service
 
+# --- the read-only root: what the base system's services expect to find.
+# mmdebstrap copies the build host's /etc/hostname; every kiosk is "kesp"
+# (its identity is the device id in /etc/kesp, not the host name).
+printf 'kesp\n' > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tkesp\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+    > "$root/etc/hosts"
+# StateDirectory= of logind, rfkill and backlight: systemd cannot create them
+# on a read-only /var/lib at boot (logind then fails: no console logins).
+mkdir -p "$root/var/lib/systemd/linger" "$root/var/lib/systemd/rfkill" \
+    "$root/var/lib/systemd/backlight"
+# Package updates and dpkg backups cannot run on a read-only root (updates
+# come as a new image).
+systemctl --root="$root" disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+    2>/dev/null || true
+
 # --- Numba cache, compiled for the target CPU, kept read-only in the image;
 # first boot copies it onto the state partition. Numba keys a cache entry on
 # (LLVM triple, CPU name, CPU features): the unit's drop-in sets the same two

@@ -129,6 +129,10 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             c.ok("until test -e /data/.kesp-firstboot-done; do sleep 2; done", timeout=1800)
             timings["visit 1: power on to first boot done"] = time.monotonic() - t0
             assert c.ok("systemctl show -P Result kesp-firstboot.service") == "success"
+            # Every unit of the image starts on the read-only root.
+            c.ok("systemctl is-system-running --wait >/dev/null || true", timeout=1800)
+            failed = c.ok("systemctl list-units --failed --plain --no-legend")
+            assert failed == "", failed
             assert c.ok("findmnt -no OPTIONS /").split(",")[0] == "ro"
             assert c.ok("lsblk -no LABEL /dev/vda3") == "kesp-state"
             assert c.ok("findmnt -no SOURCE /data") == "/dev/vda3"

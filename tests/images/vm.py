@@ -187,7 +187,8 @@ class Console:
         t0 = time.monotonic()
         self._read_until(re.compile(r"root@[\w-]+:[^\n]*# ?$", re.M), timeout, poke=10.0)
         # A quiet shell: no echo, no prompt, so every answer is just the output.
-        self._sock.sendall(b"stty -echo; export PS1= PS2= TERM=dumb SYSTEMD_PAGER=cat\r")
+        self._sock.sendall(b"stty -echo; export PS1= PS2= TERM=dumb SYSTEMD_PAGER=cat; "
+                           b"bind 'set enable-bracketed-paste off'\r")
         self.run("true", timeout=120)
         return time.monotonic() - t0
 
@@ -196,7 +197,8 @@ class Console:
         self._n += 1
         n = self._n
         self._sock.sendall(f"echo KESP-BEGIN-{n}; {command}; echo KESP-RC-{n}=$?\r".encode())
-        self._read_until(re.compile(rf"^KESP-BEGIN-{n}\r?$", re.M), timeout)
+        # At line start, or after readline's bracketed-paste switch (before it is off).
+        self._read_until(re.compile(rf"(?:^|\x1b\[\?2004l)KESP-BEGIN-{n}\r?$", re.M), timeout)
         end = self._read_until(re.compile(rf"KESP-RC-{n}=(\d+)"), timeout)
         # _read_until consumed up to the match; the output is what came before it.
         return int(end.group(1)), self._last_output(end)
