@@ -2,6 +2,7 @@
 
     python -m benchmarks.fvc_minutiae OUT.txt            # one line per image
     python -m benchmarks.fvc_minutiae --stages OUT.txt   # + a digest of every stage
+    python -m benchmarks.fvc_minutiae --full OUT.txt     # all 320 images (the fuller set)
 
 Extracts each FVC2002 impression embedded in the repository (80 PNG images,
 ``hardware_sim/data/fvc2002``) the way the station extracts a probe
@@ -15,7 +16,10 @@ the files: any difference is a platform dependence of the extractor.
 
 ``--stages`` adds, per image, a short digest of every intermediate the
 pipeline records (``RecordingSink``), so the first stage whose output
-differs between two machines names the kernel to look at.
+differs between two machines names the kernel to look at. ``--full`` reads
+all eight impressions of every finger from the fuller copy of the set
+(``hardware_sim.reference_data.reference_data(full=True)``), as the
+extraction accuracy benchmark does.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from agent.match.codecs import to_iso2005
 from agent.match.extraction import RecordingSink, extract
 from agent.match.template import Template
 from hardware_sim.fingers import FVC_DPI, list_impressions, load_fvc
-from hardware_sim.reference_data import reference_data
+from hardware_sim.reference_data import ReferenceDataError, reference_data
 
 FVC = reference_data() / "fvc2002"  # impressions 2 and 3 of every finger are embedded
-USAGE = "usage: python -m benchmarks.fvc_minutiae [--stages] OUT.txt"
+USAGE = "usage: python -m benchmarks.fvc_minutiae [--stages] [--full] OUT.txt"
 
 
 def template_line(t: Template) -> str:
@@ -85,9 +89,9 @@ def minutiae(fvc: Path = FVC, *, stages: bool = False) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """Write the minutiae to the last argument."""
-    stages = argv[:1] == ["--stages"]
-    args = argv[1:] if stages else argv
-    if len(args) != 1 or args[0].startswith("-"):
+    flags = {a for a in argv if a.startswith("-")}
+    args = [a for a in argv if not a.startswith("-")]
+    if len(args) != 1 or not flags <= {"--stages", "--full"}:
         print(USAGE, file=sys.stderr)
         return 2
     out = Path(args[0])
@@ -95,8 +99,13 @@ def main(argv: list[str]) -> int:
         print(f"fvc_minutiae: no folder {out.parent} for {out}: create it or name another",
               file=sys.stderr)
         return 2
+    try:
+        fvc = reference_data(full="--full" in flags) / "fvc2002"
+    except ReferenceDataError as e:
+        print(f"fvc_minutiae: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    lines = minutiae(stages=stages)
+    lines = minutiae(fvc, stages="--stages" in flags)
     out.write_text("\n".join(lines) + "\n")
     total = sum(int(line.split(" n=", 1)[1].split(" ", 1)[0]) for line in lines)
     print(f"{len(lines)} images, {total} minutiae -> {out} "
