@@ -37,7 +37,8 @@ TABLES_FILE = Path(__file__).with_name("tables.json")
 #: Significant digits of the decimal computation; a double needs 17, the rest
 #: is margin for the last rounding (the test rebuilds at 60 and compares).
 PRECISION = 40
-_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
+#: pi to 75 digits (the decimal computations below, and agent/match/extraction/portable.py).
+PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
 #: |x| beyond which erf(x) rounds to +-1 in double precision (erfc(6) < 2.2e-17).
 _ERF_ONE = 6.0
 
@@ -68,9 +69,54 @@ def erf(x: float, precision: int = PRECISION) -> float:
             n += 1
             term = term * 2 * d2 / (2 * n + 1)
             total += term
-        value = 2 / _PI.sqrt() * (-d2).exp() * total
+        value = 2 / PI.sqrt() * (-d2).exp() * total
         ctx.prec = precision
         return float(+value)
+
+
+def atan_decimal(x: Decimal, precision: int = PRECISION) -> Decimal:
+    """atan(x) to ``precision`` significant digits, in decimal arithmetic.
+
+    |x| > 1 is folded by atan(x) = pi/2 - atan(1/x); two halvings
+    (atan(x) = 2 atan(x / (1 + sqrt(1 + x^2)))) bring x under tan(pi/16) before
+    the alternating series, whose terms then shrink by 25 at least.
+    """
+    with localcontext() as ctx:
+        ctx.prec = precision + 10
+        sign = -1 if x < 0 else 1
+        d = abs(x)
+        folded = d > 1
+        if folded:
+            d = 1 / d
+        for _ in range(2):
+            d = d / (1 + (1 + d * d).sqrt())
+        d2 = d * d
+        term = total = d
+        n = 0
+        stop = Decimal(10) ** -(precision + 5) * d
+        while abs(term) > stop:
+            n += 1
+            term = -term * d2
+            total += term / (2 * n + 1)
+        value = 4 * total
+        if folded:
+            value = PI / 2 - value
+        return +(sign * value)
+
+
+def atan2(y: float, x: float, precision: int = PRECISION) -> float:
+    """atan2(y, x) of finite doubles, correctly rounded to a double (atan2(0, 0) = 0)."""
+    if y == 0.0:
+        return math.copysign(math.pi if math.copysign(1.0, x) < 0 else 0.0, y)
+    if x == 0.0:
+        return math.copysign(math.pi / 2, y)
+    with localcontext() as ctx:
+        ctx.prec = precision + 10
+        a = atan_decimal(Decimal(y) / Decimal(x), precision + 5)
+        if x < 0:
+            a = a + PI if y > 0 else a - PI
+        ctx.prec = precision
+        return float(+a)
 
 
 def _apply(f: Callable[[float, int], float], v: NDArray[np.floating[Any]],

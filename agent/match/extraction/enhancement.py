@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from agent.match.extraction import parameters as prm
 from agent.match.extraction.frequency import RidgePeriod
 from agent.match.extraction.orientation import OrientationField
+from agent.match.extraction.portable import atan2, cos, cos_array, exp_array, sin
 from agent.match.extraction.resampling import _bilinear
 from agent.runtime.jit import njit
 
@@ -30,12 +31,14 @@ def gabor_bank() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     bank = np.empty((prm.GABOR_ANGLES, len(periods), 2 * r + 1, 2 * r + 1), np.float32)
     for ai in range(prm.GABOR_ANGLES):
         t = np.pi * ai / prm.GABOR_ANGLES
-        along = xx * np.cos(t) + yy * np.sin(t)
-        across = -xx * np.sin(t) + yy * np.cos(t)
+        ct = cos(t)
+        st = sin(t)
+        along = xx * ct + yy * st
+        across = -xx * st + yy * ct
         for pi, period in enumerate(periods):
             sa = prm.GABOR_SIGMA_ACROSS * period
-            env = np.exp(-0.5 * ((across / sa) ** 2 + (along / prm.GABOR_SIGMA_ALONG) ** 2))
-            g = env * np.cos(2 * np.pi * across / period)
+            env = exp_array(-0.5 * ((across / sa) ** 2 + (along / prm.GABOR_SIGMA_ALONG) ** 2))
+            g = env * cos_array(2 * np.pi * across / period)
             g -= env * (g.sum() / env.sum())
             bank[ai, pi] = g / np.abs(g).sum()
     return bank, periods.astype(np.float32)
@@ -62,7 +65,7 @@ def _gabor_filter(
             if not mask[y, x]:
                 out[y, x] = 0.0
                 continue
-            t = 0.5 * np.arctan2(sin2[y, x], cos2[y, x])
+            t = 0.5 * np.float32(atan2(sin2[y, x], cos2[y, x]))
             if t < 0.0:
                 t += np.pi
             ai = int(t / np.pi * na + 0.5) % na

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from agent.match.extraction import parameters as prm
 from agent.match.extraction.orientation import OrientationField, gaussian_blocks
+from agent.match.extraction.portable import cos, sin
 from agent.runtime.jit import njit
 
 
@@ -51,8 +52,8 @@ def _x_signature_periods(
             cy = by * block + block / 2.0 - 0.5
             cx = bx * block + block / 2.0 - 0.5
             t = angle[by, bx]
-            dx = np.cos(t)
-            dy = np.sin(t)
+            dx = np.float32(cos(t))
+            dy = np.float32(sin(t))
             # Normal to the ridges.
             nx = -dy
             ny = dx

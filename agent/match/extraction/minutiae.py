@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match.extraction import parameters as prm
+from agent.match.extraction.portable import atan2_grid
 from agent.match.template import MinutiaType
 from agent.runtime.jit import njit
 
@@ -170,9 +171,13 @@ def _detect(
     max_steps: int,
     out: NDArray[np.int64],
     angles: NDArray[np.float64],
+    directions: NDArray[np.float64],
 ) -> int:
     # out rows: y, x, kind, stop_reason, stop_steps, stop_y, stop_x.
+    # directions[dy + r, dx + r] is atan2(dy, dx) for |dy|, |dx| <= r = max_steps
+    # (a traced pixel is at most that far from where the trace began).
     h, w = skel.shape
+    r = (directions.shape[0] - 1) // 2
     ring = np.zeros(8, np.bool_)
     path_y = np.zeros(max_steps + 1, np.int64)
     path_x = np.zeros(max_steps + 1, np.int64)
@@ -198,7 +203,7 @@ def _detect(
                 steps, reason = _trace(skel, y, x, fy, fx, max_steps, path_y, path_x, ring)
                 j = min(trace_steps, steps) - 1
                 # Direction: from the traced point back to the ending.
-                ang = np.arctan2(y - path_y[j], x - path_x[j])
+                ang = directions[y - path_y[j] + r, x - path_x[j] + r]
                 if n >= cap:
                     return n
                 out[n, 0] = y
@@ -254,7 +259,7 @@ def _detect(
                         skel, y, x, first_y[b], first_x[b], max_steps, path_y, path_x, ring
                     )
                     j = min(trace_steps, steps) - 1
-                    a = np.arctan2(path_y[j] - y, path_x[j] - x)
+                    a = directions[path_y[j] - y + r, path_x[j] - x + r]
                     if b == 0:
                         b_ang0 = a
                     elif b == 1:
@@ -296,7 +301,7 @@ def detect(skeleton: NDArray[np.bool_], mask: NDArray[np.bool_]) -> Candidates:
     out = np.zeros((cap, 7), np.int64)
     angles = np.zeros(cap, np.float64)
     max_steps = max(prm.TRACE_STEPS, prm.SPUR_LENGTH, prm.SHORT_RIDGE_LENGTH)
-    n = _detect(skeleton, mask, prm.TRACE_STEPS, max_steps, out, angles)
+    n = _detect(skeleton, mask, prm.TRACE_STEPS, max_steps, out, angles, atan2_grid(max_steps))
     kind = np.where(out[:n, 2] == 1, MinutiaType.RIDGE_ENDING, MinutiaType.BIFURCATION)
     return Candidates(
         x=out[:n, 1].copy(),

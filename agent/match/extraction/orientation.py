@@ -8,12 +8,15 @@ neighbouring blocks. Angles are ridge directions in image coordinates
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.match import exact
 from agent.match.extraction import parameters as prm
+from agent.match.extraction import portable
 from agent.match.extraction.filters import block_window_sum
 
 
@@ -43,9 +46,9 @@ class OrientationField:
 
     def vectors(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Doubled-angle unit vectors (cos 2t, sin 2t), for interpolation."""
-        return np.cos(2 * self.angle).astype(np.float32), np.sin(2 * self.angle).astype(
-            np.float32
-        )
+        doubled = 2 * self.angle
+        return (portable.cos_array(doubled).astype(np.float32),
+                portable.sin_array(doubled).astype(np.float32))
 
 
 def gradients(norm: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -67,11 +70,20 @@ def block_tensors(norm: NDArray[np.float32]) -> BlockTensors:
     return BlockTensors(a=gxx - gyy, b=2 * gxy, e=gxx + gyy)
 
 
+@functools.cache
+def _gaussian_taps(sigma: float) -> NDArray[np.float64]:
+    """Normalised Gaussian taps over +-2.5 sigma, correctly rounded (the same everywhere)."""
+    r = max(1, int(np.ceil(2.5 * sigma)))
+    k = np.array([exact.exp(float(v)) for v in -0.5 * (np.arange(-r, r + 1) / sigma) ** 2])
+    k /= k.sum()
+    k.setflags(write=False)
+    return k
+
+
 def gaussian_blocks(values: NDArray[np.floating], sigma: float) -> NDArray[np.float32]:
     """Separable Gaussian smoothing of a block map (edges replicated)."""
-    r = max(1, int(np.ceil(2.5 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
+    k = _gaussian_taps(float(sigma))
+    r = len(k) // 2
     p = np.pad(values.astype(np.float64), r, mode="edge")
     rows = sum(k[i] * p[:, i : i + values.shape[1]] for i in range(2 * r + 1))
     out = sum(k[i] * rows[i : i + values.shape[0], :] for i in range(2 * r + 1))
@@ -96,5 +108,6 @@ def orientation_field(tensors: BlockTensors, mask: NDArray[np.bool_]) -> Orienta
     coherence = np.sqrt(ua**2 + ub**2) / np.maximum(ww, 1e-6)
     coherence = np.where(mask, np.clip(coherence, 0.0, 1.0), 0.0).astype(np.float32)
     # Gradient direction is 0.5*atan2(b, a); ridges run perpendicular to it.
-    angle = np.mod(0.5 * np.arctan2(ub, ua) + np.pi / 2, np.pi).astype(np.float32)
+    atan = portable.atan2_array(ub, ua).astype(np.float32)
+    angle = np.mod(0.5 * atan + np.pi / 2, np.pi).astype(np.float32)
     return OrientationField(angle=angle, coherence=coherence, block=prm.BLOCK)

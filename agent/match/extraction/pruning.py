@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.match.extraction import parameters as prm
+from agent.match.extraction import portable
 from agent.match.extraction.minutiae import STOP_BRANCH, STOP_ENDING, Candidates
 from agent.match.template import MinutiaType
 from agent.runtime.jit import njit
@@ -72,12 +73,15 @@ def break_rule(c: Candidates) -> NDArray[np.bool_]:
     a = c.angle[idx]
     dx = x[None, :] - x[:, None]
     dy = y[None, :] - y[:, None]
-    d = np.hypot(dx, dy)
-    cos_tol = np.cos(prm.BREAK_ANGLE)
+    # Whole pixels: the sum of squares is exact and sqrt correctly rounded.
+    d = np.sqrt(dx * dx + dy * dy)
+    cos_tol = portable.cos(prm.BREAK_ANGLE)
+    ca = portable.cos_array(a)[:, None]
+    sa = portable.sin_array(a)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         # Anti-parallel directions, and ending i pointing at ending j.
-        facing = (np.cos(a[:, None]) * dx + np.sin(a[:, None]) * dy) / d >= cos_tol * 0.7
-    anti = np.cos(a[:, None] - a[None, :]) <= -cos_tol
+        facing = (ca * dx + sa * dy) / d >= cos_tol * 0.7
+    anti = portable.cos_array(a[:, None] - a[None, :]) <= -cos_tol
     pair = (d > 0) & (d <= prm.BREAK_DISTANCE) & anti & facing & facing.T
     keep[idx[pair.any(axis=1)]] = False
     return keep
