@@ -197,8 +197,9 @@ class Console:
         self._n += 1
         n = self._n
         self._sock.sendall(f"echo KESP-BEGIN-{n}; {command}; echo KESP-RC-{n}=$?\r".encode())
-        # At line start, or after readline's bracketed-paste switch (before it is off).
-        self._read_until(re.compile(rf"(?:^|\x1b\[\?2004l)KESP-BEGIN-{n}\r?$", re.M), timeout)
+        # At a line's end (the typed command, were it echoed, has a ";" after it;
+        # readline's escapes may come before it).
+        self._read_until(re.compile(rf"KESP-BEGIN-{n}\r?$", re.M), timeout)
         end = self._read_until(re.compile(rf"KESP-RC-{n}=(\d+)"), timeout)
         # _read_until consumed up to the match; the output is what came before it.
         return int(end.group(1)), self._last_output(end)
