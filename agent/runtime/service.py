@@ -67,7 +67,7 @@ from agent.roll.installed import RollError, load_cec_key, load_roll
 from agent.runtime import sdnotify
 from agent.runtime.config import AgentConfig, ConfigError, load_config
 from agent.runtime.control import ControlServer
-from agent.runtime.durable import make_dirs, remove_stale_temp_files
+from agent.runtime.durable import is_disk_full, make_dirs, remove_stale_temp_files
 from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
@@ -76,7 +76,7 @@ from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_rol
 from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
-from agent.station.storage import StorageGuard
+from agent.station.storage import StorageGuard, disk_full_line, free_bytes
 from agent.telemetry import Telemetry
 from agent.telemetry.health import clock_sync_state
 
@@ -141,7 +141,7 @@ class Agent:
         if refusal is not None:
             raise RollError(f"{refusal}: a rolled-back or swapped roll is refused; reinstall the "
                             "roll package the commission opened with")
-        self.roll.persist_cache(state, self.keys)
+        self.roll.persist_cache(state, self.keys, keep_free=parameters.MIN_FREE_BYTES)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
         clean = self.audit.previous_close_clean or self.audit.head_seq == 0
         self.marks = MarkStore(
@@ -330,6 +330,8 @@ class Agent:
                if "document_reader" in devices else {}),
             "device_problems": [d["detail"] for d in devices.values() if d["detail"]],
             "phase": self.lifecycle.phase.value,
+            # a full state disk stops identification (storage.py): ops must hear it
+            "storage": self.station.status_storage(),
             "roll_version": self.roll.roll.roll_version,
             "roll_hash": self.roll.package_hash,
             "software_version": __version__,
@@ -373,8 +375,19 @@ class Agent:
         self.control.stop()
         if self.peers is not None:
             self.peers.stop()
-        self.journal.record(EventId.AGENT_STOPPED, stop_reason=reason, exit_code=code)
-        self.audit.close()
+        # On a full disk the log stays whole without these two: the next start sees an
+        # unclean stop, as after a power cut.
+        for what, write in (("agent-stopped", partial(
+                                self.journal.record, EventId.AGENT_STOPPED,
+                                stop_reason=reason, exit_code=code)),
+                            ("the final audit checkpoint", self.audit.close)):
+            try:
+                write()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.error("%s: %s not written", disk_full_line(
+                    self.cfg.state_path, free_bytes(self.cfg.state_path)), what)
         self.telemetry.flush(parameters.SHUTDOWN_FLUSH_S)
         self.telemetry.stop(graceful=True)
         if self._reader_thread is not None:
@@ -430,14 +443,34 @@ def _verify_key(hex_key: str) -> VerifyKey:
     return VerifyKey(bytes.fromhex(hex_key))
 
 
+def _start_failed_disk_full(state: Path, exc: BaseException) -> int:
+    """One line for a start-up that a full disk stopped; exit 1, so that systemd starts
+    the agent again (every store rolled back what it could not write: nothing is half
+    written, and the next start finishes what this one began)."""
+    print(f"kesp-agent: {disk_full_line(state, free_bytes(state), detail=f' ({exc})')}; "
+          "the agent cannot start: free space (delete old logs or exports already "
+          "collected), systemd starts it again", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def run(config_path: str) -> int:
     """Start the agent from a configuration file; returns the exit code."""
     try:
         cfg = load_config(config_path)
-        agent = Agent(cfg)
-    except (ConfigError, KeyFileError, RollError) as exc:
+    except ConfigError as exc:
         print(f"kesp-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        agent = Agent(cfg)
+    except (KeyFileError, RollError) as exc:
+        if is_disk_full(exc):
+            return _start_failed_disk_full(cfg.state_path, exc)
+        print(f"kesp-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        return _start_failed_disk_full(cfg.state_path, exc)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()

@@ -8,11 +8,16 @@ derived from the mark store and the ledger, never counted separately.
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
 from agent.audit.event_ids import EventId
 from agent.audit.log import AuditEntry, AuditLog
+from agent.runtime.durable import is_disk_full
+
+log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
@@ -30,11 +35,23 @@ class AuditJournal:
         self._audit = audit
         self._telemetry = telemetry
         self._seen: set[tuple[EventId, str]] | None = None
+        self._unsent: deque[AuditEntry] = deque()
+        """Durable entries whose telemetry copy a full disk refused, oldest first."""
         if telemetry is not None:
             # Every durable entry, including the checkpoints the log writes by
-            # itself, so ops can verify the whole chain from telemetry alone.
+            # itself, so ops can verify the whole chain from telemetry alone. One
+            # that a full outbox refused goes first with the next (ops waits at a gap
+            # in the chain until it arrives).
             def forward(entry: AuditEntry) -> None:
-                telemetry.emit("event", entry.to_payload())
+                self._unsent.append(entry)
+                while self._unsent:
+                    try:
+                        telemetry.emit("event", self._unsent[0].to_payload())
+                    except Exception as exc:
+                        if not is_disk_full(exc):
+                            self._unsent.popleft()  # it can never be sent: not retried
+                        raise
+                    self._unsent.popleft()
 
             audit.subscribe(forward)
 
@@ -58,9 +75,19 @@ class AuditJournal:
             self._index().add((event, str(fields["slip_serial"])))
 
     def turnout(self, counts: Mapping[str, object]) -> None:
-        """Queue a cumulative turnout message."""
-        if self._telemetry is not None:
+        """Queue a cumulative turnout message.
+
+        One that a full disk refuses is dropped, not raised: turnout is cumulative,
+        so the next message carries it, and the voter's slip must not wait for it.
+        """
+        if self._telemetry is None:
+            return
+        try:
             self._telemetry.emit("turnout", counts)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("turnout not queued for telemetry (disk full): the next one carries it")
 
     @property
     def head_hash(self) -> str:

@@ -1,0 +1,58 @@
+"""The state disk fills at a chosen write of a voter's turn or of a start-up
+(hardware_sim/diskfull.py on the FUSE filesystem of hardware_sim/powerfs.py).
+
+The default suite fills it at the write sites that decide what the voter gets:
+the turn's first audit entry, the mark, the ledger just after the mark (the
+slip not yet printable), the ledger just before and just after the paper, the
+telemetry outbox, and a start-up's audit log and ledger. The slow test sweeps
+every growing write of a whole turn and a whole start-up. Where /dev/fuse is
+missing these tests FAIL and say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hardware_sim.diskfull import DiskFullReport, Target, run_disk_full, summary
+
+# Growing writes of one ledger commit on the FUSE disk (WAL frame headers and pages):
+# allocate 6, then 2 for each state change. An identified voter's slip is allocated,
+# made pending after the mark, begun before the paper and recorded printed after it.
+_AFTER_MARK, _BEFORE_PAPER, _AFTER_PAPER = 6, 8, 10
+
+SITES = (
+    Target("turn", 0, "audit.sqlite", "first-time"),   # identification-started: nothing begun
+    Target("turn", 0, "marks.sqlite", "first-time"),   # the mark: serial allocated, no mark
+    Target("turn", _AFTER_MARK, "ledger.sqlite", "first-time"),  # marked, slip not pending
+    Target("turn", _BEFORE_PAPER, "ledger.sqlite", "first-time"),  # pending, not sent
+    Target("turn", _AFTER_PAPER, "ledger.sqlite", "first-time"),  # paper out, not recorded
+    Target("turn", 0, "outbox.sqlite", "repeat"),      # telemetry full: the refusal slip
+    Target("start-up", 0, "audit.sqlite"),             # agent-started cannot be written
+    Target("start-up", 0, "outbox.sqlite"),            # telemetry's boot counter
+)
+
+
+def _assert_ok(report: DiskFullReport) -> None:
+    assert report.ok, summary(report) + "\n" + "\n".join(report.problems)
+
+
+def test_full_disk_at_each_write_site_of_a_turn_and_a_start_up(ref_data: Path,
+                                                               tmp_path: Path) -> None:
+    report = run_disk_full(ref_data, tmp_path / "df", targets=SITES, integrity_every=0)
+    _assert_ok(report)
+    assert sum(report.trials.values()) == len(SITES)
+    # the sites fall inside the turn: most stop identification, none gets past unseen
+    assert report.while_full["fault"] >= 5, summary(report)
+    assert report.restarts >= 1  # the day's end restarts the agent and checks the stores
+
+
+@pytest.mark.slow
+def test_full_disk_at_every_growing_write_of_a_turn_and_a_start_up(ref_data: Path,
+                                                                  tmp_path: Path) -> None:
+    report = run_disk_full(ref_data, tmp_path / "df")
+    _assert_ok(report)
+    for phase in ("turn", "start-up"):
+        assert report.grows[phase] >= 10, summary(report)
+        assert report.trials[phase] == report.grows[phase] + 1, summary(report)
