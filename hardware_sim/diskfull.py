@@ -61,9 +61,11 @@ from hardware_sim.rig import (
 )
 from hardware_sim.rig import slip_list_number as list_number
 from hardware_sim.voters import N_REAL
+from ops.audit_watch import AuditWatch
 from ops.service import OpsService
 
 PHASES = ("turn", "start-up")
+"""What the sweep covers (a ``restart`` target is a chosen site only)."""
 VISITORS = ("first-time", "first-time", "repeat", "first-time", "stranger")
 """The visitor of each turn trial, in turn: identified, refused and not identified
 turns write differently."""
@@ -216,6 +218,37 @@ class _Day(DayOnPowerFs):
         self.check(f"{where}, space freed")
         self.report.trials["turn"] += 1
 
+    def restart_trial(self, n: int, pattern: str = "*") -> None:
+        """The disk fills at the ``n``-th growing write while the operator pauses and
+        resumes the station, then the kiosk is restarted before there is room."""
+        self.trial_no += 1
+        where = f"restart N={n}{_of(pattern)}"
+        self.fs.enospc(n, pattern)
+        for command in ("pause", "resume"):
+            try:
+                self.kiosk.command(command)
+            except ControlError as exc:
+                if exc.code not in ("disk-full", "phase"):
+                    self.report.problems.append(f"{where}: {command} refused with "
+                                                f"{exc.code}: {exc}")
+        code = self.kiosk.stop_agent()
+        if code != 0:
+            self.report.problems.append(f"{where}: SIGTERM on a full disk: exit {code}")
+        self.report.while_full["stopped"] += 1
+        self.rig.say(f"{where}: stopped while full")
+        self.check(f"{where}, disk full", full=None)
+        self.fs.enospc(None)
+        self.kiosk.start_agent()
+        self.report.restarts += 1
+        if self.kiosk.command("status").get("phase") == "paused":
+            self.kiosk.command("resume")
+        self._recovered(where)
+        self._settled(where)
+        self.visit_fresh(f"{where}, next voter")
+        self._settled(where)
+        self.check(f"{where}, space freed")
+        self.report.trials["restart"] += 1
+
     def startup_trial(self, n: int, pattern: str = "*") -> None:
         """The disk fills at the ``n``-th growing write (of a path containing ``pattern``)
         of a start-up."""
@@ -349,12 +382,42 @@ class _Day(DayOnPowerFs):
         self.check(f"{when}, restarted")
 
     def close(self) -> None:
-        """Close the station; every store, the paper and central ops must agree."""
+        """Close the station; every store, the paper and central ops must agree, and ops
+        must hold the kiosk's whole audit chain (an entry a full outbox refused too)."""
         before = len(self.rig.printer.documents)
         self.kiosk.command("close")
         self.rig.printer.wait_for_documents(before + 1, timeout=60)
         self.integrity(f"day {self.report.days} closed")
         self.check(f"day {self.report.days} closed", ops=self.rig.ops)
+        if self.rig.ops is not None:
+            self._ops_chain(self.rig.ops)
+
+    def _ops_chain(self, ops: OpsService) -> None:
+        audit = self.kiosk.state / "audit.sqlite"
+        device = self.kiosk.device
+        watch = AuditWatch()
+        heads = [0, 0]
+
+        def whole() -> bool:
+            con = sqlite3.connect(f"file:{audit}?mode=ro", uri=True)
+            try:
+                heads[0] = int(con.execute("SELECT MAX(seq) FROM audit").fetchone()[0])
+            finally:
+                con.close()
+            for n, payload in ops.store.events_after(device, watch.watermarks().get(
+                    device, (0, 0))[0], 10_000):
+                watch.feed(device, n, payload, ops.verifier.registry)
+            heads[1] = watch.checked_through(device)
+            return heads[1] >= heads[0]
+
+        try:
+            wait_until(whole, 30, "ops to hold the kiosk's whole audit chain")
+        except RigError:
+            problem = watch.facts.get(device)
+            self.report.problems.append(
+                f"day {self.report.days}: ops checked the audit chain through seq {heads[1]} "
+                f"of {heads[0]}" + (f" ({problem.audit_problem})" if problem and
+                                    problem.audit_problem else " (a gap)"))
 
 
 def _of(pattern: str) -> str:
@@ -364,9 +427,10 @@ def _of(pattern: str) -> str:
 @dataclass(frozen=True)
 class Target:
     """One trial: the disk fills at the ``n``-th growing write (0: the first) of a path
-    containing ``pattern`` (``*``: any file) in ``phase`` (turn or start-up); a turn's
-    visitor is ``visitor`` (first-time, repeat, stranger) or the next in
-    :data:`VISITORS`."""
+    containing ``pattern`` (``*``: any file) in ``phase``: ``turn``, ``start-up``, or
+    ``restart`` (the operator pauses and resumes, then the kiosk restarts, all before
+    the space is freed); a turn's visitor is ``visitor`` (first-time, repeat,
+    stranger) or the next in :data:`VISITORS`."""
 
     phase: str
     n: int
@@ -403,13 +467,18 @@ def run_disk_full(data: Path, out: Path, *, phases: Sequence[str] = PHASES, stri
                     report.swept[phase] = values
                     plan += [Target(phase, n) for n in values]
             for t in plan[done:done + per_day]:
+                seen = len(report.problems)
                 if t.phase == "turn":
                     day.turn_trial(t.n, t.pattern, t.visitor)
+                elif t.phase == "restart":
+                    day.restart_trial(t.n, t.pattern)
                 else:
                     day.startup_trial(t.n, t.pattern)
                 done += 1
                 if integrity_every and done % integrity_every == 0:
                     day.integrity(f"after trial {done}")
+                for problem in report.problems[seen:]:
+                    day.rig.say(f"  BROKEN: {problem}")
                 if stop_on_problem and report.problems:
                     return report
             day.close()

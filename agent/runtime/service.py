@@ -165,6 +165,10 @@ class Agent:
         self.printer = open_printer(cfg.printer)
         self.telemetry = Telemetry(cfg, self.keys, health=self.health)
         self.journal = AuditJournal(self.audit, self.telemetry)
+        requeued = self.journal.requeue_unsent(self.telemetry.outbox.newest_payload("event"))
+        if requeued:
+            log.warning("%d audit entries a full disk kept from telemetry are queued now",
+                        requeued)
         # A device coming or going reaches ops in the next health sample, not a minute later.
         self.audit.subscribe(lambda entry: self.telemetry.health_soon()
                              if entry.event in _DEVICE_EVENTS else None)

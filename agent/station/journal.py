@@ -8,6 +8,7 @@ derived from the mark store and the ledger, never counted separately.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -54,6 +55,24 @@ class AuditJournal:
                     self._unsent.popleft()
 
             audit.subscribe(forward)
+
+    def requeue_unsent(self, newest_sent: bytes | None) -> int:
+        """At start-up: the audit entries after ``newest_sent`` (the newest event payload
+        telemetry holds) go to telemetry with the next entry, in order; returns how many.
+
+        They exist when a full disk refused their copies and the agent stopped before
+        it could queue them again. Nothing is resent when telemetry holds no event at
+        all (a new or replaced outbox): ops asks for what it misses.
+        """
+        if self._telemetry is None or newest_sent is None:
+            return 0
+        try:
+            seq = int(json.loads(newest_sent)["seq"])
+        except (ValueError, KeyError, TypeError):
+            return 0
+        missing = list(self._audit.entries(since=seq))
+        self._unsent.extend(missing)
+        return len(missing)
 
     def _index(self) -> set[tuple[EventId, str]]:
         if self._seen is None:

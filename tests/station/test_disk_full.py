@@ -90,3 +90,25 @@ def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
         log = (rig.kiosk.dir / "agent.log").read_text()
         assert log.count("disk full under") >= 1
         assert "Traceback" not in log
+
+
+def test_a_store_opened_on_a_full_disk_is_a_full_disk(tmp_path: Path) -> None:
+    """SQLite says "disk I/O error" (SQLITE_IOERR_SHMOPEN), not "disk full", when it
+    cannot create a store's WAL index: the agent must still know the disk is full."""
+    from agent.runtime.durable import is_disk_full
+    from agent.station.ledger import Ledger, LedgerError
+
+    PowerFs.check_available()
+    with PowerFs(tmp_path / "disk", tmp_path / "state") as fs:
+        Ledger(tmp_path / "state" / "ledger.sqlite", "s-1", "k").close()
+        fs.enospc(0)
+        try:
+            Ledger(tmp_path / "state" / "ledger.sqlite", "s-1", "k")
+        except Exception as exc:  # which exception it is, is what is checked
+            assert is_disk_full(exc), repr(exc)
+            assert not isinstance(exc, LedgerError)
+        else:
+            raise AssertionError("the ledger opened on a full disk")
+        fs.enospc(None)
+        Ledger(tmp_path / "state" / "ledger.sqlite", "s-1", "k").close()
+    assert not is_disk_full(OSError(5, "Input/output error"))

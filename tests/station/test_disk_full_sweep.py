@@ -30,7 +30,9 @@ SITES = (
     Target("turn", _AFTER_PAPER, "ledger.sqlite", "first-time"),  # paper out, not recorded
     Target("turn", 0, "outbox.sqlite", "repeat"),      # telemetry full: the refusal slip
     Target("start-up", 0, "audit.sqlite"),             # agent-started cannot be written
-    Target("start-up", 0, "outbox.sqlite"),            # telemetry's boot counter
+    Target("start-up", 0, "outbox.sqlite"),            # the outbox cannot be opened
+    # the outbox refuses the audit entry of 'pause', the kiosk restarts still full
+    Target("restart", 0, "outbox.sqlite"),
 )
 
 
