@@ -9,11 +9,19 @@
 #
 #   images/build-sdcard.sh ROOTFS_DIR OUTPUT.img
 #
-# Layout: p1 KESP-BOOT (FAT32, 256 MiB, /boot/firmware: Pi firmware, kernel,
-# config.txt, cmdline.txt), p2 kesp-root (ext4, mounted read-only). The state
+# Layout (GPT): p1 KESP-BOOT (FAT32, 256 MiB, "Microsoft basic data", the
+# Pi's /boot/firmware: firmware, kernel, config.txt, cmdline.txt), p2
+# kesp-root (ext4, "Linux root (ARM-64)", mounted read-only). The state
 # partition p3 (kesp-state) is appended on the card by the first boot
 # (systemd-repart, images/files/repart.d), so the image stays small and the
 # partition fills whatever card is used.
+#
+# Why GPT and not MBR: systemd-repart only edits GPT disks (on an MBR card it
+# says "has no GPT disk label, not repartitioning" and exits 77, and the
+# first boot would never create the state partition); it also moves GPT's
+# backup header to the end of a card larger than the image. The Pi 4 and Pi 5
+# boot loaders (EEPROM 2020-05-26 and later) boot from GPT when the boot
+# partition is FAT with the basic-data (or EFI) type. A Pi 3 would need MBR.
 #
 # Needs: sfdisk (fdisk), mkfs.vfat (dosfstools), mcopy (mtools), mke2fs >= 1.43.
 set -eu
@@ -44,15 +52,16 @@ truncate -s "${root_mib}M" "$work/root.img"
 mke2fs -q -t ext4 -L kesp-root -U 4b455350-0000-4000-8000-726f6f746673 \
     -E hash_seed=4b455350-0000-4000-8000-000000000000 -d "$rootfs" "$work/root.img"
 
-# The card: MBR (the Pi boot ROM reads it), boot then root.
-total=$(( 4 + boot_mib + root_mib ))
+# The card: GPT with fixed disk and partition ids, boot then root. The 1 MiB
+# tail holds GPT's backup header.
+total=$(( 4 + boot_mib + root_mib + 1 ))
 truncate -s 0 "$out"
 truncate -s "${total}M" "$out"
 sfdisk --quiet "$out" <<TABLE
-label: dos
-label-id: 0x4b455350
-start=4MiB, size=${boot_mib}MiB, type=c, bootable
-start=$(( 4 + boot_mib ))MiB, size=${root_mib}MiB, type=83
+label: gpt
+label-id: 4B455350-0000-4000-8000-6469736B0000
+start=4MiB, size=${boot_mib}MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, uuid=4B455350-0000-4000-8000-626F6F740000, name=KESP-BOOT
+start=$(( 4 + boot_mib ))MiB, size=${root_mib}MiB, type=B921B045-1DF0-41C3-AF44-4C6F280D3FAE, uuid=4B455350-0000-4000-8000-726F6F740000, name=kesp-root
 TABLE
 dd if="$work/boot.img" of="$out" bs=1M seek=4 conv=notrunc status=none
 dd if="$work/root.img" of="$out" bs=1M seek=$(( 4 + boot_mib )) conv=notrunc status=none

@@ -53,7 +53,8 @@ install -m 0644 "$files/fstab" "$root/etc/fstab"
 install -m 0644 "$files/issue" "$root/etc/issue"
 chroot "$root" systemd-sysusers
 chroot "$root" systemd-tmpfiles --create /usr/lib/tmpfiles.d/kesp.conf
-mkdir -p "$root/data" "$root/var/lib/systemd/timesync"
+# Mount points on the read-only root: the state partition and the stick.
+mkdir -p "$root/data" "$root/var/lib/systemd/timesync" "$root/media/usb"
 systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
     systemd-networkd.service systemd-timesyncd.service systemd-time-wait-sync.service
 

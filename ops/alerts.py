@@ -1,18 +1,26 @@
 """Kiosk status and open alerts, derived from the telemetry kiosks already send.
 
-One pure function per question, shared by the dashboard, the per-kiosk
-Prometheus series and their alert rules, so all three agree:
+The one source of kiosk status and alerts: the dashboard, the per-kiosk
+Prometheus series and their alert rules, and the terminal ``kesp-ops watch``
+all render what these pure functions return (through :func:`ops.board.build_board`),
+so they cannot disagree about a kiosk:
 
-* :func:`kiosk_status`: online / silent / offline from the session and last-seen;
+* :func:`kiosk_status`: online / silent / offline / never_reported from the
+  session and last-seen;
+* :func:`never_reported`: registered kiosks ops has never heard from;
 * :func:`device_alerts`: what needs a human at one kiosk, from its last health
   sample, its clock skew, its lost records and the integrity facts that the
-  audit-chain watch (:mod:`ops.audit_watch`) collects from its events.
+  audit-chain watch (:mod:`ops.audit_watch`) collects from its events;
+* :func:`all_alerts`: every kiosk's, the never-reported ones included.
+
+Thresholds are in :mod:`ops.parameters` only (``BoardTuning``, ``OpsTuning``).
 
 Sources, per alert kind (``docs/OPS.md`` lists what kiosks do not send yet):
 
 ==================  ==========================================================
 ``offline``         session ended (death) or nothing heard for ``offline_after_s``
 ``silent``          session open but nothing heard for ``silent_after_s``
+``never_reported``  registered (active) in the device registry, nothing ever received
 ``paper_out``       health ``app.printer`` = ``paper-out``
 ``paper_low``       health ``app.printer`` = ``paper-near-end``
 ``cover_open``      health ``app.printer`` = ``cover-open``
@@ -42,15 +50,23 @@ from enum import Enum
 from typing import Any
 
 from ops.parameters import BoardTuning, OpsTuning
+from ops.registry import DeviceRecord, Registry
 from ops.store import DeviceState
 
 
 class KioskStatus(Enum):
-    """Whether a kiosk is reporting."""
+    """Whether a kiosk is reporting (a Prometheus label value and a dashboard word)."""
 
     ONLINE = "online"
+    """Session open and heard within ``BoardTuning.silent_after_s``."""
     SILENT = "silent"
+    """Session open, but nothing heard for ``silent_after_s`` (a hung kiosk, a dead link
+    whose will the broker has not published yet)."""
     OFFLINE = "offline"
+    """Session ended (death) or nothing heard for ``offline_after_s``."""
+    NEVER_REPORTED = "never_reported"
+    """Registered, but ops never received anything from it (not yet powered on,
+    initialised or connected). Not *silent*: a silent kiosk did report once."""
 
 
 class AlertKind(Enum):
@@ -58,6 +74,7 @@ class AlertKind(Enum):
 
     OFFLINE = "offline"
     SILENT = "silent"
+    NEVER_REPORTED = "never_reported"
     PAPER_OUT = "paper_out"
     PAPER_LOW = "paper_low"
     COVER_OPEN = "cover_open"
@@ -78,9 +95,9 @@ class AlertKind(Enum):
 
 
 SEVERE = frozenset({
-    AlertKind.OFFLINE, AlertKind.PAPER_OUT, AlertKind.COVER_OPEN, AlertKind.PRINTER_MISSING,
-    AlertKind.PRINTER_ERROR, AlertKind.SENSOR_MISSING, AlertKind.SENSOR_FAULT,
-    AlertKind.PEER_CONFLICT, AlertKind.ROGUE_MARK, AlertKind.ROLL_REFUSED,
+    AlertKind.OFFLINE, AlertKind.NEVER_REPORTED, AlertKind.PAPER_OUT, AlertKind.COVER_OPEN,
+    AlertKind.PRINTER_MISSING, AlertKind.PRINTER_ERROR, AlertKind.SENSOR_MISSING,
+    AlertKind.SENSOR_FAULT, AlertKind.PEER_CONFLICT, AlertKind.ROGUE_MARK, AlertKind.ROLL_REFUSED,
     AlertKind.AUDIT_BROKEN,
 })
 """Kinds that stop or endanger identification at the station (shown first, in red)."""
@@ -142,8 +159,11 @@ class IntegrityFacts:
         return len(self.rogue_events)
 
 
-def kiosk_status(d: DeviceState, now_ms: int, board: BoardTuning) -> KioskStatus:
-    """Online, silent or offline, from the session state and the time since last heard."""
+def kiosk_status(d: DeviceState | None, now_ms: int, board: BoardTuning) -> KioskStatus:
+    """Online, silent or offline, from the session state and the time since last heard;
+    ``never_reported`` for a registered kiosk without a state (``d`` None)."""
+    if d is None:
+        return KioskStatus.NEVER_REPORTED
     quiet_s = (now_ms - d.last_seen_ms) / 1000
     if not d.online or quiet_s >= board.offline_after_s:
         return KioskStatus.OFFLINE
@@ -165,6 +185,20 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def never_reported(registry: Registry, devices: Sequence[DeviceState]) -> list[DeviceRecord]:
+    """Active registered kiosks ops has never heard from, by device id."""
+    heard = {d.device for d in devices}
+    return sorted((r for r in registry.devices.values() if r.active and r.device_id not in heard),
+                  key=lambda r: r.device_id)
+
+
+def never_reported_alert(rec: DeviceRecord) -> Alert:
+    """The ``never_reported`` alert of a registered kiosk that never sent anything."""
+    return Alert(rec.device_id, rec.station_id, rec.district, AlertKind.NEVER_REPORTED,
+                 f"registered {rec.registered_at}, never reported: is it powered, "
+                 "initialised and online?")
 
 
 def device_alerts(d: DeviceState, now_ms: int, board: BoardTuning, ops: OpsTuning,
@@ -226,9 +260,16 @@ def device_alerts(d: DeviceState, now_ms: int, board: BoardTuning, ops: OpsTunin
 
 
 def all_alerts(devices: Sequence[DeviceState], now_ms: int, board: BoardTuning,
-               ops: OpsTuning, facts: Mapping[str, IntegrityFacts]) -> list[Alert]:
-    """Open alerts of every kiosk: severe first, then by kind, district, station, device."""
+               ops: OpsTuning, facts: Mapping[str, IntegrityFacts],
+               registry: Registry | None = None) -> list[Alert]:
+    """Open alerts of every kiosk: severe first, then by kind, district, station, device.
+
+    With the ``registry``, each active registered kiosk that never reported has
+    a ``never_reported`` alert.
+    """
     out = [a for d in devices for a in device_alerts(d, now_ms, board, ops, facts.get(d.device))]
+    if registry is not None:
+        out += [never_reported_alert(rec) for rec in never_reported(registry, devices)]
     order = list(AlertKind)
     out.sort(key=lambda a: (not a.severe, order.index(a.kind), a.district, a.station, a.device))
     return out

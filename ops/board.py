@@ -21,7 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from ops.alerts import Alert, AlertKind, IntegrityFacts, KioskStatus, all_alerts, kiosk_status
+from ops.alerts import (
+    Alert,
+    IntegrityFacts,
+    KioskStatus,
+    all_alerts,
+    kiosk_status,
+    never_reported,
+)
 from ops.audit_watch import AuditWatch
 from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import Registry
@@ -49,7 +56,7 @@ class KioskRow:
 
 @dataclass(frozen=True)
 class Board:
-    """One consistent view of ops state for the dashboard and the metrics."""
+    """One consistent view of ops state for the dashboard, the metrics and ``watch``."""
 
     built_ms: int
     zone: ZoneInfo
@@ -68,7 +75,7 @@ class Board:
     """Voters on each station's roll (as its kiosks reported it), where known."""
 
     def status_counts(self, kiosks: Sequence[str] | None = None) -> dict[KioskStatus, int]:
-        """How many of ``kiosks`` (default all) are online, silent, offline."""
+        """How many of ``kiosks`` (default all) have each :class:`KioskStatus`."""
         rows = self.kiosks.values() if kiosks is None else (self.kiosks[k] for k in kiosks)
         out = dict.fromkeys(KioskStatus, 0)
         for r in rows:
@@ -121,10 +128,10 @@ def build_board(store: StateStore, registry: Registry, watch: AuditWatch, zone: 
             _device_status_text(health, "printer"), _device_status_text(health, "sensor"),
             depth if isinstance(depth, int) and not isinstance(depth, bool) else None,
             summary.by_device.get(d.device, TurnoutCounts()).identified, d)
-    for rec in registry.devices.values():
-        if rec.active and rec.device_id not in kiosks:
-            kiosks[rec.device_id] = KioskRow(rec.device_id, rec.station_id, rec.district,
-                                             KioskStatus.OFFLINE, None, "", "", None, 0, None)
+    for rec in never_reported(registry, devices):
+        kiosks[rec.device_id] = KioskRow(rec.device_id, rec.station_id, rec.district,
+                                         kiosk_status(None, now_ms, board), None, "", "", None,
+                                         0, None)
     station_district = dict(summary.station_district)
     station_kiosks: dict[str, list[str]] = {}
     for row in sorted(kiosks.values(), key=lambda r: r.device):
@@ -141,10 +148,7 @@ def build_board(store: StateStore, registry: Registry, watch: AuditWatch, zone: 
     nation = TurnoutCounts()
     for c in summary.by_district.values():
         nation = nation + c
-    alerts = all_alerts(devices, now_ms, board, ops, facts)
-    never = [r for r in kiosks.values() if r.state is None]
-    alerts = [Alert(r.device, r.station, r.district, AlertKind.OFFLINE, "never heard from")
-              for r in never] + list(alerts)
+    alerts = all_alerts(devices, now_ms, board, ops, facts, registry)
     return Board(
         built_ms=now_ms, zone=zone, nation=nation, by_district=dict(summary.by_district),
         by_station=dict(summary.by_station), by_device=dict(summary.by_device),

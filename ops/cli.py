@@ -23,10 +23,11 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from agent.runtime.durable import atomic_write
-from ops.board import Board
+from ops.audit_watch import AuditWatch
+from ops.board import Board, build_board
 from ops.feed import FeedError, Publisher
 from ops.metrics import render_metrics
-from ops.parameters import OpsTuning
+from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import Registry, RegistryError, load_ops_key, load_registry
 from ops.report import (
     DEFAULT_TIMEZONE,
@@ -264,6 +265,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     password, ops_key = _password(args.password_file), _ops_key(args.ops_key)
     store = open_store(args.store, prefix=args.prefix)
     tuning = OpsTuning()
+    # The same snapshot as the dashboard's (status, alerts, audit-chain facts), so the
+    # terminal and the dashboard say the same about every kiosk; one audit watch
+    # across refreshes reads only the events stored since the last one.
+    audit = AuditWatch()
     # The screen (and with --once the last line) says the broker's state; the
     # service's log lines would only repeat it, or scroll the screen away.
     if not args.debug:
@@ -276,10 +281,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         while True:
             if svc is not None:
                 registry = svc.verifier.registry  # reloaded when provisioning adds kiosks
-            text = render_watch(store.turnout(), store.devices(), store.stats(), tuning,
-                                registry=registry,
-                                broker=svc.broker_link() if svc is not None else None,
-                                zone=zone)
+            board = build_board(store, registry if registry is not None else Registry({}), audit,
+                                zone, BoardTuning(), tuning)
+            text = render_watch(board, broker=svc.broker_link() if svc is not None else None,
+                                with_registry=registry is not None)
             if args.once:
                 sys.stdout.write(text)
                 link = svc.broker_link() if svc is not None else None

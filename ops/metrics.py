@@ -9,7 +9,7 @@ a dependency. The format is checked by ``promtool check metrics`` in
 
 Label sets are bounded: ``device``, ``station`` and ``district`` come from
 kiosks in the registry (about 7,000), ``kind`` from the closed
-:class:`ops.alerts.AlertKind`, ``status`` from :class:`ops.alerts.KioskStatus`,
+:class:`ops.alerts.AlertKind`, ``state`` from :class:`ops.alerts.KioskStatus`,
 ``reason`` from the verifier's closed list. Nothing free-form from a kiosk
 (printer text, event fields) becomes a label. A kiosk's alert series exists
 only while the alert is open, so the usual count is a few hundred series,

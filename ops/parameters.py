@@ -14,11 +14,9 @@ class OpsTuning:
 
     There is no time window that refuses a message: a kiosk with a wrong clock
     (no RTC, booted offline) would be dropped unseen. Its validly signed data
-    is counted and the device is listed with a ``clock`` alert naming the skew;
+    is counted and the device is listed with a ``clock_skew`` alert naming the skew;
     replays are caught by the dedup store (``n``; ``boot`` for a death, which is
     signed at connect time and so may be days old when the broker sends it)."""
-    offline_alert_s: float = 300.0
-    """A kiosk not heard from for this long is listed as offline in ``watch``."""
     batch_max: int = 500
     """Messages verified and committed in one store transaction."""
     batch_wait_s: float = 0.02
@@ -40,7 +38,8 @@ class OpsTuning:
 
 @dataclass(frozen=True)
 class BoardTuning:
-    """Thresholds of the dashboard, the per-kiosk metrics and the public feed."""
+    """Thresholds of kiosk status and alerts (the dashboard, ``watch``, the per-kiosk
+    metrics and so the alert rules), and of the dashboard and the public feed."""
 
     silent_after_s: float = 150.0
     """A kiosk whose session is open but that sent nothing for this long is *silent*

@@ -34,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.telemetry.envelope import Envelope, canonical_json, seal, topic_for
 from agent.telemetry.parameters import TOPIC_ROOT
 from ops.broker_link import BrokerLink, describe_connect_error
-from ops.parameters import OpsTuning
+from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import Registry, load_registry
 from ops.store import DeviceState, StateStore, Stats, TurnoutSummary, open_store
 from ops.verify import Accepted, Rejected, Verifier
@@ -414,9 +414,11 @@ class OpsService:
 
     def render_watch(self) -> str:
         """The ``kesp-ops watch`` screen for the current state (for demos and logs)."""
+        from ops.audit_watch import AuditWatch
+        from ops.board import build_board
         from ops.report import DEFAULT_TIMEZONE, load_zone
         from ops.view import render_watch
 
-        return render_watch(self.turnout(), self.devices(), self.stats(), self.tuning,
-                            registry=self.verifier.registry, broker=self.broker_link(),
-                            zone=load_zone(DEFAULT_TIMEZONE))
+        board = build_board(self.store, self.verifier.registry, AuditWatch(),
+                            load_zone(DEFAULT_TIMEZONE), BoardTuning(), self.tuning)
+        return render_watch(board, broker=self.broker_link())

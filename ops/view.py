@@ -1,91 +1,22 @@
-"""Renderers of ops state: the ``watch`` text view and the Prometheus exposition.
+"""The ``kesp-ops watch`` screen: a text rendering of the dashboard's snapshot.
 
-The turnout report (CSV and chart) is :mod:`ops.report`.
-
-All pure functions of store snapshots, so the lead's demo, ``kesp-ops`` and
-tests render the same thing.
+It renders a :class:`ops.board.Board`, the snapshot the dashboard and
+``/metrics`` are built from, so kiosk status and alerts are those of
+:mod:`ops.alerts` in the dashboard's words (the :class:`~ops.alerts.KioskStatus`
+and :class:`~ops.alerts.AlertKind` values); nothing here decides whether a
+kiosk is silent or in trouble. The turnout report (CSV and chart) is
+:mod:`ops.report`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
+from ops.alerts import KioskStatus
+from ops.board import Board
 from ops.broker_link import BrokerLink
-from ops.parameters import OpsTuning
-from ops.registry import Registry
-from ops.store import DeviceState, Stats, TurnoutCounts, TurnoutSummary
+from ops.store import TurnoutCounts
 
-
-@dataclass(frozen=True)
-class Alert:
-    """One problem worth a human's attention."""
-
-    device: str
-    kind: str  # offline|silent|paper|printer|sensor|document-reader|clock|lost|broker
-    detail: str
-
-
-def _status_of(app: Mapping[str, Any], name: str) -> str:
-    value = app.get(name)
-    if isinstance(value, Mapping):
-        value = value.get("status", "")
-    return str(value or "").lower()
-
-
-_PRINTER_DOWN = ("disconnected", "error", "cover-open", "offline")
-"""Printer states (besides paper) that stop a kiosk from serving voters."""
-
-
-def silent_kiosks(registry: Registry, devices: Sequence[DeviceState]) -> list[str]:
-    """Active registered kiosks ops has never heard from, sorted by id."""
-    heard = {d.device for d in devices}
-    return sorted(d for d, rec in registry.devices.items() if rec.active and d not in heard)
-
-
-def alerts(devices: Sequence[DeviceState], now_ms: int, tuning: OpsTuning,
-           registry: Registry | None = None) -> list[Alert]:
-    """Offline kiosks, paper low/out, printer/sensor/document-reader trouble, clock skew and
-    lost records.
-
-    Printer and sensor states are read from the kiosk's health ``app`` map
-    (``printer``/``sensor``: a status string or ``{"status": ...}``). With the
-    ``registry``, registered kiosks that never reported are listed as ``silent``.
-    """
-    out: list[Alert] = []
-    if registry is not None:
-        out += [Alert(d, "silent", f"registered {registry.devices[d].registered_at}, never "
-                      "reported: is it powered, initialised and online?")
-                for d in silent_kiosks(registry, devices)]
-    for d in devices:
-        silent_s = (now_ms - d.last_seen_ms) / 1000
-        if not d.online or silent_s > tuning.offline_alert_s:
-            out.append(Alert(d.device, "offline", f"last seen {silent_s / 60:.0f} min ago"))
-        app = (d.health or {}).get("app") or {}
-        if isinstance(app, Mapping):
-            printer = _status_of(app, "printer")
-            if "paper" in printer:
-                out.append(Alert(d.device, "paper", printer))
-            elif printer in _PRINTER_DOWN:
-                out.append(Alert(d.device, "printer", printer))
-            sensor = _status_of(app, "sensor")
-            if sensor and sensor not in ("ready", "ok", "idle"):
-                out.append(Alert(d.device, "sensor", sensor))
-            reader = _status_of(app, "document_reader")
-            if reader and reader not in ("ready", "unknown"):
-                out.append(Alert(d.device, "document-reader", reader))
-        system = (d.health or {}).get("system") or {}
-        clock = system.get("clock") if isinstance(system, Mapping) else None
-        if d.skew_ms is not None and abs(d.skew_ms) > tuning.skew_alert_s * 1000:
-            out.append(Alert(d.device, "clock", f"skew {d.skew_ms / 1000:+.0f} s"))
-        elif clock == "unsynchronised":
-            out.append(Alert(d.device, "clock", "not NTP-synchronised"))
-        if d.lost_n:
-            out.append(Alert(d.device, "lost", f"{d.lost_n} records no longer retained"))
-    return out
+KIND_WIDTH = max(len("document_reader_missing"), len("alert"))
+"""Width of the alert column: the longest kind name, so columns line up."""
 
 
 def _counts_row(name: str, c: TurnoutCounts) -> str:
@@ -93,49 +24,49 @@ def _counts_row(name: str, c: TurnoutCounts) -> str:
             f"{c.manual:>7}")
 
 
-def render_watch(summary: TurnoutSummary, devices: Sequence[DeviceState], stats: Stats,
-                 tuning: OpsTuning, now_ms: int | None = None, *,
-                 registry: Registry | None = None, broker: BrokerLink | None = None,
-                 zone: dt.tzinfo | None = None) -> str:
-    """The ``kesp-ops watch`` screen as text.
+def status_line(board: Board) -> str:
+    """``kiosks 3/5 online, 1 silent, ...``: every :class:`KioskStatus` with its count."""
+    counts = board.status_counts()
+    total = sum(counts.values())
+    rest = ", ".join(f"{counts[s]} {s.value}" for s in KioskStatus if s is not KioskStatus.ONLINE)
+    return f"kiosks {counts[KioskStatus.ONLINE]}/{total} online, {rest}"
 
-    ``registry`` adds the registered kiosks that never reported, ``broker``
-    the state of the ingesting connection, ``zone`` the clock's time zone
-    (default: this machine's).
+
+def render_watch(board: Board, *, broker: BrokerLink | None = None,
+                 with_registry: bool = True) -> str:
+    """The ``kesp-ops watch`` screen for ``board`` as text.
+
+    ``broker`` adds the state of the ingesting connection; ``with_registry``
+    False says that kiosks that never reported cannot be listed (the board was
+    built without the device registry). Times are in the board's zone.
     """
-    now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    online = sum(1 for d in devices if d.online)
-    silent = silent_kiosks(registry, devices) if registry is not None else []
-    known = len(devices) + len(silent)
-    clock = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).astimezone(zone)
+    clock = board.local(board.built_ms)
     lines = [
-        f"KESP ops  {clock:%Y-%m-%d %H:%M:%S %Z}"
-        f"   kiosks online {online}/{known}"
-        + (f" ({len(silent)} never reported)" if silent else "")
-        + f"   messages accepted {stats.accepted}   rejected {stats.rejected_total}",
+        f"KESP ops  {clock:%Y-%m-%d %H:%M:%S %Z}   {status_line(board)}"
+        f"   messages accepted {board.stats.accepted}   rejected {board.stats.rejected_total}",
     ]
     if broker is not None:
         state = "connected" if broker.connected else \
             f"NOT CONNECTED: {broker.problem or 'connecting'}"
         lines.append(f"broker {broker.url}: {state}")
-    if registry is None:
+    if not with_registry:
         lines.append("(registered kiosks that never reported are listed with --registry)")
     lines += [
         "",
         f"  {'district / station':<22} {'ident.':>8} {'refused':>8} {'not id.':>8} {'manual':>7}",
     ]
-    for district in sorted(summary.by_district):
-        lines.append(_counts_row(district, summary.by_district[district]))
-        for station in sorted(s for s, d in summary.station_district.items() if d == district):
-            lines.append(_counts_row("  " + station, summary.by_station[station]))
-    found = alerts(devices, now_ms, tuning, registry)
-    if broker is not None and not broker.connected and broker.problem:
-        found.insert(0, Alert(broker.url, "broker", broker.problem))
-    lines += ["", f"alerts ({len(found)})"]
-    lines += [f"  {a.kind:<8} {a.device:<20} {a.detail}" for a in found] or ["  none"]
-    if stats.rejected:
+    for district in sorted(board.by_district):
+        lines.append(_counts_row(district, board.by_district[district]))
+        for station in sorted(s for s in board.by_station
+                              if board.station_district.get(s) == district):
+            lines.append(_counts_row("  " + station, board.by_station[station]))
+    # The dashboard's alert table: severe first; kind, kiosk, station, district, detail.
+    lines += ["", f"alerts ({len(board.alerts)})"]
+    lines += [f"  {a.kind.value:<{KIND_WIDTH}} {a.device:<20} {a.station:<12} {a.district:<12} "
+              f"{a.detail}".rstrip() for a in board.alerts] or ["  none"]
+    if board.stats.rejected:
         lines += ["", "rejected by reason: " + ", ".join(
-            f"{r} {c}" for r, c in sorted(stats.rejected.items()))]
+            f"{r} {c}" for r, c in sorted(board.stats.rejected.items()))]
     return "\n".join(lines) + "\n"
 
 

@@ -11,18 +11,21 @@ templates directory (empty = finger not registered). Without finger columns
 the directory convention applies: ``<templates>/<document>/<N>.iso`` (or
 ``.ansi``) for finger position N = 1..10. Every template must be an ISO/IEC
 19794-2:2005 or ANSI INCITS 378 record whose length field matches the file.
+Both CSV inputs are read by :mod:`provisioning.csvfile`; the station and
+district names come from the stations file (:mod:`provisioning.stations`),
+and without one the packages carry no names (format version 1).
 
 Building is parallel over stations (one process per core); every station's
 package is written atomically as ``<out>/<station_id>.pkg`` and a
-``manifest.csv`` (station, district, voters, kiosks, version, size, SHA-256)
-is written last.
+``manifest.csv`` (station, district, their names, voters, kiosks, version,
+size, SHA-256) is written last.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
+import io
 import os
 import shutil
 import struct
@@ -31,7 +34,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
 
 from nacl.signing import SigningKey, VerifyKey
 
@@ -48,11 +50,21 @@ from agent.roll.package import (
 )
 from agent.runtime.durable import atomic_write
 from provisioning.common import ProvisionError
+from provisioning.csvfile import (
+    CsvEncoding,
+    check_columns,
+    check_fields,
+    check_letters_kept,
+    read_csv,
+)
+from provisioning.stations import StationNames
 
 REQUIRED_COLUMNS = ("list_number", "name_ky", "name_ru", "document")
 FINGER_COLUMNS = tuple(f"finger_{n}" for n in range(1, 11))
 TEMPLATE_SUFFIXES = (".iso", ".ansi")
 MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("station_id", "district", "station_name", "district_name", "voters",
+                    "kiosks", "roll_version", "bytes", "sha256")
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,9 @@ class StationJob:
     district: str
     kiosks: tuple[Kiosk, ...]
     rows: tuple[VoterRow, ...]
+    station_name: str = ""
+    """As printed on slips; empty (with ``district_name``) builds a nameless version 1 roll."""
+    district_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,8 @@ class BuiltPackage:
     roll_version: int
     size: int
     sha256: str
+    station_name: str = ""
+    district_name: str = ""
 
 
 def check_template(data: bytes, where: str) -> bytes:
@@ -104,49 +121,9 @@ def check_template(data: bytes, where: str) -> bytes:
     return data
 
 
-VoterEncoding = Literal["utf-8", "cp1251"]
-ENCODINGS: tuple[VoterEncoding, ...] = ("utf-8", "cp1251")
-_SAVE_AS_UTF8 = "save it from Excel with 'Save as' > 'CSV UTF-8 (Comma delimited)'"
-
-
-def _looks_cp1251(raw: bytes) -> bool:
-    """Most bytes above ASCII are Windows-1251 Cyrillic letters (0xC0-0xFF, Ё/ё)."""
-    high = [b for b in raw if b >= 0x80]
-    return bool(high) and sum(b >= 0xC0 or b in (0xA8, 0xB8) for b in high) >= 0.8 * len(high)
-
-
-class _DecodedLines:
-    """The file's lines as text, decoded one physical line at a time so that a
-    problem is reported with its exact line number (and nothing is held in memory)."""
-
-    def __init__(self, fh: IO[bytes], path: Path, encoding: VoterEncoding) -> None:
-        self._fh, self._path, self._encoding = fh, path, encoding
-        self.number = 0
-        """The physical line read last."""
-
-    def __iter__(self) -> Iterator[str]:
-        for physical in self._fh:
-            self.number += 1
-            raw = physical.removeprefix(codecs.BOM_UTF8) \
-                if self.number == 1 and self._encoding == "utf-8" else physical
-            where = f"{self._path}:{self.number}"
-            if b"\x00" in raw:
-                raise ProvisionError(f"{where}: binary data, not a CSV text file: "
-                                     f"{_SAVE_AS_UTF8}")
-            try:
-                yield raw.decode(self._encoding)
-            except UnicodeDecodeError as exc:
-                hint = (" (it looks like Windows-1251, Excel's plain 'CSV' on a "
-                        "Russian-language PC)") if self._encoding == "utf-8" and \
-                    _looks_cp1251(raw) else ""
-                raise ProvisionError(
-                    f"{where}: byte {raw[exc.start]:#04x} at column {exc.start + 1} is not "
-                    f"{self._encoding.upper()}{hint}: {_SAVE_AS_UTF8}") from exc
-
-
 def read_voters_csv(
     path: Path, templates_dir: Path, *, station: str | None = None,
-    encoding: VoterEncoding = "utf-8",
+    encoding: CsvEncoding = "utf-8",
 ) -> dict[str, list[VoterRow]]:
     """Parse the voters CSV into rows per station (templates located, not read).
 
@@ -157,31 +134,15 @@ def read_voters_csv(
 
     Raises :class:`ProvisionError` naming the line and column of the first problem.
     """
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise ProvisionError(f"cannot read voters file {path}: {exc.strerror}") from exc
-    with fh:
-        lines = _DecodedLines(fh, path, encoding)
-        reader = csv.DictReader(lines)
-        try:
-            return _read_rows(reader, path, templates_dir, station)
-        except csv.Error as exc:
-            raise ProvisionError(f"{path}:{lines.number}: not valid CSV ({exc}): "
-                                 f"{_SAVE_AS_UTF8}") from exc
+    return read_csv(path, "voters", encoding,
+                    lambda reader: _read_rows(reader, path, templates_dir, station))
 
 
 def _read_rows(
     reader: csv.DictReader[str], path: Path, templates_dir: Path, station: str | None
 ) -> dict[str, list[VoterRow]]:
     columns = reader.fieldnames or []
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise ProvisionError(f"{path}: missing column(s) {', '.join(missing)}")
-    known = {*REQUIRED_COLUMNS, *FINGER_COLUMNS, "station_id"}
-    unknown = [c for c in columns if c not in known]
-    if unknown:
-        raise ProvisionError(f"{path}: unknown column(s) {', '.join(unknown)}")
+    check_columns(path, columns, REQUIRED_COLUMNS, (*FINGER_COLUMNS, "station_id"))
     has_station = "station_id" in columns
     if has_station == (station is not None):
         raise ProvisionError(
@@ -192,9 +153,8 @@ def _read_rows(
     out: dict[str, list[VoterRow]] = {}
     for rec in reader:
         line = reader.line_num
-        if None in rec or any(v is None for v in rec.values()):
-            raise ProvisionError(f"{path}:{line}: wrong number of fields")
         where = f"{path}:{line}"
+        check_fields(rec, where)
         try:
             number = int(rec["list_number"])
         except ValueError as exc:
@@ -202,11 +162,7 @@ def _read_rows(
                 f"{where}: list_number {rec['list_number']!r} is not a number"
             ) from exc
         for column in ("name_ky", "name_ru"):
-            if "?" in rec[column]:
-                raise ProvisionError(
-                    f"{where}: {column} {rec[column].strip()!r} has '?' where a letter should "
-                    f"be (lost when the file was saved; Windows-1251 has no ң ө ү): "
-                    f"{_SAVE_AS_UTF8}")
+            check_letters_kept(rec[column], column, where)
         document = rec["document"].strip()
         if not document or "/" in document or document.startswith("."):
             raise ProvisionError(f"{where}: document {rec['document']!r} is empty or unsafe")
@@ -269,7 +225,7 @@ def build_station(
     """Build one station's package; a data problem is a :class:`ProvisionError` naming it."""
     voters = load_voters(job.rows, source)
     roll = Roll(election_id, job.station_id, job.district, roll_version, created, job.kiosks,
-                voters)
+                voters, station_name=job.station_name, district_name=job.district_name)
     try:
         return build_package(roll, cec_key)
     except PackageError as exc:
@@ -284,7 +240,8 @@ def _worker(
                          created=created, cec_key=SigningKey(seed), source=source)
     atomic_write(Path(out_dir) / f"{job.station_id}.pkg", data, mode=0o644)
     return BuiltPackage(job.station_id, job.district, len(job.rows), len(job.kiosks),
-                        roll_version, len(data), package_hash(data))
+                        roll_version, len(data), package_hash(data), job.station_name,
+                        job.district_name)
 
 
 def build_all(
@@ -361,30 +318,42 @@ def _build_into(
 
 
 def write_manifest(path: Path, built: list[BuiltPackage]) -> None:
-    """The CEC's record of what it built (atomically, after every package)."""
-    lines = ["station_id,district,voters,kiosks,roll_version,bytes,sha256"]
-    lines += [
-        f"{b.station_id},{b.district},{b.voters},{b.kiosks},{b.roll_version},{b.size},{b.sha256}"
-        for b in built
-    ]
-    atomic_write(path, ("\n".join(lines) + "\n").encode(), mode=0o644)
+    """The CEC's record of what it built (atomically, after every package).
+
+    The names are quoted as CSV needs (they hold commas); the SHA-256 stays the
+    last column, the one compared with what each kiosk prints.
+    """
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")
+    out.writerow(MANIFEST_COLUMNS)
+    out.writerows((b.station_id, b.district, b.station_name, b.district_name, b.voters,
+                   b.kiosks, b.roll_version, b.size, b.sha256) for b in built)
+    atomic_write(path, text.getvalue().encode(), mode=0o644)
 
 
 def make_jobs(
     rows_by_station: Mapping[str, list[VoterRow]],
     kiosks_by_station: Mapping[str, tuple[str, tuple[Kiosk, ...]]],
+    names: Mapping[str, StationNames] | None = None,
 ) -> list[StationJob]:
-    """Pair each station's voters with its registered kiosks; refuse stations without any."""
+    """Pair each station's voters with its registered kiosks (and its names, when given).
+
+    Refuses stations without any kiosk. ``names`` must already have passed
+    :func:`provisioning.stations.check_names` against these stations.
+    """
     missing = sorted(s for s in rows_by_station if s not in kiosks_by_station)
     if missing:
         raise ProvisionError(
             f"no active kiosks registered for station(s) {', '.join(missing[:10])}; "
             "register them with 'ops register' first"
         )
-    return [
-        StationJob(s, kiosks_by_station[s][0], kiosks_by_station[s][1], tuple(rows))
-        for s, rows in sorted(rows_by_station.items())
-    ]
+    jobs = []
+    for s, rows in sorted(rows_by_station.items()):
+        named = names[s] if names is not None else None
+        jobs.append(StationJob(s, kiosks_by_station[s][0], kiosks_by_station[s][1], tuple(rows),
+                               named.station_name if named else "",
+                               named.district_name if named else ""))
+    return jobs
 
 
 def verify_file(path: Path, cec_key: VerifyKey, station: str | None) -> PackageHeader:
@@ -407,8 +376,9 @@ def verify_file(path: Path, cec_key: VerifyKey, station: str | None) -> PackageH
 def iter_lines(built: list[BuiltPackage]) -> Iterator[str]:
     """Human summary of a build, one line per station."""
     for b in built:
-        yield (f"{b.station_id}: {b.voters} voters, {b.kiosks} kiosk(s), v{b.roll_version}, "
-               f"{b.size} bytes, sha256 {b.sha256}")
+        named = f" ({b.station_name})" if b.station_name else ""
+        yield (f"{b.station_id}{named}: {b.voters} voters, {b.kiosks} kiosk(s), "
+               f"v{b.roll_version}, {b.size} bytes, sha256 {b.sha256}")
 
 
 def default_workers() -> int:

@@ -28,6 +28,7 @@ from provisioning.common import (
     ProvisionError,
     require_user,
 )
+from provisioning.csvfile import ENCODINGS
 from provisioning.keyfiles import (
     CEC_PUB_FILE,
     CEC_SIGN_FILE,
@@ -38,6 +39,7 @@ from provisioning.keyfiles import (
 )
 from provisioning.opscmd import station_kiosks
 from provisioning.progress import Progress
+from provisioning.stations import check_names, read_stations_csv
 
 
 def _out(text: str) -> None:
@@ -61,8 +63,13 @@ def cmd_cec_build(args: argparse.Namespace) -> int:
     created = args.created or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = cec_mod.read_voters_csv(Path(args.voters), Path(args.templates), station=args.station,
                                    encoding=args.encoding)
+    names = read_stations_csv(Path(args.stations), encoding=args.encoding) \
+        if args.stations else None
     kiosks = station_kiosks(Path(args.registry))
-    jobs = cec_mod.make_jobs(rows, kiosks)
+    if names is not None:  # stations without kiosks are refused by make_jobs
+        check_names(names, Path(args.stations),
+                    {s: kiosks[s][0] for s in rows if s in kiosks}, args.voters)
+    jobs = cec_mod.make_jobs(rows, kiosks, names)
     progress = Progress(len(jobs), "building")
     built = cec_mod.build_all(
         jobs, election_id=args.election, roll_version=args.roll_version, created=created,
@@ -74,6 +81,9 @@ def cmd_cec_build(args: argparse.Namespace) -> int:
         _out(line)
     _out(f"{len(built)} package(s), {sum(b.voters for b in built)} voters, written to "
          f"{args.out_dir} with {cec_mod.MANIFEST}")
+    if names is None:
+        _out("no --stations file: the packages carry no station or district names, so "
+             "slips and reports show their ids")
     return EXIT_OK
 
 
@@ -89,8 +99,10 @@ def cmd_cec_verify(args: argparse.Namespace) -> int:
             continue
         digest = package_hash(Path(name).read_bytes())
         kiosks = ", ".join(k.device_id for k in h.recipients)
-        _out(f"OK   {name}: election {h.election_id}, station {h.station_id} ({h.district}), "
-             f"v{h.roll_version}, {h.voter_count} voters, created {h.created}, "
+        named = (f" named {h.station_name!r} in {h.district_name!r}"
+                 if h.station_name or h.district_name else " (no names)")
+        _out(f"OK   {name}: election {h.election_id}, station {h.station_id} ({h.district})"
+             f"{named}, v{h.roll_version}, {h.voter_count} voters, created {h.created}, "
              f"kiosks [{kiosks}], sha256 {digest}")
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
@@ -268,10 +280,16 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--voters", required=True, metavar="CSV",
                    help="the voters list: list_number,name_ky,name_ru,document[,station_id] "
                         "(UTF-8, as Excel's 'CSV UTF-8' writes it)")
-    q.add_argument("--encoding", choices=cec_mod.ENCODINGS, default="utf-8",
-                   help="encoding of the voters list: utf-8 (default, with or without BOM) or "
-                        "cp1251 (Excel's plain CSV on a Russian-language PC; names with '?' "
-                        "for lost Kyrgyz letters are refused)")
+    q.add_argument("--stations", metavar="CSV",
+                   help="the stations file: station_id,district,station_name,district_name, "
+                        "one line per station, the names as slips and reports print them "
+                        "(Kyrgyz / Russian). Without it the packages carry no names and "
+                        "slips show the station and district ids")
+    q.add_argument("--encoding", choices=ENCODINGS, default="utf-8",
+                   help="encoding of the voters list and the stations file: utf-8 (default, "
+                        "with or without BOM) or cp1251 (Excel's plain CSV on a "
+                        "Russian-language PC; names with '?' for lost Kyrgyz letters are "
+                        "refused)")
     q.add_argument("--templates", required=True, metavar="FOLDER",
                    help="fingerprint templates: FOLDER/<document>/<finger 1-10>.iso")
     q.add_argument("--registry", required=True, metavar="FILE",

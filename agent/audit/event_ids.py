@@ -47,6 +47,7 @@ class EventId(Enum):
     MARK_CONFLICT = "mark-conflict"
     MARK_REJECTED = "mark-rejected"
     MARK_QUARANTINED = "mark-quarantined"
+    MARK_ADMITTED = "mark-admitted"
     PEER_RATE_EXCEEDED = "peer-rate-exceeded"
     PEER_REVOKED = "peer-revoked"
     AUDIT_CHECKPOINT = "audit-checkpoint"

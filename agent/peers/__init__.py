@@ -12,6 +12,7 @@ from agent.peers.parameters import PeerTiming
 from agent.peers.status import PeerState, PeerStatus
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_ADMITTED,
     EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
@@ -26,6 +27,7 @@ from agent.peers.sync import (
 
 __all__ = [
     "EVENT_CONFLICT",
+    "EVENT_MARK_ADMITTED",
     "EVENT_MARK_QUARANTINED",
     "EVENT_MARK_REJECTED",
     "EVENT_PEER_REJECTED",

@@ -32,7 +32,10 @@ class PeerStatus:
 
     ``peer_lacks`` counts marks this kiosk holds that the peer did not hold at
     its last report; ``we_lack`` the reverse. Both are ``None`` until the peer
-    has reported once since this kiosk started.
+    has reported once since this kiosk started. ``protocol`` is the peer
+    protocol version of the peer's last verified HELLO (``None``: none since
+    start); when it differs from this kiosk's, the peer was refused
+    (``version-mismatch``) and one of the two needs the other's release.
     """
 
     kiosk: str
@@ -42,6 +45,7 @@ class PeerStatus:
     last_heard_s_ago: float | None
     peer_lacks: int | None
     we_lack: int | None
+    protocol: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form for events, telemetry and the CLI."""
@@ -55,6 +59,7 @@ class PeerStatus:
             ),
             "peer_lacks": self.peer_lacks,
             "we_lack": self.we_lack,
+            "protocol": self.protocol,
         }
 
 

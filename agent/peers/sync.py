@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -56,16 +57,19 @@ from agent.peers.status import Debounced, PeerState, PeerStatus, lag, observed_s
 from agent.peers.wire import (
     NO_SESSION,
     NONCE_LEN,
+    PROTOCOL_VERSION,
     Bye,
     Envelope,
     Frame,
     FrameDecoder,
+    FrameType,
     Hello,
     Marks,
     Payload,
     PeerProtocolError,
     RawFrame,
     Vector,
+    VersionMismatchError,
     chunks,
     encode_frame,
     open_frame,
@@ -86,6 +90,7 @@ EVENT_CONFLICT = "mark_conflict"
 EVENT_MARK_REJECTED = "mark_rejected"
 EVENT_PEER_REJECTED = "peer_rejected"
 EVENT_MARK_QUARANTINED = "mark_quarantined"
+EVENT_MARK_ADMITTED = "mark_admitted"
 EVENT_RATE_EXCEEDED = "peer_rate_exceeded"
 EVENT_PEER_REVOKED = "peer_revoked"
 
@@ -145,6 +150,8 @@ class _PeerInfo:
     address: str | None = None
     last_heard: float | None = None
     vector: dict[str, int] | None = None
+    #: Protocol version of the peer's last verified HELLO (None: none yet).
+    protocol: int | None = None
 
 
 @dataclass(eq=False)
@@ -192,11 +199,15 @@ class PeerSync:
     ``peer_status`` changes (debounced), ``mark_conflict`` (a voter now holds
     marks from two identifications), ``mark_rejected`` (a mark that failed
     verification or the bounds of docs/PEERS.md "Trust model"), ``mark_quarantined``
-    (a mark stamped ahead of this kiosk's clock), ``peer_rate_exceeded``,
+    (a mark stamped ahead of this kiosk's clock), ``mark_admitted`` (such a mark no
+    longer ahead, admitted when the store re-judged it), ``peer_rate_exceeded``,
     ``peer_revoked`` (a revocation learnt from a peer) and ``peer_rejected`` (a
     refused connection or frame: forged, replayed, foreign). It must not block
     for long. ``on_merge(peer, result)``, optional, sees every merge result
-    (tests and benchmarks time arrivals).
+    (tests and benchmarks time arrivals). ``protocol`` is the peer protocol
+    version spoken; only tests set another, to stand in for a kiosk on an
+    older or newer release (a kiosk reads nothing of a peer on another version
+    but the frozen header, envelope and signature, see :mod:`agent.peers.wire`).
     """
 
     def __init__(
@@ -208,6 +219,7 @@ class PeerSync:
         *,
         timing: PeerTiming | None = None,
         on_merge: MergeSink | None = None,
+        protocol: int = PROTOCOL_VERSION,
     ) -> None:
         if store.device_id != cfg.device_id:
             raise PeerSyncError(
@@ -220,6 +232,7 @@ class PeerSync:
         self._on_event = on_event
         self._on_merge = on_merge
         self._timing = timing or PeerTiming()
+        self._protocol = protocol
         self._trusted = dict(store.trusted)
         if bytes(self._trusted.get(self._me, b"")) != bytes(keys.signing.verify_key):
             raise PeerSyncError("this kiosk's key is not the one the roll package lists for it")
@@ -246,6 +259,7 @@ class PeerSync:
         self._self_addrs: set[PeerAddress] = set()
         self._nonces: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._rejects: dict[tuple[str, str], tuple[float, int]] = {}
+        self._readmit_error = ""
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -343,9 +357,15 @@ class PeerSync:
                         last_heard_s_ago=None if info.last_heard is None else now - info.last_heard,
                         peer_lacks=None if info.vector is None else lag(mine, info.vector),
                         we_lack=None if info.vector is None else lag(info.vector, mine),
+                        protocol=info.protocol,
                     )
                 )
         return out
+
+    @property
+    def protocol(self) -> int:
+        """The peer protocol version this kiosk speaks."""
+        return self._protocol
 
     def summary(self) -> StationSyncSummary:
         """Peers, merged counts and conflicts, for the closing report (reads the store)."""
@@ -448,6 +468,7 @@ class PeerSync:
             now = time.monotonic()
             if now >= next_vector:
                 next_vector = now + self._timing.vector_interval_s
+                await self._readmit()
                 vector = await self._refresh_vector()
                 hlc = self._store.clock.last
                 links = tuple(sorted(self._sessions))
@@ -456,6 +477,22 @@ class PeerSync:
                         s, Vector(hlc, vector, links, self._my_revoked)))
             self._update_states(time.monotonic())
             await asyncio.sleep(self._timing.status_tick_s)
+
+    async def _readmit(self) -> None:
+        """Admit marks held apart for their clock once time has caught up, without
+        waiting for a peer to send them again (MarkStore.readmit)."""
+        try:
+            readmitted = await self._store_call(self._store.readmit)
+        except sqlite3.Error as exc:
+            # A full disk must not stop the heartbeats; the storage guard reports it.
+            if str(exc) != self._readmit_error:
+                log.warning("re-judging marks held for their clock failed: %s", exc)
+            self._readmit_error = str(exc)
+            return
+        self._readmit_error = ""
+        if readmitted.added or readmitted.rejected:
+            self._report_merge(self._me, readmitted)
+            self._kick_all()  # peers not linked to their kiosk may lack them
 
     def _update_states(self, now: float) -> None:
         t = self._timing
@@ -528,6 +565,10 @@ class PeerSync:
             if peer is not None:
                 delay = t.backoff_initial_s
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            if peer is None:
+                # Refused (another protocol version, a foreign key...) or cut in the
+                # handshake: back off like an unreachable address, never hammer it.
+                delay = min(delay * 2, t.backoff_max_s)
 
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -549,7 +590,7 @@ class PeerSync:
         """Run one connection to the end; the peer's kiosk id if the handshake succeeded."""
         peername = writer.get_extra_info("peername")
         remote = f"{peername[0]}:{peername[1]}" if peername else "?"
-        decoder = FrameDecoder(max_body=MAX_HELLO_BODY)
+        decoder = FrameDecoder(max_body=MAX_HELLO_BODY, version=self._protocol)
         pending: collections.deque[RawFrame] = collections.deque()
         session: _Session | None = None
         peer: str | None = None
@@ -662,7 +703,17 @@ class PeerSync:
         raw = await self._next_frame(reader, decoder, pending, self._timing.connect_timeout_s)
         if raw is None:
             return (b"", b"", b""), None
-        frame = open_frame(raw, self._station, self._trusted)
+        try:
+            frame = open_frame(raw, self._station, self._trusted, version=self._protocol)
+        except VersionMismatchError:
+            if dialed is None and raw.type is FrameType.HELLO:
+                # Answer with our own signed HELLO before closing, so the initiator
+                # learns our version too (and can name it) from this one attempt.
+                self._write_raw(writer, Envelope(self._station, self._me, NO_SESSION, 0),
+                                Hello(nonce, kx=kx.public))
+                with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+                    await asyncio.wait_for(writer.drain(), self._timing.connect_timeout_s)
+            raise
         hello = frame.payload
         env = frame.envelope
         if not isinstance(hello, Hello) or env.seq != 0 or env.session != NO_SESSION:
@@ -711,6 +762,8 @@ class PeerSync:
             self._counters.sessions_opened += 1
             info = self._peers[new.peer]
             info.last_heard = time.monotonic()
+            # A verified session on our version: a mismatch shown before is over.
+            info.protocol = self._protocol
             if new.initiator == new.peer:
                 info.address = info.address or new.address.rsplit(":", 1)[0]
         if old is not None and not old.closed:
@@ -728,7 +781,7 @@ class PeerSync:
             raw = await self._next_frame(reader, decoder, pending, self._timing.dead_after_s)
             if raw is None:
                 return
-            verify_raw(raw, self._station, self._trusted)
+            verify_raw(raw, self._station, self._trusted, version=self._protocol)
             env = raw.envelope
             if env.sender != session.peer:
                 raise PeerProtocolError("wrong-peer", f"frame from {env.sender!r}", env.sender)
@@ -837,7 +890,7 @@ class PeerSync:
 
     def _write_raw(self, writer: asyncio.StreamWriter, env: Envelope, payload: Payload,
                    channel: Channel | None = None) -> None:
-        data = encode_frame(env, payload, self._key, channel)
+        data = encode_frame(env, payload, self._key, channel, version=self._protocol)
         writer.write(data)
         with self._lock:
             self._counters.bytes_sent += len(data)
@@ -887,12 +940,16 @@ class PeerSync:
             log.exception("on_event(%s) failed", name)
 
     def _report_merge(self, peer: str, result: MergeResult) -> None:
+        """Events for one merge; ``peer`` is this kiosk's own id when the store
+        re-judged its quarantine on the tick rather than in a peer's merge."""
         for mark, ahead_ms in result.quarantined:
             self._emit(
                 EVENT_MARK_QUARANTINED,
                 {"via_peer": peer, "kiosk": mark.kiosk, "origin_seq": mark.origin_seq,
                  "ahead_ms": ahead_ms},
             )
+        for mark in result.released:
+            self._emit(EVENT_MARK_ADMITTED, {"kiosk": mark.kiosk, "origin_seq": mark.origin_seq})
         for rate in result.rate_exceeded:
             self._emit(
                 EVENT_RATE_EXCEEDED,
@@ -937,17 +994,32 @@ class PeerSync:
                 log.exception("on_merge failed")
 
     def _report_reject(self, remote: str, exc: PeerProtocolError) -> None:
-        """Report a refused frame, collapsing repeats per (host, reason)."""
+        """Report a refused frame, collapsing repeats per (host, reason).
+
+        A version mismatch is the state of a listed kiosk (signature verified),
+        not an attack: it is reported when it starts or the peer's version
+        changes, and shown by :meth:`status` meanwhile, not again every redial.
+        """
         host = remote.rsplit(":", 1)[0]
         now = time.monotonic()
         key = (host, exc.reason)
+        extra: dict[str, object] = {}
+        if isinstance(exc, VersionMismatchError):
+            extra = {"peer_protocol": exc.theirs, "protocol": exc.ours}
         with self._lock:
             self._counters.frames_rejected += 1
-            last, suppressed = self._rejects.get(key, (-1e9, 0))
-            if now - last < self._timing.reject_report_interval_s:
-                self._rejects[key] = (last, suppressed + 1)
-                return
-            self._rejects[key] = (now, 0)
+            info = self._peers.get(exc.sender)
+            if isinstance(exc, VersionMismatchError) and info is not None:
+                if info.protocol == exc.theirs:
+                    return
+                info.protocol = exc.theirs
+                suppressed = 0
+            else:
+                last, suppressed = self._rejects.get(key, (-1e9, 0))
+                if now - last < self._timing.reject_report_interval_s:
+                    self._rejects[key] = (last, suppressed + 1)
+                    return
+                self._rejects[key] = (now, 0)
         log.warning("refused peer frame from %s: %s", remote, exc)
         self._emit(
             EVENT_PEER_REJECTED,
@@ -957,5 +1029,6 @@ class PeerSync:
                 "reason": exc.reason,
                 "detail": exc.detail,
                 "suppressed_since_last": suppressed,
+                **extra,
             },
         )

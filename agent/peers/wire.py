@@ -2,7 +2,7 @@
 
 Every frame on a peer connection::
 
-    header  magic "KP" (2) | version (1) | type (1) | body length (4, big-endian)
+    header  magic "KP" (2) | protocol version (1) | type (1) | body length (4, big-endian)
     body    station (str8) | sender (str8) | session id (32) | seq (8) | payload
     trailer Ed25519 signature (64) over DOMAIN + header + body
 
@@ -18,6 +18,15 @@ within a session is refused (sequence), and a frame from a key not in the
 station's roll package, or for another station, is refused before its payload
 is even decoded. The marks inside MARKS frames carry their own signatures by
 the kiosk that made them; the frame signature only says who relayed them.
+
+The protocol version is the header's second field, so the signed HELLO
+carries it. A kiosk speaks exactly one version (:data:`PROTOCOL_VERSION`,
+docs/PEERS.md says why) and refuses a peer on another one with
+``version-mismatch``. To be able to say so about any past or future version,
+the header, the envelope, the HELLO's type code, :data:`DOMAIN` and the
+signature trailer never change: a HELLO of another version is framed, its
+signer verified, and then refused before a byte of its payload is decoded.
+Frames of any other type on another version are ``malformed``.
 
 Every frame after the HELLOs carries its payload sealed with the session's
 keys (:mod:`agent.peers.channel`): the envelope (station, sender, session id,
@@ -54,7 +63,16 @@ from agent.peers.parameters import MAX_BODY, MAX_MARKS_PER_FRAME
 from agent.station.marks import Mark, MarkError
 
 MAGIC = b"KP"
-VERSION = 1
+#: The peer protocol this release speaks. Bump it with every change to what a
+#: peer must understand (a payload's layout or meaning, the handshake, the
+#: sealing): kiosks on different versions refuse each other with a clear
+#: ``version-mismatch`` instead of misreading frames. 1 was last season's
+#: release (clear payloads, HELLO without a key exchange key, VECTOR without
+#: ``revoked``); 2 adds the sealed session and revocations. It lives here, not
+#: in parameters.py, because it is a fact of this codec, not a tuned value.
+PROTOCOL_VERSION = 2
+#: Signature domain tag: frozen across versions (its "v1" is a name, not the
+#: protocol version), so a HELLO of any version can be verified.
 DOMAIN = b"kesp-peer-v1\x00"
 SESSION_DOMAIN = b"kesp-peer-session-v1\x00"
 SIG_LEN = 64
@@ -79,6 +97,7 @@ RejectReason = Literal[
     "wrong-peer",
     "too-many-connections",
     "undecryptable",
+    "version-mismatch",
 ]
 
 
@@ -106,6 +125,20 @@ class MalformedFrameError(PeerProtocolError):
 
     def __init__(self, detail: str) -> None:
         super().__init__("malformed", detail)
+
+
+class VersionMismatchError(PeerProtocolError):
+    """A listed kiosk (signature verified) speaks another peer protocol version."""
+
+    def __init__(self, sender: str, theirs: int, ours: int) -> None:
+        age = "an older" if theirs < ours else "a newer"
+        super().__init__(
+            "version-mismatch",
+            f"{sender!r} speaks {age} peer protocol (v{theirs}, this kiosk v{ours})",
+            sender=sender,
+        )
+        self.theirs = theirs
+        self.ours = ours
 
 
 @dataclass(frozen=True)
@@ -168,6 +201,8 @@ class RawFrame:
     payload: bytes
     signed: bytes
     signature: bytes
+    version: int = PROTOCOL_VERSION
+    """The protocol version in the header (another one only on a HELLO)."""
 
     @property
     def size(self) -> int:
@@ -312,9 +347,10 @@ def decode_payload(ftype: FrameType, data: bytes) -> Payload:
 
 
 def encode_frame(envelope: Envelope, payload: Payload, key: SigningKey,
-                 channel: Channel | None = None) -> bytes:
+                 channel: Channel | None = None, *, version: int = PROTOCOL_VERSION) -> bytes:
     """Sign and frame ``payload`` from ``envelope.sender`` (whose key ``key`` is),
-    sealed with ``channel`` (every frame of a session; None only for the HELLOs)."""
+    sealed with ``channel`` (every frame of a session; None only for the HELLOs).
+    ``version`` goes in the header; only tests standing in for another release set it."""
     ftype, data = encode_payload(payload)
     if channel is not None:
         data = channel.seal(data)
@@ -329,7 +365,7 @@ def encode_frame(envelope: Envelope, payload: Payload, key: SigningKey,
     )
     if len(body) > MAX_BODY:
         raise ValueError(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
-    head = _HEADER.pack(MAGIC, VERSION, int(ftype), len(body))
+    head = _HEADER.pack(MAGIC, version, int(ftype), len(body))
     signature = key.sign(DOMAIN + head + body).signature
     return head + body + signature
 
@@ -337,15 +373,19 @@ def encode_frame(envelope: Envelope, payload: Payload, key: SigningKey,
 class FrameDecoder:
     """Incremental framing: feed any chunks of a byte stream, get whole frames out.
 
-    Framing errors (bad magic, version, type, length) raise :class:`MalformedFrameError`;
-    the stream is then unusable (there is no resynchronisation on a TCP stream)
-    and the caller closes the connection.
+    Framing errors (bad magic, type, length, a frame other than a HELLO on
+    another protocol version) raise :class:`MalformedFrameError`; the stream
+    is then unusable (there is no resynchronisation on a TCP stream) and the
+    caller closes the connection. A HELLO on another version is passed on, so
+    that :func:`verify_raw` can name the kiosk and both versions.
     """
 
-    def __init__(self, max_body: int = MAX_BODY) -> None:
+    def __init__(self, max_body: int = MAX_BODY, version: int = PROTOCOL_VERSION) -> None:
         self._buf = bytearray()
         #: Largest body accepted; a connection lowers it until the handshake is done.
         self.max_body = max_body
+        #: The protocol version this kiosk speaks (see the class docstring).
+        self.version = version
 
     def feed(self, data: bytes) -> list[RawFrame]:
         """Append ``data``; return every frame now complete, in order."""
@@ -355,8 +395,11 @@ class FrameDecoder:
             magic, version, ftype, length = _HEADER.unpack_from(self._buf)
             if magic != MAGIC:
                 raise MalformedFrameError(f"bad magic {bytes(magic).hex()}")
-            if version != VERSION:
-                raise MalformedFrameError(f"protocol version {version}, expected {VERSION}")
+            if version != self.version and ftype != FrameType.HELLO:
+                raise MalformedFrameError(
+                    f"protocol version {version} {_type_name(ftype)} frame, expected "
+                    f"{self.version}"
+                )
             try:
                 kind = FrameType(ftype)
             except ValueError as exc:
@@ -369,7 +412,7 @@ class FrameDecoder:
             head_body = bytes(self._buf[: HEADER_LEN + length])
             signature = bytes(self._buf[HEADER_LEN + length : total])
             del self._buf[:total]
-            frames.append(_split(kind, head_body, signature))
+            frames.append(_split(kind, version, head_body, signature))
         return frames
 
     @property
@@ -378,7 +421,14 @@ class FrameDecoder:
         return len(self._buf)
 
 
-def _split(kind: FrameType, head_body: bytes, signature: bytes) -> RawFrame:
+def _type_name(ftype: int) -> str:
+    try:
+        return FrameType(ftype).name
+    except ValueError:
+        return f"type-{ftype}"
+
+
+def _split(kind: FrameType, version: int, head_body: bytes, signature: bytes) -> RawFrame:
     r = _Reader(head_body[HEADER_LEN:])
     station = r.str8()
     sender = r.str8()
@@ -391,22 +441,31 @@ def _split(kind: FrameType, head_body: bytes, signature: bytes) -> RawFrame:
         payload=payload,
         signed=DOMAIN + head_body,
         signature=signature,
+        version=version,
     )
 
 
 def open_frame(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey],
-               channel: Channel | None = None) -> Frame:
-    """Check station and signer, verify the signature, then unseal and decode the payload.
+               channel: Channel | None = None, *, version: int = PROTOCOL_VERSION) -> Frame:
+    """Check station and signer, verify the signature and the protocol version,
+    then unseal and decode the payload.
 
-    The payload of an unverified frame is never decrypted nor decoded: an
-    attacker gets no parser surface beyond the envelope.
+    The payload of an unverified frame, or of one on another protocol version,
+    is never decrypted nor decoded: an attacker gets no parser surface beyond
+    the envelope, and a kiosk on another release is never misread.
     """
-    verify_raw(raw, station, trusted)
+    verify_raw(raw, station, trusted, version=version)
     return unseal_frame(raw, channel)
 
 
-def verify_raw(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey]) -> None:
-    """The first half of :func:`open_frame`: station, signer and signature."""
+def verify_raw(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey], *,
+               version: int = PROTOCOL_VERSION) -> None:
+    """The first half of :func:`open_frame`: station, signer, signature, then version.
+
+    The version is checked after the signature so that only a listed kiosk,
+    not anyone on the station network, can be reported as being on another
+    release (:class:`VersionMismatchError`).
+    """
     env = raw.envelope
     if env.station != station:
         raise PeerProtocolError(
@@ -423,6 +482,8 @@ def verify_raw(raw: RawFrame, station: str, trusted: Mapping[str, VerifyKey]) ->
         raise PeerProtocolError(
             "bad-signature", f"frame not signed by {env.sender!r}", sender=env.sender
         ) from exc
+    if raw.version != version:
+        raise VersionMismatchError(env.sender, raw.version, version)
 
 
 def unseal_frame(raw: RawFrame, channel: Channel | None) -> Frame:

@@ -79,6 +79,8 @@ FORMAT_VERSION = 2
 NAMELESS_VERSION = 1
 READABLE_VERSIONS = (NAMELESS_VERSION, FORMAT_VERSION)
 SIGNATURE_CONTEXT = b"KESP roll package v1\x00"
+#: Longest station or district name, in bytes of UTF-8 (a ``str8`` field).
+NAME_MAX_BYTES = 0xFF
 
 _PREFIX = struct.Struct(">8sHHI")  # magic, version, flags, header length
 _U64 = struct.Struct(">Q")

@@ -171,6 +171,30 @@ def _printer_state(result: Mapping[str, Any]) -> object | None:
     return None
 
 
+def _protocol_mismatch(peer: Mapping[str, Any], ours: object) -> bool:
+    """A peer refused for speaking another peer protocol (and not connected since)."""
+    theirs = peer.get("protocol")
+    return (isinstance(theirs, int) and isinstance(ours, int) and theirs != ours
+            and peer.get("state") != "connected")
+
+
+def _protocol_fix(kiosk: str, theirs: int, ours: int) -> Pair:
+    """The kiosk on the older release is the one to update."""
+    if theirs < ours:
+        return (f"{kiosk} киоску киоскулар ортосундагы алмашуу протоколунун эскирээк "
+                f"версиясында иштейт (v{theirs}, бул киоскто v{ours}): {kiosk} киоскун "
+                "жаңыртыңыз; ага чейин алар белгилерди алмашпайт.",
+                f"Киоск {kiosk} работает на более старой версии протокола обмена между "
+                f"киосками (v{theirs}, у этого киоска v{ours}): обновите киоск {kiosk}; "
+                "до тех пор они не обмениваются отметками.")
+    return (f"{kiosk} киоску киоскулар ортосундагы алмашуу протоколунун жаңыраак "
+            f"версиясында иштейт (v{theirs}, бул киоскто v{ours}): бул киоскту жаңыртыңыз; "
+            "ага чейин алар белгилерди алмашпайт.",
+            f"Киоск {kiosk} работает на более новой версии протокола обмена между "
+            f"киосками (v{theirs}, у этого киоска v{ours}): обновите этот киоск; "
+            "до тех пор они не обмениваются отметками.")
+
+
 def status_lines(result: Mapping[str, Any]) -> list[Pair]:
     """``kesp-agent status``: phase, counts, devices, peers, uplink, pending slips, what to do."""
     lines: list[Pair] = []
@@ -214,11 +238,16 @@ def status_lines(result: Mapping[str, Any]) -> list[Pair]:
                       "Состояние устройств эта версия агента не сообщает."))
     peers = result.get("peers")
     if isinstance(peers, list) and peers:
-        parts = [(str(p.get("kiosk", "?")), _state(p.get("state", "unknown")))
-                 for p in peers if isinstance(p, Mapping)]
+        listed = [p for p in peers if isinstance(p, Mapping)]
+        parts = [(str(p.get("kiosk", "?")), _state(p.get("state", "unknown"))) for p in listed]
         lines.append(("Шериктеш киоскулар: " + ", ".join(f"{k} {s[0]}" for k, s in parts) + ".",
                       "Соседние киоски: " + ", ".join(f"{k} {s[1]}" for k, s in parts) + "."))
-        if any(p.get("state") == "unreachable" for p in peers if isinstance(p, Mapping)):
+        ours = result.get("peer_protocol")
+        mismatched = [p for p in listed if _protocol_mismatch(p, ours)]
+        if isinstance(ours, int):
+            todo.extend(_protocol_fix(str(p.get("kiosk", "?")), p["protocol"], ours)
+                        for p in mismatched)
+        if any(p.get("state") == "unreachable" for p in listed if p not in mismatched):
             todo.append(("Байланышы жок киосктун тармак кабелин текшериңиз; добуш берүү уланат.",
                          "Проверьте сетевой кабель киоска без связи; голосование продолжается."))
     elif isinstance(peers, list):
@@ -270,6 +299,14 @@ def _slip_outcome(outcome: Mapping[str, Any]) -> tuple[list[Pair], int]:
                   f"({where}). Бюллетень берилбейт; чек {serial}.",
                   f"Отказано: избиратель №{number} по списку уже идентифицирован "
                   f"({where}). Бюллетень не выдаётся; чек {serial}.")]
+        ahead = outcome.get("first_ahead_ms")
+        if isinstance(ahead, int):
+            # Its mark is held apart for that kiosk's clock; it refuses all the same.
+            kiosk, minutes = outcome.get("first_kiosk", "?"), max(1, round(ahead / 60_000))
+            lines.append((f"{kiosk} түзмөгүнүн сааты {minutes} мүн. алдыда; "
+                          "техникке айтыңыз.",
+                          f"Часы устройства {kiosk} спешат на {minutes} мин.; "
+                          "сообщите технику."))
         code = EXIT_REFUSED
     else:
         lines = [(f"Тизмедеги №{number} шайлоочу комиссиянын чечими менен киргизилди; "

@@ -55,6 +55,7 @@ from agent.match import Matcher
 from agent.match.warm import warm_up
 from agent.peers.sync import (
     EVENT_CONFLICT,
+    EVENT_MARK_ADMITTED,
     EVENT_MARK_QUARANTINED,
     EVENT_MARK_REJECTED,
     EVENT_PEER_REJECTED,
@@ -277,10 +278,12 @@ class Agent:
         peers = [
             {"kiosk": p.kiosk, "state": p.state.value,
              "last_heard_s_ago": None if p.last_heard_s_ago is None
-             else round(p.last_heard_s_ago)}
+             else round(p.last_heard_s_ago),
+             "protocol": p.protocol}
             for p in (self.peers.status() if self.peers else [])
         ]
         return {"peers": peers,
+                **({"peer_protocol": self.peers.protocol} if self.peers else {}),
                 "uplink": {"state": uplink.uplink.value, "outbox": uplink.outbox_depth},
                 # Fallback for a station status without device states (kept if it has them).
                 "devices": {"sensor": {"state": self.sensor.status().state.value},
@@ -310,6 +313,9 @@ class Agent:
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
+        elif name == EVENT_MARK_ADMITTED:
+            self.journal.record(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
+                                mark_seq=int(str(fields["origin_seq"])))
         elif name == EVENT_RATE_EXCEEDED:
             self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
                                 marks_in_window=int(str(fields["marks"])),
@@ -320,9 +326,11 @@ class Agent:
                                 revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
+            versions = {k: int(str(fields[k])) for k in ("peer_protocol", "protocol")
+                        if k in fields}
             self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
                                 else "unknown", mark_kiosk="unknown", mark_seq=0,
-                                reason=str(fields["reason"]))
+                                reason=str(fields["reason"]), **versions)
 
     def health(self) -> Mapping[str, object]:
         """Device and roll facts for the periodic health message (nothing personal)."""

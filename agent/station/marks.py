@@ -21,8 +21,11 @@ A valid signature proves which kiosk made a mark, not that the mark is sane
 (stolen kit, an RTC set to the wrong year). So :meth:`MarkStore.merge` trusts a
 peer's mark only within bounds (:class:`MarkPolicy`, docs/PEERS.md "Trust
 model"): a mark stamped further ahead of this kiosk's clock than the allowed
-skew is *quarantined* (held apart, never observed into the clock, admitted when
-it arrives again once it is no longer ahead); a list number not in the roll is
+skew is *quarantined* (held apart, never observed into the clock, admitted once it
+is no longer ahead: re-judged at every merge and :meth:`MarkStore.readmit`, without
+waiting for a peer to send it again). A quarantined mark still refuses its voter
+(:meth:`MarkStore.prior_marks`): it is validly signed by a trusted kiosk that
+printed a slip, and only its stamp is wrong. A list number not in the roll is
 refused; a kiosk the commission revoked has its later marks refused; a kiosk
 whose marks come faster than a kiosk can identify voters is reported. Each mark
 is judged on its own: a bad one never rolls back the good ones of its frame.
@@ -285,8 +288,9 @@ class MergeResult:
     """What a merge did: new marks, repeats, rejects with reasons, voters now in conflict.
 
     ``quarantined`` marks are also in ``rejected`` (reason ``clock-ahead``): held
-    apart, they are admitted when a peer sends them again once they are no
-    longer ahead of this kiosk's clock.
+    apart, they are admitted once they are no longer ahead of this kiosk's clock
+    (at a later merge or :meth:`MarkStore.readmit`); those are in ``released``
+    (and in ``added``).
     """
 
     added: list[Mark] = field(default_factory=list)
@@ -296,6 +300,8 @@ class MergeResult:
     quarantined: list[tuple[Mark, int]] = field(default_factory=list)
     """Each quarantined mark with how far (ms) it was ahead of this kiosk's clock."""
     rate_exceeded: list[RateExceeded] = field(default_factory=list)
+    released: list[Mark] = field(default_factory=list)
+    """Marks that left the quarantine for the mark set (also in ``added``)."""
 
 
 _SCHEMA = """
@@ -318,6 +324,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     mark BLOB NOT NULL,
     ahead_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
+    voter INTEGER,
+    hlc INTEGER,
     PRIMARY KEY (kiosk, origin_seq)
 );
 CREATE TABLE IF NOT EXISTS revoked (
@@ -355,6 +363,7 @@ class MarkStore:
         self._in_roll = in_roll
         self._con = connect_durable(path)
         self._con.executescript(_SCHEMA)
+        self._migrate_quarantine()
         self._lock = threading.RLock()
         self._rate_alerted: dict[str, int] = {}
         row = self._con.execute(
@@ -371,6 +380,26 @@ class MarkStore:
             floor = floor if floor < _FLOOR_LIMIT else 0
         self.clock = HybridClock(floor, wall_ms, max_lead_ms=self.policy.max_ahead_ms,
                                  mono_ms=mono_ms)
+
+    def _migrate_quarantine(self) -> None:
+        """Give a quarantine table of an earlier release its ``voter`` and ``hlc`` columns.
+
+        They let a voter's turn find the held-apart marks that refuse the voter, and
+        the re-judging find the marks no longer ahead, without decoding every row.
+        """
+        columns = {r[1] for r in self._con.execute("PRAGMA table_info(quarantine)")}
+        with immediate(self._con) as con:
+            if "voter" not in columns:
+                con.execute("ALTER TABLE quarantine ADD COLUMN voter INTEGER")
+                con.execute("ALTER TABLE quarantine ADD COLUMN hlc INTEGER")
+            for kiosk, seq, blob in con.execute(
+                "SELECT kiosk, origin_seq, mark FROM quarantine WHERE voter IS NULL"
+            ).fetchall():
+                mark = Mark.from_bytes(bytes(blob))
+                con.execute("UPDATE quarantine SET voter=?, hlc=? WHERE kiosk=? AND origin_seq=?",
+                            (mark.voter, min(mark.hlc, MAX_STORED_HLC), kiosk, seq))
+            con.execute("CREATE INDEX IF NOT EXISTS quarantine_voter ON quarantine(voter)")
+            con.execute("CREATE INDEX IF NOT EXISTS quarantine_hlc ON quarantine(hlc)")
 
     @property
     def trusted(self) -> Mapping[str, VerifyKey]:
@@ -395,6 +424,44 @@ class MarkStore:
                 f"SELECT {self._COLS} FROM marks WHERE voter=? ORDER BY hlc", (voter,)
             ).fetchall()
         return tuple(self._row(r) for r in rows)
+
+    def prior_marks(self, voter: int) -> tuple[Mark, ...]:
+        """Every mark that refuses ``voter``: the admitted ones (oldest first), then the
+        ones held apart only for their stamp (see :meth:`_held_refusing`)."""
+        with self._lock:
+            return self._prior(self._con, voter)
+
+    def _prior(self, con: sqlite3.Connection, voter: int) -> tuple[Mark, ...]:
+        rows = con.execute(
+            f"SELECT {self._COLS} FROM marks WHERE voter=? ORDER BY hlc", (voter,)
+        ).fetchall()
+        return tuple(self._row(r) for r in rows) + self._held_refusing(con, voter)
+
+    def _held_refusing(self, con: sqlite3.Connection, voter: int | None) -> tuple[Mark, ...]:
+        """Quarantined marks (of ``voter``, or all) that count: a trusted kiosk's, validly
+        signed, not above its revocation. Their only fault is a stamp ahead of our clock;
+        a stolen kit could refuse voters as well with present stamps, so counting them
+        opens nothing, and revocation ends both."""
+        # Two statements rather than "? IS NULL OR voter = ?", which no index serves.
+        where, args = ("q.voter = ? AND", (voter,)) if voter is not None else ("", ())
+        rows = con.execute(
+            "SELECT q.mark FROM quarantine q LEFT JOIN revoked r ON q.kiosk = r.kiosk "
+            f"WHERE {where} (r.kiosk IS NULL OR q.origin_seq <= r.upto_seq) "
+            "ORDER BY q.hlc, q.kiosk, q.origin_seq",
+            args,
+        ).fetchall()
+        held = (Mark.from_bytes(bytes(r[0])) for r in rows)
+        return tuple(m for m in held if (key := self._trusted.get(m.kiosk)) and m.verify(key))
+
+    def held_apart(self, mark: Mark) -> int | None:
+        """How far (ms) ``mark`` was ahead of this kiosk's clock when it was quarantined,
+        or None when it is not held apart (admitted, or never seen)."""
+        with self._lock:
+            row = self._con.execute(
+                "SELECT ahead_ms FROM quarantine WHERE kiosk=? AND origin_seq=? AND mark=?",
+                (mark.kiosk, mark.origin_seq, mark.to_bytes()),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def all_marks(self) -> list[Mark]:
         """The whole set, ordered by kiosk and origin sequence."""
@@ -423,9 +490,16 @@ class MarkStore:
             return int(q.fetchone()[0])
 
     def voters_marked(self) -> int:
-        """Distinct voters holding at least one mark (the station's merged turnout)."""
+        """Distinct voters holding at least one mark (the station's merged turnout).
+
+        Marks held apart for their clock that refuse their voter count too (the
+        kiosk that made them counts them on its own report), once per voter: a
+        mark later admitted moves from one table to the other in one transaction.
+        """
         with self._lock:
-            return int(self._con.execute("SELECT COUNT(DISTINCT voter) FROM marks").fetchone()[0])
+            voters = {int(r[0]) for r in self._con.execute("SELECT DISTINCT voter FROM marks")}
+            voters.update(m.voter for m in self._held_refusing(self._con, None))
+        return len(voters)
 
     def version_vector(self) -> dict[str, int]:
         """Per kiosk, the highest origin_seq held with no gap below it."""
@@ -465,7 +539,8 @@ class MarkStore:
         return [Conflict(v, self.marks_for(v)) for v in voters]
 
     def quarantined(self) -> list[tuple[Mark, int]]:
-        """Marks held apart because they were stamped ahead of this kiosk's clock."""
+        """Marks held apart because they were stamped ahead of this kiosk's clock
+        (all of them; :meth:`prior_marks` says which refuse their voter)."""
         with self._lock:
             rows = self._con.execute(
                 "SELECT mark, ahead_ms FROM quarantine ORDER BY kiosk, origin_seq"
@@ -479,6 +554,11 @@ class MarkStore:
                 "SELECT kiosk, upto_seq, by FROM revoked ORDER BY kiosk"
             ).fetchall()
         return [Revocation(r[0], int(r[1]), r[2]) for r in rows]
+
+    def held_refusing(self) -> list[Mark]:
+        """Marks held apart for their clock that refuse their voter (closing report)."""
+        with self._lock:
+            return list(self._held_refusing(self._con, None))
 
     def revoked_marks(self) -> list[Mark]:
         """Marks held from revoked kiosks (made before the revocation): flagged on the report."""
@@ -551,13 +631,12 @@ class MarkStore:
     def mark_if_unmarked(
         self, voter: int, method: str, slip_serial: str
     ) -> Mark | tuple[Mark, ...]:
-        """Atomically: the new mark, or the existing marks when ``voter`` already has one."""
+        """Atomically: the new mark, or the marks that refuse ``voter`` (:meth:`prior_marks`:
+        admitted ones, then those held apart only for their clock)."""
         with self._lock, immediate(self._con) as con:
-            rows = con.execute(
-                f"SELECT {self._COLS} FROM marks WHERE voter=? ORDER BY hlc", (voter,)
-            ).fetchall()
-            if rows:
-                return tuple(self._row(r) for r in rows)
+            prior = self._prior(con, voter)
+            if prior:
+                return prior
             return self._new_local(con, voter, method, slip_serial)
 
     def merge(self, marks: Iterable[Mark]) -> MergeResult:
@@ -565,42 +644,85 @@ class MarkStore:
 
         Every mark is judged on its own (see the module docstring); refusals are
         values in the result, never exceptions, and the clock only observes the
-        stamps of marks that were stored.
+        stamps of marks that were stored. The quarantine is re-judged first
+        (:meth:`readmit`).
         """
+        return self._merge(list(marks))
+
+    def readmit(self) -> MergeResult:
+        """Re-judge the marks held apart for their clock: admit those no longer ahead.
+
+        No peer needs to send them again (the peer sync calls this every vector
+        interval). A held mark that is no longer ahead but now fails another bound
+        (its kiosk revoked since) leaves the quarantine as a refusal. The result is
+        reported like a merge's; the admitted marks are in ``released``.
+        """
+        return self._merge([])
+
+    def _merge(self, marks: list[Mark]) -> MergeResult:
         result = MergeResult()
         now = self.clock.wall_ms()
-        with self._lock, immediate(self._con) as con:
-            revoked = {r[0]: int(r[1]) for r in con.execute("SELECT kiosk, upto_seq FROM revoked")}
-            for mark in marks:
-                reason = self._judge(con, mark, now, revoked)
-                if reason == "duplicate":
-                    result.duplicates += 1
-                    continue
-                if reason == "clock-ahead":
-                    ahead = hlc_wall_ms(mark.hlc) - now
-                    result.quarantined.append((mark, ahead))
-                    con.execute(
-                        "INSERT OR IGNORE INTO quarantine VALUES (?,?,?,?,?)",
-                        (mark.kiosk, mark.origin_seq, mark.to_bytes(), min(ahead, MAX_STORED_HLC),
-                         now),
-                    )
-                if reason is not None:
-                    result.rejected.append((mark, reason))
-                    continue
-                before = con.execute(
-                    "SELECT COUNT(*) FROM marks WHERE voter=?", (mark.voter,)
-                ).fetchone()[0]
-                self._insert(con, mark, floor=max(self.clock.last, mark.hlc))
-                con.execute("DELETE FROM quarantine WHERE kiosk=? AND origin_seq=?",
-                            (mark.kiosk, mark.origin_seq))
-                result.added.append(mark)
-                if before >= 1:
-                    result.conflicts.append(mark.voter)
-            result.rate_exceeded = self._check_rates(con, {m.kiosk for m in result.added})
+        with self._lock:
+            # Cheap read first: the tick calls this every second, mostly for nothing.
+            due = [Mark.from_bytes(bytes(r[0])) for r in self._con.execute(
+                "SELECT mark FROM quarantine WHERE hlc < ? ORDER BY hlc",
+                (hlc_pack(now + self.policy.max_ahead_ms + 1, 0),),
+            )]
+            if not due and not marks:
+                return result
+            with immediate(self._con) as con:
+                revoked = {r[0]: int(r[1])
+                           for r in con.execute("SELECT kiosk, upto_seq FROM revoked")}
+                for mark in due:
+                    reason = self._judge(con, mark, now, revoked)
+                    if reason == "clock-ahead":
+                        continue  # our clock stepped back since the read: still held
+                    if reason is None:
+                        self._admit(con, mark, result)
+                        continue
+                    con.execute("DELETE FROM quarantine WHERE kiosk=? AND origin_seq=?",
+                                (mark.kiosk, mark.origin_seq))
+                    if reason != "duplicate":
+                        result.rejected.append((mark, reason))
+                for mark in marks:
+                    reason = self._judge(con, mark, now, revoked)
+                    if reason == "duplicate":
+                        result.duplicates += 1
+                        continue
+                    if reason == "clock-ahead":
+                        ahead = hlc_wall_ms(mark.hlc) - now
+                        result.quarantined.append((mark, ahead))
+                        con.execute(
+                            "INSERT OR IGNORE INTO quarantine "
+                            "(kiosk, origin_seq, mark, ahead_ms, received_ms, voter, hlc) "
+                            "VALUES (?,?,?,?,?,?,?)",
+                            (mark.kiosk, mark.origin_seq, mark.to_bytes(),
+                             min(ahead, MAX_STORED_HLC), now, mark.voter,
+                             min(mark.hlc, MAX_STORED_HLC)),
+                        )
+                    if reason is not None:
+                        result.rejected.append((mark, reason))
+                        continue
+                    self._admit(con, mark, result)
+                result.rate_exceeded = self._check_rates(con, {m.kiosk for m in result.added})
         # Committed: only now may the clock move past the stored stamps.
         for mark in result.added:
             self.clock.observe(mark.hlc)
         return result
+
+    def _admit(self, con: sqlite3.Connection, mark: Mark, result: MergeResult) -> None:
+        """Store a judged mark, out of the quarantine if it was held there."""
+        before = con.execute(
+            "SELECT COUNT(*) FROM marks WHERE voter=?", (mark.voter,)
+        ).fetchone()[0]
+        self._insert(con, mark, floor=max(self.clock.last, mark.hlc))
+        held = con.execute("DELETE FROM quarantine WHERE kiosk=? AND origin_seq=?",
+                           (mark.kiosk, mark.origin_seq)).rowcount
+        result.added.append(mark)
+        if held:
+            result.released.append(mark)
+        if before >= 1:
+            result.conflicts.append(mark.voter)
 
     def _judge(
         self, con: sqlite3.Connection, mark: Mark, now_ms: int, revoked: Mapping[str, int]

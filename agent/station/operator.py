@@ -90,6 +90,8 @@ class Operator:
         if rec.kind is SlipKind.REFUSED:
             out["first_kiosk"] = rec.details.get("first_kiosk")
             out["first_serial"] = rec.details.get("first_serial")
+            if "first_ahead_ms" in rec.details:
+                out["first_ahead_ms"] = rec.details["first_ahead_ms"]
         if not out["printed"]:
             out["printer"] = self.station.printer.status().state.value
         return out

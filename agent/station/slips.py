@@ -124,8 +124,18 @@ def identified_slip(
 def refused_slip(
     *, serial: str, place: Place, voter: VoterLine, first_at: dt.datetime,
     first_kiosk: str, at: dt.datetime, duplicate: bool = False,
+    first_ahead_ms: int | None = None,
 ) -> Document:
-    """Refusal: the voter was already identified (here or at another kiosk)."""
+    """Refusal: the voter was already identified (here or at another kiosk).
+
+    ``first_ahead_ms``: the first mark is held apart because its kiosk's clock is
+    that far ahead of this one's (its "first" time may still be to come).
+    """
+    ahead: tuple[Text, ...] = ()
+    if first_ahead_ms is not None:
+        minutes = max(1, round(first_ahead_ms / 60_000))
+        ahead = (Text(f"{first_kiosk} түзмөгүнүн сааты {minutes} мүн. алдыда"),
+                 Text(f"Часы устройства {first_kiosk} спешат на {minutes} мин."))
     blocks = (
         *_header(place),
         *_both("МУРДА ИДЕНТИФИКАЦИЯЛАНГАН", "УЖЕ ИДЕНТИФИЦИРОВАН", bold=True, large=True),
@@ -133,6 +143,7 @@ def refused_slip(
         Text(f"Тизмедеги № / № в списке: {voter.list_number}"),
         Text(f"Биринчи жолу / Впервые: {stamp(first_at)}"),
         Text(f"Түзмөк / Устройство: {first_kiosk}"),
+        *ahead,
         _when(at),
         Text(f"Чек №: {serial}", bold=True),
         *_both("Бюллетень берилбейт. Комиссияга кайрылыңыз.",
@@ -179,6 +190,9 @@ class ReportFacts:
     conflicts: Sequence[str] = ()
     revoked: Sequence[str] = ()
     """One line per revoked peer kiosk, naming the marks of it held (flagged, to check)."""
+    clock_ahead: Sequence[str] = ()
+    """One line per peer kiosk whose marks are held apart for its clock (they refuse
+    their voters and count in ``merged_voters``), naming them."""
     station_name: str = ""
     district_name: str = ""
     zone: str = ""
@@ -251,6 +265,8 @@ def closing_report(*, serial: str, facts: ReportFacts, duplicate: bool = False) 
         extra.append(Text(f"КАРАМА-КАРШЫЛЫК / КОНФЛИКТ: {line}", bold=True))
     for line in facts.revoked:
         extra.append(Text(f"ЧАКЫРЫЛДЫ / ОТОЗВАН: {line}", bold=True))
+    for line in facts.clock_ahead:
+        extra.append(Text(f"СААТЫ АЛДЫДА / ЧАСЫ СПЕШАТ: {line}", bold=True))
     extra.append(Rule())
     return _report("ЖАБУУ ОТЧЕТУ", "ИТОГОВЫЙ ОТЧЕТ", "closing-report", serial, facts, extra,
                    duplicate)
@@ -287,6 +303,8 @@ def render_slip(
                 serial=rec.serial, place=place, voter=line, at=at,
                 duplicate=duplicate, first_at=local_time(int(rec.details["first_ms"]), zone),
                 first_kiosk=str(rec.details["first_kiosk"]),
+                first_ahead_ms=(int(rec.details["first_ahead_ms"])
+                                if "first_ahead_ms" in rec.details else None),
             )
         return identified_slip(serial=rec.serial, place=place, voter=line, at=at,
                                duplicate=duplicate, method=str(rec.details.get("method", "manual")))

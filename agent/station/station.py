@@ -321,7 +321,14 @@ class Station:
             merged_voters=self.marks.voters_marked(),
             conflicts=conflicts,
             revoked=self._revoked_lines(),
+            clock_ahead=self._clock_ahead_lines(),
         )
+
+    def _clock_ahead_lines(self) -> list[str]:
+        held = self.marks.held_refusing()
+        return [f"{kiosk}: " + ", ".join(f"№{m.voter}/{m.slip_serial}"
+                                         for m in held if m.kiosk == kiosk)
+                for kiosk in sorted({m.kiosk for m in held})]
 
     def _revoked_lines(self) -> list[str]:
         held = self.marks.revoked_marks()
@@ -505,7 +512,7 @@ class Station:
 
     def _finish_identified(self, index: int, method: str, score: float, attempt_id: int) -> None:
         voter = self.roll.voter(index)
-        existing = self.marks.marks_for(voter.list_number)
+        existing = self.marks.prior_marks(voter.list_number)
         if existing:
             self._finish_refused(voter.list_number, existing, attempt_id)
             return
@@ -535,13 +542,17 @@ class Station:
     def _finish_refused(self, list_number: int, existing: tuple[Mark, ...],
                         attempt_id: int) -> None:
         first = min(existing, key=lambda m: m.hlc)
-        rec = self.ledger.allocate(
-            SlipKind.REFUSED,
-            voter=list_number,
-            details={"first_kiosk": first.kiosk, "first_ms": hlc_wall_ms(first.hlc),
-                     "first_serial": first.slip_serial, "attempt": attempt_id},
-            state=SlipState.PENDING,
-        )
+        details: dict[str, object] = {
+            "first_kiosk": first.kiosk, "first_ms": hlc_wall_ms(first.hlc),
+            "first_serial": first.slip_serial, "attempt": attempt_id,
+        }
+        # Held apart for its kiosk's clock, it refuses all the same; the slip and the
+        # audit say so, or the commission would puzzle over a "first" time still to come.
+        ahead = self.marks.held_apart(first)
+        if ahead is not None:
+            details["first_ahead_ms"] = min(ahead, 2**53)  # JSON-safe, as the service bounds it
+        rec = self.ledger.allocate(SlipKind.REFUSED, voter=list_number, details=details,
+                                   state=SlipState.PENDING)
         self._record_outcome(rec)
         self.emit_turnout()
         self.print_slip(rec)
@@ -569,6 +580,8 @@ class Station:
             fields["decision"] = "admit"
         elif rec.kind is SlipKind.REFUSED:
             fields.update(attempt, original_kiosk=str(rec.details["first_kiosk"]))
+            if "first_ahead_ms" in rec.details:
+                fields["ahead_ms"] = int(rec.details["first_ahead_ms"])
         else:
             fields.update(attempt, attempts=int(rec.details.get("attempts", 0)))
         self.journal.record(event, **fields)

@@ -356,8 +356,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
                 try:
                     status = KioskStatus(status_text) if status_text else None
                 except ValueError:
-                    raise HttpError(HTTPStatus.BAD_REQUEST,
-                                    "status must be online, silent or offline") from None
+                    raise HttpError(HTTPStatus.BAD_REQUEST, "status must be one of "
+                                    + ", ".join(s.value for s in KioskStatus)) from None
                 district = _one(params, "district")
                 return pages.kiosk_list(cache.board(), status,
                                         _ident(district, "district") if district else None)

@@ -111,3 +111,13 @@ def test_validate_fields() -> None:
         )  # fmt: skip
     with pytest.raises(EventFieldError, match="not in the event catalogue"):
         CATALOGUE.validate("no-such-event", {})
+
+
+def test_a_refused_peer_version_is_audited_with_both_versions() -> None:
+    """What the agent records for a peer on another protocol version (runtime/service.py)."""
+    cat = CATALOGUE
+    base: dict[str, object] = {"peer": "kiosk-3", "mark_kiosk": "unknown", "mark_seq": 0}
+    got = cat.validate(EventId.MARK_REJECTED,
+                       {**base, "reason": "version-mismatch", "peer_protocol": 1, "protocol": 2})
+    assert (got["peer_protocol"], got["protocol"]) == (1, 2)
+    assert "peer_protocol" not in cat.validate(EventId.MARK_REJECTED, {**base, "reason": "x"})

@@ -106,7 +106,7 @@ def test_init_creates_once(tmp_path: Path) -> None:
     assert r.code == 0 and "nothing changed" in r.out, r
     assert tree(tmp_path) == before
     r = kesp_ops("--store", "ops.sqlite", "watch", "--once", cwd=tmp_path)
-    assert r.code == 0 and "kiosks online 0/0" in r.out, r
+    assert r.code == 0 and "kiosks 0/0 online" in r.out, r
 
 
 def test_store_that_is_not_an_ops_store(tmp_path: Path) -> None:
@@ -155,11 +155,13 @@ def test_registered_kiosks_that_never_reported_are_listed(site: Path) -> None:
     r = kesp_ops("--store", "ops.sqlite", "--timezone", "Asia/Bishkek", "watch", "--once",
                  "--registry", "registry.json", cwd=site)
     assert r.code == 0, r
-    assert "kiosks online 0/4 (1 never reported)" in r.out
-    assert any(line.split()[:2] == ["silent", "c-9"] for line in r.out.splitlines()), r.out
+    assert "kiosks 0/4 online, 0 silent, 3 offline, 1 never_reported" in r.out
+    assert any(line.split()[:2] == ["never_reported", "c-9"] for line in r.out.splitlines()), \
+        r.out
     assert "+06" in r.out.splitlines()[0]  # the clock in Bishkek time
     r = kesp_ops("--store", "ops.sqlite", "watch", "--once", cwd=site)
-    assert "kiosks online 0/3" in r.out and "--registry" in r.out
+    assert "kiosks 0/3 online" in r.out and "--registry" in r.out
+    assert "c-9" not in r.out  # without the registry ops cannot know it
 
 
 def test_unreachable_broker_is_one_line_and_an_alert(site: Path) -> None:

@@ -52,7 +52,12 @@ def test_watch_once(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "osh-1" in out and "bsk-7" in out
     row = next(line for line in out.splitlines() if line.strip().startswith("osh "))
     assert row.split()[1:] == ["22", "2", "0", "0"]
-    assert "paper    a-1" in out and "sensor   a-1" in out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("alerts ("))
+    shown = {tuple(line.split()[:2]) for line in lines[start + 1:] if line.startswith("  ")}
+    # the dashboard's words; no birth was received, so every kiosk is offline too
+    assert shown == {("paper_low", "a-1"), ("sensor_fault", "a-1"), ("offline", "a-1"),
+                     ("offline", "a-2"), ("offline", "b-1")}, out
     assert "malformed 1" in out
 
 

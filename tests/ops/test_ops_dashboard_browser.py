@@ -126,11 +126,11 @@ def test_dashboard_in_chromium(served: tuple[DashboardServer, str], world: World
         status = dict(driver.execute_script(  # type: ignore[attr-defined]
             "return Array.from(document.querySelectorAll('[data-status]')).map("
             "function (e) { return [e.getAttribute('data-status'), e.innerText.trim()]; });"))
-        assert status == {"online": "4", "silent": "1", "offline": "2"}
+        assert status == {"online": "4", "silent": "1", "offline": "1", "never_reported": "1"}
         alerts = {(r[0], r[1]) for r in _rows(driver, "table.alerts tbody tr")}
         for expected in [("paper_out", "bsk-1-k2"), ("cover_open", CONFLICT),
                          ("sensor_missing", CONFLICT), ("peer_conflict", CONFLICT),
-                         ("audit_broken", TAMPERED), ("silent", SILENT), ("offline", NEVER),
+                         ("audit_broken", TAMPERED), ("silent", SILENT), ("never_reported", NEVER),
                          ("offline", STOPPED)]:
             assert expected in alerts, (expected, alerts)
         assert ("audit_broken", "bsk-1-k1") not in alerts  # an untampered chain is not flagged

@@ -120,7 +120,7 @@ def test_telemetry_text_is_escaped(server: DashboardServer) -> None:
     ("/kiosk/%ff%fe", 400, "not valid UTF-8"),
     ("/?x=1", 400, "unknown query parameter"),
     ("/?%zz", 400, "malformed query string"),
-    ("/kiosks?status=bogus", 400, "online, silent or offline"),
+    ("/kiosks?status=bogus", 400, "online, silent, offline, never_reported"),
     ("/kiosks?status=online&status=offline", 400, "given twice"),
     ("/kiosks?status=%ff", 400, "malformed query string"),
     ("/kiosks?" + "&".join(f"a{i}=1" for i in range(50)), 400, "malformed query string"),

@@ -87,7 +87,10 @@ def test_per_kiosk_series_with_bounded_labels(exposition: str) -> None:
     skew = next(x for x in lines if x.startswith('kesp_kiosk_clock_skew_seconds{device="k-1"'))
     assert float(skew.rsplit(" ", 1)[1]) == pytest.approx(-120, abs=1)
     assert 'kesp_turnout{district="osh",station="osh-1",outcome="identified"} 10' in lines
-    assert 'kesp_devices{state="offline"} 1' in lines
+    assert 'kesp_devices{state="offline"} 0' in lines
+    assert 'kesp_devices{state="never_reported"} 1' in lines
+    assert ('kesp_kiosk_alert{device="k-3",station="nar-4",district="naryn",'
+            'kind="never_reported"} 1' in lines)
     kinds = set(re.findall(r'kind="([a-z_]+)"', exposition))
     assert kinds <= {k.value for k in AlertKind}
     devices = set(re.findall(r'device="([^"]+)"', exposition))
@@ -102,16 +105,23 @@ def test_alert_rules_pass_promtool() -> None:
     assert "SUCCESS" in test.stdout
 
 
-def test_rule_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
-    """The rule tests can fail: a silent-kiosk threshold of 30 min is caught."""
+@pytest.mark.parametrize("old,new,rule", [
+    # a rule of its own threshold instead of ops' verdict (the 5 min it had before)
+    ('and on (device) kesp_kiosk_alert{kind="silent"} == 1',
+     "> 300", "KespKioskSilent"),
+    # a rule that reads the wrong word
+    ('kesp_kiosk_alert{kind="offline"}', 'kesp_kiosk_alert{kind="silent"}', "KespKioskOffline"),
+    # kiosks that never reported left out of the share
+    ('state=~"offline|never_reported"', 'state="offline"', "KespManyKiosksOffline"),
+])
+def test_rule_tests_catch_a_wrong_rule(tmp_path: Path, old: str, new: str, rule: str) -> None:
+    """The rule tests can fail: a rule that disagrees with ops' status words is caught."""
     rules = (RULES_DIR / "alerts.yml").read_text()
-    broken = rules.replace("kesp_kiosk_last_seen_timestamp_seconds > 300",
-                           "kesp_kiosk_last_seen_timestamp_seconds > 1800")
-    assert broken != rules
-    (tmp_path / "alerts.yml").write_text(broken)
+    assert rules.count(old) == 1
+    (tmp_path / "alerts.yml").write_text(rules.replace(old, new))
     shutil.copy(RULES_DIR / "alerts_test.yml", tmp_path)
     proc = run("test", "rules", "alerts_test.yml", cwd=tmp_path)
-    assert proc.returncode != 0 and "KespKioskSilent" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and rule in proc.stdout + proc.stderr, proc.stdout
 
 
 def _exprs_of_rules() -> list[str]:

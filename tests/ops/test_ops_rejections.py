@@ -11,11 +11,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from agent.telemetry.envelope import Envelope, seal
-from ops.parameters import OpsTuning
+from ops.alerts import AlertKind, device_alerts
+from ops.parameters import BoardTuning, OpsTuning
 from ops.registry import register_device, revoke_device
 from ops.service import OpsService
 from ops.store import PostgresStore, StateStore, open_store
-from ops.view import alerts
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEV_KEY = SigningKey(bytes(range(1, 33)))
@@ -160,9 +160,10 @@ def test_a_kiosk_with_a_skewed_clock_is_counted_and_alerted_never_dropped(
     assert got == ["accepted"] * 3
     assert svc.turnout().by_device["k-1"].identified == 3
     (device,) = svc.devices()
-    found = [a for a in alerts([device], _now(), svc.tuning) if a.kind == "clock"]
+    found = [a for a in device_alerts(device, _now(), BoardTuning(), svc.tuning)
+             if a.kind is AlertKind.CLOCK_SKEW]
     assert [a.device for a in found] == ["k-1"]
-    assert found[0].detail.startswith("skew -36")  # received 6 min before it was "sent"
+    assert found[0].detail.startswith("kiosk clock +36")  # received 6 min before it was "sent"
     svc.store.close()
 
 

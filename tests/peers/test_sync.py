@@ -100,6 +100,7 @@ def test_marks_flow_both_ways_one_session_status_and_counters(pair: Pair) -> Non
     _until(lambda: pair.store["kiosk-a"].count() == pair.store["kiosk-b"].count() == 20)
     assert a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"]
     _until(lambda: a.status()[0].peer_lacks == 0 == a.status()[0].we_lack)
+    _until(lambda: a.stats().marks_added == 10)  # counted just after the store commits
     st = a.status()[0]
     assert st.kiosk == "kiosk-b" and st.last_heard_s_ago is not None
     assert st.last_heard_s_ago < TIMING.stale_after_s
@@ -284,3 +285,155 @@ def test_revocation_spreads_refuses_later_marks_and_fast_marks_are_quarantined(
     assert pair.store["kiosk-a"].revoke("kiosk-b", by="kiosk-a") is not None
     time.sleep(4 * TIMING.vector_interval_s)
     assert [r.kiosk for r in pair.store["kiosk-b"].revocations()] == ["kiosk-c"]
+
+
+def test_a_kiosk_on_another_protocol_version_is_refused_both_ways_others_unaffected(
+    tmp_path: Path,
+) -> None:
+    """kiosk-c runs another release (peer protocol v1): both sides refuse it with
+    version-mismatch naming both versions, no mark crosses, a and b keep syncing,
+    the redials follow the backoff; once c runs this release it syncs."""
+    from dataclasses import replace
+
+    from agent.peers.wire import PROTOCOL_VERSION
+
+    # A wider backoff range than TIMING's, so a redial without backoff (0.02 s)
+    # and one at the cap (0.5 s) are far apart in the count below.
+    timing = replace(TIMING, backoff_initial_s=0.02, backoff_max_s=0.5)
+    ids = ("kiosk-a", "kiosk-b", "kiosk-c")
+    keys = {k: DeviceKeys(SigningKey.generate(), PrivateKey.generate()) for k in ids}
+    trusted = {k: v.signing.verify_key for k, v in keys.items()}
+    hosts = dict(zip(ids, ("127.0.0.51", "127.0.0.52", "127.0.0.53"), strict=True))
+    addr = {k: f"{h}:{_port(h)}" for k, h in hosts.items()}
+    cfg = {k: AgentConfig(device_id=k, station_id="st-7", district="d",
+                          peers=tuple(addr.values()), peer_listen=addr[k]) for k in ids}
+    stores = {k: MarkStore(tmp_path / f"{k}.db", k, keys[k].signing, trusted) for k in ids}
+    events: dict[str, list[tuple[str, dict[str, object]]]] = {k: [] for k in ids}
+    lock = threading.Lock()
+
+    def start(k: str, protocol: int = PROTOCOL_VERSION) -> PeerSync:
+        def on_event(name: str, fields: Mapping[str, object]) -> None:
+            with lock:
+                events[k].append((name, dict(fields)))
+
+        s = PeerSync(cfg[k], keys[k], stores[k], on_event, timing=timing, protocol=protocol)
+        s.start()
+        return s
+
+    def named(k: str, name: str) -> list[dict[str, object]]:
+        with lock:
+            return [f for n, f in events[k] if n == name]
+
+    def mismatches(k: str) -> list[dict[str, object]]:
+        return [f for f in named(k, "peer_rejected") if f["reason"] == "version-mismatch"]
+
+    syncs = {k: start(k, 1 if k == "kiosk-c" else PROTOCOL_VERSION) for k in ids}
+    try:
+        a, b, c = syncs["kiosk-a"], syncs["kiosk-b"], syncs["kiosk-c"]
+        _until(lambda: a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"])
+        # Refused both ways, with the reason and both versions, by every kiosk.
+        _until(lambda: all(mismatches(k) for k in ids)
+               and {f["claimed_sender"] for f in mismatches("kiosk-c")} == {"kiosk-a", "kiosk-b"})
+        (seen_by_a,) = mismatches("kiosk-a")
+        assert seen_by_a["claimed_sender"] == "kiosk-c"
+        assert (seen_by_a["peer_protocol"], seen_by_a["protocol"]) == (1, 2)
+        assert seen_by_a["detail"] == "'kiosk-c' speaks an older peer protocol (v1, this kiosk v2)"
+        assert all(f["detail"] == f"{f['claimed_sender']!r} speaks a newer peer protocol "
+                   "(v2, this kiosk v1)" for f in mismatches("kiosk-c"))
+        # No mark crosses the version boundary; a and b still share theirs.
+        for v in (1, 2, 3):
+            a.notify_local(stores["kiosk-a"].mark_local(v, "verify", f"A{v}"))
+        c.notify_local(stores["kiosk-c"].mark_local(9, "verify", "C9"))
+        _until(lambda: stores["kiosk-b"].count() == 3)
+        # No retry storm: a and c redial each other at the backoff cap, and a
+        # mismatch goes on being one event per kiosk, however many redials.
+        time.sleep(1.0)  # past the ramp (0.02 s doubling to the cap: ~0.75 s of sleeps)
+        before, t0 = a.stats().frames_rejected, time.monotonic()
+        time.sleep(2.0)
+        rejected, elapsed = a.stats().frames_rejected - before, time.monotonic() - t0
+        # Each side's dialer: at most one attempt per 0.8 x cap, plus the one in progress.
+        bound = 2 * (elapsed / (0.8 * timing.backoff_max_s) + 2)
+        assert 1 <= rejected <= bound, (rejected, bound)
+        assert len(mismatches("kiosk-a")) == 1 and len(mismatches("kiosk-b")) == 1
+        assert len(mismatches("kiosk-c")) == 2
+        assert sorted(m.kiosk for m in stores["kiosk-a"].all_marks()) == ["kiosk-a"] * 3
+        assert sorted(m.kiosk for m in stores["kiosk-b"].all_marks()) == ["kiosk-a"] * 3
+        assert [m.kiosk for m in stores["kiosk-c"].all_marks()] == ["kiosk-c"]
+        assert c.connected_peers() == []
+        assert a.connected_peers() == ["kiosk-b"]
+        by_kiosk = {s.kiosk: s for s in a.status()}
+        assert by_kiosk["kiosk-c"].protocol == 1
+        assert by_kiosk["kiosk-c"].state is PeerState.UNREACHABLE
+        assert by_kiosk["kiosk-b"].protocol == 2
+        assert by_kiosk["kiosk-b"].state is PeerState.CONNECTED
+        assert {s.kiosk: s.protocol for s in c.status()} == {"kiosk-a": 2, "kiosk-b": 2}
+        # a's view of b never changed while c was refused.
+        assert [(f["peer"], f["state"]) for f in named("kiosk-a", "peer_status")] == [
+            ("kiosk-b", "connected")]
+        # kiosk-c updated to this release: it syncs, and the mismatch is over.
+        c.stop()
+        syncs["kiosk-c"] = c = start("kiosk-c")
+        _until(lambda: all(st.count() == 4 for st in stores.values()))
+        _until(lambda: c.connected_peers() == ["kiosk-a", "kiosk-b"])
+        assert {s.kiosk: s.protocol for s in a.status()} == {"kiosk-b": 2, "kiosk-c": 2}
+    finally:
+        for s in syncs.values():
+            s.stop()
+
+
+def test_one_refused_dial_tells_both_kiosks(pair: Pair) -> None:
+    """kiosk-b (v3) does not dial: kiosk-a learns b's version from the signed
+    HELLO with which b answers a's dial before closing it."""
+    from dataclasses import replace
+
+    b_cfg = replace(pair.cfg["kiosk-b"], peers=())
+    b = PeerSync(b_cfg, pair.keys["kiosk-b"], pair.store["kiosk-b"], pair.sink("kiosk-b"),
+                 timing=TIMING, protocol=3)
+    b.start()
+    pair.syncs.append(b)
+    a = pair.sync("kiosk-a")
+    for k, other, theirs in (("kiosk-a", "kiosk-b", 3), ("kiosk-b", "kiosk-a", 2)):
+        _until(lambda k=k: pair.named(k, "peer_rejected") != [])  # type: ignore[misc]
+        (event,) = pair.named(k, "peer_rejected")
+        assert (event["reason"], event["claimed_sender"], event["peer_protocol"]) == (
+            "version-mismatch", other, theirs)
+    assert a.status()[0].protocol == 3 and b.status()[0].protocol == 2
+
+
+def test_a_fast_kiosks_mark_refuses_at_once_and_is_admitted_when_time_catches_up(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Kiosk a's RTC is 20 minutes fast: the voter it identified is refused at kiosk b
+    although b holds the mark apart; b admits it on its own once no longer ahead."""
+    trusted = {k: v.signing.verify_key for k, v in pair.keys.items()}
+    fast, b_offset = 20 * 60_000, [0]
+    pair.store = {
+        "kiosk-a": MarkStore(tmp_path / "a3.db", "kiosk-a", pair.keys["kiosk-a"].signing,
+                             trusted, wall_ms=lambda: time.time_ns() // 1_000_000 + fast),
+        "kiosk-b": MarkStore(tmp_path / "b3.db", "kiosk-b", pair.keys["kiosk-b"].signing,
+                             trusted,
+                             wall_ms=lambda: time.time_ns() // 1_000_000 + b_offset[0]),
+    }
+    a, b = pair.sync("kiosk-a"), pair.sync("kiosk-b")
+    _until(lambda: a.connected_peers() == ["kiosk-b"] and b.connected_peers() == ["kiosk-a"])
+    first = pair.store["kiosk-a"].mark_if_unmarked(7, "identify", "A-1")
+    assert isinstance(first, Mark)
+    a.notify_local(first)
+    _until(lambda: pair.named("kiosk-b", "mark_quarantined") != [])
+    # The voter walks to kiosk b: refused there, no second ORIGINAL.
+    assert pair.store["kiosk-b"].mark_if_unmarked(7, "identify", "B-1") == (first,)
+    assert pair.store["kiosk-b"].count(local_only=True) == 0
+    time.sleep(3 * TIMING.vector_interval_s)  # ticks re-judge: still ahead, still held
+    assert pair.store["kiosk-b"].marks_for(7) == ()
+    assert pair.named("kiosk-b", "mark_admitted") == []
+    # Time at b reaches the allowed skew (300 s) behind the stamp: admitted by b itself.
+    sent = a.stats().marks_sent  # each new session offers it again (and b holds it again)
+    b_offset[0] = fast - 4 * 60_000
+    _until(lambda: pair.named("kiosk-b", "mark_admitted") != [])
+    assert pair.named("kiosk-b", "mark_admitted") == [{"kiosk": "kiosk-a", "origin_seq": 1}]
+    assert pair.store["kiosk-b"].marks_for(7) == (first,)
+    assert pair.store["kiosk-b"].quarantined() == []
+    assert pair.store["kiosk-b"].clock.last >= first.hlc
+    # Admitted by b on its own: a sent nothing since b's clock caught up.
+    assert a.stats().marks_sent == sent
+    assert pair.named("kiosk-b", "mark_conflict") == []

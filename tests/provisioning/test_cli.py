@@ -313,9 +313,10 @@ def test_cec_build_packages_and_manifest(built: dict[str, Path], tmp_path: Path,
                                          cec: Path) -> None:
     out = built["out"]
     manifest = (out / "manifest.csv").read_text().splitlines()
-    assert manifest[0] == "station_id,district,voters,kiosks,roll_version,bytes,sha256"
-    assert manifest[1].startswith("s-1017,osh-city,4,2,1,")
-    assert manifest[2].startswith("s-2001,naryn,2,1,1,")
+    assert manifest[0] == ("station_id,district,station_name,district_name,voters,kiosks,"
+                           "roll_version,bytes,sha256")
+    assert manifest[1].startswith("s-1017,osh-city,,,4,2,1,")  # no --stations: no names
+    assert manifest[2].startswith("s-2001,naryn,,,2,1,1,")
     box = load_keys(tmp_path / "kiosk-c" / "etc" / "keys").box
     cec_pub = read_public_key(cec / "cec.pub", "cec")
     roll = open_package((out / "s-2001.pkg").read_bytes(), cec_pub, box)

@@ -1,7 +1,8 @@
 """Run docs/TECHNICIAN.md: every kesp-provision command in it, in order, in a scratch root.
 
 The inputs the guide says come from elsewhere (the broker's CA, the voters
-file and templates from the register) are made here; the manual copies it
+file and templates from the register, the stations file as the guide shows it)
+are made here; the manual copies it
 describes (cec.pub and the package onto the USB stick) are done between the
 commands that need them. Paths are moved under tmp_path; device commands get
 ``--config-dir``/``--state-dir`` pointing there and ``--user`` the test's user.
@@ -66,6 +67,11 @@ def test_walkthrough(tmp_path: Path) -> None:
     rows = fvc_templates(cec_dir / "templates", 3)
     write_csv(cec_dir / "voters.csv", "station_id,list_number,name_ky,name_ru,document",
               [("s-1017", *r) for r in rows])
+    # the guide's own example of a stations file
+    example = re.search(r"```text\n(station_id,district,station_name,district_name\n.*?)```",
+                        DOC.read_text(), re.S)
+    assert example is not None
+    (cec_dir / "stations.csv").write_text(example.group(1), encoding="utf-8")
     etc = root / "etc" / "kesp"
 
     port = free_port()
@@ -123,5 +129,7 @@ def test_walkthrough(tmp_path: Path) -> None:
     roll_hash = manifest.rsplit(",", 1)[1]
     assert f"roll hash (sha256) {roll_hash}" in outputs["device install-roll"]
     assert "registered osh-1017-a for station s-1017" in outputs["ops register"]
+    assert "named 'Ош ш., 5-мектеп / г. Ош, школа № 5' in 'Ош шаары / город Ош'" in \
+        outputs["cec verify"]
     assert "revoked osh-1017-a" in outputs["ops revoke"]
     assert "ops.pub" in outputs["ops keygen"]

@@ -26,8 +26,8 @@ from agent.runtime.config import load_config, save_config
 from agent.runtime.control import ControlError
 from hardware_sim.link import PtyLink
 from hardware_sim.rig import Rig, Visit, is_duplicate, slip_kind, slip_serial
-from ops.parameters import OpsTuning
-from ops.view import alerts
+from ops.alerts import AlertKind, device_alerts
+from ops.parameters import BoardTuning, OpsTuning
 
 
 def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
@@ -66,12 +66,12 @@ def _audit_states(rig: Rig, event: str) -> list[str]:
     return [json.loads(r[0])["fields"]["status"] for r in rows]
 
 
-def _ops_alerts(rig: Rig) -> set[tuple[str, str]]:
+def _ops_alerts(rig: Rig) -> set[tuple[AlertKind, str]]:
     """Central ops' current alerts for the kiosk, as (kind, detail)."""
     assert rig.ops is not None, "the rig needs mosquitto (make test installs it)"
     now = time.time_ns() // 1_000_000
-    return {(a.kind, a.detail) for a in alerts(rig.ops.devices(), now, OpsTuning())
-            if a.device == rig.device}
+    return {(a.kind, a.detail) for d in rig.ops.devices() if d.device == rig.device
+            for a in device_alerts(d, now, BoardTuning(), OpsTuning())}
 
 
 def _marks(rig: Rig) -> list[int]:
@@ -106,7 +106,8 @@ def test_sensor_absent_at_power_on_then_unplugged_mid_day(rig: Rig, absent_s: fl
 
     rig.sensor.unplug()  # mid-day: the cable is pulled for a while
     assert _until(lambda: _devices(rig)["sensor"]["state"] == "disconnected")
-    assert _until(lambda: ("sensor", "disconnected") in _ops_alerts(rig))  # ops sees it
+    assert _until(lambda: (AlertKind.SENSOR_MISSING, "sensor disconnected")
+                  in _ops_alerts(rig))  # ops sees it
     time.sleep(unplugged_s)
     assert rig.agent.poll() is None
     rig.sensor.replug()

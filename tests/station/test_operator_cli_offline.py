@@ -95,3 +95,26 @@ def test_a_full_disk_is_said_in_both_languages_with_what_to_do() -> None:
     line = one_line(unreachable("no agent listening", 3.2))
     assert "свободно 3.2 МБ" in line and "бош 3.2 МБ" in line
     assert "диск" not in one_line(unreachable("no agent listening")).lower()
+
+
+def test_status_names_a_peer_on_another_protocol_version_and_which_kiosk_to_update() -> None:
+    from agent.runtime.operator_text import status_lines
+
+    peers = [{"kiosk": "kiosk-2", "state": "unreachable", "protocol": 1},
+             {"kiosk": "kiosk-3", "state": "unreachable", "protocol": 3},
+             {"kiosk": "kiosk-4", "state": "connected", "protocol": 2}]
+    result = {"station": "s-1", "device": "kiosk-1", "phase": "open", "peers": peers}
+    lines = status_lines({**result, "peer_protocol": 2})
+    ky = "\n".join(k for k, _ in lines)
+    ru = "\n".join(r for _, r in lines)
+    assert ("Киоск kiosk-2 работает на более старой версии протокола обмена между киосками "
+            "(v1, у этого киоска v2): обновите киоск kiosk-2") in ru
+    assert "(v3, у этого киоска v2): обновите этот киоск" in ru
+    assert "(v1, бул киоскто v2): kiosk-2 киоскун жаңыртыңыз" in ky
+    assert "(v3, бул киоскто v2): бул киоскту жаңыртыңыз" in ky
+    assert "kiosk-4" not in ru.split("Что сделать:")[1]
+    # Their network is fine: no cable advice for kiosks refused for their version.
+    assert "сетевой кабель" not in ru and "тармак кабелин" not in ky
+    # An agent that does not report its peer protocol: shown as before.
+    older = "\n".join(r for _, r in status_lines(result))
+    assert "версии протокола" not in older and "сетевой кабель" in older

@@ -8,6 +8,7 @@ the roll, signature lines and labelled counts on the reports.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from agent.drivers.printer.render import (
     raster_font,
     render_text_line,
 )
+from agent.roll.package import NAME_MAX_BYTES
+from agent.station.slips import identified_slip
 from hardware_sim.escpos_sim import _Glyphs
-from hardware_sim.paper import PLACE, render, sample_documents
+from hardware_sim.paper import AT, PLACE, VOTER, render, sample_documents
 
 PROFILES = ["generic-58", "epson-tm-t20iii", "citizen-ct-s310ii"]
 
@@ -84,6 +87,34 @@ def test_no_line_wider_than_the_paper_and_no_broken_word(profile_name: str) -> N
         for block, lines, width in _laid_out(doc, profile):
             assert width <= profile.dots_per_line, (name, profile_name, lines)
             _whole_words(block.text, lines)
+
+
+def _longest(words: str) -> str:
+    """The longest prefix of ``words`` (whole words) a roll package's name field holds."""
+    name = ""
+    for word in words.split():
+        if len(f"{name} {word}".encode()) > NAME_MAX_BYTES:
+            return name
+        name = f"{name} {word}".strip()
+    raise AssertionError("not enough words")
+
+
+@pytest.mark.parametrize("profile_name", PROFILES)
+def test_the_longest_names_a_roll_holds_print_whole_on_every_paper(profile_name: str) -> None:
+    """``cec build --stations`` refuses no name for its length below the package's limit."""
+    place = replace(PLACE, station_name=_longest(
+        "Ош шаары, Ленин району, Курманжан Датка атындагы № 5 орто мектеп / г. Ош, Ленинский "
+        "район, средняя общеобразовательная школа № 5 имени Курманжан Датки, актовый зал"),
+        district_name=_longest("Ош шаардык шайлоо округу, Түндүк-Чыгыш бөлүгү / " * 5))
+    assert len(place.station_name.encode()) > NAME_MAX_BYTES - 20
+    doc = identified_slip(serial="s-0001-kiosk-0001-a-00017", place=place, voter=VOTER,
+                          method="identify", at=AT)
+    profile = get_profile(profile_name)
+    laid_out = _laid_out(doc, profile)
+    for block, lines, width in laid_out:
+        assert width <= profile.dots_per_line, (profile_name, lines)
+        _whole_words(block.text, lines)
+    assert place.station_name in " ".join(" ".join(lines) for _, lines, _ in laid_out)
 
 
 @pytest.mark.parametrize("profile_name", PROFILES)
