@@ -268,9 +268,9 @@ def status_lines(result: Mapping[str, Any]) -> list[Pair]:
         lines.append(("Диск: толуп калды.", "Диск: заполнен."))
         todo.append(DISK_FULL)
         if pending:  # they wait for room on the disk, not for the printer
-            listed = ", ".join(pending)
-            todo.append((f"Басыла элек чектер: {listed}; орун бошогондо өзү басылат.",
-                         f"Не напечатаны чеки: {listed}; напечатаются сами, когда "
+            serials = ", ".join(pending)
+            todo.append((f"Басыла элек чектер: {serials}; орун бошогондо өзү басылат.",
+                         f"Не напечатаны чеки: {serials}; напечатаются сами, когда "
                          "освободится место."))
     elif pending:
         todo.extend(_held(pending, _printer_state(result)))
