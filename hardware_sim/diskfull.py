@@ -87,6 +87,10 @@ class DiskFullReport:
     """What the kiosk did while the disk was full: 'slip' (the turn ended before
     the N-th write), 'fault' (refused to identify, FAULT shown), 'exit' (a start-up
     stopped with one line), 'ready' (a start-up got through)."""
+    outcome: dict[str, str] = field(default_factory=dict)
+    """What the kiosk did while full, by trial (its place and visitor); a turn's slips
+    follow, e.g. ``slip:identified`` (a stranger's ``slip:not-identified`` may come
+    before the disk fills: no mark is written on that path)."""
     restarts: int = 0
     days: int = 0
     problems: list[str] = field(default_factory=list)
@@ -165,16 +169,15 @@ class _Day(DayOnPowerFs):
         return kinds
 
     # --- trials ----------------------------------------------------------------------
-    def turn_trial(self, n: int, pattern: str = "*", visitor: str | None = None) -> None:
-        """The disk fills at the ``n``-th growing write (of a path containing ``pattern``)
-        after the visitor presses."""
+    def turn_trial(self, t: Target) -> None:
+        """The disk fills where ``t`` says after the visitor presses."""
         self.trial_no += 1
-        kind, finger = self.visitor(visitor)
-        where = f"turn N={n}{_of(pattern)} ({kind})"
+        kind, finger = self.visitor(t.visitor)
+        where = f"{t} ({kind})"
         printer, sensor = self.rig.printer, self.rig.sensor
         wait_until(lambda: sensor.guidance is Guidance.READY, 60, "the sensor to invite a voter")
         docs0 = len(printer.documents)
-        self.fs.enospc(n, pattern)
+        t.fill(self.fs)
         impressions = [int(i) for i in self.rng.permutation(self.rig.pressable(finger))]
         self.kiosk.press(finger, impressions[0])
         presses = 1
@@ -200,7 +203,9 @@ class _Day(DayOnPowerFs):
         time.sleep(0.3)  # what the turn does after its slip, with the disk still full
         sensor.lift()
         self.report.while_full[outcome] += 1
-        self.rig.say(f"{where}: {outcome} while full")
+        self.report.outcome[where] = outcome + "".join(
+            f":{slip_kind(d.text)}" for d in printer.documents[docs0:])
+        self.rig.say(f"{where}: {self.report.outcome[where]} while full")
         self.check(f"{where}, disk full", full=outcome == "fault")
         self.fs.enospc(None)
         self._recovered(where)
@@ -218,12 +223,12 @@ class _Day(DayOnPowerFs):
         self.check(f"{where}, space freed")
         self.report.trials["turn"] += 1
 
-    def restart_trial(self, n: int, pattern: str = "*") -> None:
-        """The disk fills at the ``n``-th growing write while the operator pauses and
-        resumes the station, then the kiosk is restarted before there is room."""
+    def restart_trial(self, t: Target) -> None:
+        """The disk fills where ``t`` says while the operator pauses and resumes the
+        station, then the kiosk is restarted before there is room."""
         self.trial_no += 1
-        where = f"restart N={n}{_of(pattern)}"
-        self.fs.enospc(n, pattern)
+        where = str(t)
+        t.fill(self.fs)
         for command in ("pause", "resume"):
             try:
                 self.kiosk.command(command)
@@ -235,6 +240,7 @@ class _Day(DayOnPowerFs):
         if code != 0:
             self.report.problems.append(f"{where}: SIGTERM on a full disk: exit {code}")
         self.report.while_full["stopped"] += 1
+        self.report.outcome[where] = "stopped"
         self.rig.say(f"{where}: stopped while full")
         self.check(f"{where}, disk full", full=None)
         self.fs.enospc(None)
@@ -249,15 +255,14 @@ class _Day(DayOnPowerFs):
         self.check(f"{where}, space freed")
         self.report.trials["restart"] += 1
 
-    def startup_trial(self, n: int, pattern: str = "*") -> None:
-        """The disk fills at the ``n``-th growing write (of a path containing ``pattern``)
-        of a start-up."""
+    def startup_trial(self, t: Target) -> None:
+        """The disk fills where ``t`` says during a start-up."""
         self.trial_no += 1
-        where = f"start-up N={n}{_of(pattern)}"
+        where = str(t)
         code = self.kiosk.stop_agent()
         if code != 0:
             self.report.problems.append(f"{where}: the agent stopped with {code} before")
-        self.fs.enospc(n, pattern)
+        t.fill(self.fs)
         try:
             self.kiosk.start_agent(timeout=120)
             outcome = "ready"
@@ -271,6 +276,7 @@ class _Day(DayOnPowerFs):
                     f"{where}: the agent exited with {agent.returncode} on a full disk "
                     "(0 and 78 stop systemd from starting it again)")
         self.report.while_full[outcome] += 1
+        self.report.outcome[where] = outcome
         self.rig.say(f"{where}: {outcome} while full")
         log = self.check(f"{where}, disk full", full=None)
         if outcome == "exit" and "disk full" not in log:
@@ -420,10 +426,6 @@ class _Day(DayOnPowerFs):
                                     problem.audit_problem else " (a gap)"))
 
 
-def _of(pattern: str) -> str:
-    return "" if pattern == "*" else f" of {pattern}"
-
-
 @dataclass(frozen=True)
 class Target:
     """One trial: the disk fills at the ``n``-th growing write (0: the first) of a path
@@ -436,6 +438,21 @@ class Target:
     n: int
     pattern: str = "*"
     visitor: str | None = None
+    after_syncs: bool = False
+    """Full once ``n`` syncs of ``pattern`` took effect (``n`` commits of a store)
+    rather than at its ``n``-th growing write."""
+
+    def fill(self, fs: PowerFs) -> None:
+        """Tell the disk when to be full."""
+        if self.after_syncs:
+            fs.fill(self.n, self.pattern)
+        else:
+            fs.enospc(self.n, self.pattern)
+
+    def __str__(self) -> str:
+        unit = "after sync" if self.after_syncs else "N="
+        where = "" if self.pattern == "*" else f" of {self.pattern}"
+        return f"{self.phase} {unit}{self.n}{where}"
 
 
 def run_disk_full(data: Path, out: Path, *, phases: Sequence[str] = PHASES, stride: int = 1,
@@ -469,11 +486,11 @@ def run_disk_full(data: Path, out: Path, *, phases: Sequence[str] = PHASES, stri
             for t in plan[done:done + per_day]:
                 seen = len(report.problems)
                 if t.phase == "turn":
-                    day.turn_trial(t.n, t.pattern, t.visitor)
+                    day.turn_trial(t)
                 elif t.phase == "restart":
-                    day.restart_trial(t.n, t.pattern)
+                    day.restart_trial(t)
                 else:
-                    day.startup_trial(t.n, t.pattern)
+                    day.startup_trial(t)
                 done += 1
                 if integrity_every and done % integrity_every == 0:
                     day.integrity(f"after trial {done}")

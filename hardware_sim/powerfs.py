@@ -39,6 +39,9 @@ Control, on the process's stdin, one command a line; answers on stdout:
   still shows room (the disk filled between a check and a write); ``enospc
   off`` lifts it (the space is freed). Overwrites inside a file never fail, as
   on a real disk whose blocks are already allocated.
+* ``fill N PATTERN``: the disk is full (as above) once N more syncs of a path
+  containing PATTERN have taken effect: for SQLite with ``synchronous=FULL``,
+  after N more commits of that store, however many writes they took.
 * ``grows``: print ``grows N``, the writes and truncations that grew a file so
   far (failed ones included): what ``enospc N`` counts, so a harness can
   measure a turn in them and place the N-th (:mod:`hardware_sim.diskfull`).
@@ -235,6 +238,8 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         self.enospc_pattern = "*"
         self.full_now = False
         """The ``enospc`` count ran out: every growing write fails until ``enospc off``."""
+        self.fill_after: tuple[int, str] | None = None
+        """``fill``: syncs left of paths containing the pattern before the disk is full."""
         self.arm: tuple[int, str, str] | None = None
 
     # --- helpers -------------------------------------------------------------------
@@ -286,9 +291,11 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         self.grows += 1
         if self.quota and self._used() + new_size - len(node.data) > self.quota:
             raise fuse.FuseOSError(errno.ENOSPC)
+        if self.full_now:
+            raise fuse.FuseOSError(errno.ENOSPC)
         if self.enospc_after is not None:
             matches = self.enospc_pattern == "*" or self.enospc_pattern in path
-            if self.full_now or (matches and self.enospc_after <= 0):
+            if matches and self.enospc_after <= 0:
                 self.full_now = True
                 raise fuse.FuseOSError(errno.ENOSPC)
             if matches:
@@ -312,6 +319,10 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         effect()
         if hit:
             self._freeze(path)
+        fill = self.fill_after
+        if fill is not None and (fill[1] == "*" or fill[1] in path):
+            self.fill_after = (fill[0] - 1, fill[1]) if fill[0] > 1 else None
+            self.full_now = self.full_now or fill[0] <= 1
 
     def _freeze(self, path: str) -> None:
         self.power.cut()
@@ -337,7 +348,12 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
                 self.enospc_after = None if words[1] == "off" else int(words[1])
                 self.enospc_pattern = words[2] if len(words) == 3 else "*"
                 self.full_now = False
+                self.fill_after = None
                 self.out(f"enospc {words[1]}")
+            elif words[0] == "fill" and len(words) == 3:
+                self.fill_after = (int(words[1]), words[2])
+                self.full_now = int(words[1]) <= 0
+                self.out(f"fill {words[1]}")
             elif words[0] == "quota":
                 self.quota = int(words[1])
                 self.out(f"quota {self.quota}")
@@ -638,6 +654,11 @@ class PowerFs:
     def syncs(self) -> int:
         """Syncs the filesystem has seen since it was mounted."""
         return int(self.command("syncs", "syncs").split()[1])
+
+    def fill(self, syncs: int, pattern: str = "*") -> None:
+        """The disk is full once ``syncs`` more syncs of a path containing ``pattern``
+        took effect (a store's commits); :meth:`enospc` (None) frees it."""
+        self.command(f"fill {syncs} {pattern}", "fill")
 
     def grows(self) -> int:
         """Writes that grew a file since the filesystem was mounted (what ``enospc`` counts)."""

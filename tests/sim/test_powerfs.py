@@ -198,3 +198,20 @@ def test_enospc_from_the_nth_growing_write_until_freed(disk: PowerFs) -> None:
     os.close(fd)
     os.close(fa)
     assert (m / "b").read_bytes().endswith(b"grows b, not countedroom again")
+
+
+def test_fill_after_the_nth_sync_of_a_path(disk: PowerFs) -> None:
+    m = disk.mountpoint
+    disk.fill(2, "store")
+    _write(m / "store-wal", b"commit 1", sync=True)
+    _write(m / "other", b"syncs of other paths do not count", sync=True)
+    fd = os.open(m / "store-wal", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b", commit 2")
+    os.fsync(fd)  # the second sync of store: full from now on
+    with pytest.raises(OSError) as err:
+        os.write(fd, b", commit 3")
+    assert err.value.errno == 28  # ENOSPC
+    disk.enospc(None)
+    os.write(fd, b", commit 3")
+    os.close(fd)
+    assert (m / "store-wal").read_bytes() == b"commit 1, commit 2, commit 3"

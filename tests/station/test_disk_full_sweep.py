@@ -17,17 +17,16 @@ import pytest
 
 from hardware_sim.diskfull import DiskFullReport, Target, run_disk_full, summary
 
-# Growing writes of one ledger commit on the FUSE disk (WAL frame headers and pages):
-# allocate 6, then 2 for each state change. An identified voter's slip is allocated,
-# made pending after the mark, begun before the paper and recorded printed after it.
-_AFTER_MARK, _BEFORE_PAPER, _AFTER_PAPER = 6, 8, 10
-
+# An identified voter's turn commits: the ledger allocates a serial, the mark store
+# marks, the ledger makes the slip pending, the audit log records the outcome, the
+# ledger says 'sending' before the paper and 'printed' after it. ``after_syncs``
+# counts a store's commits (robust to how many writes each took).
 SITES = (
     Target("turn", 0, "audit.sqlite", "first-time"),   # identification-started: nothing begun
     Target("turn", 0, "marks.sqlite", "first-time"),   # the mark: serial allocated, no mark
-    Target("turn", _AFTER_MARK, "ledger.sqlite", "first-time"),  # marked, slip not pending
-    Target("turn", _BEFORE_PAPER, "ledger.sqlite", "first-time"),  # pending, not sent
-    Target("turn", _AFTER_PAPER, "ledger.sqlite", "first-time"),  # paper out, not recorded
+    Target("turn", 1, "marks.sqlite", "first-time", after_syncs=True),  # marked, not pending
+    Target("turn", 2, "ledger.sqlite", "first-time", after_syncs=True),  # pending, no event
+    Target("turn", 3, "ledger.sqlite", "first-time", after_syncs=True),  # paper out, unrecorded
     Target("turn", 0, "outbox.sqlite", "repeat"),      # telemetry full: the refusal slip
     Target("start-up", 0, "audit.sqlite"),             # agent-started cannot be written
     Target("start-up", 0, "outbox.sqlite"),            # the outbox cannot be opened
@@ -45,8 +44,15 @@ def test_full_disk_at_each_write_site_of_a_turn_and_a_start_up(ref_data: Path,
     report = run_disk_full(ref_data, tmp_path / "df", targets=SITES, integrity_every=0)
     _assert_ok(report)
     assert sum(report.trials.values()) == len(SITES)
-    # the sites fall inside the turn: most stop identification, none gets past unseen
-    assert report.while_full["fault"] >= 5, summary(report)
+    said = report.outcome
+    # Before the paper the turn stops (FAULT); after it the slip is out (ORIGINAL once:
+    # checked by the harness). A genuine voter not recognised (a false non-match) gets
+    # the commission's slip on a path that writes no mark: the disk did not fill then.
+    turns = [said[f"{t} (first-time)"] for t in SITES[:5]]
+    assert all(s in ("fault", "slip:not-identified") for s in turns[:4]), said
+    assert turns.count("fault") >= 3, said
+    assert turns[4] in ("slip:identified", "slip:not-identified"), said
+    assert said[str(SITES[6])] == "exit" and said[str(SITES[7])] == "exit", said
     assert report.restarts >= 1  # the day's end restarts the agent and checks the stores
 
 
