@@ -170,7 +170,17 @@ class _Day(DayOnPowerFs):
 
     # --- trials ----------------------------------------------------------------------
     def turn_trial(self, t: Target) -> None:
-        """The disk fills where ``t`` says after the visitor presses."""
+        """The disk fills where ``t`` says after the visitor presses.
+
+        A first-time voter named by the target who is not recognised (a false
+        non-match) takes a path that writes no mark: the site was not reached, and
+        the next fresh voter comes (at most three).
+        """
+        for _ in range(3):
+            if self._turn(t) != "slip:not-identified" or t.visitor != "first-time":
+                return
+
+    def _turn(self, t: Target) -> str:
         self.trial_no += 1
         kind, finger = self.visitor(t.visitor)
         where = f"{t} ({kind})"
@@ -222,6 +232,7 @@ class _Day(DayOnPowerFs):
         self._settled(where)
         self.check(f"{where}, space freed")
         self.report.trials["turn"] += 1
+        return self.report.outcome[where]
 
     def restart_trial(self, t: Target) -> None:
         """The disk fills where ``t`` says while the operator pauses and resumes the

@@ -43,15 +43,13 @@ def test_full_disk_at_each_write_site_of_a_turn_and_a_start_up(ref_data: Path,
                                                                tmp_path: Path) -> None:
     report = run_disk_full(ref_data, tmp_path / "df", targets=SITES, integrity_every=0)
     _assert_ok(report)
-    assert sum(report.trials.values()) == len(SITES)
+    assert sum(report.trials.values()) >= len(SITES)
     said = report.outcome
     # Before the paper the turn stops (FAULT); after it the slip is out (ORIGINAL once:
-    # checked by the harness). A genuine voter not recognised (a false non-match) gets
-    # the commission's slip on a path that writes no mark: the disk did not fill then.
-    turns = [said[f"{t} (first-time)"] for t in SITES[:5]]
-    assert all(s in ("fault", "slip:not-identified") for s in turns[:4]), said
-    assert turns.count("fault") >= 3, said
-    assert turns[4] in ("slip:identified", "slip:not-identified"), said
+    # checked by the harness). A voter not recognised is replaced by the next (the
+    # harness), so each site is reached by an identified voter's turn.
+    assert [said[f"{t} (first-time)"] for t in SITES[:5]] == ["fault"] * 4 + [
+        "slip:identified"], said
     assert said[str(SITES[6])] == "exit" and said[str(SITES[7])] == "exit", said
     assert report.restarts >= 1  # the day's end restarts the agent and checks the stores
 
