@@ -211,6 +211,23 @@ class Agent:
         self._stop = threading.Event()
         self._reader_thread: threading.Thread | None = None
 
+    def _record_aside(self, event: EventId, **fields: object) -> None:
+        """An audit event from a thread other than the voter's turn (a device came or
+        went, a document was read, a peer's report).
+
+        On a full disk it is not written (it is logged, and said in the storage
+        guard's line) rather than killing that thread; the station invites nobody
+        until there is room, as when a turn's write fails.
+        """
+        try:
+            self.journal.record(event, **fields)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            log.error("audit event %s not written: disk full", event.value)
+            if self.station.storage is not None:
+                self.station.storage.hit(exc)
+
     def _read_documents(self) -> None:
         """Document-reader thread: MRZ reads select the next voter (lookup "mrz")."""
         path = self.cfg.document_reader
@@ -230,13 +247,13 @@ class Agent:
                 self._stop.wait(parameters.DOCUMENT_REOPEN_S)
                 continue
             if isinstance(outcome, MrzRead):
-                self.journal.record(EventId.DOCUMENT_READ, mrz_format=outcome.format)
+                self._record_aside(EventId.DOCUMENT_READ, mrz_format=outcome.format)
                 try:
                     self.station.present_document(outcome.mrz.document_number, lookup="mrz")
                 except StationError as exc:
                     log.info("document read: %s", exc)
             elif isinstance(outcome, MrzRejected):
-                self.journal.record(EventId.DOCUMENT_READ_FAILED, mrz_format=outcome.format,
+                self._record_aside(EventId.DOCUMENT_READ_FAILED, mrz_format=outcome.format,
                                     mrz_problem=outcome.problem)
         if reader is not None:
             reader.close()
@@ -246,7 +263,7 @@ class Agent:
         if status != previous:
             if detail:
                 log.warning("%s", detail)
-            self.journal.record(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
+            self._record_aside(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
                                 previous=previous)
 
     def _sensor_changed(self, status: SensorStatus) -> None:
@@ -254,7 +271,7 @@ class Agent:
         state = status.state.value
         previous, self._sensor_state = self._sensor_state, state
         if state != previous:
-            self.journal.record(EventId.SENSOR_STATUS_CHANGED, status=state, previous=previous)
+            self._record_aside(EventId.SENSOR_STATUS_CHANGED, status=state, previous=previous)
 
     def devices(self) -> dict[str, dict[str, str]]:
         """Each device's state and, when it is not usable, one line saying what to do.
@@ -295,40 +312,40 @@ class Agent:
     def _peer_event(self, name: str, fields: Mapping[str, object]) -> None:
         """Peer-sync reports become audit events (and so telemetry alerts)."""
         if name == EVENT_PEER_STATUS:
-            self.journal.record(EventId.PEER_STATUS_CHANGED, peer=str(fields["peer"]),
+            self._record_aside(EventId.PEER_STATUS_CHANGED, peer=str(fields["peer"]),
                                 status=str(fields["state"]), previous=str(fields["previous"]))
         elif name == EVENT_CONFLICT:
             marks = fields.get("marks")
             for m in marks if isinstance(marks, list) else []:
-                self.journal.record(EventId.MARK_CONFLICT, slip_serial=str(m["slip_serial"]),
+                self._record_aside(EventId.MARK_CONFLICT, slip_serial=str(m["slip_serial"]),
                                     mark_kiosk=str(m["kiosk"]), mark_seq=int(m["origin_seq"]),
                                     peer=str(fields["via_peer"]))
         elif name == EVENT_MARK_REJECTED:
-            self.journal.record(EventId.MARK_REJECTED, peer=str(fields["via_peer"]),
+            self._record_aside(EventId.MARK_REJECTED, peer=str(fields["via_peer"]),
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
         elif name == EVENT_MARK_QUARANTINED:
-            self.journal.record(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
+            self._record_aside(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
         elif name == EVENT_MARK_ADMITTED:
-            self.journal.record(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])))
         elif name == EVENT_RATE_EXCEEDED:
-            self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
                                 marks_in_window=int(str(fields["marks"])),
                                 window_s=int(str(fields["window_ms"])) // 1000)
         elif name == EVENT_PEER_REVOKED:
-            self.journal.record(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
                                 revoked_upto=int(str(fields["upto_seq"])),
                                 revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
             versions = {k: int(str(fields[k])) for k in ("peer_protocol", "protocol")
                         if k in fields}
-            self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
+            self._record_aside(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
                                 else "unknown", mark_kiosk="unknown", mark_seq=0,
                                 reason=str(fields["reason"]), **versions)
 

@@ -30,6 +30,9 @@ SITES = (
     Target("turn", 0, "outbox.sqlite", "repeat"),      # telemetry full: the refusal slip
     Target("start-up", 0, "audit.sqlite"),             # agent-started cannot be written
     Target("start-up", 0, "outbox.sqlite"),            # the outbox cannot be opened
+    # full once the start's first entries are in: the sensor's status event, from its
+    # watcher thread, cannot be written (was: a traceback, the thread gone)
+    Target("start-up", 2, "audit.sqlite", after_syncs=True),
     # the outbox refuses the audit entry of 'pause', the kiosk restarts still full
     Target("restart", 0, "outbox.sqlite"),
 )
@@ -51,6 +54,7 @@ def test_full_disk_at_each_write_site_of_a_turn_and_a_start_up(ref_data: Path,
     assert [said[f"{t} (first-time)"] for t in SITES[:5]] == ["fault"] * 4 + [
         "slip:identified"], said
     assert said[str(SITES[6])] == "exit" and said[str(SITES[7])] == "exit", said
+    assert said[str(SITES[8])] in ("exit", "ready"), said
     assert report.restarts >= 1  # the day's end restarts the agent and checks the stores
 
 
