@@ -10,6 +10,7 @@ which makes writes fail with ENOSPC on command.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ import numpy as np
 
 from agent.drivers.sensor.types import Guidance
 from hardware_sim.powerfs import PowerFs
-from hardware_sim.rig import Rig, Visit, collect, disagreements
+from hardware_sim.rig import Rig, Visit, collect, disagreements, wait_until
+from ops.alerts import AlertKind, device_alerts
+from ops.parameters import BoardTuning, OpsTuning
 from tests.cli_helpers import one_line_refusal, run_module
 
 _LOCKER = """
@@ -53,8 +56,9 @@ def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
         rig.printer.wait_for_documents(1, timeout=30)
         assert rig.visit(Visit("voter 1", 0, "identified"), rng) == "identified"
 
-        # statvfs shows the disk full: nobody is invited, one clear line, still running
-        fs.quota(1)
+        # statvfs shows less free than the reserve (the stores can still write): nobody
+        # is invited, one clear line, still running, and ops hears it in the health
+        fs.quota(shutil.disk_usage(rig.kiosk.state).used + 4_000_000)
         t0 = time.monotonic()
         while rig.sensor.guidance is not Guidance.FAULT:
             assert time.monotonic() - t0 < 10, "the sensor never showed the fault"
@@ -66,6 +70,12 @@ def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
         assert said.code in (0, 3), said  # 3: a slip waits (for room, here)
         assert "Киосктун диски толуп калды" in said.out, said.out
         assert "Диск киоска заполнен" in said.out and "ничего не потеряно" in said.out
+        assert rig.ops is not None, "the rig needs mosquitto (make test installs it)"
+        wait_until(lambda: (AlertKind.DISK_LOW, "state disk full: nobody is identified") in {
+            (a.kind, a.detail) for d in rig.ops.devices() if d.device == rig.device
+            for a in device_alerts(d, time.time_ns() // 1_000_000, BoardTuning(),
+                                   OpsTuning())}, 30, "ops to raise disk_low")
+        fs.quota(1)  # now nothing more fits
         # an agent that is not running (it could not start): the CLI names the full disk
         assert rig.stop_agent() == 0
         line = one_line_refusal(run_module("agent.runtime.cli", "--config", rig.config,
