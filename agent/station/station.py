@@ -417,6 +417,9 @@ class Station:
             serving = self.phase is Phase.OPEN
             if not serving:
                 self._note_printer(self.printer.status())
+                # an operator's command (close, reprint) the disk interrupted
+                if self._interrupted and (self.storage is None or self.storage.room()):
+                    self._finish_interrupted()
             elif self.storage is not None and not self.storage.room():
                 self._guide(Guidance.FAULT)
                 serving = False
@@ -445,6 +448,8 @@ class Station:
         for serial, duplicate in list(self._printed_unrecorded.items()):
             self._record_printed(self.ledger.get(serial), duplicate)
         self.recover()
+        if self.phase is not Phase.OPEN:
+            self.print_pending()  # e.g. the closing report of a close the disk interrupted
         self._interrupted = False
 
     def _guide(self, guidance: Guidance) -> None:

@@ -122,3 +122,34 @@ def test_a_store_opened_on_a_full_disk_is_a_full_disk(tmp_path: Path) -> None:
         fs.enospc(None)
         Ledger(tmp_path / "state" / "ledger.sqlite", "s-1", "k").close()
     assert not is_disk_full(OSError(5, "Input/output error"))
+
+
+def test_a_close_the_disk_interrupts_prints_its_report_once_there_is_room(
+        ref_data: Path, tmp_path: Path) -> None:
+    from agent.runtime.control import ControlError
+    from hardware_sim.rig import slip_kind, wait_settled
+
+    PowerFs.check_available()
+    rng = np.random.default_rng(6)
+    with PowerFs(tmp_path / "disk", tmp_path / "state") as fs, \
+            Rig(ref_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
+        rig.start_agent()
+        rig.command("open")
+        rig.printer.wait_for_documents(1, timeout=30)
+        assert rig.visit(Visit("voter 1", 0, "identified"), rng) == "identified"
+        before = len(rig.printer.documents)
+        fs.fill(1, "ledger.sqlite")  # the closing report's serial is the last that fits
+        try:
+            rig.command("close")
+        except ControlError as exc:
+            assert exc.code == "disk-full", exc
+        else:
+            raise AssertionError("close went through on a full disk")
+        assert len(rig.printer.documents) == before  # nothing printed while full
+        fs.enospc(None)
+        wait_settled(rig.kiosk, 30, "the closing report to print by itself")
+        kinds = [slip_kind(d.text) for d in rig.printer.documents[before:]]
+        assert kinds == ["closing-report"], kinds
+        assert rig.command("status")["phase"] == "closed"
+        assert rig.stop_agent() == 0
+        assert "Traceback" not in (rig.kiosk.dir / "agent.log").read_text()
