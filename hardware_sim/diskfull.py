@@ -259,11 +259,7 @@ class _Day(DayOnPowerFs):
         self.report.restarts += 1
         if self.kiosk.command("status").get("phase") == "paused":
             self.kiosk.command("resume")
-        self._recovered(where)
-        self._settled(where)
-        self.visit_fresh(f"{where}, next voter")
-        self._settled(where)
-        self.check(f"{where}, space freed")
+        self._serves_again(where)
         self.report.trials["restart"] += 1
 
     def startup_trial(self, t: Target) -> None:
@@ -297,14 +293,18 @@ class _Day(DayOnPowerFs):
         if outcome == "exit":
             self.kiosk.start_agent()  # systemd: Restart=always
             self.report.restarts += 1
+        self._serves_again(where)
+        self.report.trials["start-up"] += 1
+
+    # --- invariants ------------------------------------------------------------------
+    def _serves_again(self, where: str) -> None:
+        """Space freed: the kiosk invites, prints what it owed, serves the next voter."""
         self._recovered(where)
         self._settled(where)
         self.visit_fresh(f"{where}, next voter")
         self._settled(where)
         self.check(f"{where}, space freed")
-        self.report.trials["start-up"] += 1
 
-    # --- invariants ------------------------------------------------------------------
     def _recovered(self, where: str) -> None:
         """The kiosk invites voters again by itself once there is room."""
         try:

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +47,24 @@ def _no_slip_while(rig: Rig, finger: int, seconds: float) -> None:
     rig.sensor.lift()
 
 
-def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
-        ref_data: Path, tmp_path: Path) -> None:
+@contextmanager
+def _open_station(ref_data: Path, tmp_path: Path,
+                  rng: np.random.Generator) -> Iterator[tuple[PowerFs, Rig]]:
+    """A station on the FUSE disk, opened, its first voter identified."""
     PowerFs.check_available()
-    rng = np.random.default_rng(5)
     with PowerFs(tmp_path / "disk", tmp_path / "state") as fs, \
             Rig(ref_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
         rig.start_agent()
         rig.command("open")
         rig.printer.wait_for_documents(1, timeout=30)
         assert rig.visit(Visit("voter 1", 0, "identified"), rng) == "identified"
+        yield fs, rig
 
+
+def test_full_disk_stops_identification_nothing_half_written_busy_store_waits(
+        ref_data: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    with _open_station(ref_data, tmp_path, rng) as (fs, rig):
         # statvfs shows less free than the reserve (the stores can still write): nobody
         # is invited, one clear line, still running, and ops hears it in the health
         fs.quota(shutil.disk_usage(rig.kiosk.state).used + 4_000_000)
@@ -129,14 +138,7 @@ def test_a_close_the_disk_interrupts_prints_its_report_once_there_is_room(
     from agent.runtime.control import ControlError
     from hardware_sim.rig import slip_kind, wait_settled
 
-    PowerFs.check_available()
-    rng = np.random.default_rng(6)
-    with PowerFs(tmp_path / "disk", tmp_path / "state") as fs, \
-            Rig(ref_data, tmp_path / "rig", quiet=True, state_root=tmp_path / "state") as rig:
-        rig.start_agent()
-        rig.command("open")
-        rig.printer.wait_for_documents(1, timeout=30)
-        assert rig.visit(Visit("voter 1", 0, "identified"), rng) == "identified"
+    with _open_station(ref_data, tmp_path, np.random.default_rng(6)) as (fs, rig):
         before = len(rig.printer.documents)
         fs.fill(1, "ledger.sqlite")  # the closing report's serial is the last that fits
         try:
