@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "day": ("hardware_sim.demo", "run a simulated polling-station day end to end"),
     "paper": ("hardware_sim.paper", "render every slip and report as printed (docs/img)"),
     "docreader": ("hardware_sim.docreader_sim", "ID-document (MRZ) reader on a pty"),
+    "diskfull": ("hardware_sim.diskfull",
+                 "the state disk fills at every growing write of a turn and a start-up"),
     "powerloss": ("hardware_sim.powerloss",
                   "true power cuts along voters' turns, on a disk that forgets"),
     "sensor": ("hardware_sim.grow_sim", "ZhianTec/Grow fingerprint sensor on a pty"),

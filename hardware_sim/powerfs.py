@@ -33,9 +33,18 @@ Control, on the process's stdin, one command a line; answers on stdout:
 * ``freeze``: freeze now. ``syncs``: print ``syncs N`` (syncs so far).
 * ``quota BYTES``: writes that would make the files larger than BYTES in total
   fail with ENOSPC (a full disk, as ``statvfs`` shows it); ``quota 0`` lifts it.
-* ``enospc N``: after N more writes that grow a file, every such write fails
-  with ENOSPC although ``statvfs`` still shows room (the disk filled between a
-  check and a write); ``enospc off`` lifts it.
+* ``enospc N [PATTERN]``: after N more writes that grow a file (of a path
+  containing PATTERN, default ``*``: any), the disk is full: that write and
+  every later one that grows any file fail with ENOSPC, although ``statvfs``
+  still shows room (the disk filled between a check and a write); ``enospc
+  off`` lifts it (the space is freed). Overwrites inside a file never fail, as
+  on a real disk whose blocks are already allocated.
+* ``fill N PATTERN``: the disk is full (as above) once N more syncs of a path
+  containing PATTERN have taken effect: for SQLite with ``synchronous=FULL``,
+  after N more commits of that store, however many writes they took.
+* ``grows``: print ``grows N``, the writes and truncations that grew a file so
+  far (failed ones included): what ``enospc N`` counts, so a harness can
+  measure a turn in them and place the N-th (:mod:`hardware_sim.diskfull`).
 
 Run: ``python -m hardware_sim.powerfs BACKING MOUNTPOINT`` (as root, with
 ``/dev/fuse``); ``ready`` is printed once mounted.
@@ -222,8 +231,15 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         """The path each handle was opened by (syncs come without a path)."""
         self.next_fh = 1
         self.syncs = 0
+        self.grows = 0
+        """Writes (and truncations) that would grow a file, since the mount."""
         self.quota = 0
         self.enospc_after: int | None = None
+        self.enospc_pattern = "*"
+        self.full_now = False
+        """The ``enospc`` count ran out: every growing write fails until ``enospc off``."""
+        self.fill_after: tuple[int, str] | None = None
+        """``fill``: syncs left of paths containing the pattern before the disk is full."""
         self.arm: tuple[int, str, str] | None = None
 
     # --- helpers -------------------------------------------------------------------
@@ -269,15 +285,24 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     def _used(self) -> int:
         return sum(len(n.data) for n in self.nodes.values())
 
-    def _grow_check(self, node: Node, new_size: int) -> None:
+    def _grow_check(self, node: Node, new_size: int, path: str) -> None:
         if new_size <= len(node.data):
             return
+        self.grows += 1
         if self.quota and self._used() + new_size - len(node.data) > self.quota:
             raise fuse.FuseOSError(errno.ENOSPC)
+        if self.full_now:
+            raise fuse.FuseOSError(errno.ENOSPC)
         if self.enospc_after is not None:
-            if self.enospc_after <= 0:
+            matches = self.enospc_pattern == "*" or self.enospc_pattern in path
+            if matches and self.enospc_after <= 0:
+                self.full_now = True
                 raise fuse.FuseOSError(errno.ENOSPC)
-            self.enospc_after -= 1
+            if matches:
+                self.enospc_after -= 1
+
+    def _path_of(self, path: str | None, fh: Any) -> str:
+        return path or self.handle_paths.get(getattr(fh, "fh", fh), "?")
 
     def _synced(self, path: str, effect: Callable[[], None]) -> None:
         """A sync: count it, maybe freeze before or after it takes effect."""
@@ -294,6 +319,10 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         effect()
         if hit:
             self._freeze(path)
+        fill = self.fill_after
+        if fill is not None and (fill[1] == "*" or fill[1] in path):
+            self.fill_after = (fill[0] - 1, fill[1]) if fill[0] > 1 else None
+            self.full_now = self.full_now or fill[0] <= 1
 
     def _freeze(self, path: str) -> None:
         self.power.cut()
@@ -313,9 +342,18 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
                 self._freeze("(now)")
             elif words[0] == "syncs":
                 self.out(f"syncs {self.syncs}")
-            elif words[0] == "enospc":
+            elif words[0] == "grows":
+                self.out(f"grows {self.grows}")
+            elif words[0] == "enospc" and len(words) in (2, 3):
                 self.enospc_after = None if words[1] == "off" else int(words[1])
+                self.enospc_pattern = words[2] if len(words) == 3 else "*"
+                self.full_now = False
+                self.fill_after = None
                 self.out(f"enospc {words[1]}")
+            elif words[0] == "fill" and len(words) == 3:
+                self.fill_after = (int(words[1]), words[2])
+                self.full_now = int(words[1]) <= 0
+                self.out(f"fill {words[1]}")
             elif words[0] == "quota":
                 self.quota = int(words[1])
                 self.out(f"quota {self.quota}")
@@ -470,7 +508,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
         """write(2) into the volatile contents."""
         node = self._node(path, fh)
         end = offset + len(data)
-        self._grow_check(node, end)
+        self._grow_check(node, end, self._path_of(path, fh))
         if end > len(node.data):
             old = len(node.data)
             node.data.extend(bytes(end - old))
@@ -484,7 +522,7 @@ class PowerLossOps(fuse.Operations):  # type: ignore[misc]
     def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
         """truncate(2)."""
         node = self._node(path, fh)
-        self._grow_check(node, length)
+        self._grow_check(node, length, self._path_of(path, fh))
         if length < len(node.data):
             del node.data[length:]
         else:
@@ -617,13 +655,24 @@ class PowerFs:
         """Syncs the filesystem has seen since it was mounted."""
         return int(self.command("syncs", "syncs").split()[1])
 
+    def fill(self, syncs: int, pattern: str = "*") -> None:
+        """The disk is full once ``syncs`` more syncs of a path containing ``pattern``
+        took effect (a store's commits); :meth:`enospc` (None) frees it."""
+        self.command(f"fill {syncs} {pattern}", "fill")
+
+    def grows(self) -> int:
+        """Writes that grew a file since the filesystem was mounted (what ``enospc`` counts)."""
+        return int(self.command("grows", "grows").split()[1])
+
     def quota(self, size: int) -> None:
         """A full disk above ``size`` bytes of file contents (0: no limit)."""
         self.command(f"quota {size}", "quota")
 
-    def enospc(self, after: int | None) -> None:
-        """Growing writes fail with ENOSPC after ``after`` more (None: lifted)."""
-        self.command(f"enospc {'off' if after is None else after}", "enospc")
+    def enospc(self, after: int | None, pattern: str = "*") -> None:
+        """The disk is full after ``after`` more growing writes (of a path containing
+        ``pattern``): from then on every growing write fails with ENOSPC. None: the
+        space is freed."""
+        self.command(f"enospc {'off' if after is None else after} {pattern}", "enospc")
 
     def unmount(self) -> None:
         """Kill the filesystem process (dropping all it held in memory) and unmount."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -47,17 +46,17 @@ from hardware_sim.powerfs import PowerFs, PowerFsError
 from hardware_sim.reference_data import ReferenceDataError, reference_data
 from hardware_sim.rig import (
     DayFacts,
-    Rig,
+    DayOnPowerFs,
     RigError,
-    SimKiosk,
     collect,
     disagreements,
-    is_duplicate,
+    original_slips,
+    pick_visitor,
     slip_kind,
+    wait_settled,
     wait_until,
 )
 from hardware_sim.rig import slip_list_number as list_number
-from hardware_sim.voters import N_REAL
 from ops.service import OpsService
 
 VISITORS = (("first-time", 0.70), ("repeat", 0.15), ("stranger", 0.15))
@@ -125,32 +124,20 @@ def _pick(rng: np.random.Generator, table: tuple[tuple[str, float], ...]) -> str
     return str(rng.choice(names, p=weights / weights.sum()))
 
 
-class _Day:
+class _Day(DayOnPowerFs):
     """One station's day on the forgetting disk."""
 
     def __init__(self, data: Path, out: Path, plant: str | None, quiet: bool,
                  report: PowerLossReport, rng: np.random.Generator,
                  cal: _Calibration) -> None:
-        self.fs = PowerFs(out / "disk", out / "state")
-        self.rig = Rig(data, out / "rig", quiet=quiet, state_root=out / "state")
+        super().__init__(data, out, quiet)
         self.plant = plant
         self.report = report
         self.rng = rng
         self.cal = cal
-        self.voted: set[int] = set()
-        """Fingers whose identified slip came out (the harness's own view)."""
-
-    @property
-    def kiosk(self) -> SimKiosk:
-        return self.rig.kiosk
 
     def __enter__(self) -> _Day:
-        self.fs.mount()
-        try:
-            self.rig.__enter__()
-        except BaseException:
-            self.fs.unmount()
-            raise
+        self.provision()
         # what an atomic write cut before its rename leaves: start-up must remove it
         self.stale = self.kiosk.state / ".gallery.cache.x7k2m9q1.partial"
         self.stale.write_bytes(bytes(64 * 1024))
@@ -181,17 +168,7 @@ class _Day:
 
     # --- one trial -------------------------------------------------------------------
     def visitor(self) -> tuple[str, int]:
-        kind = _pick(self.rng, VISITORS)
-        fresh = [f for f in range(N_REAL) if f not in self.voted]
-        if kind == "repeat" and not self.voted:
-            kind = "first-time"
-        if kind == "first-time" and not fresh:
-            kind = "repeat"
-        if kind == "first-time":
-            return kind, int(self.rng.choice(fresh))
-        if kind == "repeat":
-            return kind, int(self.rng.choice(sorted(self.voted)))
-        return kind, int(self.rng.integers(N_REAL, 40))
+        return pick_visitor(_pick(self.rng, VISITORS), self.voted, self.rng)
 
     def trial(self) -> None:
         kind, finger = self.visitor()
@@ -271,18 +248,7 @@ class _Day:
 
     def _wait_printed(self, timeout: float = 30.0) -> None:
         """Recovery prints what it owes (pending and interrupted slips) in the loop."""
-        ledger = self.kiosk.state / "ledger.sqlite"
-
-        def settled() -> bool:
-            con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-            try:
-                (n,) = con.execute("SELECT COUNT(*) FROM slips WHERE state IN "
-                                   "('allocated', 'pending', 'sending')").fetchone()
-            finally:
-                con.close()
-            return int(n) == 0
-
-        wait_until(settled, timeout, "the recovered agent to print what it owed")
+        wait_settled(self.kiosk, timeout, "the recovered agent to print what it owed")
 
     def check(self, when: str, ops: OpsService | None = None) -> DayFacts:
         """Every invariant, now; problems are added to the report."""
@@ -292,11 +258,7 @@ class _Day:
             found.append(f"the stale temp file {self.stale.name} is still there")
         lost = set(facts.copies) - facts.mark_serials
         self.report.lost_marks |= {f"{self.report.days}:{s}" for s in lost}
-        originals: Counter[int] = Counter()
-        for doc in self.rig.printer.documents:
-            n = list_number(doc.text)
-            if slip_kind(doc.text) == "identified" and not is_duplicate(doc.text) and n:
-                originals[n] += 1
+        originals = original_slips([d.text for d in self.rig.printer.documents])
         twice = {f"{self.report.days}:voter {n}" for n, c in originals.items() if c > 1}
         twice |= {f"{self.report.days}:{s}" for s, c in facts.originals.items() if c > 1}
         if twice - self.report.double_originals:

@@ -52,6 +52,7 @@ from hardware_sim.escpos_sim import EscposPrinterSimulator
 from hardware_sim.fingers import impressions_of, load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import BrokerUnavailable, PrivateMosquitto, free_port
+from hardware_sim.powerfs import PowerFs
 from hardware_sim.voters import N_REAL, fvc_finger, make_roll
 from ops.registry import register_device
 from ops.service import OpsService
@@ -599,6 +600,74 @@ def disagreements(facts: DayFacts, ops: OpsService | None, device: str) -> list[
         if rejected:
             problems.append(f"ops rejected messages: {rejected}")
     return problems
+
+
+class DayOnPowerFs:
+    """A one-kiosk station whose state directory lives on :mod:`hardware_sim.powerfs`:
+    the day of the power-loss and the disk-full harnesses (which add the trials)."""
+
+    def __init__(self, data: Path, out: Path, quiet: bool) -> None:
+        self.fs = PowerFs(out / "disk", out / "state")
+        self.rig = Rig(data, out / "rig", quiet=quiet, state_root=out / "state")
+        self.voted: set[int] = set()
+        """Fingers whose identified slip came out (the harness's own view)."""
+
+    @property
+    def kiosk(self) -> SimKiosk:
+        """The station's kiosk."""
+        return self.rig.kiosk
+
+    def provision(self) -> None:
+        """Mount the disk, provision the station and start its simulators (no agent yet)."""
+        self.fs.mount()
+        try:
+            self.rig.__enter__()
+        except BaseException:
+            self.fs.unmount()
+            raise
+
+
+def pick_visitor(kind: str, voted: set[int], rng: np.random.Generator) -> tuple[str, int]:
+    """A visitor of ``kind`` (first-time, repeat, stranger) and their real finger, given
+    the fingers already ``voted``: a repeat with nobody voted yet comes first-time, a
+    first-time with every voter voted comes as a repeat."""
+    fresh = [f for f in range(N_REAL) if f not in voted]
+    if kind == "repeat" and not voted:
+        kind = "first-time"
+    if kind == "first-time" and not fresh:
+        kind = "repeat"
+    if kind == "first-time":
+        return kind, int(rng.choice(fresh))
+    if kind == "repeat":
+        return kind, int(rng.choice(sorted(voted)))
+    return kind, int(rng.integers(N_REAL, 40))
+
+
+def wait_settled(kiosk: SimKiosk, timeout: float, what: str) -> None:
+    """Wait until the kiosk's ledger holds no slip allocated, pending or being sent
+    (recovery and the loop printed what they owed); :class:`RigError` naming ``what``."""
+    ledger = kiosk.state / "ledger.sqlite"
+
+    def settled() -> bool:
+        con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+        try:
+            (n,) = con.execute("SELECT COUNT(*) FROM slips WHERE state IN "
+                               "('allocated', 'pending', 'sending')").fetchone()
+        finally:
+            con.close()
+        return int(n) == 0
+
+    wait_until(settled, timeout, what)
+
+
+def original_slips(texts: list[str]) -> Counter[int]:
+    """ORIGINAL identified slips on paper per voter's list number (must never exceed 1)."""
+    originals: Counter[int] = Counter()
+    for text in texts:
+        n = slip_list_number(text)
+        if slip_kind(text) == "identified" and not is_duplicate(text) and n:
+            originals[n] += 1
+    return originals
 
 
 def merged_marks(kiosk: SimKiosk) -> set[tuple[str, int, int]]:

@@ -30,7 +30,8 @@ Sources, per alert kind (``docs/OPS.md`` lists what kiosks do not send yet):
 ``sensor_fault``    health ``app.sensor`` = ``fault`` or ``error``
 ``clock_skew``      |ops receipt - kiosk send time| over ``OpsTuning.skew_alert_s``
 ``clock_unsynced``  health ``system.clock`` = ``unsynchronised``
-``disk_low``        health ``system.disk_free`` below ``disk_low_fraction``
+``disk_low``        health ``system.disk_free`` below ``disk_low_fraction``, or ``app.storage``
+                    = ``full`` (the kiosk stopped identifying for lack of space)
 ``outbox_backlog``  health ``outbox_depth`` above ``outbox_backlog``
 ``lost_records``    counter values the kiosk no longer retains and ops never got
 ``peer_conflict``   a ``mark-conflict`` event (two kiosks identified one voter)
@@ -225,6 +226,8 @@ def device_alerts(d: DeviceState, now_ms: int, board: BoardTuning, ops: OpsTunin
         sensor = _status_of(app, "sensor")
         if sensor in _SENSOR:
             add(_SENSOR[sensor], f"sensor {sensor}", d.health_ms)
+        if _status_of(app, "storage") == "full":
+            add(AlertKind.DISK_LOW, "state disk full: nobody is identified", d.health_ms)
         if _status_of(app, "document_reader") == "unplugged":
             # not severe: the station types document numbers meanwhile
             add(AlertKind.DOCUMENT_READER_MISSING, "document reader unplugged", d.health_ms)

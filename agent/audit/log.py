@@ -456,7 +456,7 @@ class AuditLog:
                     # not turn a recorded event into an error for the station. It can
                     # catch up from entries(since=...).
                     if is_disk_full(exc):  # said once by the station's storage guard
-                        log.error("audit entry %d not queued for telemetry: disk full",
+                        log.error("audit entry %d not queued for telemetry yet: disk full",
                                   e.seq)
                     else:
                         log.exception("audit listener failed on entry %d", e.seq)

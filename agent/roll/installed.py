@@ -21,7 +21,9 @@ are decoded on demand, only for the voter an ID document names.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +40,10 @@ from numpy.typing import NDArray
 from agent.match import Gallery, Matcher, Template, TemplateError, load_template
 from agent.match.matcher import GalleryFileError
 from agent.roll.package import PackageError, Roll, Voter, open_package, package_hash
-from agent.runtime.durable import atomic_write
+from agent.runtime.durable import atomic_write, is_disk_full
 from agent.runtime.keys import DeviceKeys
+
+log = logging.getLogger(__name__)
 
 ROLL_FILE = "roll.pkg"
 CEC_KEY_FILE = "cec.pub"
@@ -72,11 +76,34 @@ class LoadedRoll:
         """The voter at ``index`` in ``roll.voters``."""
         return self.roll.voters[index]
 
-    def persist_cache(self, state_dir: Path, keys: DeviceKeys) -> None:
-        """Write the encrypted gallery cache (no-op when it was loaded from one)."""
-        if not self.from_cache:
-            _write_cache(state_dir / GALLERY_CACHE, keys, self.package_hash, self.owners,
-                         self.bad_templates, self.gallery)
+    def persist_cache(self, state_dir: Path, keys: DeviceKeys, *, keep_free: int = 0) -> bool:
+        """Write the encrypted gallery cache (no-op when it was loaded from one); True
+        when it is on disk.
+
+        The cache only saves time (it is rebuilt from the roll), and a large
+        station's is ~180 MB: it is not written when that would leave less than
+        ``keep_free`` bytes for the stores, nor when the disk fills while writing.
+        """
+        if self.from_cache:
+            return True
+        blob = _sealed_cache(keys, self.package_hash, self.owners, self.bad_templates,
+                             self.gallery)
+        path = state_dir / GALLERY_CACHE
+        try:
+            free = shutil.disk_usage(state_dir).free
+            if keep_free and free - len(blob) < keep_free:
+                log.warning("gallery cache (%.0f MB) not written: %.0f MB free under %s, "
+                            "%.0f MB are kept for the stores; the next start rebuilds it",
+                            len(blob) / 1e6, free / 1e6, state_dir, keep_free / 1e6)
+                return False
+            atomic_write(path, blob, mode=0o600)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("gallery cache not written under %s (%s): the next start rebuilds "
+                        "it", state_dir, exc)
+            return False
+        return True
 
     def templates_of(self, index: int) -> list[Template]:
         """The decodable templates of voter ``index`` (decoded now, kept nowhere)."""
@@ -114,8 +141,9 @@ def _cache_key(keys: DeviceKeys) -> bytes:
     return blake2b(bytes(keys.box), digest_size=32, person=b"kesp-gallery-v1").digest()
 
 
-def _write_cache(path: Path, keys: DeviceKeys, digest: str, owners: NDArray[np.int32],
-                 bad: int, gallery: Gallery) -> None:
+def _sealed_cache(keys: DeviceKeys, digest: str, owners: NDArray[np.int32], bad: int,
+                  gallery: Gallery) -> bytes:
+    """The gallery cache file's bytes: the prepared gallery, encrypted to this kiosk."""
     buf = io.BytesIO()
     gallery.save(buf)
     owners_bytes = np.ascontiguousarray(owners, dtype="<i4").tobytes()
@@ -123,7 +151,7 @@ def _write_cache(path: Path, keys: DeviceKeys, digest: str, owners: NDArray[np.i
              + owners_bytes + buf.getvalue())
     nonce = os.urandom(_CACHE_NONCE_LEN)
     sealed = aead_encrypt(plain, _CACHE_FILE_MAGIC, nonce, _cache_key(keys))
-    atomic_write(path, _CACHE_FILE_MAGIC + nonce + sealed, mode=0o600)
+    return _CACHE_FILE_MAGIC + nonce + sealed
 
 
 def _read_cache(path: Path, keys: DeviceKeys, digest: str, matcher: Matcher

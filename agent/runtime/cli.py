@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from typing import Any
 
@@ -33,6 +34,7 @@ from agent.runtime.operator_text import (
     refusal,
     unreachable,
 )
+from agent.station.parameters import MIN_FREE_BYTES
 
 DEFAULT_CONFIG = os.environ.get("KESP_CONFIG", "/etc/kesp/agent.json")
 OPERATOR_COMMANDS = {
@@ -149,6 +151,16 @@ def _audit(config: str, rest: list[str]) -> int:
     return audit_cli(rest)
 
 
+def _full_disk_mb(state_dir: str) -> float | None:
+    """Free MB on the agent's state disk when it is below the agent's reserve, else None
+    (an agent that cannot start for lack of space is what the operator must hear about)."""
+    try:
+        free = shutil.disk_usage(state_dir).free
+    except OSError:
+        return None
+    return free / 1e6 if free < MIN_FREE_BYTES else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kesp-agent``."""
     args = _parser().parse_args(argv)
@@ -185,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kesp-agent {args.command}: "
                   + one_line(refusal(exc.code, exc.params, str(exc))), file=sys.stderr)
             return EXIT_REFUSED
-        print(f"kesp-agent {args.command}: " + one_line(unreachable(str(exc))), file=sys.stderr)
+        print(f"kesp-agent {args.command}: "
+              + one_line(unreachable(str(exc), _full_disk_mb(cfg.state_dir))), file=sys.stderr)
         return EXIT_UNAVAILABLE
     answer = command_answer(args.command, result)
     if args.json:

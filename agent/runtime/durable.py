@@ -98,13 +98,19 @@ def remove_stale_temp_files(root: str | os.PathLike[str]) -> tuple[int, int]:
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a write that failed for lack of space:
-    ENOSPC / EDQUOT, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    ENOSPC / EDQUOT, SQLite's SQLITE_FULL ("database or disk is full"), or SQLite's
+    "disk I/O error" for a WAL index (``-shm``) it could not create or grow.
+
+    SQLite reports the last as SQLITE_IOERR_SHMOPEN / _SHMSIZE, not SQLITE_FULL: a
+    store opened, or a reader's first look at it, on a full disk. In the agent's own
+    state directory (its own files, its own permissions) that is a full disk.
+    """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, sqlite3.Error) and (
-                getattr(cur, "sqlite_errorcode", None) == _SQLITE_FULL
+                getattr(cur, "sqlite_errorcode", None) in _SQLITE_NO_ROOM
                 or "database or disk is full" in str(cur)):
             return True
         if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -113,4 +119,8 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-_SQLITE_FULL = 13
+_SQLITE_NO_ROOM = frozenset({
+    13,             # SQLITE_FULL
+    10 | 18 << 8,   # SQLITE_IOERR_SHMOPEN
+    10 | 19 << 8,   # SQLITE_IOERR_SHMSIZE
+})

@@ -104,6 +104,14 @@ _DEVICE_FIX: dict[str, Pair] = {
                      "техника: возможно, нужно исправить настройку."),
 }
 _DEVICE_FIX_DEFAULT: Pair = ("Техникке кайрылыңыз.", "Вызовите техника.")
+#: The state disk is full (agent/station/storage.py): nothing is lost, nobody is identified.
+DISK_FULL: Pair = (
+    "Киосктун диски толуп калды: эч ким идентификацияланбайт, эч нерсе жоголгон жок. "
+    "Орун бошотуу үчүн техникке кайрылыңыз (эски журналдар, чогултулган архивдер); "
+    "киоск өзү улантат.",
+    "Диск киоска заполнен: никто не идентифицируется, ничего не потеряно. "
+    "Вызовите техника, чтобы освободить место (старые журналы, уже собранные архивы); "
+    "киоск продолжит сам.")
 
 
 @dataclass(frozen=True)
@@ -267,7 +275,15 @@ def status_lines(result: Mapping[str, Any]) -> list[Pair]:
                          "Нет связи с центром: киоск работает офлайн, "
                          "сообщения уйдут позже."))
     pending = _pending(result)
-    if pending:
+    if result.get("storage") == "full":
+        lines.append(("Диск: толуп калды.", "Диск: заполнен."))
+        todo.append(DISK_FULL)
+        if pending:  # they wait for room on the disk, not for the printer
+            serials = ", ".join(pending)
+            todo.append((f"Басыла элек чектер: {serials}; орун бошогондо өзү басылат.",
+                         f"Не напечатаны чеки: {serials}; напечатаются сами, когда "
+                         "освободится место."))
+    elif pending:
         todo.extend(_held(pending, _printer_state(result)))
     else:
         lines.append(("Басыла элек чек жок.", "Ненапечатанных чеков нет."))
@@ -417,13 +433,24 @@ def refusal(code: str, params: Mapping[str, Any], message: str) -> Pair:
                 f"{fix[0]} Анан kesp-agent open кайра териңиз.",
                 f"Нулевой отчёт не напечатан (принтер: {_state(state)[1]}), участок не открыт. "
                 f"{fix[1]} Затем снова kesp-agent open.")
+    if code == "disk-full":
+        return ("Буйрук аткарылган жок: киосктун диски толуп калды, эч нерсе жазылган жок. "
+                "Орун бошотуу үчүн техникке кайрылыңыз, анан буйрукту кайталаңыз.",
+                "Команда не выполнена: диск киоска заполнен, ничего не записано. "
+                "Вызовите техника, чтобы освободить место, затем повторите команду.")
     if code == "no-export":
         return ("Бул киоскто архив жазуу орнотулган эмес: техникке кайрылыңыз.",
                 "Запись архива на этом киоске не настроена: вызовите техника.")
     return (f"Агент баш тартты: {message}", f"Агент отказал: {message}")
 
 
-def unreachable(detail: str) -> Pair:
-    """The agent did not answer."""
+def unreachable(detail: str, free_mb: float | None = None) -> Pair:
+    """The agent did not answer; ``free_mb`` when its state disk is full (a start-up
+    that failed for lack of space: systemd starts it again, the disk must be freed)."""
+    if free_mb is not None:
+        return (f"Агент жооп бербейт, киосктун диски толуп калды (бош {free_mb:.1f} МБ): "
+                "орун бошотуу үчүн техникке кайрылыңыз; агент өзү кайра иштейт.",
+                f"Агент не отвечает, диск киоска заполнен (свободно {free_mb:.1f} МБ): "
+                "вызовите техника, чтобы освободить место; агент запустится сам.")
     return (f"Агент жооп бербейт ({detail}): systemctl status kesp-agent менен текшериңиз.",
             f"Агент не отвечает ({detail}): проверьте systemctl status kesp-agent.")

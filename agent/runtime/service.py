@@ -68,7 +68,7 @@ from agent.roll.installed import RollError, load_cec_key, load_roll
 from agent.runtime import sdnotify
 from agent.runtime.config import AgentConfig, ConfigError, load_config
 from agent.runtime.control import ControlServer
-from agent.runtime.durable import make_dirs, remove_stale_temp_files
+from agent.runtime.durable import is_disk_full, make_dirs, remove_stale_temp_files
 from agent.runtime.keys import KeyFileError, load_keys
 from agent.station import parameters
 from agent.station.journal import AuditJournal
@@ -77,7 +77,7 @@ from agent.station.lifecycle import Command, Lifecycle, Phase, RollPin, read_rol
 from agent.station.marks import MarkPolicy, MarkStore
 from agent.station.operator import Operator
 from agent.station.station import Station, StationError
-from agent.station.storage import StorageGuard
+from agent.station.storage import StorageGuard, disk_full_line, free_bytes
 from agent.telemetry import Telemetry
 from agent.telemetry.health import clock_sync_state
 
@@ -142,7 +142,7 @@ class Agent:
         if refusal is not None:
             raise RollError(f"{refusal}: a rolled-back or swapped roll is refused; reinstall the "
                             "roll package the commission opened with")
-        self.roll.persist_cache(state, self.keys)
+        self.roll.persist_cache(state, self.keys, keep_free=parameters.MIN_FREE_BYTES)
         self.audit = AuditLog(state / "audit.sqlite", self.keys.signing, cfg.device_id)
         clean = self.audit.previous_close_clean or self.audit.head_seq == 0
         self.marks = MarkStore(
@@ -166,6 +166,10 @@ class Agent:
         self.printer = open_printer(cfg.printer)
         self.telemetry = Telemetry(cfg, self.keys, health=self.health)
         self.journal = AuditJournal(self.audit, self.telemetry)
+        requeued = self.journal.requeue_unsent(self.telemetry.outbox.newest_payload("event"))
+        if requeued:
+            log.warning("%d audit entries a full disk kept from telemetry are queued now",
+                        requeued)
         # A device coming or going reaches ops in the next health sample, not a minute later.
         self.audit.subscribe(lambda entry: self.telemetry.health_soon()
                              if entry.event in _DEVICE_EVENTS else None)
@@ -207,6 +211,23 @@ class Agent:
         self._stop = threading.Event()
         self._reader_thread: threading.Thread | None = None
 
+    def _record_aside(self, event: EventId, **fields: object) -> None:
+        """An audit event from a thread other than the voter's turn (a device came or
+        went, a document was read, a peer's report).
+
+        On a full disk it is not written (it is logged, and said in the storage
+        guard's line) rather than killing that thread; the station invites nobody
+        until there is room, as when a turn's write fails.
+        """
+        try:
+            self.journal.record(event, **fields)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            log.error("audit event %s not written: disk full", event.value)
+            if self.station.storage is not None:
+                self.station.storage.hit(exc)
+
     def _read_documents(self) -> None:
         """Document-reader thread: MRZ reads select the next voter (lookup "mrz")."""
         path = self.cfg.document_reader
@@ -226,13 +247,13 @@ class Agent:
                 self._stop.wait(parameters.DOCUMENT_REOPEN_S)
                 continue
             if isinstance(outcome, MrzRead):
-                self.journal.record(EventId.DOCUMENT_READ, mrz_format=outcome.format)
+                self._record_aside(EventId.DOCUMENT_READ, mrz_format=outcome.format)
                 try:
                     self.station.present_document(outcome.mrz.document_number, lookup="mrz")
                 except StationError as exc:
                     log.info("document read: %s", exc)
             elif isinstance(outcome, MrzRejected):
-                self.journal.record(EventId.DOCUMENT_READ_FAILED, mrz_format=outcome.format,
+                self._record_aside(EventId.DOCUMENT_READ_FAILED, mrz_format=outcome.format,
                                     mrz_problem=outcome.problem)
         if reader is not None:
             reader.close()
@@ -242,7 +263,7 @@ class Agent:
         if status != previous:
             if detail:
                 log.warning("%s", detail)
-            self.journal.record(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
+            self._record_aside(EventId.DOCUMENT_READER_STATUS_CHANGED, status=status,
                                 previous=previous)
 
     def _sensor_changed(self, status: SensorStatus) -> None:
@@ -250,7 +271,7 @@ class Agent:
         state = status.state.value
         previous, self._sensor_state = self._sensor_state, state
         if state != previous:
-            self.journal.record(EventId.SENSOR_STATUS_CHANGED, status=state, previous=previous)
+            self._record_aside(EventId.SENSOR_STATUS_CHANGED, status=state, previous=previous)
 
     def devices(self) -> dict[str, dict[str, str]]:
         """Each device's state and, when it is not usable, one line saying what to do.
@@ -291,40 +312,40 @@ class Agent:
     def _peer_event(self, name: str, fields: Mapping[str, object]) -> None:
         """Peer-sync reports become audit events (and so telemetry alerts)."""
         if name == EVENT_PEER_STATUS:
-            self.journal.record(EventId.PEER_STATUS_CHANGED, peer=str(fields["peer"]),
+            self._record_aside(EventId.PEER_STATUS_CHANGED, peer=str(fields["peer"]),
                                 status=str(fields["state"]), previous=str(fields["previous"]))
         elif name == EVENT_CONFLICT:
             marks = fields.get("marks")
             for m in marks if isinstance(marks, list) else []:
-                self.journal.record(EventId.MARK_CONFLICT, slip_serial=str(m["slip_serial"]),
+                self._record_aside(EventId.MARK_CONFLICT, slip_serial=str(m["slip_serial"]),
                                     mark_kiosk=str(m["kiosk"]), mark_seq=int(m["origin_seq"]),
                                     peer=str(fields["via_peer"]))
         elif name == EVENT_MARK_REJECTED:
-            self.journal.record(EventId.MARK_REJECTED, peer=str(fields["via_peer"]),
+            self._record_aside(EventId.MARK_REJECTED, peer=str(fields["via_peer"]),
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 reason=str(fields["reason"]))
         elif name == EVENT_MARK_QUARANTINED:
-            self.journal.record(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
+            self._record_aside(EventId.MARK_QUARANTINED, peer=str(fields["via_peer"]),
                                 mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])),
                                 ahead_ms=min(int(str(fields["ahead_ms"])), 2**53))
         elif name == EVENT_MARK_ADMITTED:
-            self.journal.record(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.MARK_ADMITTED, mark_kiosk=str(fields["kiosk"]),
                                 mark_seq=int(str(fields["origin_seq"])))
         elif name == EVENT_RATE_EXCEEDED:
-            self.journal.record(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.PEER_RATE_EXCEEDED, mark_kiosk=str(fields["kiosk"]),
                                 marks_in_window=int(str(fields["marks"])),
                                 window_s=int(str(fields["window_ms"])) // 1000)
         elif name == EVENT_PEER_REVOKED:
-            self.journal.record(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
+            self._record_aside(EventId.PEER_REVOKED, mark_kiosk=str(fields["kiosk"]),
                                 revoked_upto=int(str(fields["upto_seq"])),
                                 revoked_by=str(fields["by"]))
         elif name == EVENT_PEER_REJECTED:
             sender = str(fields.get("claimed_sender") or "unknown")
             versions = {k: int(str(fields[k])) for k in ("peer_protocol", "protocol")
                         if k in fields}
-            self.journal.record(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
+            self._record_aside(EventId.MARK_REJECTED, peer=sender if _TOKEN.match(sender)
                                 else "unknown", mark_kiosk="unknown", mark_seq=0,
                                 reason=str(fields["reason"]), **versions)
 
@@ -338,6 +359,8 @@ class Agent:
                if "document_reader" in devices else {}),
             "device_problems": [d["detail"] for d in devices.values() if d["detail"]],
             "phase": self.lifecycle.phase.value,
+            # a full state disk stops identification (storage.py): ops must hear it
+            "storage": self.station.status_storage(),
             "roll_version": self.roll.roll.roll_version,
             "roll_hash": self.roll.package_hash,
             "software_version": __version__,
@@ -381,8 +404,19 @@ class Agent:
         self.control.stop()
         if self.peers is not None:
             self.peers.stop()
-        self.journal.record(EventId.AGENT_STOPPED, stop_reason=reason, exit_code=code)
-        self.audit.close()
+        # On a full disk the log stays whole without these two: the next start sees an
+        # unclean stop, as after a power cut.
+        for what, write in (("agent-stopped", partial(
+                                self.journal.record, EventId.AGENT_STOPPED,
+                                stop_reason=reason, exit_code=code)),
+                            ("the final audit checkpoint", self.audit.close)):
+            try:
+                write()
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.error("%s: %s not written", disk_full_line(
+                    self.cfg.state_path, free_bytes(self.cfg.state_path)), what)
         self.telemetry.flush(parameters.SHUTDOWN_FLUSH_S)
         self.telemetry.stop(graceful=True)
         if self._reader_thread is not None:
@@ -440,14 +474,34 @@ def _verify_key(hex_key: str) -> VerifyKey:
     return VerifyKey(bytes.fromhex(hex_key))
 
 
+def _start_failed_disk_full(state: Path, exc: BaseException) -> int:
+    """One line for a start-up that a full disk stopped; exit 1, so that systemd starts
+    the agent again (every store rolled back what it could not write: nothing is half
+    written, and the next start finishes what this one began)."""
+    print(f"kesp-agent: {disk_full_line(state, free_bytes(state), detail=f' ({exc})')}; "
+          "the agent cannot start: free space (delete old logs or exports already "
+          "collected), systemd starts it again", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def run(config_path: str) -> int:
     """Start the agent from a configuration file; returns the exit code."""
     try:
         cfg = load_config(config_path)
-        agent = Agent(cfg)
-    except (ConfigError, KeyFileError, RollError) as exc:
+    except ConfigError as exc:
         print(f"kesp-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        agent = Agent(cfg)
+    except (KeyFileError, RollError) as exc:
+        if is_disk_full(exc):
+            return _start_failed_disk_full(cfg.state_path, exc)
+        print(f"kesp-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        return _start_failed_disk_full(cfg.state_path, exc)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.audit.event_ids import EventId
-from agent.runtime.durable import atomic_write
+from agent.runtime.durable import atomic_write, is_disk_full
 from agent.station.ledger import LedgerError, SlipKind, SlipRecord, SlipState
 from agent.station.lifecycle import TRANSITIONS, Command, Phase, RollPin, TransitionError
 from agent.station.station import VOTER_SLIPS, Station, StationError
@@ -68,6 +68,14 @@ class Operator:
                 raise StationError(str(exc), "unknown-serial", serial=arg.strip()) from exc
             except (ValueError, KeyError) as exc:
                 raise StationError(str(exc)) from exc
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                # Rolled back whole; the station finishes what was begun once there is room.
+                self.station.disk_full(exc)
+                raise StationError(f"the state disk is full ({exc}): free space, then "
+                                   "repeat the command", "disk-full",
+                                   command=name) from exc
             for key, value in self.status_extras().items():
                 result.setdefault(key, value)
             return result

@@ -213,6 +213,10 @@ class Station:
         self._devices = devices
         self._guidance: Guidance | None = None
         self._attempt_ids = 0
+        self._interrupted = False
+        """A write failed for lack of space: :meth:`recover` runs before the next voter."""
+        self._printed_unrecorded: dict[str, bool] = {}
+        """Slips the printer confirmed whose ledger update failed (serial: duplicate)."""
 
     # ------------------------------------------------------------------ counts
 
@@ -344,13 +348,18 @@ class Station:
             "device": self.device_id,
             "counts": self.counts(),
             "pending_slips": [r.serial for r in self.ledger.in_state(SlipState.PENDING,
-                                                                     SlipState.SENDING)],
+                                                                     SlipState.SENDING)
+                              if r.serial not in self._printed_unrecorded],
             "conflicts": len(self.marks.conflicts()),
             "roll_hash": self.roll.package_hash,
             "audit_head": self.journal.head_hash,
-            "storage": "full" if self.storage is not None and self.storage.full else "ok",
+            "storage": self.status_storage(),
             "devices": dict(self._devices()) if self._devices else {},
         }
+
+    def status_storage(self) -> str:
+        """``full`` while nobody is identified for lack of space on the state disk, else ``ok``."""
+        return "full" if self.storage is not None and self.storage.full else "ok"
 
     @property
     def last_printer_status(self) -> PrinterStatus:
@@ -382,30 +391,44 @@ class Station:
 
         Before opening and after closing it only keeps the printer's state current
         (``status`` shows it; opening needs it) and waits ``wait_s``: it never spins.
-        A full disk is not fatal: the turn's transaction rolled back, the sensor
-        shows FAULT and nobody is invited until there is room (storage.py).
+        A full disk is not fatal: the write that failed rolled back whole, the sensor
+        shows FAULT and nobody is invited until there is room (storage.py); then
+        :meth:`recover` finishes the turn the disk interrupted (a mark stored but its
+        slip still allocated, an outcome not yet in the audit log) before anyone else.
         """
         try:
             self._serve_once(wait_s)
         except Exception as exc:
             if self.storage is None or not is_disk_full(exc):
                 raise
+            self.disk_full(exc)
+
+    def disk_full(self, exc: BaseException) -> None:
+        """A write failed for lack of space (in a turn or an operator's command): nobody
+        is invited for a while, and what was interrupted is finished once there is room."""
+        if self.storage is not None:
             self.storage.hit(exc)
-            with self.lock:
-                self._guide(Guidance.FAULT)
+        with self.lock:
+            self._interrupted = True
+            self._guide(Guidance.FAULT)
 
     def _serve_once(self, wait_s: float) -> None:
         with self.lock:
             serving = self.phase is Phase.OPEN
             if not serving:
                 self._note_printer(self.printer.status())
+                # an operator's command (close, reprint) the disk interrupted
+                if self._interrupted and (self.storage is None or self.storage.room()):
+                    self._finish_interrupted()
             elif self.storage is not None and not self.storage.room():
                 self._guide(Guidance.FAULT)
                 serving = False
-            elif not self.print_pending():
-                self._guide(Guidance.FAULT)
-                return
             else:
+                if self._interrupted:
+                    self._finish_interrupted()
+                if not self.print_pending():
+                    self._guide(Guidance.FAULT)
+                    return
                 self._guide(Guidance.READY)
         if not serving:
             time.sleep(wait_s)
@@ -418,6 +441,16 @@ class Station:
                 self._session(capture)
                 if self.storage is not None:
                     self.storage.served()
+
+    def _finish_interrupted(self) -> None:
+        """After a disk-full error: what :meth:`recover` does after a crash, now that
+        there is room (its own writes may fail again: then it is retried later)."""
+        for serial, duplicate in list(self._printed_unrecorded.items()):
+            self._record_printed(self.ledger.get(serial), duplicate)
+        self.recover()
+        if self.phase is not Phase.OPEN:
+            self.print_pending()  # e.g. the closing report of a close the disk interrupted
+        self._interrupted = False
 
     def _guide(self, guidance: Guidance) -> None:
         """Show ``guidance`` on the LED ring (only on change: LED commands cost a round trip)."""
@@ -578,6 +611,15 @@ class Station:
             previous, self._last_printer_state = self._last_printer_state, state
             self.journal.record(EventId.PRINTER_STATUS_CHANGED, status=state, previous=previous)
 
+    def _record_printed(self, rec: SlipRecord, duplicate: bool) -> None:
+        """The printer confirmed a copy of ``rec``: the ledger, then the audit log."""
+        self.ledger.printed(rec.serial, duplicate=duplicate)
+        del self._printed_unrecorded[rec.serial]
+        kind = _SLIP_KIND_FIELD.get(rec.kind)
+        if kind is not None:  # reports have their own *-report-printed events
+            self.journal.record(EventId.SLIP_PRINTED, slip_serial=rec.serial, slip_kind=kind,
+                                duplicate=duplicate)
+
     def _voter_line(self, list_number: int) -> VoterLine:
         v = self.roll.voter(self.roll.by_list_number[list_number])
         return VoterLine(v.list_number, v.name_ky, v.name_ru)
@@ -601,11 +643,10 @@ class Station:
         duplicate = self.ledger.begin_print(rec.serial)
         outcome = self.printer.print_document(self._render(self.ledger.get(rec.serial), duplicate))
         if isinstance(outcome, Printed):
-            self.ledger.printed(rec.serial, duplicate=duplicate)
-            kind = _SLIP_KIND_FIELD.get(rec.kind)
-            if kind is not None:  # reports have their own *-report-printed events
-                self.journal.record(EventId.SLIP_PRINTED, slip_serial=rec.serial, slip_kind=kind,
-                                    duplicate=duplicate)
+            # The paper is out: if the disk is too full to say so, remember it, or the
+            # slip would come out again (as DUPLICATE) once there is room.
+            self._printed_unrecorded[rec.serial] = duplicate
+            self._record_printed(rec, duplicate)
             return True
         if isinstance(outcome, NotPrinted):
             self.ledger.not_printed(rec.serial)

@@ -36,10 +36,7 @@ class StorageGuard:
 
     def free_bytes(self) -> int | None:
         """Free bytes on the state disk (None if it cannot be read)."""
-        try:
-            return shutil.disk_usage(self.state_dir).free
-        except OSError:
-            return None
+        return free_bytes(self.state_dir)
 
     def room(self) -> bool:
         """True when a voter may be invited."""
@@ -69,8 +66,22 @@ class StorageGuard:
         if self._said_at is not None and now - self._said_at < parameters.STORAGE_REPEAT_S:
             return
         self._said_at = now
-        left = "unknown" if free is None else f"{free / 1e6:.1f} MB"
-        log.error("disk full under %s: %s free, %.0f MB needed%s; nobody is identified "
-                  "until space is freed (delete old logs or exports already collected); "
-                  "the station resumes by itself", self.state_dir, left,
-                  self.reserve_bytes / 1e6, detail)
+        log.error("%s; nobody is identified until space is freed (delete old logs or "
+                  "exports already collected); the station resumes by itself",
+                  disk_full_line(self.state_dir, free, self.reserve_bytes, detail))
+
+
+def disk_full_line(state_dir: Path, free: int | None,
+                   reserve_bytes: int = parameters.MIN_FREE_BYTES, detail: str = "") -> str:
+    """``disk full under DIR: X MB free, Y MB needed (detail)``: the start of every line
+    that reports a full state disk (the station's, and a start-up that failed)."""
+    left = "unknown" if free is None else f"{free / 1e6:.1f} MB"
+    return f"disk full under {state_dir}: {left} free, {reserve_bytes / 1e6:.0f} MB needed{detail}"
+
+
+def free_bytes(state_dir: Path) -> int | None:
+    """Free bytes on the disk holding ``state_dir`` (None if it cannot be read)."""
+    try:
+        return shutil.disk_usage(state_dir).free
+    except OSError:
+        return None

@@ -193,6 +193,14 @@ class Outbox:
         with self._lock:
             return self._meta("last_n")
 
+    def newest_payload(self, kind: RecordKind) -> bytes | None:
+        """The payload of the newest record of ``kind`` still stored (None: none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payload FROM outbox WHERE kind = ? ORDER BY n DESC LIMIT 1", (kind,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
     def oldest_retained(self) -> int:
         """The lowest ``n`` still stored (acked or not); ``last_n + 1`` when empty."""
         with self._lock:

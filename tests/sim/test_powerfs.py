@@ -172,3 +172,46 @@ def test_quota_makes_writes_fail_with_enospc(disk: PowerFs) -> None:
     with pytest.raises(OSError) as err:
         _write(m / "big", bytes(128 * 1024), sync=True)
     assert err.value.errno == 28  # ENOSPC
+
+
+def test_enospc_from_the_nth_growing_write_until_freed(disk: PowerFs) -> None:
+    m = disk.mountpoint
+    _write(m / "a.sqlite-wal", bytes(100), sync=True)
+    _write(m / "b", bytes(100), sync=True)
+    grows = disk.grows()
+    disk.enospc(1, "a.sqlite")  # the second growing write of a.sqlite* fills the disk
+    fd = os.open(m / "b", os.O_WRONLY)
+    os.write(fd, b"x" * 50)  # an overwrite grows nothing: never refused
+    os.lseek(fd, 0, os.SEEK_END)
+    os.write(fd, b"grows b, not counted")
+    fa = os.open(m / "a.sqlite-wal", os.O_WRONLY | os.O_APPEND)
+    os.write(fa, b"first growing write of a")
+    with pytest.raises(OSError) as err:
+        os.write(fa, b"second: the disk is full")
+    assert err.value.errno == 28  # ENOSPC
+    with pytest.raises(OSError):
+        os.write(fd, b"full for every file now")
+    assert disk.grows() == grows + 4  # the refused writes are counted too
+    disk.enospc(None)  # space freed
+    os.write(fd, b"room again")
+    os.write(fa, b"room again")
+    os.close(fd)
+    os.close(fa)
+    assert (m / "b").read_bytes().endswith(b"grows b, not countedroom again")
+
+
+def test_fill_after_the_nth_sync_of_a_path(disk: PowerFs) -> None:
+    m = disk.mountpoint
+    disk.fill(2, "store")
+    _write(m / "store-wal", b"commit 1", sync=True)
+    _write(m / "other", b"syncs of other paths do not count", sync=True)
+    fd = os.open(m / "store-wal", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b", commit 2")
+    os.fsync(fd)  # the second sync of store: full from now on
+    with pytest.raises(OSError) as err:
+        os.write(fd, b", commit 3")
+    assert err.value.errno == 28  # ENOSPC
+    disk.enospc(None)
+    os.write(fd, b", commit 3")
+    os.close(fd)
+    assert (m / "store-wal").read_bytes() == b"commit 1, commit 2, commit 3"

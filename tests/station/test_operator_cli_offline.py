@@ -75,6 +75,28 @@ def test_status_says_what_to_do_for_a_missing_device_in_both_languages() -> None
     assert "Вызовите техника" in ru  # a failing reader is the technician's
 
 
+def test_a_full_disk_is_said_in_both_languages_with_what_to_do() -> None:
+    from agent.runtime.operator_text import command_answer, one_line, refusal, unreachable
+
+    answer = command_answer("status", {"station": "s-1", "device": "kiosk-1", "phase": "open",
+                                       "storage": "full", "pending_slips": ["s-1-k-00004"],
+                                       "devices": {"printer": {"state": "ready"}}})
+    text = answer.text()
+    assert "Диск: заполнен." in text and "Диск: толуп калды." in text
+    assert "Вызовите техника, чтобы освободить место" in text
+    assert "орун бошотуу үчүн техникке кайрылыңыз" in text.lower()
+    # the slip waits for room, not for the printer (which is fine)
+    assert "s-1-k-00004; напечатаются сами, когда освободится место" in text
+    assert "Проверьте принтер" not in text
+    assert answer.code == 3
+    ky, ru = refusal("disk-full", {"command": "close"}, "the state disk is full")
+    assert "диски толуп калды" in ky and "диск киоска заполнен" in ru
+    assert "повторите команду" in ru
+    line = one_line(unreachable("no agent listening", 3.2))
+    assert "свободно 3.2 МБ" in line and "бош 3.2 МБ" in line
+    assert "диск" not in one_line(unreachable("no agent listening")).lower()
+
+
 def test_status_names_a_peer_on_another_protocol_version_and_which_kiosk_to_update() -> None:
     from agent.runtime.operator_text import status_lines
 

@@ -67,3 +67,28 @@ def test_damaged_or_foreign_cache_is_rebuilt(ref_data: Path, tmp_path: Path) -> 
     (state / ROLL_FILE).write_bytes(build_package(roll, cec))
     fresh = load_roll(state, keys, cec.verify_key, "s-0001", m)
     assert not fresh.from_cache and len(fresh.roll.voters) == 61
+
+
+def test_the_cache_gives_way_to_the_stores_on_a_small_or_filling_disk(
+        ref_data: Path, tmp_path: Path) -> None:
+    """The cache only saves time: it never takes the room the stores need, and a disk
+    that fills while it is written leaves neither a cache nor a temp file."""
+    from agent.runtime.keys import load_keys
+    from hardware_sim.powerfs import PowerFs
+
+    PowerFs.check_available()
+    keys_dir, state, cec = _install(ref_data, tmp_path)
+    keys, m = load_keys(keys_dir), Matcher()
+    with PowerFs(tmp_path / "backing", tmp_path / "disk") as fs:
+        disk = tmp_path / "disk"
+        (disk / ROLL_FILE).write_bytes((state / ROLL_FILE).read_bytes())
+        roll = load_roll(disk, keys, cec.verify_key, "s-0001", m, write_cache=False)
+        fs.quota(4 << 20)  # a 4 MB card: less free than the stores' reserve
+        assert not roll.persist_cache(disk, keys, keep_free=16 << 20)
+        fs.quota(0)
+        fs.enospc(0)  # the disk fills as the cache is written
+        assert not roll.persist_cache(disk, keys, keep_free=16 << 20)
+        fs.enospc(None)
+        assert sorted(p.name for p in disk.iterdir()) == [ROLL_FILE]
+        assert roll.persist_cache(disk, keys, keep_free=16 << 20)
+        assert load_roll(disk, keys, cec.verify_key, "s-0001", m).from_cache
