@@ -113,6 +113,6 @@ cp "$here/requirements.lock" "$work/wheelhouse/"
 KESP_SRC=$repo KESP_WHEELHOUSE=$work/wheelhouse KESP_TARGET_CPU=$cpu \
 mmdebstrap --mode="${KESP_MODE:-auto}" --variant=minbase --architectures="$arch" \
     --components=main,non-free-firmware \
-    --include=systemd,systemd-sysv,systemd-timesyncd,udev,dbus,python3,python3-venv,fonts-dejavu-core,tzdata,ca-certificates,iproute2,kmod,fdisk,e2fsprogs,util-linux,login,passwd${extra:+,$extra} \
+    --include=systemd,systemd-sysv,systemd-timesyncd,udev,dbus,python3,python3-venv,fonts-dejavu-core,tzdata,ca-certificates,iproute2,kmod,fdisk,e2fsprogs,util-linux,login,passwd,sudo,systemd-resolved${extra:+,$extra} \
     --customize-hook="KESP_SRC='$repo' KESP_WHEELHOUSE='$work/wheelhouse' KESP_TARGET_CPU='$cpu' KESP_TARGET_FEATURES='$features' sh '$here/customize.sh' \"\$1\"" \
     bookworm "$out" "$mirror"

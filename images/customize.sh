@@ -27,6 +27,11 @@ chroot "$root" /opt/kesp/venv/bin/pip install --quiet --no-index --no-cache-dir 
 chroot "$root" /opt/kesp/venv/bin/pip check --quiet >/dev/null 2>&1 || \
     chroot "$root" /opt/kesp/venv/bin/pip check
 rm -rf "$root/tmp/wheelhouse"
+# The technician's commands on the PATH as docs/TECHNICIAN.md writes them
+# (sudo's secure_path and root's PATH include /usr/local/bin).
+for tool in kesp-agent kesp-provision; do
+    ln -sf "/opt/kesp/venv/bin/$tool" "$root/usr/local/bin/$tool"
+done
 mkdir -p "$root/opt/kesp/docs"
 cp "$src"/docs/*.md "$root/opt/kesp/docs/" 2>/dev/null || true
 
@@ -56,7 +61,8 @@ chroot "$root" systemd-tmpfiles --create /usr/lib/tmpfiles.d/kesp.conf
 # Mount points on the read-only root: the state partition and the stick.
 mkdir -p "$root/data" "$root/var/lib/systemd/timesync" "$root/media/usb"
 systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
-    systemd-networkd.service systemd-timesyncd.service systemd-time-wait-sync.service
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+    systemd-time-wait-sync.service
 
 # --- the read-only root: what the base system's services expect to find.
 # mmdebstrap copies the build host's /etc/hostname; every kiosk is "kesp"
@@ -64,6 +70,10 @@ systemctl --root="$root" enable kesp-agent.service kesp-firstboot.service \
 printf 'kesp\n' > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tkesp\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
     > "$root/etc/hosts"
+# Name servers come from DHCP through systemd-resolved, not from the build
+# host's resolv.conf (which mmdebstrap copies in: a broker given by name would
+# not resolve at the polling station).
+ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 # StateDirectory= of logind, rfkill and backlight: systemd cannot create them
 # on a read-only /var/lib at boot (logind then fails: no console logins).
 mkdir -p "$root/var/lib/systemd/linger" "$root/var/lib/systemd/rfkill" \

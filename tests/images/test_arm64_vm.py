@@ -14,7 +14,8 @@ has the crypto extensions), so the cache key set by the unit's drop-in is
 what makes the image's Numba cache load.
 
 Visit 1, blank kiosk: first boot, ``kesp-provision device init`` and
-``device request`` at the console from the stick, power off. At the
+``device request`` at the console from the stick, power off. Commands are
+typed as docs/TECHNICIAN.md writes them (``sudo kesp-provision ...``). At the
 centre (this host, the same code on x86): ``ops register`` and ``cec
 build``. Visit 2: power on, ``device install-roll``, start the agent, the
 commission opens, one voter is identified and gets a slip, the agent stops
@@ -143,10 +144,10 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             # A blank kiosk: the agent's unit waits for a configuration.
             assert c.ok("systemctl show -P ConditionResult kesp-agent.service") == "no"
             t1 = time.monotonic()
-            c.ok(f"{KP} device init --device-id arm-k1 --station s-1017 --district osh-city "
+            c.ok(f"sudo {KP} device init --device-id arm-k1 --station s-1017 --district osh-city "
                  f"--broker {broker_url} --cec-key /media/usb/cec.pub "
                  "--settings /media/usb/settings.json", timeout=1800)
-            c.ok(f"{KP} device request --out /media/usb/request.json --no-qr", timeout=1800)
+            c.ok(f"sudo {KP} device request --out /media/usb/request.json --no-qr", timeout=1800)
             c.ok("sync; umount /media/usb")
             timings["visit 1: device init + request"] = time.monotonic() - t1
             timings["visit 1: power off"] = m.power_off()
@@ -171,7 +172,7 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
         try:
             timings["visit 2: power on to console"] = m.console.login(timeout=3600)
             c = m.console
-            out = c.ok(f"{KP} device install-roll /media/usb/s-1017.pkg", timeout=1800)
+            out = c.ok(f"sudo {KP} device install-roll /media/usb/s-1017.pkg", timeout=1800)
             assert f"{VOTERS} voters" in out, out
             t1 = time.monotonic()
             c.ok("systemctl start kesp-agent.service", timeout=2400)  # Type=notify: READY
@@ -185,7 +186,7 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status, status
             assert c.ok(f"readlink /proc/{pid}/ns/user") != c.ok("readlink /proc/1/ns/user")
             docs = len(printer.documents)
-            c.ok("kesp-agent open", timeout=600)
+            c.ok("sudo kesp-agent open", timeout=600)
             printer.wait_for_documents(docs + 1, timeout=600)
             assert slip_kind(printer.documents[-1].text) == "zero-report"
             t1 = time.monotonic()

@@ -78,6 +78,17 @@ def test_agent_units_and_rules_in_place(rootfs: Path) -> None:
         REPO / "systemd/99-kesp.rules").read_bytes()
     assert (rootfs / "usr/lib/tmpfiles.d/kesp.conf").exists()
     assert (rootfs / "usr/lib/sysusers.d/kesp.conf").exists()
+    # Nothing of the build host: its name and its name servers stay behind.
+    assert (etc / "hostname").read_text() == "kesp\n"
+    assert os.readlink(etc / "resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    # The technician's commands as the guide writes them: on the PATH, through sudo.
+    for tool in ("kesp-agent", "kesp-provision"):
+        assert os.readlink(rootfs / "usr/local/bin" / tool) == f"/opt/kesp/venv/bin/{tool}"
+    assert (rootfs / "usr/bin/sudo").exists()
+    # The state directories of base services exist on the read-only root.
+    for d in ("linger", "rfkill", "backlight"):
+        assert (rootfs / "var/lib/systemd" / d).is_dir(), d
+    assert (rootfs / "media/usb").is_dir()
     assert any(line.startswith("kesp:") for line in (etc / "passwd").read_text().splitlines())
     dropin = (etc / "systemd/system/kesp-agent.service.d/image.conf").read_text()
     assert "NUMBA_CPU_NAME=x86-64-v2" in dropin and "RequiresMountsFor=" in dropin
