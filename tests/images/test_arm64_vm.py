@@ -140,7 +140,7 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             for m_point in ("/etc/kesp", "/var/lib/kesp", "/var/cache/kesp"):
                 c.ok(f"mountpoint -q {m_point}")
             assert c.ok("readlink -f /dev/kesp-printer").startswith("/dev/ttyUSB")
-            assert c.ok("readlink -f /dev/kesp-sensor") == "/dev/hvc0"
+            assert c.ok("readlink -f /dev/kesp-sensor").startswith("/dev/ttyS")
             # A blank kiosk: the agent's unit waits for a configuration.
             assert c.ok("systemctl show -P ConditionResult kesp-agent.service") == "no"
             t1 = time.monotonic()
@@ -177,7 +177,10 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             t1 = time.monotonic()
             c.ok("systemctl start kesp-agent.service", timeout=2400)  # Type=notify: READY
             timings["visit 2: agent start to READY"] = time.monotonic() - t1
-            # The image's cache, keyed by the drop-in, was loaded: nothing compiled.
+            # QEMU's Cortex-A72 has the crypto extensions a Pi 4 lacks, so LLVM's own
+            # detection would give another cache key than the image's ...
+            assert " aes " in c.ok("grep -m1 '^Features' /proc/cpuinfo") + " "
+            # ... yet the image's cache, keyed by the drop-in, was loaded: nothing compiled.
             fresh = c.ok("find /var/cache/kesp/numba -type f -newer /data/.kesp-firstboot-done"
                          " | wc -l")
             assert fresh == "0", f"{fresh} cache files written: kernels were compiled"

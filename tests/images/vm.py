@@ -12,9 +12,11 @@ directly). Devices as the kiosk sees them:
 * the receipt printer: the host's ESC/POS simulator behind QEMU's emulated
   FTDI FT232 USB-serial bridge (0403:6001), named ``/dev/kesp-printer`` by
   the image's own udev rule;
-* the fingerprint sensor: the host's Grow simulator on a virtio console
-  (``/dev/hvc0``, a tty), named by a site rule as docs/TECHNICIAN.md allows
-  for a kiosk wired otherwise (QEMU emulates no CH340 or CP2102 bridge);
+* the fingerprint sensor: the host's Grow simulator on QEMU's PCI 16550
+  UART (a ``ttyS`` with modem lines, as a USB-serial bridge has), named by a
+  site rule as docs/TECHNICIAN.md allows for a kiosk wired otherwise (QEMU
+  emulates no CH340 or CP2102 bridge, and a virtio console passed no byte
+  to the sensor);
 * the technician's USB stick: a FAT image labelled ``KESP-USB`` on USB
   mass storage; the network: QEMU's user-mode network (the host is
   10.0.2.2, where the test's broker listens).
@@ -25,6 +27,7 @@ The technician's console is the board's UART, reached through a socket;
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shutil
@@ -42,27 +45,22 @@ RIG_FILES = {
     "etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf":
         "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear "
         "--keep-baud 115200,57600,38400,9600 %I $TERM\n",
-    # The sensor on the virtio console: the site rule of a kiosk wired otherwise.
+    # The sensor on QEMU's PCI UART (1b36:0002): the site rule of a kiosk wired otherwise.
     "etc/udev/rules.d/98-kesp-site.rules":
-        'SUBSYSTEM=="tty", KERNEL=="hvc0", GROUP="kesp", MODE="0660", SYMLINK+="kesp-sensor"\n',
+        'SUBSYSTEM=="tty", ATTRS{vendor}=="0x1b36", ATTRS{device}=="0x0002", GROUP="kesp", '
+        'MODE="0660", SYMLINK+="kesp-sensor"\n',
     # Every instruction is emulated (about 20-50 times slower than a Pi).
     "etc/systemd/system/kesp-agent.service.d/emulated.conf":
         "[Service]\nTimeoutStartSec=30min\nWatchdogSec=10min\n",
 }
-#: hvc0 is the sensor: no login prompt may be started on it.
-RIG_MASKED = ("serial-getty@hvc0.service",)
 
 
 def rig_additions(root: Path) -> None:
-    """Add this rig's files (:data:`RIG_FILES`, :data:`RIG_MASKED`) to a copy of the root."""
+    """Add this rig's files (:data:`RIG_FILES`) to a copy of the root."""
     for rel, text in RIG_FILES.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    for unit in RIG_MASKED:
-        link = root / "etc/systemd/system" / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
 
 
 def make_card(rootfs: Path, work: Path, size_bytes: int) -> tuple[Path, Path, Path]:
@@ -126,12 +124,11 @@ def qemu_argv(*, card: Path, kernel: Path, initrd: Path, stick: Path, console_so
         "-device", "usb-storage,bus=xhci.0,drive=stick",
         "-chardev", f"tty,id=printer,path={printer_tty}",
         "-device", "usb-serial,bus=xhci.0,chardev=printer",
-        "-device", "virtio-serial-pci",
         "-chardev", f"tty,id=sensor,path={sensor_tty}",
-        "-device", "virtconsole,chardev=sensor",
+        "-device", "pci-serial,chardev=sensor",
         "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
         "-chardev", f"socket,id=con,path={console_sock},server=on,wait=off,"
-                    f"logfile={console_log}",
+                    f"logfile={console_log},logappend=on",
         "-serial", "chardev:con",
     ]
 
@@ -153,6 +150,8 @@ class Console:
                 time.sleep(0.5)
         self._buf = ""
         self._n = 0
+        # A character of Kyrgyz or Russian may be split between two reads.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def close(self) -> None:
         self._sock.close()
@@ -180,7 +179,7 @@ class Console:
                 continue
             if not chunk:
                 raise AssertionError("console: the machine went away")
-            self._buf += chunk.decode("utf-8", errors="replace")
+            self._buf += self._decoder.decode(chunk)
 
     def login(self, timeout: float) -> float:
         """Wait for the auto-logged-in root shell; seconds it took."""
