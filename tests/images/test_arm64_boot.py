@@ -15,12 +15,12 @@ the unit's start time-out (the unit on a Pi keeps 90 s), and turns
 PrivateUsers= off (qemu-user cannot set up a user namespace); every other
 hardening setting of the unit applies. The root is an overlay so the tree
 stays pristine. Every kesp-provision step runs with the image's own tools, so
-key and package formats are the image's. What qemu-system-aarch64 would add: a
-real arm64 kernel, so the read-only ext4 root, fstab, systemd-repart of the
-state partition, udev naming of USB devices and the seccomp system-call
-filter (qemu-user refuses seccomp, so systemd skips SystemCallFilter= here)
-would be exercised too; the Pi's own boot path (firmware, device tree)
-cannot be emulated either way. Under qemu-user in a container, units that
+key and package formats are the image's. What only a real arm64 kernel
+shows (the read-only ext4 root, fstab, systemd-repart of the state
+partition, udev naming of USB devices, the seccomp system-call filter, which
+qemu-user refuses so systemd skips SystemCallFilter= here) is checked by
+``test_arm64_vm.py`` on qemu-system-aarch64; the Pi's own boot path
+(firmware, device tree) cannot be emulated either way. Under qemu-user in a container, units that
 set up credentials (systemd-sysusers, systemd-tmpfiles-setup: "Failed to set
 up credentials: Invalid argument") and systemd-remount-fs (no kesp-root
 device) fail; the kiosk's own units do not depend on them.
