@@ -293,7 +293,8 @@ def _widest(types: dict[str, int]) -> str:
     """The widest vector type in bits among LLVM types like ``4 x i64``."""
     def bits(t: str) -> int:
         n, _, elem = t.split()
-        return int(n) * {"float": 32, "double": 64}.get(elem, int(elem.lstrip("i") or 0))
+        width = {"float": 32, "double": 64}.get(elem)
+        return int(n) * (width if width is not None else int(elem.lstrip("i") or 0))
     return f"{max(map(bits, types), default=0)} bit"
 
 
