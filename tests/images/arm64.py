@@ -17,9 +17,17 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from agent.drivers.sensor.types import Guidance
+from hardware_sim.escpos_sim import EscposPrinterSimulator
+from hardware_sim.fingers import load_fvc
+from hardware_sim.grow_sim import GrowSensorSimulator
+from hardware_sim.reference_data import reference_data
+from hardware_sim.voters import fvc_finger, iso_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -91,3 +99,46 @@ def copy_tree(src: Path, dest: Path) -> None:
     """A fresh copy of ``src`` at ``dest`` (what first boot does with the image's cache)."""
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(src, dest, symlinks=True)
+
+
+def write_roll_inputs(work: Path, voters: int) -> Path:
+    """The CEC's inputs for ``voters`` FVC2002 voters under ``work``: voters.csv and templates/.
+
+    Returns the templates directory.
+    """
+    shared = reference_data()
+    templates = work / "templates"
+    rows = []
+    for i in range(voters):
+        folder = templates / f"ID{1000 + i}"
+        folder.mkdir(parents=True)
+        for pos in (1, 2):
+            (folder / f"{pos}.iso").write_bytes(iso_bytes(shared, i, pos))
+        rows.append(f"{i + 1},Үсөн кызы Айгүл {i},Усенова Айгуль {i},ID{1000 + i}\n")
+    (work / "voters.csv").write_text("list_number,name_ky,name_ru,document\n" + "".join(rows),
+                                     encoding="utf-8")
+    return templates
+
+
+def present_until_slip(sensor: GrowSensorSimulator, printer: EscposPrinterSimulator,
+                       timeout: float = 1800) -> str:
+    """Voter 1 presents the embedded impressions (not in the roll) until a slip prints.
+
+    Lifts when the sensor asks to press again, presses when it is ready;
+    returns the new slip's text.
+    """
+    db, finger = fvc_finger(0)
+    impression = 3
+    docs = len(printer.documents)
+    deadline = time.monotonic() + timeout
+    while len(printer.documents) == docs and time.monotonic() < deadline:
+        g = sensor.guidance
+        if g is Guidance.RETRY and sensor.finger_present:
+            sensor.lift()
+        elif g is Guidance.READY and not sensor.finger_present:
+            sensor.press(*load_fvc(reference_data() / "fvc2002", db, finger, impression))
+            impression = 2 if impression == 3 else 3  # the embedded images
+        time.sleep(0.2)
+    sensor.lift()
+    assert len(printer.documents) > docs, "no slip printed"
+    return printer.documents[-1].text

@@ -38,24 +38,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from arm64 import run, target_cpu
+from arm64 import present_until_slip, run, target_cpu, write_roll_inputs
 
 from agent.drivers.printer.profiles import SIMULATOR_DEFAULT_PROFILE
-from agent.drivers.sensor.types import Guidance
 from agent.runtime.control import ControlError, request
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import PrivateMosquitto
-from hardware_sim.reference_data import reference_data
 from hardware_sim.rig import slip_kind
-from hardware_sim.voters import fvc_finger, iso_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400),
               pytest.mark.skipif(shutil.which("systemd-nspawn") is None,
                                  reason="apt-get install systemd-container")]
 
-SHARED = reference_data()  # the FVC2002 data embedded in the repository
 KP = "/opt/kesp/venv/bin/kesp-provision"
 #: Emulation only: importing NumPy/Numba and loading the kernels take minutes under qemu-user.
 #: qemu-user cannot set up a user namespace ("Failed to set up user namespacing: Invalid
@@ -123,16 +118,7 @@ def test_boot_ready_identify_print_stop(arm64_rootfs: Path, tmp_path: Path) -> N
             "printer": {"port": "/dev/kesp-printer", "profile": SIMULATOR_DEFAULT_PROFILE}}))
         work = tmp_path / "work"  # the CEC's and ops's workstations
         work.mkdir()
-        templates = work / "templates"
-        rows = []
-        for i in range(VOTERS):
-            folder = templates / f"ID{1000 + i}"
-            folder.mkdir(parents=True)
-            for pos in (1, 2):
-                (folder / f"{pos}.iso").write_bytes(iso_bytes(SHARED, i, pos))
-            rows.append(f"{i + 1},Үсөн кызы Айгүл {i},Усенова Айгуль {i},ID{1000 + i}\n")
-        (work / "voters.csv").write_text("list_number,name_ky,name_ru,document\n"
-                                         + "".join(rows), encoding="utf-8")
+        write_roll_inputs(work, VOTERS)  # /srv/voters.csv, /srv/templates
         binds = {state / "etc-kesp": "/etc/kesp", state / "lib-kesp": "/var/lib/kesp",
                  usb: "/media/usb", work: "/srv"}
         t0 = time.monotonic()
@@ -193,21 +179,7 @@ def test_boot_ready_identify_print_stop(arm64_rootfs: Path, tmp_path: Path) -> N
             printer.wait_for_documents(docs + 1, timeout=600)
             # Voter 1 (list number 1) presents impressions not in the roll until a slip.
             t0 = time.monotonic()
-            db, finger = fvc_finger(0)
-            impression = 3
-            docs = len(printer.documents)
-            deadline = time.monotonic() + 1800
-            while len(printer.documents) == docs and time.monotonic() < deadline:
-                g = sensor.guidance
-                if g is Guidance.RETRY and sensor.finger_present:
-                    sensor.lift()
-                elif g is Guidance.READY and not sensor.finger_present:
-                    sensor.press(*load_fvc(SHARED / "fvc2002", db, finger, impression))
-                    impression = 2 if impression == 3 else 3  # the embedded images
-                time.sleep(0.2)
-            sensor.lift()
-            assert len(printer.documents) > docs, "no slip printed"
-            slip = printer.documents[-1].text
+            slip = present_until_slip(sensor, printer)
             timings["finger to slip (emulated)"] = time.monotonic() - t0
             assert slip_kind(slip) == "identified", slip
             status = request(sock, "status", timeout_s=600)

@@ -32,23 +32,19 @@ import time
 from pathlib import Path
 
 import pytest
+from arm64 import present_until_slip, write_roll_inputs
 from vm import Console, make_card, make_stick, put_on_stick, qemu_argv, take_from_stick
 
 from agent.drivers.printer.profiles import SIMULATOR_DEFAULT_PROFILE
-from agent.drivers.sensor.types import Guidance
 from hardware_sim.escpos_sim import EscposPrinterSimulator
-from hardware_sim.fingers import load_fvc
 from hardware_sim.grow_sim import GrowSensorSimulator
 from hardware_sim.mosquitto import PrivateMosquitto
-from hardware_sim.reference_data import reference_data
 from hardware_sim.rig import slip_kind
-from hardware_sim.voters import fvc_finger, iso_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(7200),
               pytest.mark.skipif(shutil.which("qemu-system-aarch64") is None,
                                  reason="apt-get install qemu-system-arm")]
 
-SHARED = reference_data()
 VOTERS = 4
 CARD_BYTES = 4 << 30  # the smallest card a kiosk takes
 KP = "kesp-provision"
@@ -92,16 +88,7 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
     card, kernel, initrd = make_card(arm64_rootfs, tmp_path, CARD_BYTES)
     timings["card made (copy, rig files, build-sdcard.sh)"] = time.monotonic() - t_start
     work = tmp_path / "centre"  # the CEC's and ops's workstations (this host)
-    templates = work / "templates"
-    rows = []
-    for i in range(VOTERS):
-        folder = templates / f"ID{1000 + i}"
-        folder.mkdir(parents=True)
-        for pos in (1, 2):
-            (folder / f"{pos}.iso").write_bytes(iso_bytes(SHARED, i, pos))
-        rows.append(f"{i + 1},Үсөн кызы Айгүл {i},Усенова Айгуль {i},ID{1000 + i}\n")
-    (work / "voters.csv").write_text("list_number,name_ky,name_ru,document\n" + "".join(rows),
-                                     encoding="utf-8")
+    templates = write_roll_inputs(work, VOTERS)
     _host_provision("cec", "keygen", "--out-dir", str(work / "cec"))
     settings = {"sensor": {"port": "/dev/kesp-sensor"},
                 "printer": {"port": "/dev/kesp-printer", "profile": SIMULATOR_DEFAULT_PROFILE}}
@@ -193,21 +180,7 @@ def test_card_boots_provisions_and_serves_a_voter(arm64_rootfs: Path, tmp_path: 
             printer.wait_for_documents(docs + 1, timeout=600)
             assert slip_kind(printer.documents[-1].text) == "zero-report"
             t1 = time.monotonic()
-            db, finger = fvc_finger(0)
-            impression = 3
-            docs = len(printer.documents)
-            deadline = time.monotonic() + 1800
-            while len(printer.documents) == docs and time.monotonic() < deadline:
-                g = sensor.guidance
-                if g is Guidance.RETRY and sensor.finger_present:
-                    sensor.lift()
-                elif g is Guidance.READY and not sensor.finger_present:
-                    sensor.press(*load_fvc(SHARED / "fvc2002", db, finger, impression))
-                    impression = 2 if impression == 3 else 3
-                time.sleep(0.2)
-            sensor.lift()
-            assert len(printer.documents) > docs, "no slip printed"
-            assert slip_kind(printer.documents[-1].text) == "identified"
+            assert slip_kind(present_until_slip(sensor, printer)) == "identified"
             timings["visit 2: finger to slip"] = time.monotonic() - t1
             t1 = time.monotonic()
             c.ok("systemctl stop kesp-agent.service", timeout=600)
